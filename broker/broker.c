@@ -1,0 +1,395 @@
+/*  broker.c - the amaas broker's event loop.
+
+    One thread, one zpoller over the frontend and backend ROUTER sockets.
+    A client REQUEST becomes a job: its header is decoded, its payload frame
+    is kept as it is and later sent on to the worker in a JOB.  A worker's
+    RESULT is matched to the job by token and becomes the client's REPLY.
+    Every heartbeat interval the broker heartbeats its workers, purges those
+    that went silent (their jobs are requeued) and answers the jobs that
+    failed.  Bad messages are answered with an error and logged; they never
+    stop the loop.
+*/
+#include "broker.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <string.h>
+
+#include "clock.h"
+#include "codec.h"
+#include "dispatch.h"
+#include "log.h"
+
+typedef struct {
+    const broker_config_t *config;
+    zsock_t *frontend;      //  ROUTER for clients
+    zsock_t *backend;       //  ROUTER for workers
+    dispatch_t *dispatch;   //  queues and workers
+    zlistx_t *failed;       //  jobs to answer with an error
+    codec_header_t header;  //  decoded header of the message at hand
+    codec_header_t reply;   //  header being built
+    uint64_t jobs_ok;       //  jobs answered with a result
+    uint64_t jobs_failed;   //  jobs answered with an error
+} broker_t;
+
+void broker_config_defaults (broker_config_t *config)
+{
+    memset (config, 0, sizeof *config);
+    config->frontend = "tcp://*:5555";
+    config->backend = "tcp://*:5556";
+    config->heartbeat_ms = 1000;
+    config->liveness = 3;
+    config->max_message = 64u << 20;
+    config->max_queue = 10000;
+    config->max_lost = 2;
+}
+
+//  Sends [identity][message] on a ROUTER socket; destroys msg.
+static void send_to (zsock_t *sock, zframe_t *identity, zmsg_t **msg_p)
+{
+    if (!*msg_p)
+        return;
+    zframe_t *copy = zframe_dup (identity);
+    zmsg_prepend (*msg_p, &copy);
+    if (zmsg_send (msg_p, sock))
+        zmsg_destroy (msg_p);
+}
+
+static void send_error (broker_t *self, zsock_t *sock, zframe_t *identity, uint64_t id,
+                        amaas_code_t code, const char *message)
+{
+    codec_header_t *h = &self->reply;
+    codec_header_reset (h);
+    h->fields = HDR_CODE;
+    h->code = code;
+    codec_header_set_message (h, "%s", message);
+    codec_cmd_t cmd = CMD_ERROR;
+    if (id) {
+        h->id = id;
+        h->fields |= HDR_ID;
+        cmd = sock == self->frontend ? CMD_REPLY : CMD_ERROR;
+    }
+    zmsg_t *msg = codec_msg_new (cmd, h, NULL);
+    send_to (sock, identity, &msg);
+}
+
+//  Answers a job with its fail code and destroys it.
+static void answer_failed (broker_t *self, broker_job_t **job_p)
+{
+    broker_job_t *job = *job_p;
+    log_debug ("job failed model=%s id=%" PRIu64 " code=%s message=\"%s\"", job->model, job->id,
+               amaas_code_name (job->fail_code), job->fail_message);
+    if (job->client)
+        send_error (self, self->frontend, job->client, job->id, job->fail_code,
+                    job->fail_message);
+    self->jobs_failed++;
+    dispatch_job_destroy (job_p);
+}
+
+static void answer_failed_list (broker_t *self)
+{
+    broker_job_t *job;
+    while ((job = zlistx_detach (self->failed, NULL)))
+        answer_failed (self, &job);
+}
+
+static int send_job (broker_job_t *job, broker_worker_t *worker, void *arg)
+{
+    broker_t *self = arg;
+    codec_header_t *h = &self->reply;
+    codec_header_reset (h);
+    h->fields = HDR_JOB;
+    h->job = job->token;
+    codec_header_set_model (h, job->model);
+    if (job->n_outputs) {
+        h->fields |= HDR_OUTPUTS;
+        h->n_outputs = job->n_outputs;
+        memcpy (h->outputs, job->outputs, job->n_outputs * CODEC_NAME_MAX);
+    }
+    zframe_t *payload = zframe_dup (job->payload);
+    zmsg_t *msg = codec_msg_new (CMD_JOB, h, &payload);
+    zframe_destroy (&payload);
+    if (!msg)
+        return -1;
+    send_to (self->backend, worker->identity, &msg);
+    return 0;
+}
+
+static void pump (broker_t *self)
+{
+    dispatch_pump (self->dispatch, send_job, self, clock_now_us ());
+}
+
+static void on_frontend (broker_t *self)
+{
+    zmsg_t *msg = zmsg_recv (self->frontend);
+    if (!msg)
+        return;
+    zframe_t *identity = zmsg_pop (msg);
+    char err[CODEC_MESSAGE_MAX];
+    codec_cmd_t cmd;
+    zframe_t *payload;
+    codec_header_t *h = &self->header;
+    size_t size = zmsg_content_size (msg);
+    if (!identity)
+        goto done;
+    if (codec_msg_parse (msg, &cmd, h, &payload, err, sizeof err)) {
+        log_warn ("bad client message peer=%s error=\"%s\"", "frontend", err);
+        send_error (self, self->frontend, identity, h->id, AMAAS_INVALID_ARGUMENT, err);
+        goto done;
+    }
+    if (cmd == CMD_PING || cmd == CMD_MODELS) {
+        codec_header_t *r = &self->reply;
+        codec_header_reset (r);
+        r->fields = HDR_ID;
+        r->id = h->id;
+        if (cmd == CMD_MODELS && dispatch_models (self->dispatch, r))
+            goto done;
+        zmsg_t *out = codec_msg_new (cmd == CMD_PING ? CMD_PONG : CMD_MODELS_REPLY, r, NULL);
+        codec_header_reset (r);
+        send_to (self->frontend, identity, &out);
+        goto done;
+    }
+    if (cmd != CMD_REQUEST) {
+        snprintf (err, sizeof err, "command 0x%02x is not a client command", cmd);
+        send_error (self, self->frontend, identity, h->id, AMAAS_INVALID_ARGUMENT, err);
+        goto done;
+    }
+    if (!(h->fields & HDR_ID) || !(h->fields & HDR_MODEL)) {
+        send_error (self, self->frontend, identity, h->id, AMAAS_INVALID_ARGUMENT,
+                    "REQUEST header needs 'id' (uint64 >= 1) and 'model' (str)");
+        goto done;
+    }
+    if (size > self->config->max_message) {
+        snprintf (err, sizeof err,
+                  "request of %zu bytes exceeds the broker's limit of %zu bytes (--max-message)",
+                  size, self->config->max_message);
+        send_error (self, self->frontend, identity, h->id, AMAAS_INVALID_ARGUMENT, err);
+        goto done;
+    }
+    zmsg_remove (msg, payload);
+    broker_job_t *job = dispatch_job_new (self->dispatch, h->id, h, &identity, &payload,
+                                          clock_now_us ());
+    zframe_destroy (&payload);
+    if (!job) {
+        log_error ("out of memory for a job");
+        goto done;
+    }
+    amaas_code_t code = dispatch_submit (self->dispatch, job,
+                                         (h->fields & HDR_VERSION) ? h->version : NULL);
+    if (code != AMAAS_OK)
+        answer_failed (self, &job);
+    else
+        pump (self);
+done:
+    zframe_destroy (&identity);
+    zmsg_destroy (&msg);
+}
+
+static int64_t expiry (broker_t *self)
+{
+    return clock_now_ms () + (int64_t) self->config->heartbeat_ms * self->config->liveness;
+}
+
+static void on_result (broker_t *self, broker_worker_t *worker, zmsg_t *msg, zframe_t *payload)
+{
+    codec_header_t *h = &self->header;
+    broker_job_t *job = NULL;
+    if (!(h->fields & HDR_JOB) || !(job = dispatch_complete (self->dispatch, worker, h->job))) {
+        log_debug ("result for a job the broker does not know worker=%s job=%" PRIu64,
+                   worker->key, h->job);
+        return;
+    }
+    codec_header_t *r = &self->reply;
+    codec_header_reset (r);
+    r->fields = HDR_ID | HDR_CODE;
+    r->id = job->id;
+    r->code = h->code;
+    if (h->code != AMAAS_OK) {
+        codec_header_set_message (r, "%s", h->message);
+        payload = NULL;
+        self->jobs_failed++;
+    }
+    else {
+        codec_header_set_model (r, job->model);
+        codec_header_set_version (r, (h->fields & HDR_VERSION) ? h->version : "1");
+        r->fields |= HDR_QUEUE_US | HDR_COMPUTE_US;
+        r->queue_us = job->dispatched_us - job->received_us;
+        r->compute_us = h->compute_us;
+        if (payload)
+            zmsg_remove (msg, payload);
+        else {
+            r->code = AMAAS_INTERNAL;
+            codec_header_set_message (r, "worker %s sent a result without outputs", worker->key);
+        }
+        self->jobs_ok++;
+    }
+    zmsg_t *out = codec_msg_new (CMD_REPLY, r, &payload);
+    zframe_destroy (&payload);
+    send_to (self->frontend, job->client, &out);
+    dispatch_job_destroy (&job);
+}
+
+static void on_backend (broker_t *self)
+{
+    zmsg_t *msg = zmsg_recv (self->backend);
+    if (!msg)
+        return;
+    zframe_t *identity = zmsg_pop (msg);
+    char *key = identity ? zframe_strhex (identity) : NULL;
+    char err[CODEC_MESSAGE_MAX];
+    codec_cmd_t cmd;
+    zframe_t *payload;
+    codec_header_t *h = &self->header;
+    if (!key)
+        goto done;
+    if (codec_msg_parse (msg, &cmd, h, &payload, err, sizeof err)) {
+        log_warn ("bad worker message worker=%s error=\"%s\"", key, err);
+        send_error (self, self->backend, identity, 0, AMAAS_INVALID_ARGUMENT, err);
+        goto done;
+    }
+    broker_worker_t *worker = dispatch_worker_find (self->dispatch, key);
+    if (cmd == CMD_READY) {
+        if (!(h->fields & HDR_MODELS) || h->n_models == 0) {
+            send_error (self, self->backend, identity, 0, AMAAS_INVALID_ARGUMENT,
+                        "READY needs 'models', a non-empty array");
+            goto done;
+        }
+        worker = dispatch_worker_ready (self->dispatch, key, &identity, h, expiry (self),
+                                        self->failed);
+        if (worker)
+            log_info ("worker ready worker=%s host=%s pid=%u credit=%u models=%zu", key,
+                      worker->host, worker->pid, worker->credit, worker->n_models);
+        answer_failed_list (self);
+        pump (self);
+        goto done;
+    }
+    if (!worker) {
+        //  A worker we do not know (we restarted, or declared it dead):
+        //  tell it to register again.
+        if (cmd != CMD_DISCONNECT) {
+            codec_header_t *r = &self->reply;
+            codec_header_reset (r);
+            r->fields = HDR_REASON;
+            snprintf (r->message, sizeof r->message, "unknown worker: send READY");
+            zmsg_t *out = codec_msg_new (CMD_DISCONNECT, r, NULL);
+            send_to (self->backend, identity, &out);
+        }
+        goto done;
+    }
+    worker->expires_ms = expiry (self);
+    if (cmd == CMD_RESULT) {
+        on_result (self, worker, msg, payload);
+        pump (self);
+    }
+    else if (cmd == CMD_DISCONNECT) {
+        log_info ("worker left worker=%s jobs_held=%zu", key, zlistx_size (worker->jobs));
+        dispatch_worker_remove (self->dispatch, worker, self->failed);
+        answer_failed_list (self);
+        pump (self);
+    }
+    else if (cmd != CMD_HEARTBEAT) {
+        snprintf (err, sizeof err, "command 0x%02x is not a worker command", cmd);
+        send_error (self, self->backend, identity, 0, AMAAS_INVALID_ARGUMENT, err);
+    }
+done:
+    zstr_free (&key);
+    zframe_destroy (&identity);
+    zmsg_destroy (&msg);
+}
+
+static void on_heartbeat (broker_t *self)
+{
+    size_t dead = dispatch_purge (self->dispatch, clock_now_ms (), self->failed);
+    if (dead)
+        log_warn ("workers declared dead count=%zu after=%dms", dead,
+                  self->config->heartbeat_ms * self->config->liveness);
+    answer_failed_list (self);
+    codec_header_t *r = &self->reply;
+    codec_header_reset (r);
+    for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
+         w = dispatch_worker_next (self->dispatch)) {
+        zmsg_t *beat = codec_msg_new (CMD_HEARTBEAT, r, NULL);
+        send_to (self->backend, w->identity, &beat);
+    }
+    pump (self);
+}
+
+static zsock_t *bind_router (const char *endpoint, size_t max_message, const char *role)
+{
+    zsock_t *sock = zsock_new (ZMQ_ROUTER);
+    if (!sock)
+        return NULL;
+    //  A reply is never dropped for a full pipe; memory is bounded by the
+    //  queue limits and worker credit instead.
+    zsock_set_sndhwm (sock, 0);
+    zsock_set_rcvhwm (sock, 100000);
+    zsock_set_linger (sock, 1000);
+    zsock_set_maxmsgsize (sock, (int64_t) (4 * max_message));
+    if (zsock_bind (sock, "%s", endpoint) == -1) {
+        log_error ("cannot bind %s endpoint=%s error=\"%s\"", role, endpoint,
+                   zmq_strerror (zmq_errno ()));
+        zsock_destroy (&sock);
+    }
+    return sock;
+}
+
+int broker_run (const broker_config_t *config)
+{
+    broker_t self = {.config = config};
+    int rc = -1;
+    zpoller_t *poller = NULL;
+    self.frontend = bind_router (config->frontend, config->max_message, "frontend");
+    self.backend = bind_router (config->backend, config->max_message, "backend");
+    self.dispatch = dispatch_new (config->max_queue, config->max_lost);
+    self.failed = dispatch_job_list_new ();
+    if (!self.frontend || !self.backend || !self.dispatch || !self.failed)
+        goto done;
+    char *front = zsock_last_endpoint (self.frontend);
+    char *back = zsock_last_endpoint (self.backend);
+    log_info ("broker listening frontend=%s backend=%s heartbeat=%dms", front, back,
+              config->heartbeat_ms);
+    if (config->endpoints_file) {
+        FILE *f = fopen (config->endpoints_file, "w");
+        if (f) {
+            fprintf (f, "frontend=%s\nbackend=%s\n", front, back);
+            fclose (f);
+        }
+        else
+            log_error ("cannot write endpoints file path=%s error=\"%s\"",
+                       config->endpoints_file, strerror (errno));
+    }
+    zstr_free (&front);
+    zstr_free (&back);
+
+    poller = zpoller_new (self.frontend, self.backend, NULL);
+    int64_t next_beat = clock_now_ms () + config->heartbeat_ms;
+    while (!zsys_interrupted) {
+        int64_t wait = next_beat - clock_now_ms ();
+        void *which = zpoller_wait (poller, (int) (wait > 0 ? wait : 0));
+        if (which == self.frontend)
+            on_frontend (&self);
+        else if (which == self.backend)
+            on_backend (&self);
+        else if (zpoller_terminated (poller))
+            break;
+        if (clock_now_ms () >= next_beat) {
+            on_heartbeat (&self);
+            next_beat = clock_now_ms () + config->heartbeat_ms;
+        }
+    }
+    log_info ("broker stopping jobs_ok=%" PRIu64 " jobs_failed=%" PRIu64 " in_flight=%zu",
+              self.jobs_ok, self.jobs_failed, dispatch_in_flight (self.dispatch));
+    dispatch_shutdown (self.dispatch, self.failed);
+    answer_failed_list (&self);
+    rc = 0;
+done:
+    zpoller_destroy (&poller);
+    zlistx_destroy (&self.failed);
+    dispatch_destroy (&self.dispatch);
+    codec_header_reset (&self.header);
+    codec_header_reset (&self.reply);
+    zsock_destroy (&self.frontend);
+    zsock_destroy (&self.backend);
+    return rc;
+}

@@ -1,0 +1,520 @@
+/*  dispatch.c - the broker's jobs, per-model queues and worker registry.
+
+    Three tables: models by name, workers by identity key, and jobs held by
+    workers by token.  A queued job sits in its model's zlistx; a held job in
+    its worker's zlistx and in the token table.  Workers are found for a
+    model by walking the model's worker list, which is short (the workers
+    that serve one model).
+*/
+#include "dispatch.h"
+
+#include <string.h>
+
+struct dispatch_t {
+    zhashx_t *models;      //  broker_model_t * by name
+    zhashx_t *workers;     //  broker_worker_t * by key
+    zhashx_t *held;        //  broker_job_t * by &token, jobs held by workers
+    size_t max_queue;      //  bound of each model's queue
+    uint32_t max_lost;     //  a job lost with this many workers fails
+    uint64_t next_token;   //  token of the next job
+    uint64_t next_given;   //  dispatch sequence number
+};
+
+//  A job's handle in the list that holds it (queue or worker) is kept by
+//  storing it beside the job: zlistx handles are stable.
+typedef struct {
+    broker_job_t job;
+    void *handle;  //  handle in the queue or worker list holding it
+} job_node_t;
+
+static void **job_handle (broker_job_t *job)
+{
+    return &((job_node_t *) job)->handle;
+}
+
+static size_t token_hash (const void *key)
+{
+    uint64_t x = *(const uint64_t *) key;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t) x;
+}
+
+static int token_compare (const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+    return x < y ? -1 : x > y;
+}
+
+static void model_destroy (broker_model_t **self_p)
+{
+    broker_model_t *self = *self_p;
+    if (!self)
+        return;
+    zlistx_destroy (&self->queue);
+    zlistx_destroy (&self->workers);
+    free (self);
+    *self_p = NULL;
+}
+
+static void model_destructor (void **item)
+{
+    model_destroy ((broker_model_t **) item);
+}
+
+static void job_destructor (void **item)
+{
+    dispatch_job_destroy ((broker_job_t **) item);
+}
+
+static void worker_destroy (broker_worker_t **self_p)
+{
+    broker_worker_t *self = *self_p;
+    if (!self)
+        return;
+    zframe_destroy (&self->identity);
+    zlistx_destroy (&self->jobs);
+    free (self->models);
+    free (self);
+    *self_p = NULL;
+}
+
+static void worker_destructor (void **item)
+{
+    worker_destroy ((broker_worker_t **) item);
+}
+
+dispatch_t *dispatch_new (size_t max_queue, uint32_t max_lost)
+{
+    dispatch_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->models = zhashx_new ();
+    self->workers = zhashx_new ();
+    self->held = zhashx_new ();
+    if (!self->models || !self->workers || !self->held)
+        goto err;
+    zhashx_set_destructor (self->models, model_destructor);
+    zhashx_set_destructor (self->workers, worker_destructor);
+    zhashx_set_key_hasher (self->held, token_hash);
+    zhashx_set_key_comparator (self->held, token_compare);
+    zhashx_set_key_duplicator (self->held, NULL);
+    zhashx_set_key_destructor (self->held, NULL);
+    self->max_queue = max_queue;
+    self->max_lost = max_lost ? max_lost : 1;
+    self->next_token = 1;
+    return self;
+err:
+    dispatch_destroy (&self);
+    return NULL;
+}
+
+void dispatch_destroy (dispatch_t **self_p)
+{
+    dispatch_t *self = *self_p;
+    if (!self)
+        return;
+    //  Held jobs are destroyed by their workers' lists, queued ones by
+    //  their queues
+    if (self->workers)
+        for (broker_worker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers))
+            zlistx_set_destructor (w->jobs, job_destructor);
+    zhashx_destroy (&self->held);
+    zhashx_destroy (&self->workers);
+    zhashx_destroy (&self->models);
+    free (self);
+    *self_p = NULL;
+}
+
+broker_job_t *dispatch_job_new (dispatch_t *self, uint64_t id, const codec_header_t *request,
+                                zframe_t **client_p, zframe_t **payload_p, uint64_t now_us)
+{
+    job_node_t *node = calloc (1, sizeof *node);
+    if (!node)
+        return NULL;
+    broker_job_t *job = &node->job;
+    job->token = self->next_token++;
+    job->id = id;
+    snprintf (job->model, sizeof job->model, "%s", request->model);
+    if (request->n_outputs) {
+        job->outputs = calloc (request->n_outputs, CODEC_NAME_MAX);
+        if (!job->outputs) {
+            free (node);
+            return NULL;
+        }
+        memcpy (job->outputs, request->outputs, request->n_outputs * CODEC_NAME_MAX);
+        job->n_outputs = request->n_outputs;
+    }
+    job->received_us = now_us;
+    if (client_p) {
+        job->client = *client_p;
+        *client_p = NULL;
+    }
+    if (payload_p) {
+        job->payload = *payload_p;
+        *payload_p = NULL;
+    }
+    return job;
+}
+
+void dispatch_job_destroy (broker_job_t **job_p)
+{
+    broker_job_t *job = *job_p;
+    if (!job)
+        return;
+    zframe_destroy (&job->client);
+    zframe_destroy (&job->payload);
+    free (job->outputs);
+    free ((job_node_t *) job);
+    *job_p = NULL;
+}
+
+zlistx_t *dispatch_job_list_new (void)
+{
+    zlistx_t *list = zlistx_new ();
+    if (list)
+        zlistx_set_destructor (list, job_destructor);
+    return list;
+}
+
+static void fail_job (broker_job_t *job, amaas_code_t code, zlistx_t *failed, const char *fmt,
+                      ...) __attribute__ ((format (printf, 4, 5)));
+
+static void fail_job (broker_job_t *job, amaas_code_t code, zlistx_t *failed, const char *fmt,
+                      ...)
+{
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (job->fail_message, sizeof job->fail_message, fmt, args);
+    va_end (args);
+    job->fail_code = code;
+    job->worker = NULL;
+    *job_handle (job) = zlistx_add_end (failed, job);
+}
+
+static broker_model_t *model_require (dispatch_t *self, const char *name)
+{
+    broker_model_t *model = zhashx_lookup (self->models, name);
+    if (model)
+        return model;
+    model = calloc (1, sizeof *model);
+    if (!model)
+        return NULL;
+    snprintf (model->name, sizeof model->name, "%s", name);
+    model->queue = dispatch_job_list_new ();
+    model->workers = zlistx_new ();
+    if (!model->queue || !model->workers) {
+        model_destroy (&model);
+        return NULL;
+    }
+    zhashx_insert (self->models, model->name, model);
+    return model;
+}
+
+//  Fails the queued jobs of a model that no worker serves any more.
+static void fail_orphaned_queue (broker_model_t *model, zlistx_t *failed)
+{
+    if (zlistx_size (model->workers))
+        return;
+    broker_job_t *job;
+    while ((job = zlistx_detach (model->queue, NULL)))
+        fail_job (job, AMAAS_UNAVAILABLE, failed,
+                  "no worker serves model '%s' any more: retry later", model->name);
+}
+
+//  Detaches the worker from every model it serves, and returns the list of
+//  those models (the caller frees it) for fail_orphaned_queue.
+static broker_model_t **worker_unlink_models (broker_worker_t *worker, size_t *n_models)
+{
+    broker_model_t **models = worker->models;
+    *n_models = worker->n_models;
+    for (size_t i = 0; i < worker->n_models; i++) {
+        void *handle = zlistx_find (models[i]->workers, worker);
+        if (handle)
+            zlistx_detach (models[i]->workers, handle);
+    }
+    worker->models = NULL;
+    worker->n_models = 0;
+    return models;
+}
+
+//  Puts the worker's held jobs back at the front of their queues, in the
+//  order they were given, or into failed.
+static void worker_requeue_jobs (dispatch_t *self, broker_worker_t *worker, zlistx_t *failed)
+{
+    while (zlistx_last (worker->jobs)) {
+        broker_job_t *job = zlistx_detach_cur (worker->jobs);
+        zhashx_delete (self->held, &job->token);
+        job->worker = NULL;
+        job->lost++;
+        broker_model_t *model = zhashx_lookup (self->models, job->model);
+        if (job->lost >= self->max_lost)
+            fail_job (job, AMAAS_UNAVAILABLE, failed,
+                      "job lost with %u workers that died or left while holding it; "
+                      "not retried, it may be a poison job",
+                      job->lost);
+        else if (!model || zlistx_size (model->workers) == 0)
+            fail_job (job, AMAAS_UNAVAILABLE, failed,
+                      "the worker holding the job was lost and no other serves model '%s': "
+                      "retry later",
+                      job->model);
+        else
+            *job_handle (job) = zlistx_add_start (model->queue, job);
+    }
+}
+
+broker_worker_t *dispatch_worker_find (dispatch_t *self, const char *key)
+{
+    return zhashx_lookup (self->workers, key);
+}
+
+broker_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zframe_t **identity_p,
+                                        const codec_header_t *ready, int64_t expires_ms,
+                                        zlistx_t *failed)
+{
+    broker_worker_t *worker = zhashx_lookup (self->workers, key);
+    broker_model_t **old_models = NULL;
+    size_t n_old = 0;
+    if (worker) {
+        //  Re-registration: the worker lost its state, so the jobs it held
+        //  are gone with it; they go back to the queues while the worker
+        //  still serves their models.
+        worker_requeue_jobs (self, worker, failed);
+        old_models = worker_unlink_models (worker, &n_old);
+    }
+    else {
+        worker = calloc (1, sizeof *worker);
+        if (!worker)
+            return NULL;
+        snprintf (worker->key, sizeof worker->key, "%s", key);
+        worker->jobs = zlistx_new ();
+        if (!worker->jobs) {
+            free (worker);
+            return NULL;
+        }
+        zhashx_insert (self->workers, worker->key, worker);
+    }
+    zframe_destroy (&worker->identity);
+    worker->identity = *identity_p;
+    *identity_p = NULL;
+    worker->credit = ready->credit ? ready->credit : 1;
+    worker->pid = ready->pid;
+    snprintf (worker->host, sizeof worker->host, "%s", ready->host);
+    worker->expires_ms = expires_ms;
+    worker->models = calloc (ready->n_models ? ready->n_models : 1, sizeof (broker_model_t *));
+    if (!worker->models)
+        goto err;
+    for (size_t i = 0; i < ready->n_models; i++) {
+        broker_model_t *model = model_require (self, ready->models[i].name);
+        if (!model)
+            goto err;
+        bool dup = false;
+        for (size_t j = 0; j < worker->n_models; j++)
+            dup |= worker->models[j] == model;
+        if (dup)
+            continue;
+        snprintf (model->version, sizeof model->version, "%s",
+                  ready->models[i].version[0] ? ready->models[i].version : "1");
+        zlistx_add_end (model->workers, worker);
+        worker->models[worker->n_models++] = model;
+    }
+    for (size_t i = 0; i < n_old; i++)
+        fail_orphaned_queue (old_models[i], failed);
+    free (old_models);
+    return worker;
+err:
+    for (size_t i = 0; i < n_old; i++)
+        fail_orphaned_queue (old_models[i], failed);
+    free (old_models);
+    dispatch_worker_remove (self, worker, failed);
+    return NULL;
+}
+
+void dispatch_worker_remove (dispatch_t *self, broker_worker_t *worker, zlistx_t *failed)
+{
+    //  Requeue while the worker is unlinked, so that jobs of models it alone
+    //  served fail rather than wait for a worker that will not come.
+    size_t n_models;
+    broker_model_t **models = worker_unlink_models (worker, &n_models);
+    worker_requeue_jobs (self, worker, failed);
+    for (size_t i = 0; i < n_models; i++)
+        fail_orphaned_queue (models[i], failed);
+    free (models);
+    zhashx_delete (self->workers, worker->key);
+}
+
+amaas_code_t dispatch_submit (dispatch_t *self, broker_job_t *job, const char *version)
+{
+    broker_model_t *model = zhashx_lookup (self->models, job->model);
+    if (!model || zlistx_size (model->workers) == 0) {
+        snprintf (job->fail_message, sizeof job->fail_message,
+                  "no worker serves model '%s' (see 'amaas models')", job->model);
+        return job->fail_code = AMAAS_NOT_FOUND;
+    }
+    if (version && *version && strcmp (version, model->version) != 0) {
+        snprintf (job->fail_message, sizeof job->fail_message,
+                  "model '%s' is served in version '%s', not '%s'", job->model, model->version,
+                  version);
+        return job->fail_code = AMAAS_NOT_FOUND;
+    }
+    if (zlistx_size (model->queue) >= self->max_queue) {
+        snprintf (job->fail_message, sizeof job->fail_message,
+                  "queue of model '%s' is full (%zu jobs waiting): retry later", job->model,
+                  zlistx_size (model->queue));
+        return job->fail_code = AMAAS_RESOURCE_EXHAUSTED;
+    }
+    void *handle = zlistx_add_end (model->queue, job);
+    if (!handle) {
+        snprintf (job->fail_message, sizeof job->fail_message, "broker out of memory");
+        return job->fail_code = AMAAS_INTERNAL;
+    }
+    *job_handle (job) = handle;
+    return AMAAS_OK;
+}
+
+//  Least-loaded worker of the model with free credit, or NULL.
+static broker_worker_t *pick_worker (broker_model_t *model)
+{
+    broker_worker_t *best = NULL;
+    for (broker_worker_t *w = zlistx_first (model->workers); w; w = zlistx_next (model->workers)) {
+        size_t held = zlistx_size (w->jobs);
+        if (held >= w->credit)
+            continue;
+        if (!best || held < zlistx_size (best->jobs)
+            || (held == zlistx_size (best->jobs) && w->last_given < best->last_given))
+            best = w;
+    }
+    return best;
+}
+
+size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint64_t now_us)
+{
+    size_t sent = 0;
+    for (broker_model_t *model = zhashx_first (self->models); model;
+         model = zhashx_next (self->models)) {
+        while (zlistx_size (model->queue)) {
+            broker_worker_t *worker = pick_worker (model);
+            if (!worker)
+                break;
+            broker_job_t *job = zlistx_head (model->queue);
+            if (send (job, worker, arg))
+                break;
+            zlistx_detach (model->queue, NULL);
+            job->worker = worker;
+            job->dispatched_us = now_us;
+            worker->last_given = ++self->next_given;
+            *job_handle (job) = zlistx_add_end (worker->jobs, job);
+            zhashx_insert (self->held, &job->token, job);
+            sent++;
+        }
+    }
+    return sent;
+}
+
+broker_job_t *dispatch_complete (dispatch_t *self, broker_worker_t *worker, uint64_t token)
+{
+    broker_job_t *job = zhashx_lookup (self->held, &token);
+    if (!job || job->worker != worker)
+        return NULL;
+    zlistx_detach (worker->jobs, *job_handle (job));
+    zhashx_delete (self->held, &token);
+    job->worker = NULL;
+    worker->done++;
+    return job;
+}
+
+size_t dispatch_purge (dispatch_t *self, int64_t now_ms, zlistx_t *failed)
+{
+    zlistx_t *dead = zlistx_new ();
+    for (broker_worker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers))
+        if (w->expires_ms < now_ms)
+            zlistx_add_end (dead, w);
+    size_t count = zlistx_size (dead);
+    for (broker_worker_t *w = zlistx_first (dead); w; w = zlistx_next (dead))
+        dispatch_worker_remove (self, w, failed);
+    zlistx_destroy (&dead);
+    return count;
+}
+
+void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message,
+                        zlistx_t *failed)
+{
+    for (broker_model_t *model = zhashx_first (self->models); model;
+         model = zhashx_next (self->models)) {
+        broker_job_t *job;
+        while ((job = zlistx_detach (model->queue, NULL)))
+            fail_job (job, code, failed, "%s", message);
+    }
+}
+
+void dispatch_shutdown (dispatch_t *self, zlistx_t *failed)
+{
+    for (broker_worker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers)) {
+        broker_job_t *job;
+        while ((job = zlistx_detach (w->jobs, NULL))) {
+            zhashx_delete (self->held, &job->token);
+            fail_job (job, AMAAS_UNAVAILABLE, failed,
+                      "the broker shut down before the job completed: retry");
+        }
+    }
+    dispatch_fail_all (self, AMAAS_UNAVAILABLE,
+                       "the broker shut down before the job was served: retry", failed);
+    for (broker_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
+        zlistx_purge (m->workers);
+    zhashx_purge (self->workers);
+}
+
+broker_worker_t *dispatch_worker_first (dispatch_t *self)
+{
+    return zhashx_first (self->workers);
+}
+
+broker_worker_t *dispatch_worker_next (dispatch_t *self)
+{
+    return zhashx_next (self->workers);
+}
+
+static int compare_models (const void *a, const void *b)
+{
+    return strcmp (((const codec_model_t *) a)->name, ((const codec_model_t *) b)->name);
+}
+
+int dispatch_models (dispatch_t *self, codec_header_t *header)
+{
+    size_t n = 0;
+    codec_model_t *list = calloc (zhashx_size (self->models) + 1, sizeof *list);
+    if (!list)
+        return -1;
+    for (broker_model_t *model = zhashx_first (self->models); model;
+         model = zhashx_next (self->models)) {
+        if (zlistx_size (model->workers) == 0)
+            continue;
+        snprintf (list[n].name, sizeof list[n].name, "%s", model->name);
+        snprintf (list[n].version, sizeof list[n].version, "%s", model->version);
+        list[n].workers = (uint32_t) zlistx_size (model->workers);
+        n++;
+    }
+    qsort (list, n, sizeof *list, compare_models);
+    free (header->models);
+    header->models = list;
+    header->n_models = n;
+    header->fields |= HDR_MODELS;
+    return 0;
+}
+
+size_t dispatch_worker_count (dispatch_t *self)
+{
+    return zhashx_size (self->workers);
+}
+
+size_t dispatch_queued (dispatch_t *self, const char *name)
+{
+    broker_model_t *model = zhashx_lookup (self->models, name);
+    return model ? zlistx_size (model->queue) : 0;
+}
+
+size_t dispatch_in_flight (dispatch_t *self)
+{
+    return zhashx_size (self->held);
+}

@@ -1,0 +1,141 @@
+/*  dispatch.h - the broker's jobs, per-model queues and worker registry.
+
+    This is the broker's logic without sockets.  A job arrives and waits in
+    its model's bounded FIFO queue until a worker that serves the model has
+    free credit (it holds fewer jobs than the credit it announced).  Then
+    dispatch_pump pairs it with the least-loaded such worker (fewest jobs
+    held; on a tie, the one that was given a job longest ago) and hands the
+    pair to a send callback.  The registry remembers which worker holds which
+    job: when a worker leaves or dies, its jobs go back to the front of their
+    queues, or fail when they have already been lost with too many workers or
+    when no worker serves their model any more.
+
+    Every job ends in exactly one of: completed (dispatch_complete returns it),
+    failed (handed back in a list with a code and a message).  The caller
+    answers the client and destroys the job.
+*/
+#ifndef AMAAS_DISPATCH_H_INCLUDED
+#define AMAAS_DISPATCH_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "codec.h"
+
+typedef struct dispatch_t dispatch_t;
+typedef struct broker_model_t broker_model_t;
+typedef struct broker_worker_t broker_worker_t;
+
+typedef struct {
+    uint64_t token;               //  broker's own id of the job, unique
+    uint64_t id;                  //  client's job id
+    zframe_t *client;             //  client's ROUTER identity (owned)
+    zframe_t *payload;            //  inputs, forwarded untouched (owned)
+    char model[CODEC_NAME_MAX];   //  model name
+    size_t n_outputs;             //  outputs asked for, 0 = all
+    char (*outputs)[CODEC_NAME_MAX];  //  their names (owned)
+    uint64_t received_us;         //  when the broker received it
+    uint64_t dispatched_us;       //  when it was last sent to a worker
+    uint32_t lost;                //  workers lost while holding it
+    broker_worker_t *worker;      //  worker holding it, or NULL if queued
+    amaas_code_t fail_code;       //  when failed: why
+    char fail_message[CODEC_MESSAGE_MAX];
+} broker_job_t;
+
+struct broker_model_t {
+    char name[CODEC_NAME_MAX];        //  model name
+    char version[CODEC_VERSION_MAX];  //  version of the last worker that announced it
+    zlistx_t *queue;                  //  broker_job_t *, FIFO
+    zlistx_t *workers;                //  broker_worker_t * that serve it
+};
+
+struct broker_worker_t {
+    char key[64];             //  hex of the ROUTER identity
+    zframe_t *identity;       //  ROUTER identity (owned)
+    uint32_t credit;          //  jobs it may hold
+    uint32_t pid;             //  its process id
+    char host[CODEC_HOST_MAX];  //  its host name
+    zlistx_t *jobs;           //  broker_job_t * it holds
+    size_t n_models;          //  models it serves
+    broker_model_t **models;  //  them
+    uint64_t done;            //  jobs it completed
+    uint64_t last_given;      //  dispatch sequence number of its last job
+    int64_t expires_ms;       //  declared dead after this time without a message
+};
+
+//  Send callback of dispatch_pump: send `job` to `worker`.  Return 0, or -1
+//  if it could not be sent (the job then stays queued).
+typedef int(dispatch_send_fn) (broker_job_t *job, broker_worker_t *worker, void *arg);
+
+//  New dispatcher.  max_queue bounds each model's queue; a job lost with
+//  max_lost workers fails UNAVAILABLE.  NULL on out-of-memory.
+dispatch_t *dispatch_new (size_t max_queue, uint32_t max_lost);
+
+//  Free the dispatcher, its workers and every job it holds.  Nulls *self_p.
+void dispatch_destroy (dispatch_t **self_p);
+
+//  New job with a fresh token; takes *client_p and *payload_p (may be NULL).
+//  NULL on out-of-memory.
+broker_job_t *dispatch_job_new (dispatch_t *self, uint64_t id, const codec_header_t *request,
+                                zframe_t **client_p, zframe_t **payload_p, uint64_t now_us);
+void dispatch_job_destroy (broker_job_t **job_p);
+
+//  Register a worker from its READY header, or replace the registration of
+//  the worker with the same key (its held jobs are requeued first, into
+//  `failed` if they cannot be).  Takes *identity_p.  NULL on out-of-memory.
+broker_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zframe_t **identity_p,
+                                        const codec_header_t *ready, int64_t expires_ms,
+                                        zlistx_t *failed);
+
+//  Worker by key, or NULL.
+broker_worker_t *dispatch_worker_find (dispatch_t *self, const char *key);
+
+//  Remove a worker (left or dead): its jobs are requeued at the front of
+//  their queues; those lost with max_lost workers, and every job of a model
+//  no worker serves any more, are appended to `failed` (a zlistx of
+//  broker_job_t *) with fail_code set.  Cannot fail.
+void dispatch_worker_remove (dispatch_t *self, broker_worker_t *worker, zlistx_t *failed);
+
+//  Queue a job.  Returns AMAAS_OK (the dispatcher owns the job), or
+//  AMAAS_NOT_FOUND (no worker serves the model, or not that version) or
+//  AMAAS_RESOURCE_EXHAUSTED (queue full), with a message in job->fail_message;
+//  then the caller still owns the job.
+amaas_code_t dispatch_submit (dispatch_t *self, broker_job_t *job, const char *version);
+
+//  Pair queued jobs with workers that have free credit and call send for
+//  each pair.  Returns the number of jobs sent.
+size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint64_t now_us);
+
+//  A worker finished job `token`: returns the job, now owned by the caller,
+//  or NULL if that worker does not hold that job (late or forged result).
+broker_job_t *dispatch_complete (dispatch_t *self, broker_worker_t *worker, uint64_t token);
+
+//  Remove every worker whose expires_ms is before now_ms, as
+//  dispatch_worker_remove does.  Returns how many.
+size_t dispatch_purge (dispatch_t *self, int64_t now_ms, zlistx_t *failed);
+
+//  Fail every queued job with `code` (e.g. at shutdown) into `failed`.
+void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message,
+                        zlistx_t *failed);
+
+//  Fail every job, queued or held, with UNAVAILABLE into `failed`, and
+//  forget every worker: the broker is shutting down.
+void dispatch_shutdown (dispatch_t *self, zlistx_t *failed);
+
+//  Iterate over the workers (no change to the registry meanwhile).
+broker_worker_t *dispatch_worker_first (dispatch_t *self);
+broker_worker_t *dispatch_worker_next (dispatch_t *self);
+
+//  The models that at least one worker serves, sorted by name, into a
+//  header's models list (HDR_MODELS set).  Returns 0, -1 on out-of-memory.
+int dispatch_models (dispatch_t *self, codec_header_t *header);
+
+//  Counts, for logs and tests
+size_t dispatch_worker_count (dispatch_t *self);
+size_t dispatch_queued (dispatch_t *self, const char *model);
+size_t dispatch_in_flight (dispatch_t *self);
+
+//  A new zlistx for `failed` lists: destroying it destroys the jobs left in it.
+zlistx_t *dispatch_job_list_new (void);
+
+#endif

@@ -1,0 +1,160 @@
+/*  amaas.h - the client library of amaas, "AI model as a service".
+
+    libamaas sends inference jobs to an amaas broker and returns their results.
+    One amaas_client_t wraps one ZeroMQ DEALER socket: a client may predict
+    synchronously (amaas_predict), or pipeline many jobs with amaas_send and
+    collect their results, in any order, with amaas_recv.
+
+    Tensors follow the KServe V2 shape: a name, a datatype, a shape whose first
+    dimension is the batch, and little-endian row-major data.  Errors are a
+    gRPC-style code and a message a person can act on.
+
+    A client is not thread-safe: use one per thread.
+*/
+#ifndef AMAAS_H_INCLUDED
+#define AMAAS_H_INCLUDED
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AMAAS_VERSION_MAJOR 0
+#define AMAAS_VERSION_MINOR 1
+#define AMAAS_VERSION_PATCH 0
+
+//  Default broker endpoints
+#define AMAAS_DEFAULT_FRONTEND "tcp://127.0.0.1:5555"
+
+//  Largest number of dimensions a tensor may have
+#define AMAAS_MAX_DIMS 8
+
+//  Error codes; the numbers are gRPC's and go over the wire as they are.
+typedef enum {
+    AMAAS_OK = 0,
+    AMAAS_CANCELLED = 1,
+    AMAAS_UNKNOWN = 2,
+    AMAAS_INVALID_ARGUMENT = 3,     //  the request is wrong: do not retry it as it is
+    AMAAS_DEADLINE_EXCEEDED = 4,    //  no answer in time
+    AMAAS_NOT_FOUND = 5,            //  no such model
+    AMAAS_PERMISSION_DENIED = 7,    //  not allowed to call this model
+    AMAAS_RESOURCE_EXHAUSTED = 8,   //  queue full: retry later
+    AMAAS_INTERNAL = 13,            //  a bug in amaas
+    AMAAS_UNAVAILABLE = 14,         //  no worker, worker lost, broker gone: retryable
+    AMAAS_UNAUTHENTICATED = 16
+} amaas_code_t;
+
+//  Tensor element types (KServe V2 names)
+typedef enum {
+    AMAAS_DTYPE_INVALID = 0,
+    AMAAS_FP32,
+    AMAAS_FP64,
+    AMAAS_INT32,
+    AMAAS_INT64,
+    AMAAS_UINT8,
+    AMAAS_BOOL,
+    AMAAS_BYTES
+} amaas_dtype_t;
+
+//  An error: a code and a message for a person.
+typedef struct {
+    amaas_code_t code;
+    char message[256];
+} amaas_error_t;
+
+//  A tensor.  In a request the caller owns every pointer and the library only
+//  reads them.  In a result the library owns everything (amaas_result_destroy).
+//  For BYTES, data holds each element as a 4-byte little-endian length followed
+//  by its bytes, and size is the total.
+typedef struct {
+    const char *name;              //  tensor name, e.g. "input"
+    amaas_dtype_t datatype;        //  element type
+    int ndim;                      //  number of dimensions, 1..AMAAS_MAX_DIMS
+    int64_t shape[AMAAS_MAX_DIMS]; //  dimensions; shape[0] is the batch
+    const void *data;              //  little-endian row-major values
+    size_t size;                   //  bytes at data
+} amaas_tensor_t;
+
+//  A finished job: its outputs, or an error.
+typedef struct {
+    uint64_t id;              //  the job id amaas_send returned
+    amaas_error_t error;      //  error.code is AMAAS_OK on success
+    char *model;              //  model that answered
+    char *version;            //  its version
+    size_t n_outputs;         //  number of outputs
+    amaas_tensor_t *outputs;  //  outputs, owned by the result
+    uint64_t queue_us;        //  time the job waited in the broker, microseconds
+    uint64_t compute_us;      //  time the worker computed, microseconds
+    void *_priv;              //  library's own
+} amaas_result_t;
+
+//  A model the broker can serve.
+typedef struct {
+    char name[128];
+    char version[64];
+    uint32_t workers;  //  workers that serve it now
+} amaas_model_info_t;
+
+typedef struct amaas_client_t amaas_client_t;
+
+//  Connect to a broker's frontend, e.g. "tcp://127.0.0.1:5555".  ZeroMQ connects
+//  in the background, so the connection is proved by a round trip to the broker
+//  that must complete within timeout_ms.  On error, NULL is returned and err
+//  says why (UNAVAILABLE when the broker does not answer).
+amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms, amaas_error_t *err);
+
+//  Close the connection and free the client; nulls *self_p.  Cannot fail.
+void amaas_close (amaas_client_t **self_p);
+
+//  Timeout, in milliseconds, that amaas_predict and amaas_recv wait by default.
+//  Cannot fail.
+void amaas_set_timeout (amaas_client_t *self, int timeout_ms);
+
+//  Send one job for `model` with the given inputs, without waiting for the
+//  result.  Returns the job's id (never 0); on error returns 0 and err says why.
+//  The inputs are encoded before the call returns: the caller may free them.
+uint64_t amaas_send (amaas_client_t *self, const char *model, const amaas_tensor_t *inputs,
+                     size_t n_inputs, amaas_error_t *err);
+
+//  Wait up to timeout_ms (-1: the client's timeout) for the next result of any
+//  job sent on this client.  Returns a result the caller frees with
+//  amaas_result_destroy; returns NULL on timeout, and err says
+//  DEADLINE_EXCEEDED.  A job's error is a result with error.code set.
+amaas_result_t *amaas_recv (amaas_client_t *self, int timeout_ms, amaas_error_t *err);
+
+//  Send one job and wait for its result (the client's timeout).  Results of
+//  other jobs that arrive meanwhile are kept for amaas_recv.  Returns NULL only
+//  when no result came (err says why); otherwise check result->error.code.
+amaas_result_t *amaas_predict (amaas_client_t *self, const char *model,
+                               const amaas_tensor_t *inputs, size_t n_inputs,
+                               amaas_error_t *err);
+
+//  Free a result and null *self_p.  Cannot fail.
+void amaas_result_destroy (amaas_result_t **self_p);
+
+//  Output of a result by name, or NULL if it has none.
+const amaas_tensor_t *amaas_result_output (const amaas_result_t *self, const char *name);
+
+//  Ask the broker which models it can serve.  Fills up to `max` entries of
+//  models and returns how many models there are (may be more than max); -1 on
+//  error with err set.
+int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max,
+                  amaas_error_t *err);
+
+//  Name of a code ("NOT_FOUND") and of a datatype ("FP32").  Never NULL.
+const char *amaas_code_name (amaas_code_t code);
+const char *amaas_dtype_name (amaas_dtype_t dtype);
+
+//  Datatype by name, AMAAS_DTYPE_INVALID if unknown.
+amaas_dtype_t amaas_dtype_from_name (const char *name, size_t len);
+
+//  Bytes per element of a fixed-size datatype; 0 for BYTES and INVALID.
+size_t amaas_dtype_size (amaas_dtype_t dtype);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

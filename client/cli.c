@@ -1,0 +1,358 @@
+/*  cli.c - amaas: the command-line tool of amaas.
+
+    amaas [--broker ENDPOINT] [--timeout MS] COMMAND [OPTIONS]
+      predict --model NAME --input JSON|@FILE   print the outputs as JSON
+      models [--json]                           list the models served
+
+    JSON in and out goes through jansson; numbers are printed with 17
+    significant digits so that FP64 values survive the round trip.
+*/
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "amaas.h"
+
+static const char *broker = AMAAS_DEFAULT_FRONTEND;
+static int timeout_ms = 10000;
+
+static void usage (FILE *out)
+{
+    fprintf (out,
+             "Usage: amaas [--broker ENDPOINT] [--timeout MS] COMMAND [OPTIONS]\n"
+             "\n"
+             "Commands:\n"
+             "  predict --model NAME --input ROWS [--datatype FP64|FP32|INT64|INT32]\n"
+             "          [--output NAME]...\n"
+             "      Send one job and print its outputs as a JSON object.  ROWS is a JSON\n"
+             "      array of rows, e.g. '[[0.5],[1.0]]' (a flat array is one row), or\n"
+             "      @FILE to read it from a file ('@-' reads standard input).\n"
+             "  models [--json]\n"
+             "      List the models the broker can serve and on how many workers.\n"
+             "\n"
+             "Options:\n"
+             "  --broker ENDPOINT   broker's frontend [%s, or $AMAAS_BROKER]\n"
+             "  --timeout MS        how long to wait for the broker [%d]\n"
+             "  -h, --help          show this help (also: amaas COMMAND --help)\n"
+             "\n"
+             "Exit status: 0 on success, 1 when the service answered with an error,\n"
+             "2 on a usage error.\n",
+             AMAAS_DEFAULT_FRONTEND, timeout_ms);
+}
+
+static amaas_client_t *connect_or_die (void)
+{
+    amaas_error_t err;
+    amaas_client_t *client = amaas_connect (broker, timeout_ms, &err);
+    if (!client) {
+        fprintf (stderr, "amaas: %s: %s\n", amaas_code_name (err.code), err.message);
+        exit (1);
+    }
+    return client;
+}
+
+//  Reads ROWS from the argument or a file.  NULL with a message on error.
+static json_t *read_rows (const char *arg)
+{
+    json_error_t jerr;
+    json_t *rows;
+    if (arg[0] == '@') {
+        FILE *f = strcmp (arg + 1, "-") == 0 ? stdin : fopen (arg + 1, "r");
+        if (!f) {
+            fprintf (stderr, "amaas: cannot read %s: %s\n", arg + 1, strerror (errno));
+            return NULL;
+        }
+        rows = json_loadf (f, 0, &jerr);
+        if (f != stdin)
+            fclose (f);
+    }
+    else
+        rows = json_loads (arg, 0, &jerr);
+    if (!rows)
+        fprintf (stderr, "amaas: --input is not valid JSON: %s (line %d, column %d)\n",
+                 jerr.text, jerr.line, jerr.column);
+    return rows;
+}
+
+//  Converts a JSON array of rows into a [rows, width] buffer of dtype.
+//  Returns the buffer (caller frees), or NULL with a message.
+static void *rows_to_tensor (json_t *rows, amaas_dtype_t dtype, amaas_tensor_t *t)
+{
+    if (!json_is_array (rows) || json_array_size (rows) == 0) {
+        fprintf (stderr, "amaas: --input must be a non-empty JSON array of rows\n");
+        return NULL;
+    }
+    //  A flat array of numbers is one row
+    bool flat = !json_is_array (json_array_get (rows, 0));
+    size_t n_rows = flat ? 1 : json_array_size (rows);
+    size_t width = flat ? json_array_size (rows) : json_array_size (json_array_get (rows, 0));
+    size_t elem = amaas_dtype_size (dtype);
+    if (width == 0) {
+        fprintf (stderr, "amaas: --input rows must not be empty\n");
+        return NULL;
+    }
+    char *data = malloc (n_rows * width * elem);
+    if (!data)
+        return NULL;
+    for (size_t r = 0; r < n_rows; r++) {
+        json_t *row = flat ? rows : json_array_get (rows, r);
+        if (!json_is_array (row) || json_array_size (row) != width) {
+            fprintf (stderr, "amaas: --input row %zu must be an array of %zu numbers\n", r,
+                     width);
+            free (data);
+            return NULL;
+        }
+        for (size_t c = 0; c < width; c++) {
+            json_t *v = json_array_get (row, c);
+            if (!json_is_number (v)) {
+                fprintf (stderr, "amaas: --input row %zu, column %zu is not a number\n", r, c);
+                free (data);
+                return NULL;
+            }
+            double x = json_number_value (v);
+            char *at = data + (r * width + c) * elem;
+            if (dtype == AMAAS_FP64)
+                memcpy (at, &x, 8);
+            else if (dtype == AMAAS_FP32) {
+                float f = (float) x;
+                memcpy (at, &f, 4);
+            }
+            else if (dtype == AMAAS_INT64) {
+                int64_t i = (int64_t) x;
+                memcpy (at, &i, 8);
+            }
+            else {
+                int32_t i = (int32_t) x;
+                memcpy (at, &i, 4);
+            }
+        }
+    }
+    t->name = "input";
+    t->datatype = dtype;
+    t->ndim = 2;
+    t->shape[0] = (int64_t) n_rows;
+    t->shape[1] = (int64_t) width;
+    t->data = data;
+    t->size = n_rows * width * elem;
+    return data;
+}
+
+//  One element of a tensor as JSON; *offset walks BYTES elements.
+static json_t *element_json (const amaas_tensor_t *t, size_t index, size_t *offset)
+{
+    const char *p = t->data;
+    switch (t->datatype) {
+    case AMAAS_FP32: {
+        float f;
+        memcpy (&f, p + index * 4, 4);
+        return isfinite (f) ? json_real (f) : json_null ();
+    }
+    case AMAAS_FP64: {
+        double d;
+        memcpy (&d, p + index * 8, 8);
+        return isfinite (d) ? json_real (d) : json_null ();
+    }
+    case AMAAS_INT32: {
+        int32_t i;
+        memcpy (&i, p + index * 4, 4);
+        return json_integer (i);
+    }
+    case AMAAS_INT64: {
+        int64_t i;
+        memcpy (&i, p + index * 8, 8);
+        return json_integer (i);
+    }
+    case AMAAS_UINT8:
+    case AMAAS_BOOL: return json_integer ((uint8_t) p[index]);
+    case AMAAS_BYTES: {
+        uint32_t len;
+        memcpy (&len, p + *offset, 4);
+        json_t *s = json_stringn (p + *offset + 4, len);
+        *offset += 4 + len;
+        return s ? s : json_null ();
+    }
+    default: return json_null ();
+    }
+}
+
+//  A tensor as nested JSON arrays following its shape.
+static json_t *tensor_json (const amaas_tensor_t *t, int dim, size_t *index, size_t *offset)
+{
+    json_t *array = json_array ();
+    for (int64_t i = 0; i < t->shape[dim]; i++) {
+        if (dim + 1 < t->ndim)
+            json_array_append_new (array, tensor_json (t, dim + 1, index, offset));
+        else
+            json_array_append_new (array, element_json (t, (*index)++, offset));
+    }
+    return array;
+}
+
+static int cmd_predict (int argc, char *argv[])
+{
+    const char *model = NULL, *input = NULL;
+    amaas_dtype_t dtype = AMAAS_FP64;
+    static const struct option options[] = {{"model", required_argument, 0, 'm'},
+                                            {"input", required_argument, 0, 'i'},
+                                            {"datatype", required_argument, 0, 'd'},
+                                            {"broker", required_argument, 0, 'b'},
+                                            {"timeout", required_argument, 0, 't'},
+                                            {"help", no_argument, 0, 'h'},
+                                            {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long (argc, argv, "h", options, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'i': input = optarg; break;
+        case 'd':
+            dtype = amaas_dtype_from_name (optarg, strlen (optarg));
+            if (dtype != AMAAS_FP64 && dtype != AMAAS_FP32 && dtype != AMAAS_INT64
+                && dtype != AMAAS_INT32) {
+                fprintf (stderr, "amaas: --datatype must be FP64, FP32, INT64 or INT32\n");
+                return 2;
+            }
+            break;
+        case 'b': broker = optarg; break;
+        case 't': timeout_ms = atoi (optarg) > 0 ? atoi (optarg) : timeout_ms; break;
+        case 'h': usage (stdout); return 0;
+        default: return 2;
+        }
+    }
+    if (!model || !input) {
+        fprintf (stderr, "amaas predict: --model NAME and --input ROWS are required\n");
+        return 2;
+    }
+    json_t *rows = read_rows (input);
+    amaas_tensor_t tensor = {0};
+    void *data = rows ? rows_to_tensor (rows, dtype, &tensor) : NULL;
+    json_decref (rows);
+    if (!data)
+        return 2;
+    amaas_client_t *client = connect_or_die ();
+    amaas_error_t err;
+    amaas_result_t *result = amaas_predict (client, model, &tensor, 1, &err);
+    free (data);
+    int rc = 0;
+    if (!result) {
+        fprintf (stderr, "amaas: %s: %s\n", amaas_code_name (err.code), err.message);
+        rc = 1;
+    }
+    else if (result->error.code != AMAAS_OK) {
+        fprintf (stderr, "amaas: %s: %s\n", amaas_code_name (result->error.code),
+                 result->error.message);
+        rc = 1;
+    }
+    else {
+        json_t *out = json_object ();
+        for (size_t i = 0; i < result->n_outputs; i++) {
+            size_t index = 0, offset = 0;
+            json_object_set_new (out, result->outputs[i].name,
+                                 tensor_json (&result->outputs[i], 0, &index, &offset));
+        }
+        char *text = json_dumps (out, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION (17));
+        printf ("%s\n", text);
+        free (text);
+        json_decref (out);
+    }
+    amaas_result_destroy (&result);
+    amaas_close (&client);
+    return rc;
+}
+
+static int cmd_models (int argc, char *argv[])
+{
+    bool as_json = false;
+    static const struct option options[] = {
+        {"json", no_argument, 0, 'j'},          {"broker", required_argument, 0, 'b'},
+        {"timeout", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long (argc, argv, "h", options, NULL)) != -1) {
+        if (c == 'j')
+            as_json = true;
+        else if (c == 'b')
+            broker = optarg;
+        else if (c == 't')
+            timeout_ms = atoi (optarg) > 0 ? atoi (optarg) : timeout_ms;
+        else if (c == 'h') {
+            usage (stdout);
+            return 0;
+        }
+        else
+            return 2;
+    }
+    amaas_client_t *client = connect_or_die ();
+    amaas_error_t err;
+    amaas_model_info_t models[1024];
+    int n = amaas_models (client, models, 1024, &err);
+    amaas_close (&client);
+    if (n < 0) {
+        fprintf (stderr, "amaas: %s: %s\n", amaas_code_name (err.code), err.message);
+        return 1;
+    }
+    if (n > 1024)
+        n = 1024;
+    if (as_json) {
+        json_t *list = json_array ();
+        for (int i = 0; i < n; i++)
+            json_array_append_new (list, json_pack ("{s:s, s:s, s:i}", "name", models[i].name,
+                                                    "version", models[i].version, "workers",
+                                                    (json_int_t) models[i].workers));
+        char *text = json_dumps (list, JSON_PRESERVE_ORDER);
+        printf ("%s\n", text);
+        free (text);
+        json_decref (list);
+    }
+    else {
+        printf ("%-32s %-10s %s\n", "MODEL", "VERSION", "WORKERS");
+        for (int i = 0; i < n; i++)
+            printf ("%-32s %-10s %u\n", models[i].name, models[i].version, models[i].workers);
+    }
+    return 0;
+}
+
+int main (int argc, char *argv[])
+{
+    if (getenv ("AMAAS_BROKER"))
+        broker = getenv ("AMAAS_BROKER");
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp (argv[i], "-h") == 0 || strcmp (argv[i], "--help") == 0) {
+            usage (stdout);
+            return 0;
+        }
+        else if (strcmp (argv[i], "--broker") == 0 && i + 1 < argc)
+            broker = argv[++i];
+        else if (strcmp (argv[i], "--timeout") == 0 && i + 1 < argc) {
+            timeout_ms = atoi (argv[++i]);
+            if (timeout_ms < 1) {
+                fprintf (stderr, "amaas: --timeout must be a positive number of ms\n");
+                return 2;
+            }
+        }
+        else {
+            fprintf (stderr, "amaas: unknown option '%s'\nTry 'amaas --help'.\n", argv[i]);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        usage (stderr);
+        return 2;
+    }
+    const char *command = argv[i];
+    int sub_argc = argc - i;
+    char **sub_argv = argv + i;
+    if (strcmp (command, "predict") == 0)
+        return cmd_predict (sub_argc, sub_argv);
+    if (strcmp (command, "models") == 0)
+        return cmd_models (sub_argc, sub_argv);
+    fprintf (stderr, "amaas: unknown command '%s'\nTry 'amaas --help'.\n", command);
+    return 2;
+}

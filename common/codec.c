@@ -1,0 +1,772 @@
+/*  codec.c - the amaas wire protocol: frames, headers and tensors.
+
+    Decoding runs in two steps: codec_mp_check walks the raw bytes to prove
+    they are one bounded msgpack object, then msgpack-c unpacks them and this
+    file maps the object onto C structs, checking every key's type and range.
+    Encoding uses msgpack-c's packer into an sbuffer that becomes a frame
+    without a copy.
+*/
+#include "codec.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+//  --------------------------------------------------------------------------
+//  Public names
+
+const char *amaas_code_name (amaas_code_t code)
+{
+    switch (code) {
+    case AMAAS_OK: return "OK";
+    case AMAAS_CANCELLED: return "CANCELLED";
+    case AMAAS_UNKNOWN: return "UNKNOWN";
+    case AMAAS_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case AMAAS_DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case AMAAS_NOT_FOUND: return "NOT_FOUND";
+    case AMAAS_PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case AMAAS_RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case AMAAS_INTERNAL: return "INTERNAL";
+    case AMAAS_UNAVAILABLE: return "UNAVAILABLE";
+    case AMAAS_UNAUTHENTICATED: return "UNAUTHENTICATED";
+    }
+    return "UNKNOWN";
+}
+
+static const char *dtype_names[] = {"INVALID", "FP32", "FP64",  "INT32",
+                                    "INT64",   "UINT8", "BOOL", "BYTES"};
+
+const char *amaas_dtype_name (amaas_dtype_t dtype)
+{
+    if ((unsigned) dtype < sizeof dtype_names / sizeof dtype_names[0])
+        return dtype_names[dtype];
+    return "INVALID";
+}
+
+amaas_dtype_t amaas_dtype_from_name (const char *name, size_t len)
+{
+    for (size_t i = 1; i < sizeof dtype_names / sizeof dtype_names[0]; i++)
+        if (strlen (dtype_names[i]) == len && memcmp (dtype_names[i], name, len) == 0)
+            return (amaas_dtype_t) i;
+    return AMAAS_DTYPE_INVALID;
+}
+
+size_t amaas_dtype_size (amaas_dtype_t dtype)
+{
+    switch (dtype) {
+    case AMAAS_FP32:
+    case AMAAS_INT32: return 4;
+    case AMAAS_FP64:
+    case AMAAS_INT64: return 8;
+    case AMAAS_UINT8:
+    case AMAAS_BOOL: return 1;
+    default: return 0;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Header fields
+
+void codec_header_reset (codec_header_t *self)
+{
+    free (self->models);
+    memset (self, 0, sizeof *self);
+}
+
+static void copy_str (char *dest, size_t dest_size, const char *src)
+{
+    snprintf (dest, dest_size, "%s", src ? src : "");
+}
+
+void codec_header_set_model (codec_header_t *self, const char *model)
+{
+    copy_str (self->model, sizeof self->model, model);
+    self->fields |= HDR_MODEL;
+}
+
+void codec_header_set_version (codec_header_t *self, const char *version)
+{
+    copy_str (self->version, sizeof self->version, version);
+    self->fields |= HDR_VERSION;
+}
+
+void codec_header_set_message (codec_header_t *self, const char *fmt, ...)
+{
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (self->message, sizeof self->message, fmt, args);
+    va_end (args);
+    self->fields |= HDR_MESSAGE;
+}
+
+//  --------------------------------------------------------------------------
+//  Bounded walk over raw msgpack bytes
+
+typedef struct {
+    const uint8_t *pos;
+    const uint8_t *end;
+} mp_cursor_t;
+
+static int read_be (mp_cursor_t *c, size_t n, uint64_t *value)
+{
+    if ((size_t) (c->end - c->pos) < n)
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = (v << 8) | c->pos[i];
+    c->pos += n;
+    *value = v;
+    return 0;
+}
+
+static int skip (mp_cursor_t *c, uint64_t n)
+{
+    if ((uint64_t) (c->end - c->pos) < n)
+        return -1;
+    c->pos += n;
+    return 0;
+}
+
+//  Walks one object; returns 0 or -1 with a reason in *why.
+static int walk (mp_cursor_t *c, int depth, const char **why)
+{
+    if (depth > CODEC_MAX_DEPTH) {
+        *why = "nested too deep";
+        return -1;
+    }
+    if (c->pos >= c->end) {
+        *why = "truncated";
+        return -1;
+    }
+    uint8_t b = *c->pos++;
+    uint64_t n = 0;
+    uint64_t items = 0;  //  container elements to walk
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+        return 0;
+    if ((b & 0xf0) == 0x80)
+        items = 2 * (uint64_t) (b & 0x0f);
+    else if ((b & 0xf0) == 0x90)
+        items = b & 0x0f;
+    else if ((b & 0xe0) == 0xa0)
+        n = b & 0x1f;
+    else
+        switch (b) {
+        case 0xc4: case 0xd9: if (read_be (c, 1, &n)) goto truncated; break;
+        case 0xc5: case 0xda: if (read_be (c, 2, &n)) goto truncated; break;
+        case 0xc6: case 0xdb: if (read_be (c, 4, &n)) goto truncated; break;
+        case 0xc7: if (read_be (c, 1, &n)) goto truncated; n += 1; break;
+        case 0xc8: if (read_be (c, 2, &n)) goto truncated; n += 1; break;
+        case 0xc9: if (read_be (c, 4, &n)) goto truncated; n += 1; break;
+        case 0xca: case 0xce: case 0xd2: n = 4; break;
+        case 0xcb: case 0xcf: case 0xd3: n = 8; break;
+        case 0xcc: case 0xd0: n = 1; break;
+        case 0xcd: case 0xd1: n = 2; break;
+        case 0xd4: n = 2; break;
+        case 0xd5: n = 3; break;
+        case 0xd6: n = 5; break;
+        case 0xd7: n = 9; break;
+        case 0xd8: n = 17; break;
+        case 0xdc: if (read_be (c, 2, &items)) goto truncated; break;
+        case 0xdd: if (read_be (c, 4, &items)) goto truncated; break;
+        case 0xde: if (read_be (c, 2, &items)) goto truncated; items *= 2; break;
+        case 0xdf: if (read_be (c, 4, &items)) goto truncated; items *= 2; break;
+        default:
+            *why = "invalid type byte 0xc1";
+            return -1;
+        }
+    if (n && skip (c, n))
+        goto truncated;
+    //  Every element takes at least one byte: a count larger than what
+    //  remains is a lie, refused before anyone allocates for it.
+    if (items > (uint64_t) (c->end - c->pos))
+        goto truncated;
+    for (uint64_t i = 0; i < items; i++)
+        if (walk (c, depth + 1, why))
+            return -1;
+    return 0;
+truncated:
+    *why = "truncated or claims more elements than it holds";
+    return -1;
+}
+
+int codec_mp_check (const void *buf, size_t size, char *err, size_t err_size)
+{
+    mp_cursor_t c = {(const uint8_t *) buf, (const uint8_t *) buf + size};
+    const char *why = NULL;
+    if (size == 0) {
+        snprintf (err, err_size, "empty msgpack");
+        return -1;
+    }
+    if (walk (&c, 0, &why)) {
+        snprintf (err, err_size, "malformed msgpack: %s", why);
+        return -1;
+    }
+    if (c.pos != c.end) {
+        snprintf (err, err_size, "malformed msgpack: %zu bytes after the object",
+                  (size_t) (c.end - c.pos));
+        return -1;
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Encoding
+
+static int sbuffer_write (void *data, const char *buf, size_t len)
+{
+    return msgpack_sbuffer_write ((msgpack_sbuffer *) data, buf, len);
+}
+
+//  Turns an sbuffer into a frame, and frees the sbuffer.
+static zframe_t *frame_from_sbuffer (msgpack_sbuffer *sbuf)
+{
+    zframe_t *frame = zframe_new (sbuf->data, sbuf->size);
+    msgpack_sbuffer_destroy (sbuf);
+    return frame;
+}
+
+static void pack_cstr (msgpack_packer *pk, const char *s)
+{
+    size_t len = strlen (s);
+    msgpack_pack_str (pk, len);
+    msgpack_pack_str_body (pk, s, len);
+}
+
+static void pack_key (msgpack_packer *pk, const char *key)
+{
+    pack_cstr (pk, key);
+}
+
+static void pack_models (msgpack_packer *pk, const codec_header_t *self)
+{
+    msgpack_pack_array (pk, self->n_models);
+    for (size_t i = 0; i < self->n_models; i++) {
+        const codec_model_t *m = &self->models[i];
+        msgpack_pack_map (pk, 3);
+        pack_key (pk, "name");
+        pack_cstr (pk, m->name);
+        pack_key (pk, "version");
+        pack_cstr (pk, m->version);
+        pack_key (pk, "workers");
+        msgpack_pack_uint32 (pk, m->workers);
+    }
+}
+
+zframe_t *codec_header_encode (const codec_header_t *self)
+{
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, sbuffer_write);
+
+    msgpack_pack_map (&pk, (size_t) __builtin_popcount (self->fields));
+    if (self->fields & HDR_ID) {
+        pack_key (&pk, "id");
+        msgpack_pack_uint64 (&pk, self->id);
+    }
+    if (self->fields & HDR_JOB) {
+        pack_key (&pk, "job");
+        msgpack_pack_uint64 (&pk, self->job);
+    }
+    if (self->fields & HDR_MODEL) {
+        pack_key (&pk, "model");
+        pack_cstr (&pk, self->model);
+    }
+    if (self->fields & HDR_VERSION) {
+        pack_key (&pk, "version");
+        pack_cstr (&pk, self->version);
+    }
+    if (self->fields & HDR_CODE) {
+        pack_key (&pk, "code");
+        msgpack_pack_uint32 (&pk, self->code);
+    }
+    if (self->fields & HDR_MESSAGE) {
+        pack_key (&pk, "message");
+        pack_cstr (&pk, self->message);
+    }
+    if (self->fields & HDR_QUEUE_US) {
+        pack_key (&pk, "queue_us");
+        msgpack_pack_uint64 (&pk, self->queue_us);
+    }
+    if (self->fields & HDR_COMPUTE_US) {
+        pack_key (&pk, "compute_us");
+        msgpack_pack_uint64 (&pk, self->compute_us);
+    }
+    if (self->fields & HDR_CREDIT) {
+        pack_key (&pk, "credit");
+        msgpack_pack_uint32 (&pk, self->credit);
+    }
+    if (self->fields & HDR_PID) {
+        pack_key (&pk, "pid");
+        msgpack_pack_uint32 (&pk, self->pid);
+    }
+    if (self->fields & HDR_HOST) {
+        pack_key (&pk, "host");
+        pack_cstr (&pk, self->host);
+    }
+    if (self->fields & HDR_OUTPUTS) {
+        pack_key (&pk, "outputs");
+        msgpack_pack_array (&pk, self->n_outputs);
+        for (size_t i = 0; i < self->n_outputs; i++)
+            pack_cstr (&pk, self->outputs[i]);
+    }
+    if (self->fields & HDR_MODELS) {
+        pack_key (&pk, "models");
+        pack_models (&pk, self);
+    }
+    if (self->fields & HDR_REASON) {
+        pack_key (&pk, "reason");
+        pack_cstr (&pk, self->message);
+    }
+    return frame_from_sbuffer (&sbuf);
+}
+
+zmsg_t *codec_msg_new (codec_cmd_t cmd, const codec_header_t *header, zframe_t **payload_p)
+{
+    zmsg_t *msg = zmsg_new ();
+    zframe_t *frame = codec_header_encode (header);
+    uint8_t cmd_byte = (uint8_t) cmd;
+    if (!msg || !frame)
+        goto err;
+    zmsg_addmem (msg, CODEC_SIGNATURE, CODEC_SIGNATURE_LEN);
+    zmsg_addmem (msg, &cmd_byte, 1);
+    zmsg_append (msg, &frame);
+    if (payload_p && *payload_p)
+        zmsg_append (msg, payload_p);
+    return msg;
+err:
+    zframe_destroy (&frame);
+    zmsg_destroy (&msg);
+    return NULL;
+}
+
+zframe_t *codec_tensors_encode (const codec_tensor_t *tensors, size_t n)
+{
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, sbuffer_write);
+    msgpack_pack_array (&pk, n);
+    for (size_t i = 0; i < n; i++) {
+        const codec_tensor_t *t = &tensors[i];
+        msgpack_pack_map (&pk, 4);
+        pack_key (&pk, "name");
+        msgpack_pack_str (&pk, t->name_len);
+        msgpack_pack_str_body (&pk, t->name, t->name_len);
+        pack_key (&pk, "datatype");
+        pack_cstr (&pk, amaas_dtype_name (t->datatype));
+        pack_key (&pk, "shape");
+        msgpack_pack_array (&pk, (size_t) t->ndim);
+        for (int d = 0; d < t->ndim; d++)
+            msgpack_pack_int64 (&pk, t->shape[d]);
+        pack_key (&pk, "data");
+        msgpack_pack_bin (&pk, t->size);
+        msgpack_pack_bin_body (&pk, t->data, t->size);
+    }
+    return frame_from_sbuffer (&sbuf);
+}
+
+//  --------------------------------------------------------------------------
+//  Decoding
+
+static bool key_is (const msgpack_object *key, const char *name)
+{
+    return key->type == MSGPACK_OBJECT_STR && key->via.str.size == strlen (name)
+           && memcmp (key->via.str.ptr, name, key->via.str.size) == 0;
+}
+
+//  Reads a non-negative integer no larger than max.
+static int get_uint (const msgpack_object *o, uint64_t max, uint64_t *value)
+{
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > max)
+        return -1;
+    *value = o->via.u64;
+    return 0;
+}
+
+//  Copies a str of 1..dest_size-1 bytes with no NUL in it.
+static int get_str (const msgpack_object *o, char *dest, size_t dest_size, bool allow_empty)
+{
+    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= dest_size
+        || (o->via.str.size == 0 && !allow_empty)
+        || memchr (o->via.str.ptr, 0, o->via.str.size))
+        return -1;
+    memcpy (dest, o->via.str.ptr, o->via.str.size);
+    dest[o->via.str.size] = 0;
+    return 0;
+}
+
+static int decode_models (codec_header_t *self, const msgpack_object *o, char *err,
+                          size_t err_size)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > CODEC_MAX_MODELS) {
+        snprintf (err, err_size, "'models' must be an array of at most %d maps",
+                  CODEC_MAX_MODELS);
+        return -1;
+    }
+    self->n_models = o->via.array.size;
+    self->models = self->n_models ? calloc (self->n_models, sizeof (codec_model_t)) : NULL;
+    if (self->n_models && !self->models) {
+        snprintf (err, err_size, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < self->n_models; i++) {
+        const msgpack_object *m = &o->via.array.ptr[i];
+        codec_model_t *model = &self->models[i];
+        bool has_name = false;
+        if (m->type != MSGPACK_OBJECT_MAP)
+            goto bad;
+        for (uint32_t k = 0; k < m->via.map.size; k++) {
+            const msgpack_object *key = &m->via.map.ptr[k].key;
+            const msgpack_object *val = &m->via.map.ptr[k].val;
+            uint64_t n;
+            if (key_is (key, "name")) {
+                if (get_str (val, model->name, sizeof model->name, false))
+                    goto bad;
+                has_name = true;
+            }
+            else if (key_is (key, "version")) {
+                if (get_str (val, model->version, sizeof model->version, false))
+                    goto bad;
+            }
+            else if (key_is (key, "workers")) {
+                if (get_uint (val, UINT32_MAX, &n))
+                    goto bad;
+                model->workers = (uint32_t) n;
+            }
+        }
+        if (!has_name)
+            goto bad;
+        continue;
+bad:
+        snprintf (err, err_size,
+                  "'models' entry %zu must be a map with name (str, 1..%d bytes) and "
+                  "version (str)",
+                  i, CODEC_NAME_MAX - 1);
+        return -1;
+    }
+    return 0;
+}
+
+static int decode_field (codec_header_t *self, const msgpack_object *key,
+                         const msgpack_object *val, char *err, size_t err_size)
+{
+    uint64_t n = 0;
+    const char *want = NULL;
+    if (key_is (key, "id")) {
+        if (get_uint (val, UINT64_MAX, &n) || n == 0)
+            want = "a uint64 of at least 1";
+        self->id = n;
+        self->fields |= HDR_ID;
+    }
+    else if (key_is (key, "job")) {
+        if (get_uint (val, UINT64_MAX, &n))
+            want = "a uint64";
+        self->job = n;
+        self->fields |= HDR_JOB;
+    }
+    else if (key_is (key, "model")) {
+        if (get_str (val, self->model, sizeof self->model, false))
+            want = "a str of 1..127 bytes";
+        self->fields |= HDR_MODEL;
+    }
+    else if (key_is (key, "version")) {
+        if (get_str (val, self->version, sizeof self->version, false))
+            want = "a str of 1..63 bytes";
+        self->fields |= HDR_VERSION;
+    }
+    else if (key_is (key, "code")) {
+        if (get_uint (val, 255, &n))
+            want = "an error code (uint)";
+        self->code = (uint32_t) n;
+        self->fields |= HDR_CODE;
+    }
+    else if (key_is (key, "message") || key_is (key, "reason")) {
+        //  Messages are for people: a long one is cut, not refused
+        if (val->type != MSGPACK_OBJECT_STR)
+            want = "a str";
+        else
+            snprintf (self->message, sizeof self->message, "%.*s",
+                      (int) (val->via.str.size < CODEC_MESSAGE_MAX ? val->via.str.size
+                                                                   : CODEC_MESSAGE_MAX - 1),
+                      val->via.str.ptr);
+        self->fields |= key_is (key, "reason") ? HDR_REASON : HDR_MESSAGE;
+    }
+    else if (key_is (key, "queue_us") || key_is (key, "compute_us")) {
+        if (get_uint (val, UINT64_MAX, &n))
+            want = "a uint64";
+        if (key_is (key, "queue_us")) {
+            self->queue_us = n;
+            self->fields |= HDR_QUEUE_US;
+        }
+        else {
+            self->compute_us = n;
+            self->fields |= HDR_COMPUTE_US;
+        }
+    }
+    else if (key_is (key, "credit")) {
+        if (get_uint (val, 65535, &n) || n == 0)
+            want = "a uint in 1..65535";
+        self->credit = (uint32_t) n;
+        self->fields |= HDR_CREDIT;
+    }
+    else if (key_is (key, "pid")) {
+        if (get_uint (val, UINT32_MAX, &n))
+            want = "a uint32";
+        self->pid = (uint32_t) n;
+        self->fields |= HDR_PID;
+    }
+    else if (key_is (key, "host")) {
+        if (get_str (val, self->host, sizeof self->host, true))
+            want = "a str of at most 255 bytes";
+        self->fields |= HDR_HOST;
+    }
+    else if (key_is (key, "outputs")) {
+        if (val->type != MSGPACK_OBJECT_ARRAY || val->via.array.size > CODEC_MAX_OUTPUTS)
+            want = "an array of at most 16 names";
+        else {
+            self->n_outputs = val->via.array.size;
+            for (size_t i = 0; i < self->n_outputs && !want; i++)
+                if (get_str (&val->via.array.ptr[i], self->outputs[i], CODEC_NAME_MAX, false))
+                    want = "an array of names (str, 1..127 bytes)";
+        }
+        self->fields |= HDR_OUTPUTS;
+    }
+    else if (key_is (key, "models")) {
+        self->fields |= HDR_MODELS;
+        return decode_models (self, val, err, err_size);
+    }
+    if (want) {
+        snprintf (err, err_size, "header key '%.*s' must be %s", (int) key->via.str.size,
+                  key->via.str.ptr, want);
+        return -1;
+    }
+    return 0;
+}
+
+int codec_header_decode (codec_header_t *self, const void *buf, size_t size, char *err,
+                         size_t err_size)
+{
+    uint64_t id = 0;
+    uint32_t has_id = 0;
+    codec_header_reset (self);
+    if (codec_mp_check (buf, size, err, err_size))
+        return -1;
+    msgpack_unpacked unpacked;
+    msgpack_unpacked_init (&unpacked);
+    size_t offset = 0;
+    int rc = -1;
+    if (msgpack_unpack_next (&unpacked, buf, size, &offset) != MSGPACK_UNPACK_SUCCESS) {
+        snprintf (err, err_size, "malformed msgpack header");
+        goto done;
+    }
+    const msgpack_object *root = &unpacked.data;
+    if (root->type != MSGPACK_OBJECT_MAP) {
+        snprintf (err, err_size, "header must be a msgpack map");
+        goto done;
+    }
+    //  The id first, so that an error later in the header can still be
+    //  answered to the right job.
+    for (uint32_t i = 0; i < root->via.map.size; i++)
+        if (key_is (&root->via.map.ptr[i].key, "id"))
+            decode_field (self, &root->via.map.ptr[i].key, &root->via.map.ptr[i].val, err,
+                          err_size);
+    id = self->id;
+    has_id = self->fields & HDR_ID;
+    for (uint32_t i = 0; i < root->via.map.size; i++)
+        if (decode_field (self, &root->via.map.ptr[i].key, &root->via.map.ptr[i].val, err,
+                          err_size))
+            goto done;
+    rc = 0;
+done:
+    msgpack_unpacked_destroy (&unpacked);
+    if (rc) {
+        codec_header_reset (self);
+        if (has_id && id) {
+            self->id = id;
+            self->fields = HDR_ID;
+        }
+    }
+    return rc;
+}
+
+int codec_msg_parse (zmsg_t *msg, codec_cmd_t *cmd, codec_header_t *header, zframe_t **payload_p,
+                     char *err, size_t err_size)
+{
+    *payload_p = NULL;
+    codec_header_reset (header);
+    size_t frames = zmsg_size (msg);
+    zframe_t *sig = zmsg_first (msg);
+    if (!sig || zframe_size (sig) != CODEC_SIGNATURE_LEN
+        || memcmp (zframe_data (sig), CODEC_SIGNATURE, CODEC_SIGNATURE_LEN) != 0) {
+        snprintf (err, err_size,
+                  "not an amaas message: the first frame must be the protocol signature "
+                  "'%s' (this endpoint speaks amaas protocol v1, docs/PROTOCOL.md)",
+                  CODEC_SIGNATURE);
+        return -1;
+    }
+    zframe_t *cmd_frame = zmsg_next (msg);
+    if (!cmd_frame || zframe_size (cmd_frame) != 1) {
+        snprintf (err, err_size, "frame 1 must be a one-byte command");
+        return -1;
+    }
+    uint8_t c = zframe_data (cmd_frame)[0];
+    bool has_payload = c == CMD_REQUEST || c == CMD_REPLY || c == CMD_JOB || c == CMD_RESULT;
+    bool known = has_payload || c == CMD_MODELS || c == CMD_MODELS_REPLY || c == CMD_PING
+                 || c == CMD_PONG || c == CMD_ERROR || c == CMD_READY || c == CMD_HEARTBEAT
+                 || c == CMD_DISCONNECT;
+    if (!known) {
+        snprintf (err, err_size, "unknown command 0x%02x", c);
+        return -1;
+    }
+    *cmd = (codec_cmd_t) c;
+    zframe_t *hdr = zmsg_next (msg);
+    if (!hdr) {
+        snprintf (err, err_size, "frame 2 (header) is missing");
+        return -1;
+    }
+    if (codec_header_decode (header, zframe_data (hdr), zframe_size (hdr), err, err_size))
+        return -1;
+    //  REPLY and RESULT carry a payload only on success
+    bool needs_payload = c == CMD_REQUEST || c == CMD_JOB;
+    if (frames > 4 || (frames == 4 && !has_payload) || (frames == 3 && needs_payload)) {
+        snprintf (err, err_size, "%s has %zu frames: wrong frame count (docs/PROTOCOL.md)",
+                  c == CMD_REQUEST ? "REQUEST" : "message", frames);
+        return -1;
+    }
+    if (frames == 4)
+        *payload_p = zmsg_next (msg);
+    return 0;
+}
+
+//  Reads one tensor map into t.
+static int decode_tensor (const msgpack_object *o, codec_tensor_t *t, uint64_t max_elements,
+                          char *err, size_t err_size)
+{
+    const msgpack_object *name = NULL, *datatype = NULL, *shape = NULL, *data = NULL;
+    if (o->type != MSGPACK_OBJECT_MAP) {
+        snprintf (err, err_size, "must be a map with name, datatype, shape and data");
+        return -1;
+    }
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object *key = &o->via.map.ptr[i].key;
+        const msgpack_object *val = &o->via.map.ptr[i].val;
+        if (key_is (key, "name"))
+            name = val;
+        else if (key_is (key, "datatype"))
+            datatype = val;
+        else if (key_is (key, "shape"))
+            shape = val;
+        else if (key_is (key, "data"))
+            data = val;
+    }
+    if (!name || name->type != MSGPACK_OBJECT_STR || name->via.str.size == 0
+        || name->via.str.size >= CODEC_NAME_MAX) {
+        snprintf (err, err_size, "'name' must be a str of 1..%d bytes", CODEC_NAME_MAX - 1);
+        return -1;
+    }
+    t->name = name->via.str.ptr;
+    t->name_len = name->via.str.size;
+    if (!datatype || datatype->type != MSGPACK_OBJECT_STR
+        || (t->datatype = amaas_dtype_from_name (datatype->via.str.ptr, datatype->via.str.size))
+               == AMAAS_DTYPE_INVALID) {
+        snprintf (err, err_size,
+                  "'datatype' must be one of FP32, FP64, INT32, INT64, UINT8, BOOL, BYTES");
+        return -1;
+    }
+    if (!shape || shape->type != MSGPACK_OBJECT_ARRAY || shape->via.array.size == 0
+        || shape->via.array.size > AMAAS_MAX_DIMS) {
+        snprintf (err, err_size, "'shape' must be an array of 1..%d dimensions",
+                  AMAAS_MAX_DIMS);
+        return -1;
+    }
+    t->ndim = (int) shape->via.array.size;
+    t->elements = 1;
+    for (int d = 0; d < t->ndim; d++) {
+        uint64_t dim;
+        if (get_uint (&shape->via.array.ptr[d], INT64_MAX, &dim)) {
+            snprintf (err, err_size, "'shape' dimension %d must be a non-negative integer", d);
+            return -1;
+        }
+        t->shape[d] = (int64_t) dim;
+        if (dim && t->elements > max_elements / dim) {
+            snprintf (err, err_size, "has more than %" PRIu64 " elements", max_elements);
+            return -1;
+        }
+        t->elements *= dim;
+    }
+    if (t->elements > max_elements) {
+        snprintf (err, err_size, "has more than %" PRIu64 " elements", max_elements);
+        return -1;
+    }
+    if (!data || data->type != MSGPACK_OBJECT_BIN) {
+        snprintf (err, err_size, "'data' must be a msgpack bin");
+        return -1;
+    }
+    t->data = data->via.bin.ptr;
+    t->size = data->via.bin.size;
+    size_t elem = amaas_dtype_size (t->datatype);
+    if (elem && t->size != t->elements * elem) {
+        snprintf (err, err_size, "'data' holds %zu bytes, shape needs %" PRIu64 " x %zu = %" PRIu64,
+                  t->size, t->elements, elem, t->elements * elem);
+        return -1;
+    }
+    if (!elem && codec_bytes_check (t->data, t->size, t->elements) != (int64_t) t->size) {
+        snprintf (err, err_size,
+                  "'data' does not hold exactly %" PRIu64 " length-prefixed BYTES elements",
+                  t->elements);
+        return -1;
+    }
+    return 0;
+}
+
+int codec_tensors_decode (const void *buf, size_t size, codec_tensor_t *tensors, size_t max,
+                          uint64_t max_elements, char *err, size_t err_size)
+{
+    char why[CODEC_MESSAGE_MAX];
+    if (codec_mp_check (buf, size, why, sizeof why)) {
+        snprintf (err, err_size, "payload: %s", why);
+        return -1;
+    }
+    msgpack_unpacked unpacked;
+    msgpack_unpacked_init (&unpacked);
+    size_t offset = 0;
+    int rc = -1;
+    if (msgpack_unpack_next (&unpacked, buf, size, &offset) != MSGPACK_UNPACK_SUCCESS) {
+        snprintf (err, err_size, "payload: malformed msgpack");
+        goto done;
+    }
+    const msgpack_object *root = &unpacked.data;
+    if (root->type != MSGPACK_OBJECT_ARRAY || root->via.array.size == 0
+        || root->via.array.size > max) {
+        snprintf (err, err_size, "payload must be an array of 1..%zu tensors", max);
+        goto done;
+    }
+    for (uint32_t i = 0; i < root->via.array.size; i++)
+        if (decode_tensor (&root->via.array.ptr[i], &tensors[i], max_elements, why,
+                           sizeof why)) {
+            snprintf (err, err_size, "tensor %u: %s", i, why);
+            goto done;
+        }
+    rc = (int) root->via.array.size;
+done:
+    msgpack_unpacked_destroy (&unpacked);
+    return rc;
+}
+
+int64_t codec_bytes_check (const void *data, size_t size, uint64_t elements)
+{
+    const uint8_t *p = data;
+    size_t offset = 0;
+    for (uint64_t i = 0; i < elements; i++) {
+        if (size - offset < 4)
+            return -1;
+        uint32_t len = (uint32_t) p[offset] | (uint32_t) p[offset + 1] << 8
+                       | (uint32_t) p[offset + 2] << 16 | (uint32_t) p[offset + 3] << 24;
+        offset += 4;
+        if (size - offset < len)
+            return -1;
+        offset += len;
+    }
+    return (int64_t) offset;
+}

@@ -1,0 +1,155 @@
+/*  codec.h - the amaas wire protocol: frames, headers and tensors.
+
+    Every message is [signature "AMAAS01"][command byte][header map][payload?]
+    (docs/PROTOCOL.md).  The header is a small msgpack map that this codec
+    decodes into a codec_header_t whose `fields` bitmask says which keys were
+    present; the payload is an array of tensors, decoded only by those who
+    compute on it (worker, client): the broker forwards it untouched.
+
+    All input is untrusted.  Before msgpack-c unpacks anything, codec_mp_check
+    walks the bytes and refuses containers that claim more elements than bytes
+    remain (msgpack-c would otherwise allocate for the claimed count first)
+    and nesting deeper than a small limit.
+*/
+#ifndef AMAAS_CODEC_H_INCLUDED
+#define AMAAS_CODEC_H_INCLUDED
+
+#include <czmq.h>
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "amaas.h"
+
+#define CODEC_SIGNATURE "AMAAS01"
+#define CODEC_SIGNATURE_LEN 7
+
+#define CODEC_NAME_MAX 128      //  model, tensor, output names incl. NUL
+#define CODEC_VERSION_MAX 64    //  model version incl. NUL
+#define CODEC_MESSAGE_MAX 256   //  error messages incl. NUL
+#define CODEC_HOST_MAX 256      //  host name incl. NUL
+#define CODEC_MAX_OUTPUTS 16    //  output names in a request
+#define CODEC_MAX_TENSORS 16    //  tensors in a payload
+#define CODEC_MAX_MODELS 1024   //  models in READY / MODELS_REPLY
+#define CODEC_MAX_DEPTH 16      //  msgpack nesting accepted
+
+typedef enum {
+    CMD_REQUEST = 0x01,
+    CMD_REPLY = 0x02,
+    CMD_MODELS = 0x03,
+    CMD_MODELS_REPLY = 0x04,
+    CMD_PING = 0x05,
+    CMD_PONG = 0x06,
+    CMD_ERROR = 0x0F,
+    CMD_READY = 0x10,
+    CMD_JOB = 0x11,
+    CMD_RESULT = 0x12,
+    CMD_HEARTBEAT = 0x13,
+    CMD_DISCONNECT = 0x14
+} codec_cmd_t;
+
+//  Bits of codec_header_t.fields: which keys are present
+enum {
+    HDR_ID = 1 << 0,
+    HDR_JOB = 1 << 1,
+    HDR_MODEL = 1 << 2,
+    HDR_VERSION = 1 << 3,
+    HDR_CODE = 1 << 4,
+    HDR_MESSAGE = 1 << 5,
+    HDR_QUEUE_US = 1 << 6,
+    HDR_COMPUTE_US = 1 << 7,
+    HDR_CREDIT = 1 << 8,
+    HDR_PID = 1 << 9,
+    HDR_HOST = 1 << 10,
+    HDR_OUTPUTS = 1 << 11,
+    HDR_MODELS = 1 << 12,
+    HDR_REASON = 1 << 13
+};
+
+typedef struct {
+    char name[CODEC_NAME_MAX];
+    char version[CODEC_VERSION_MAX];
+    uint32_t workers;  //  MODELS_REPLY only
+} codec_model_t;
+
+//  A decoded or to-be-encoded header.  Strings are NUL-terminated copies.
+typedef struct {
+    uint32_t fields;                //  HDR_* bits present
+    uint64_t id;                    //  client's job id
+    uint64_t job;                   //  broker's job token
+    char model[CODEC_NAME_MAX];     //  model name
+    char version[CODEC_VERSION_MAX];  //  model version
+    uint32_t code;                  //  amaas_code_t
+    char message[CODEC_MESSAGE_MAX];  //  error message, or DISCONNECT reason
+    uint64_t queue_us;              //  time queued in the broker
+    uint64_t compute_us;            //  time computing in the worker
+    uint32_t credit;                //  READY: jobs the worker may hold
+    uint32_t pid;                   //  READY: worker's pid
+    char host[CODEC_HOST_MAX];      //  READY: worker's host
+    size_t n_outputs;               //  requested output names
+    char outputs[CODEC_MAX_OUTPUTS][CODEC_NAME_MAX];
+    size_t n_models;                //  READY / MODELS_REPLY entries
+    codec_model_t *models;          //  owned: codec_header_reset frees
+} codec_header_t;
+
+//  A decoded tensor.  name and data point into the buffer it was decoded
+//  from, which must outlive it; name is not NUL-terminated.
+typedef struct {
+    const char *name;
+    size_t name_len;
+    amaas_dtype_t datatype;
+    int ndim;
+    int64_t shape[AMAAS_MAX_DIMS];
+    uint64_t elements;  //  product of shape
+    const void *data;
+    size_t size;        //  bytes at data
+} codec_tensor_t;
+
+//  Empty a header: frees its models list and zeroes it.  Cannot fail.
+void codec_header_reset (codec_header_t *self);
+
+//  Set a string field (truncating to its buffer) and its presence bit.
+void codec_header_set_model (codec_header_t *self, const char *model);
+void codec_header_set_version (codec_header_t *self, const char *version);
+void codec_header_set_message (codec_header_t *self, const char *fmt, ...)
+    __attribute__ ((format (printf, 2, 3)));
+
+//  Check that buf holds exactly one well-formed msgpack object whose
+//  containers claim no more elements than bytes remain, nested at most
+//  CODEC_MAX_DEPTH deep.  Returns 0, or -1 with a message in err.
+int codec_mp_check (const void *buf, size_t size, char *err, size_t err_size);
+
+//  Encode a header as a msgpack map into a new frame.  NULL on out-of-memory.
+zframe_t *codec_header_encode (const codec_header_t *self);
+
+//  Decode a header frame's bytes into self (reset first).  Returns 0; on a
+//  malformed header returns -1 with a message in err, and self is reset.
+int codec_header_decode (codec_header_t *self, const void *buf, size_t size, char *err,
+                         size_t err_size);
+
+//  Build a message [signature][cmd][header][payload]: payload may be NULL; if
+//  not, the frame is taken and *payload_p nulled.  NULL on out-of-memory.
+zmsg_t *codec_msg_new (codec_cmd_t cmd, const codec_header_t *header, zframe_t **payload_p);
+
+//  Parse a message (without any ROUTER identity frame): check signature,
+//  command and frame count, decode the header into `header`.  *payload_p is
+//  set to the payload frame, still owned by msg, or NULL.  Returns 0; on a
+//  protocol error returns -1 with a message in err (header may hold an id).
+int codec_msg_parse (zmsg_t *msg, codec_cmd_t *cmd, codec_header_t *header, zframe_t **payload_p,
+                     char *err, size_t err_size);
+
+//  Decode a payload: an array of at most max tensors.  Returns the count, or
+//  -1 with a message in err.  Checks datatype names, shapes (1..8 dims,
+//  element count without overflow, at most max_elements per tensor) and that
+//  data holds exactly the bytes the shape needs.
+int codec_tensors_decode (const void *buf, size_t size, codec_tensor_t *tensors, size_t max,
+                          uint64_t max_elements, char *err, size_t err_size);
+
+//  Encode n tensors into a payload frame.  NULL on out-of-memory.
+zframe_t *codec_tensors_encode (const codec_tensor_t *tensors, size_t n);
+
+//  Size in bytes that a BYTES tensor of `elements` elements at data needs:
+//  walks the length prefixes.  Returns -1 if they do not fit in size.
+int64_t codec_bytes_check (const void *data, size_t size, uint64_t elements);
+
+#endif

@@ -1,0 +1,57 @@
+/*  log.c - one line per event, with time, level and key=value fields.
+
+    Each line is formatted whole into a buffer and written with one write(2),
+    so lines from several processes sharing a terminal do not interleave.
+*/
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+log_level_t log_threshold = LOG_LEVEL_INFO;
+static char log_program[64] = "amaas";
+static const char *level_names[] = {"error", "warn", "info", "debug"};
+
+void log_setup (const char *program, log_level_t level)
+{
+    snprintf (log_program, sizeof log_program, "%s", program);
+    log_threshold = level;
+}
+
+int log_level_from_name (const char *name)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcmp (name, level_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void log_print (log_level_t level, const char *fmt, ...)
+{
+    if (level > log_threshold)
+        return;
+    char line[2048];
+    struct timeval now;
+    gettimeofday (&now, NULL);
+    struct tm tm;
+    gmtime_r (&now.tv_sec, &tm);
+    int n = (int) strftime (line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+    n += snprintf (line + n, sizeof line - (size_t) n, ".%03dZ %s[%d] %s ",
+                   (int) (now.tv_usec / 1000), log_program, (int) getpid (), level_names[level]);
+    va_list args;
+    va_start (args, fmt);
+    int body = vsnprintf (line + n, sizeof line - (size_t) n - 1, fmt, args);
+    va_end (args);
+    if (body < 0)
+        body = 0;
+    n += body;
+    if (n > (int) sizeof line - 2)
+        n = (int) sizeof line - 2;
+    line[n++] = '\n';
+    ssize_t rc = write (STDERR_FILENO, line, (size_t) n);
+    (void) rc;
+}

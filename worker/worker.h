@@ -1,0 +1,34 @@
+/*  worker.h - the amaas worker: holds models in memory and computes the jobs
+    the broker sends it.
+
+    One thread: a DEALER socket to the broker's backend, a heartbeat timer,
+    and the model runtime (model.h).  The worker announces its models and
+    its credit with READY, answers each JOB with exactly one RESULT,
+    heartbeats, and when the broker goes silent reconnects with backoff and
+    registers again.
+*/
+#ifndef AMAAS_WORKER_H_INCLUDED
+#define AMAAS_WORKER_H_INCLUDED
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *broker;       //  broker backend endpoint
+    const char *models_dir;   //  folder of .amm files
+    int heartbeat_ms;         //  heartbeat interval (same as the broker's)
+    int liveness;             //  silent intervals before the broker is dead
+    uint32_t credit;          //  jobs the worker may hold at once
+    uint64_t max_elements;    //  largest input tensor, elements
+    size_t max_message;       //  largest message accepted, bytes
+} worker_config_t;
+
+//  Fills a config with the defaults.  Cannot fail.
+void worker_config_defaults (worker_config_t *config);
+
+//  Loads the models and serves until SIGINT or SIGTERM.  Returns 0 after a
+//  clean exit, -1 if it could not start (no model loaded, bad endpoint; the
+//  reason is logged).
+int worker_run (const worker_config_t *config);
+
+#endif
