@@ -1,0 +1,147 @@
+"""Start and stop a real amaas cluster (broker + workers) for tests.
+
+    with Cluster(build_dir, models_dir, workers=2) as c:
+        c.frontend          # client endpoint, e.g. tcp://127.0.0.1:41234
+        c.start_worker()    # one more worker
+        c.kill_worker(0)    # SIGKILL the first
+        c.models()          # [{"name", "version", "workers"}] via `amaas models --json`
+
+The broker binds ephemeral ports on 127.0.0.1 (tcp://127.0.0.1:*) and writes
+the ports it got to a file, so tests never assume a port is free.  Every
+process is stopped on exit, killed if it does not stop in time.  Logs go to
+files in a temporary folder; c.logs() returns them, and they are printed when
+the with-block raises.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+
+class Cluster:
+    def __init__(self, build_dir, models_dir, workers=1, heartbeat_ms=200,
+                 broker_args=(), worker_args=(), ready_timeout=15.0):
+        self.build_dir = os.path.abspath(build_dir)
+        self.models_dir = models_dir
+        self.n_workers = workers
+        self.heartbeat_ms = heartbeat_ms
+        self.broker_args = list(broker_args)
+        self.worker_args = list(worker_args)
+        self.ready_timeout = ready_timeout
+        self.tmp = tempfile.mkdtemp(prefix="amaas-test-")
+        self.broker = None
+        self.workers = []
+        self.frontend = self.backend = None
+        self._log_files = []
+
+    def bin(self, name):
+        return os.path.join(self.build_dir, name)
+
+    def _spawn(self, args, label):
+        path = os.path.join(self.tmp, "%s.log" % label)
+        log = open(path, "wb")
+        self._log_files.append(path)
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+
+    def start_broker(self):
+        ep_file = os.path.join(self.tmp, "endpoints")
+        if os.path.exists(ep_file):
+            os.unlink(ep_file)
+        # Reuse the same ports after a restart, so that workers and clients
+        # find the broker again; first start takes ephemeral ones.
+        front = self.frontend or "tcp://127.0.0.1:*"
+        back = self.backend or "tcp://127.0.0.1:*"
+        self.broker = self._spawn(
+            [self.bin("amaas-broker"), "--frontend", front, "--backend", back,
+             "--endpoints-file", ep_file, "--heartbeat-ms", str(self.heartbeat_ms)]
+            + self.broker_args, "broker-%d" % len(self._log_files))
+        deadline = time.time() + self.ready_timeout
+        while time.time() < deadline:
+            if self.broker.poll() is not None:
+                raise RuntimeError("broker exited with %s\n%s" % (self.broker.returncode, self.logs()))
+            if os.path.exists(ep_file):
+                eps = dict(line.split("=", 1) for line in open(ep_file).read().split())
+                if "backend" in eps:
+                    self.frontend, self.backend = eps["frontend"], eps["backend"]
+                    return
+            time.sleep(0.02)
+        raise RuntimeError("broker did not start\n" + self.logs())
+
+    def start_worker(self, models_dir=None, extra_args=()):
+        w = self._spawn(
+            [self.bin("amaas-worker"), "--broker", self.backend,
+             "--models", models_dir or self.models_dir,
+             "--heartbeat-ms", str(self.heartbeat_ms)] + self.worker_args + list(extra_args),
+            "worker-%d" % len(self._log_files))
+        self.workers.append(w)
+        return w
+
+    def kill_worker(self, index, sig=signal.SIGKILL):
+        w = self.workers[index]
+        w.send_signal(sig)
+        w.wait(timeout=10)
+        return w.returncode
+
+    def models(self):
+        """Models the broker serves, from `amaas models --json`."""
+        out = subprocess.run([self.bin("amaas"), "--broker", self.frontend, "--timeout", "2000",
+                              "models", "--json"], capture_output=True, timeout=10)
+        if out.returncode != 0:
+            return []
+        return json.loads(out.stdout)
+
+    def wait_workers(self, n, model=None, timeout=None):
+        """Wait until `model` (or every model) is served by n workers."""
+        deadline = time.time() + (timeout or self.ready_timeout)
+        while time.time() < deadline:
+            models = self.models()
+            if models and all(m["workers"] == n for m in models
+                              if model is None or m["name"] == model) \
+                    and (model is None or any(m["name"] == model for m in models)):
+                return models
+            time.sleep(0.05)
+        raise RuntimeError("workers did not register: %s\n%s" % (self.models(), self.logs()))
+
+    def logs(self):
+        text = []
+        for path in self._log_files:
+            try:
+                data = open(path, "rb").read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            text.append("==> %s <==\n%s" % (os.path.basename(path), data[-4000:]))
+        return "\n".join(text)
+
+    def __enter__(self):
+        try:
+            self.start_broker()
+            for _ in range(self.n_workers):
+                self.start_worker()
+            if self.n_workers:
+                self.wait_workers(self.n_workers)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        procs = [p for p in self.workers + [self.broker] if p is not None]
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def __exit__(self, kind, value, tb):
+        self.stop()
+        if kind is not None and not issubclass(kind, KeyboardInterrupt):
+            sys.stderr.write(self.logs() + "\n")
+        return False

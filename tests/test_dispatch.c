@@ -1,0 +1,322 @@
+/*  test_dispatch.c - unit tests of the broker's queues and worker registry,
+    without sockets: a send callback records which job went to which worker.
+*/
+#include <check.h>
+#include <string.h>
+
+#include "dispatch.h"
+
+#define MAX_SENT 1000
+
+typedef struct {
+    broker_job_t *job[MAX_SENT];
+    broker_worker_t *worker[MAX_SENT];
+    size_t n;
+    bool refuse;  //  make the send fail
+} sent_t;
+
+static int record (broker_job_t *job, broker_worker_t *worker, void *arg)
+{
+    sent_t *sent = arg;
+    if (sent->refuse)
+        return -1;
+    ck_assert_uint_lt (sent->n, MAX_SENT);
+    sent->job[sent->n] = job;
+    sent->worker[sent->n] = worker;
+    sent->n++;
+    return 0;
+}
+
+//  Registers a worker serving the comma-separated models with credit.
+static broker_worker_t *add_worker (dispatch_t *d, const char *key, const char *models,
+                                    uint32_t credit, zlistx_t *failed)
+{
+    codec_header_t ready = {0};
+    char list[256];
+    snprintf (list, sizeof list, "%s", models);
+    ready.models = calloc (16, sizeof (codec_model_t));
+    for (char *name = strtok (list, ","); name; name = strtok (NULL, ",")) {
+        snprintf (ready.models[ready.n_models].name, CODEC_NAME_MAX, "%s", name);
+        snprintf (ready.models[ready.n_models].version, CODEC_VERSION_MAX, "1");
+        ready.n_models++;
+    }
+    ready.credit = credit;
+    ready.pid = 1;
+    zframe_t *identity = zframe_new (key, strlen (key));
+    broker_worker_t *w = dispatch_worker_ready (d, key, &identity, &ready, 1000, failed);
+    codec_header_reset (&ready);
+    ck_assert_ptr_nonnull (w);
+    return w;
+}
+
+static broker_job_t *new_job (dispatch_t *d, const char *model, uint64_t id)
+{
+    codec_header_t request = {0};
+    codec_header_set_model (&request, model);
+    return dispatch_job_new (d, id, &request, NULL, NULL, 0);
+}
+
+//  Submits a job that must be accepted
+static broker_job_t *submit (dispatch_t *d, const char *model, uint64_t id)
+{
+    broker_job_t *job = new_job (d, model, id);
+    ck_assert_int_eq (dispatch_submit (d, job, NULL), AMAAS_OK);
+    return job;
+}
+
+START_TEST (test_dispatch_and_complete)
+{
+    dispatch_t *d = dispatch_new (100, 2);
+    zlistx_t *failed = dispatch_job_list_new ();
+    sent_t sent = {0};
+    broker_worker_t *w = add_worker (d, "w1", "linear", 4, failed);
+    broker_job_t *job = submit (d, "linear", 7);
+    ck_assert_uint_eq (dispatch_queued (d, "linear"), 1);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 1);
+    ck_assert_ptr_eq (sent.job[0], job);
+    ck_assert_ptr_eq (sent.worker[0], w);
+    ck_assert_uint_eq (dispatch_queued (d, "linear"), 0);
+    ck_assert_uint_eq (dispatch_in_flight (d), 1);
+    //  A result from another worker, or for another token, is not accepted
+    broker_worker_t *other = add_worker (d, "w2", "linear", 4, failed);
+    ck_assert_ptr_null (dispatch_complete (d, other, job->token));
+    ck_assert_ptr_null (dispatch_complete (d, w, job->token + 100));
+    broker_job_t *done = dispatch_complete (d, w, job->token);
+    ck_assert_ptr_eq (done, job);
+    ck_assert_uint_eq (done->id, 7);
+    ck_assert_ptr_null (dispatch_complete (d, w, job->token));  //  only once
+    ck_assert_uint_eq (w->done, 1);
+    dispatch_job_destroy (&done);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
+START_TEST (test_not_found_and_full)
+{
+    dispatch_t *d = dispatch_new (2, 2);
+    zlistx_t *failed = dispatch_job_list_new ();
+    add_worker (d, "w1", "a", 1, failed);
+    broker_job_t *job = new_job (d, "nope", 1);
+    ck_assert_int_eq (dispatch_submit (d, job, NULL), AMAAS_NOT_FOUND);
+    ck_assert_ptr_nonnull (strstr (job->fail_message, "nope"));
+    dispatch_job_destroy (&job);
+    job = new_job (d, "a", 2);
+    ck_assert_int_eq (dispatch_submit (d, job, "9"), AMAAS_NOT_FOUND);
+    ck_assert_ptr_nonnull (strstr (job->fail_message, "version"));
+    ck_assert_int_eq (dispatch_submit (d, job, "1"), AMAAS_OK);
+    submit (d, "a", 3);
+    job = new_job (d, "a", 4);
+    ck_assert_int_eq (dispatch_submit (d, job, NULL), AMAAS_RESOURCE_EXHAUSTED);
+    ck_assert_ptr_nonnull (strstr (job->fail_message, "full"));
+    dispatch_job_destroy (&job);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);  //  frees the queued jobs (ASan checks)
+}
+END_TEST
+
+START_TEST (test_credit_and_least_loaded)
+{
+    dispatch_t *d = dispatch_new (100, 2);
+    zlistx_t *failed = dispatch_job_list_new ();
+    sent_t sent = {0};
+    broker_worker_t *w1 = add_worker (d, "w1", "m", 2, failed);
+    broker_worker_t *w2 = add_worker (d, "w2", "m", 3, failed);
+    for (uint64_t i = 1; i <= 10; i++)
+        submit (d, "m", i);
+    //  Credit 2 + 3: five go out, five wait
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 5);
+    ck_assert_uint_eq (dispatch_queued (d, "m"), 5);
+    size_t to_w1 = 0;
+    for (size_t i = 0; i < sent.n; i++)
+        to_w1 += sent.worker[i] == w1;
+    ck_assert_uint_eq (to_w1, 2);
+    //  Jobs leave the queue in FIFO order
+    for (size_t i = 0; i < sent.n; i++)
+        ck_assert_uint_eq (sent.job[i]->id, i + 1);
+    //  Least loaded alternates while both are equally loaded
+    ck_assert_ptr_ne (sent.worker[0], sent.worker[1]);
+    //  w2 finishes one: the next job goes to w2, the only one with credit
+    broker_job_t *done = dispatch_complete (d, w2, sent.job[1]->worker == w2 ? sent.job[1]->token
+                                                                               : sent.job[0]->token);
+    ck_assert_ptr_nonnull (done);
+    dispatch_job_destroy (&done);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 1);
+    ck_assert_ptr_eq (sent.worker[5], w2);
+    ck_assert_uint_eq (sent.job[5]->id, 6);
+    //  A send that fails leaves the job queued
+    done = dispatch_complete (d, w1, sent.job[0]->worker == w1 ? sent.job[0]->token
+                                                                : sent.job[1]->token);
+    dispatch_job_destroy (&done);
+    sent.refuse = true;
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 0);
+    ck_assert_uint_eq (dispatch_queued (d, "m"), 4);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
+START_TEST (test_round_robin_when_idle)
+{
+    dispatch_t *d = dispatch_new (100, 2);
+    zlistx_t *failed = dispatch_job_list_new ();
+    sent_t sent = {0};
+    broker_worker_t *w1 = add_worker (d, "w1", "m", 4, failed);
+    broker_worker_t *w2 = add_worker (d, "w2", "m", 4, failed);
+    //  One job at a time, each completed before the next: both workers get work
+    size_t counts[2] = {0, 0};
+    for (uint64_t i = 1; i <= 10; i++) {
+        submit (d, "m", i);
+        ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 1);
+        broker_worker_t *w = sent.worker[sent.n - 1];
+        counts[w == w2]++;
+        broker_job_t *done = dispatch_complete (d, w, sent.job[sent.n - 1]->token);
+        dispatch_job_destroy (&done);
+    }
+    ck_assert_uint_eq (counts[0], 5);
+    ck_assert_uint_eq (counts[1], 5);
+    (void) w1;
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
+START_TEST (test_dead_worker_requeues)
+{
+    dispatch_t *d = dispatch_new (100, 2);
+    zlistx_t *failed = dispatch_job_list_new ();
+    sent_t sent = {0};
+    broker_worker_t *w1 = add_worker (d, "w1", "m", 3, failed);
+    for (uint64_t i = 1; i <= 3; i++)
+        submit (d, "m", i);
+    submit (d, "m", 4);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 3);
+    broker_worker_t *w2 = add_worker (d, "w2", "m", 10, failed);
+    //  w2 joined after: job 4 goes to it
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 1);
+    ck_assert_ptr_eq (sent.worker[3], w2);
+    //  w1 dies holding 1..3: they go back to the front, in order, then to w2
+    dispatch_worker_remove (d, w1, failed);
+    ck_assert_uint_eq (zlistx_size (failed), 0);
+    ck_assert_uint_eq (dispatch_worker_count (d), 1);
+    ck_assert_uint_eq (dispatch_queued (d, "m"), 3);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 3);
+    for (size_t i = 4; i < 7; i++) {
+        ck_assert_ptr_eq (sent.worker[i], w2);
+        ck_assert_uint_eq (sent.job[i]->id, i - 3);
+        ck_assert_uint_eq (sent.job[i]->lost, 1);
+    }
+    //  w2 dies too: jobs lost with 2 workers fail as poison; job 4 (lost
+    //  once) has no worker left to go to: it fails too
+    dispatch_worker_remove (d, w2, failed);
+    ck_assert_uint_eq (zlistx_size (failed), 4);
+    for (broker_job_t *job = zlistx_first (failed); job; job = zlistx_next (failed)) {
+        ck_assert_int_eq (job->fail_code, AMAAS_UNAVAILABLE);
+        if (job->id <= 3)
+            ck_assert_ptr_nonnull (strstr (job->fail_message, "poison"));
+        else
+            ck_assert_ptr_nonnull (strstr (job->fail_message, "no other"));
+    }
+    ck_assert_uint_eq (dispatch_in_flight (d), 0);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
+START_TEST (test_last_worker_gone_fails_queue)
+{
+    dispatch_t *d = dispatch_new (100, 5);
+    zlistx_t *failed = dispatch_job_list_new ();
+    sent_t sent = {0};
+    broker_worker_t *w = add_worker (d, "w1", "a,b", 1, failed);
+    submit (d, "a", 1);
+    submit (d, "a", 2);
+    submit (d, "b", 3);
+    dispatch_pump (d, record, &sent, 0);
+    ck_assert_uint_eq (sent.n, 1);
+    dispatch_worker_remove (d, w, failed);
+    ck_assert_uint_eq (zlistx_size (failed), 3);
+    ck_assert_uint_eq (dispatch_queued (d, "a") + dispatch_queued (d, "b"), 0);
+    //  The model is no longer listed
+    codec_header_t h = {0};
+    ck_assert_int_eq (dispatch_models (d, &h), 0);
+    ck_assert_uint_eq (h.n_models, 0);
+    codec_header_reset (&h);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
+START_TEST (test_purge_and_models)
+{
+    dispatch_t *d = dispatch_new (100, 2);
+    zlistx_t *failed = dispatch_job_list_new ();
+    broker_worker_t *w1 = add_worker (d, "w1", "zeta,alpha", 1, failed);
+    broker_worker_t *w2 = add_worker (d, "w2", "alpha", 1, failed);
+    codec_header_t h = {0};
+    ck_assert_int_eq (dispatch_models (d, &h), 0);
+    ck_assert_uint_eq (h.n_models, 2);
+    ck_assert_str_eq (h.models[0].name, "alpha");
+    ck_assert_uint_eq (h.models[0].workers, 2);
+    ck_assert_str_eq (h.models[1].name, "zeta");
+    ck_assert_uint_eq (h.models[1].workers, 1);
+    w1->expires_ms = 500;
+    w2->expires_ms = 2000;
+    ck_assert_uint_eq (dispatch_purge (d, 1000, failed), 1);
+    ck_assert_ptr_null (dispatch_worker_find (d, "w1"));
+    ck_assert_ptr_eq (dispatch_worker_find (d, "w2"), w2);
+    ck_assert_int_eq (dispatch_models (d, &h), 0);
+    ck_assert_uint_eq (h.n_models, 1);
+    ck_assert_str_eq (h.models[0].name, "alpha");
+    codec_header_reset (&h);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
+START_TEST (test_reregistration_and_shutdown)
+{
+    dispatch_t *d = dispatch_new (100, 3);
+    zlistx_t *failed = dispatch_job_list_new ();
+    sent_t sent = {0};
+    add_worker (d, "w1", "m", 2, failed);
+    submit (d, "m", 1);
+    submit (d, "m", 2);
+    submit (d, "m", 3);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 2);
+    //  The same worker says READY again (it restarted): its jobs are requeued
+    add_worker (d, "w1", "m", 2, failed);
+    ck_assert_uint_eq (dispatch_worker_count (d), 1);
+    ck_assert_uint_eq (dispatch_queued (d, "m"), 3);
+    ck_assert_uint_eq (zlistx_size (failed), 0);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 2);
+    ck_assert_uint_eq (sent.job[2]->id, 1);
+    //  Shutdown fails the held and the queued
+    dispatch_shutdown (d, failed);
+    ck_assert_uint_eq (zlistx_size (failed), 3);
+    ck_assert_uint_eq (dispatch_worker_count (d), 0);
+    ck_assert_uint_eq (dispatch_in_flight (d), 0);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
+int main (void)
+{
+    Suite *s = suite_create ("dispatch");
+    TCase *tc = tcase_create ("dispatch");
+    tcase_add_test (tc, test_dispatch_and_complete);
+    tcase_add_test (tc, test_not_found_and_full);
+    tcase_add_test (tc, test_credit_and_least_loaded);
+    tcase_add_test (tc, test_round_robin_when_idle);
+    tcase_add_test (tc, test_dead_worker_requeues);
+    tcase_add_test (tc, test_last_worker_gone_fails_queue);
+    tcase_add_test (tc, test_purge_and_models);
+    tcase_add_test (tc, test_reregistration_and_shutdown);
+    suite_add_tcase (s, tc);
+    SRunner *sr = srunner_create (s);
+    srunner_run_all (sr, CK_NORMAL);
+    int failed = srunner_ntests_failed (sr);
+    srunner_free (sr);
+    return failed ? 1 : 0;
+}
