@@ -203,7 +203,7 @@ static amaas_code_t compute (worker_t *self, const codec_header_t *h, zframe_t *
     model_output_t outs[MODEL_MAX_OUTPUTS];
     if (model_run (model, self->ws, in->datatype, in->data, (size_t) in->shape[0], outs, why,
                    sizeof why)) {
-        snprintf (err, err_size, "model '%s': %s", h->model, why);
+        snprintf (err, err_size, "model '%.100s': %.140s", h->model, why);
         return AMAAS_INTERNAL;
     }
     //  Pick the outputs asked for, in the order asked, or all
