@@ -36,6 +36,7 @@ class Cluster:
         self.workers = []
         self.frontend = self.backend = None
         self._log_files = []
+        self.expected_exits = set()  # processes a test stopped or killed on purpose
 
     def bin(self, name):
         return os.path.join(self.build_dir, name)
@@ -82,6 +83,7 @@ class Cluster:
 
     def kill_worker(self, index, sig=signal.SIGKILL):
         w = self.workers[index]
+        self.expected_exits.add(w)
         w.send_signal(sig)
         w.wait(timeout=10)
         return w.returncode
@@ -129,19 +131,32 @@ class Cluster:
         return self
 
     def stop(self):
+        """SIGTERM every process.  Returns the processes that did not exit 0
+        of their own (crash, sanitizer report, hang), other than those a test
+        stopped on purpose."""
         procs = [p for p in self.workers + [self.broker] if p is not None]
+        bad = [p for p in procs if p.poll() is not None and p.returncode != 0
+               and p not in self.expected_exits]
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for p in procs:
             try:
-                p.wait(timeout=5)
+                p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+                bad.append(p)
+            if p.returncode != 0 and p not in self.expected_exits and p not in bad:
+                bad.append(p)
+            self.expected_exits.add(p)
+        return bad
 
     def __exit__(self, kind, value, tb):
-        self.stop()
+        bad = self.stop()
         if kind is not None and not issubclass(kind, KeyboardInterrupt):
             sys.stderr.write(self.logs() + "\n")
+        elif bad:
+            raise RuntimeError("processes exited badly: %s\n%s"
+                               % ([(p.args[0], p.returncode) for p in bad], self.logs()))
         return False

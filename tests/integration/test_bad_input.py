@@ -216,6 +216,7 @@ def test_corrupt_model_file_is_refused_others_served():
         os.unlink(os.path.join(tmp, "linear.amm"))
         with Cluster(BUILD, tmp, workers=0) as c:
             w = c.start_worker()
+            c.expected_exits.add(w)
             assert w.wait(timeout=10) == 1
             assert "no model to serve" in c.logs()
     finally:

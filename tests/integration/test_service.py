@@ -55,7 +55,7 @@ def test_predictions_two_workers_share_the_work():
             np.testing.assert_allclose(out["probabilities"], ref["probabilities"], rtol=1e-9)
             assert list(out["label"]) == list(ref["label"])
             assert sorted(m["name"] for m in client.models()) == ["iris", "linear"]
-        c.stop()
+        assert not c.stop(), c.logs()
         done = [jobs_done(c, 0), jobs_done(c, 1)]
         assert sum(done) == 401, done
         assert min(done) > 0, "both workers must receive work: %s" % done
@@ -92,7 +92,7 @@ def test_no_worker_for_model_is_not_found():
             else:
                 raise AssertionError("expected NOT_FOUND")
             # after the last worker leaves, its model is NOT_FOUND, not a hang
-            c.kill_worker(0, signal.SIGTERM)
+            assert c.kill_worker(0, signal.SIGTERM) == 0, c.logs()
             c.wait_workers(0, None, timeout=5) if c.models() else None
             try:
                 client.predict("linear", {"input": np.zeros((1, 1))}, timeout_ms=5000)
