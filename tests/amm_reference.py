@@ -1,0 +1,315 @@
+"""amm_reference - a pure-numpy reference reader and interpreter of amaas model files.
+
+Written from docs/MODEL_FORMAT.md alone, independently of the exporter and of
+the C runtime: `load` checks a file against every rule of the format and
+`run` computes its ops with numpy, in the model's datatype.  The tests use it
+to prove that an exported file reproduces scikit-learn, and `bin_offsets`
+to check where each bin lies in the file (the 64-byte alignment).
+
+    model = amm_reference.load("iris.amm")          # raises FormatError
+    outs = amm_reference.run(model, x)               # {"probabilities": ..., "label": ...}
+"""
+
+import re
+
+import msgpack
+import numpy as np
+
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,127}$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9._+-]{1,63}$")
+TENSOR_RE = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
+MAX_LABEL = 4096
+MAX_KEYS = 64
+MAX_DEPTH = 16
+DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+MAX_WIDTH = 1 << 24
+MAX_OPS = 256
+MAX_OUTPUTS = 8
+ELEMENTWISE = ("identity", "relu", "tanh", "sigmoid", "softmax", "normalize")
+
+
+class FormatError(Exception):
+    """The file breaks a rule of docs/MODEL_FORMAT.md."""
+
+
+def _pairs_hook(pairs):
+    """Map decoding: refuse repeated keys other than `pad`, drop `pad`."""
+    _need(len(pairs) <= MAX_KEYS, "a map has %d keys, at most %d" % (len(pairs), MAX_KEYS))
+    out = {}
+    for k, v in pairs:
+        if not isinstance(k, str):
+            raise FormatError("map key %r is not a str" % (k,))
+        if k == "pad":
+            if not isinstance(v, bytes):
+                raise FormatError("pad is not a bin")
+            continue
+        if k in out:
+            raise FormatError("key %r repeats in a map" % k)
+        out[k] = v
+    return out
+
+
+def _need(cond, msg):
+    if not cond:
+        raise FormatError(msg)
+
+
+def _uint(m, key, where, lo=0, hi=1 << 64):
+    v = m.get(key)
+    _need(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi,
+          "%s: %r must be an integer in %d..%d, is %r" % (where, key, lo, hi, v))
+    return v
+
+
+def _str(m, key, where):
+    v = m.get(key)
+    _need(isinstance(v, str), "%s: %r must be a str, is %r" % (where, key, type(v).__name__))
+    return v
+
+
+def _bin(m, key, where, count, dtype):
+    v = m.get(key)
+    _need(isinstance(v, bytes), "%s: %r must be a bin" % (where, key))
+    _need(len(v) == count * dtype.itemsize, "%s: %r holds %d bytes, %d values of %d bytes need %d"
+          % (where, key, len(v), count, dtype.itemsize, count * dtype.itemsize))
+    return np.frombuffer(v, dtype=dtype)
+
+
+def _depth(obj):
+    if isinstance(obj, dict):
+        return 1 + max([_depth(v) for v in obj.values()], default=0)
+    if isinstance(obj, list):
+        return 1 + max([_depth(v) for v in obj], default=0)
+    return 0
+
+
+def load_bytes(data):
+    """A checked model (a dict with numpy weights) from the bytes of a file."""
+    try:
+        m = msgpack.unpackb(data, raw=False, object_pairs_hook=_pairs_hook,
+                            strict_map_key=False)
+    except FormatError:
+        raise
+    except Exception as e:
+        raise FormatError("not one msgpack object: %s" % e)
+    _need(isinstance(m, dict), "top level is not a map")
+    _need(_depth(m) <= MAX_DEPTH, "containers nest deeper than %d" % MAX_DEPTH)
+    _need(m.get("format") == "amaas-model", "format is %r, not 'amaas-model'" % m.get("format"))
+    _need(m.get("format_version") == 1, "format_version is %r, not 1" % m.get("format_version"))
+    _need(NAME_RE.match(_str(m, "name", "top")), "name %r is not 1..127 of [A-Za-z0-9._-]"
+          % m["name"])
+    _need(VERSION_RE.match(_str(m, "version", "top")), "version %r is not 1..63 of [A-Za-z0-9._+-]"
+          % m["version"])
+    _need(m.get("datatype") in DTYPES, "datatype is %r, not FP32 or FP64" % m.get("datatype"))
+    dtype = DTYPES[m["datatype"]]
+    inp = m.get("input")
+    _need(isinstance(inp, dict), "input is not a map")
+    _need(TENSOR_RE.match(_str(inp, "name", "input")), "input name is not 1..63 of [A-Za-z0-9._-]")
+    width = _uint(inp, "width", "input", 1, MAX_WIDTH)
+    if "source" in m:
+        _str(m, "source", "top")
+
+    outs = m.get("outputs")
+    _need(isinstance(outs, list) and 1 <= len(outs) <= MAX_OUTPUTS,
+          "outputs must be an array of 1..%d maps" % MAX_OUTPUTS)
+    names = set()
+    for i, o in enumerate(outs):
+        where = "outputs[%d]" % i
+        _need(isinstance(o, dict), where + " is not a map")
+        _need(TENSOR_RE.match(_str(o, "name", where)), where + ": name is not 1..63 of [A-Za-z0-9._-]")
+        _need(o["name"] not in names, where + ": name %r repeats" % o["name"])
+        names.add(o["name"])
+        _need(o.get("datatype") in ("FP32", "FP64", "INT64", "BYTES"), where + ": bad datatype")
+        s = o.get("shape")
+        _need(isinstance(s, list) and len(s) in (1, 2) and s[0] == -1
+              and (len(s) == 1 or (isinstance(s[1], int) and 1 <= s[1] <= MAX_WIDTH)),
+              where + ": shape must be [-1] or [-1, k]")
+
+    ops = m.get("ops")
+    _need(isinstance(ops, list) and 1 <= len(ops) <= MAX_OPS, "ops must be an array of 1..%d maps"
+          % MAX_OPS)
+    w = width            # current width; None once argmax made labels
+    label_dtype = None
+    emitted = []
+    checked = []
+    for i, op in enumerate(ops):
+        _need(isinstance(op, dict), "op %d is not a map" % i)
+        kind = _str(op, "op", "op %d" % i)
+        where = "op %d (%s)" % (i, kind)
+        c = {"op": kind}
+        if w is None:
+            _need(kind == "output", where + ": only output may follow argmax")
+        if kind == "scale":
+            _need(_uint(op, "width", where, 1, MAX_WIDTH) == w, where + ": width %d, current width %d"
+                  % (op["width"], w))
+            c["mean"] = _bin(op, "mean", where, w, dtype)
+            c["scale"] = _bin(op, "scale", where, w, dtype)
+        elif kind == "dense":
+            _need(_uint(op, "in", where, 1, MAX_WIDTH) == w, where + ": in %d, current width %d"
+                  % (op["in"], w))
+            m_out = _uint(op, "out", where, 1, MAX_WIDTH)
+            c["weights"] = _bin(op, "weights", where, w * m_out, dtype).reshape(w, m_out)
+            c["bias"] = _bin(op, "bias", where, m_out, dtype)
+            w = m_out
+        elif kind in ELEMENTWISE:
+            pass
+        elif kind == "binary":
+            _need(w == 1, where + ": needs width 1, current width %d" % w)
+            w = 2
+        elif kind == "argmax":
+            labels = op.get("labels")
+            _need(isinstance(labels, list) and len(labels) == w,
+                  where + ": labels must be an array of %d (the current width)" % w)
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
+                _need(all(-(1 << 63) <= v < (1 << 63) for v in labels), where + ": label out of INT64")
+                label_dtype = "INT64"
+                c["labels"] = np.array(labels, dtype=np.int64)
+            elif all(isinstance(v, str) for v in labels):
+                label_dtype = "BYTES"
+                c["labels"] = [v.encode("utf-8") for v in labels]
+                _need(all(len(v) <= MAX_LABEL for v in c["labels"]),
+                      where + ": a label is over %d bytes" % MAX_LABEL)
+            else:
+                raise FormatError(where + ": labels must be all ints or all strs")
+            w = None
+        elif kind == "output":
+            name = _str(op, "name", where)
+            flatten = op.get("flatten", False)
+            _need(isinstance(flatten, bool), where + ": flatten is not a bool")
+            if w is None:
+                out_dtype, shape = label_dtype, [-1]
+            elif flatten:
+                _need(w == 1, where + ": flatten needs width 1, current width %d" % w)
+                out_dtype, shape = m["datatype"], [-1]
+            else:
+                out_dtype, shape = m["datatype"], [-1, w]
+            j = len(emitted)
+            _need(j < len(outs), where + ": more output ops than outputs")
+            decl = outs[j]
+            _need((decl["name"], decl["datatype"], decl["shape"]) == (name, out_dtype, shape),
+                  where + ": emits %s %s %s, outputs[%d] declares %s %s %s"
+                  % (name, out_dtype, shape, j, decl["name"], decl["datatype"], decl["shape"]))
+            c["name"], c["flatten"] = name, flatten
+            emitted.append(name)
+        else:
+            raise FormatError(where + ": unknown op")
+        checked.append(c)
+    _need(len(emitted) == len(outs), "%d outputs declared, %d output ops" % (len(outs), len(emitted)))
+    return {"name": m["name"], "version": m["version"], "datatype": m["datatype"],
+            "dtype": dtype, "input": inp["name"], "width": width, "outputs": outs,
+            "ops": checked, "source": m.get("source")}
+
+
+def load(path):
+    with open(path, "rb") as f:
+        return load_bytes(f.read())
+
+
+def run(model, x):
+    """{output name: numpy array} for input x [rows, width] (any numeric dtype).
+
+    Computes in the model's datatype exactly as the format defines each op.
+    Labels come back as int64 arrays, or object arrays of bytes."""
+    dt = model["dtype"].newbyteorder("=")
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != model["width"]:
+        raise ValueError("input must be [rows, %d], is %s" % (model["width"], x.shape))
+    x = x.astype(dt, copy=True)
+    result = {}
+    with np.errstate(over="ignore", under="ignore"):
+        for op in model["ops"]:
+            k = op["op"]
+            if k == "scale":
+                x = (x - op["mean"]) / op["scale"]
+            elif k == "dense":
+                x = x @ op["weights"] + op["bias"]
+            elif k == "identity":
+                pass
+            elif k == "relu":
+                x = np.maximum(x, 0)
+            elif k == "tanh":
+                x = np.tanh(x)
+            elif k == "sigmoid":
+                x = dt.type(1) / (dt.type(1) + np.exp(-x))
+            elif k == "softmax":
+                e = np.exp(x - x.max(axis=1, keepdims=True))
+                x = e / e.sum(axis=1, keepdims=True)
+            elif k == "normalize":
+                x = x / x.sum(axis=1, keepdims=True)
+            elif k == "binary":
+                x = np.hstack([dt.type(1) - x, x])
+            elif k == "argmax":
+                idx = np.argmax(x, axis=1)
+                labels = op["labels"]
+                if isinstance(labels, np.ndarray):
+                    x = labels[idx]
+                else:
+                    x = np.empty(len(idx), dtype=object)
+                    x[:] = [labels[i] for i in idx]
+            elif k == "output":
+                result[op["name"]] = x.reshape(-1) if op["flatten"] else x.copy()
+    return result
+
+
+# ---------------------------------------------------------------------------
+#  Where each bin lies in the file: a minimal msgpack walker
+
+def bin_offsets(data):
+    """[(path, offset, length)] for every bin value in the file, in file order.
+
+    path names the key chain, e.g. "ops/2/weights"; offset is where the bin's
+    bytes start in the file."""
+    found = []
+
+    def be(pos, n):
+        return int.from_bytes(data[pos:pos + n], "big"), pos + n
+
+    def walk(pos, path):
+        t = data[pos]
+        pos += 1
+        if t <= 0x7f or t >= 0xe0 or t in (0xc0, 0xc2, 0xc3):
+            return pos
+        if 0xa0 <= t <= 0xbf:
+            return pos + (t & 0x1f)
+        if 0x80 <= t <= 0x8f:
+            return walk_map(pos, t & 0x0f, path)
+        if 0x90 <= t <= 0x9f:
+            return walk_array(pos, t & 0x0f, path)
+        sizes = {0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8, 0xd0: 1, 0xd1: 2, 0xd2: 4, 0xd3: 8,
+                 0xca: 4, 0xcb: 8}
+        if t in sizes:
+            return pos + sizes[t]
+        if t in (0xc4, 0xc5, 0xc6):
+            n, pos = be(pos, {0xc4: 1, 0xc5: 2, 0xc6: 4}[t])
+            found.append((path, pos, n))
+            return pos + n
+        if t in (0xd9, 0xda, 0xdb):
+            n, pos = be(pos, {0xd9: 1, 0xda: 2, 0xdb: 4}[t])
+            return pos + n
+        if t in (0xdc, 0xdd):
+            n, pos = be(pos, 2 if t == 0xdc else 4)
+            return walk_array(pos, n, path)
+        if t in (0xde, 0xdf):
+            n, pos = be(pos, 2 if t == 0xde else 4)
+            return walk_map(pos, n, path)
+        raise FormatError("msgpack type 0x%02x not expected in a model file" % t)
+
+    def walk_array(pos, n, path):
+        for i in range(n):
+            pos = walk(pos, "%s/%d" % (path, i) if path else str(i))
+        return pos
+
+    def walk_map(pos, n, path):
+        for _ in range(n):
+            key = msgpack.Unpacker(raw=False)
+            kpos = pos
+            pos = walk(pos, path + "/?key")
+            key.feed(data[kpos:pos])
+            k = next(key)
+            pos = walk(pos, "%s/%s" % (path, k) if path else str(k))
+        return pos
+
+    end = walk(0, "")
+    if end != len(data):
+        raise FormatError("%d bytes after the msgpack map" % (len(data) - end))
+    return found

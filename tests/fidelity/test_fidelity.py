@@ -1,0 +1,197 @@
+#!/usr/bin/python3
+"""test_fidelity - served predictions match scikit-learn's own.
+
+    /usr/bin/python3 tests/fidelity/test_fidelity.py BUILD_DIR [--rows N] [-v]
+
+Trains one model of every kind scripts/amaas-export accepts (tests/fidelity/zoo.py:
+linear and ridge regression with one and several targets, logistic regression
+binary / multinomial / one-vs-rest with integer and string labels, MLP
+regressors and classifiers with each hidden activation, StandardScaler alone
+and pipelines), exports each in FP64 (model NAME) and in FP32 (model
+NAME_fp32) into a temporary model repository, starts a real broker and worker
+from BUILD_DIR (tests/harness.py), sends N random rows (default 400) to each
+model through tests/pyamaas.py and compares the outputs with sklearn's
+predict / predict_proba / transform on the same rows.
+
+The rows of one model go as several pipelined requests of different sizes
+(1, 7, 92 and the rest), so that dynamic batching and splitting the batch back
+per job are part of what is checked.
+
+Criterion, for every value of every float output (predictions, probabilities,
+transformed):
+
+    |served - sklearn| <= rtol * max(1, |sklearn|)
+
+with rtol = 1e-9 for FP64 models and 1e-5 for FP32 models: a relative error,
+with an absolute floor of rtol for values of magnitude below 1 (probabilities
+near 0 or 1, predictions near 0).  Output names, shapes and datatypes must be
+what the model file declares (FP64 or FP32 values as the model's datatype,
+labels INT64 or BYTES).  Class labels must be identical to sklearn's predict;
+for FP32 models only, a row whose two largest sklearn probabilities are within
+1e-5 of each other is a tie at that precision and may get either label (such
+rows are counted in the notes).
+
+Prints a table (model, datatype, max error, pass) and ends with
+'N passed, N failed'; exits 1 if any check failed.
+"""
+
+import argparse
+import contextlib
+import importlib.machinery
+import importlib.util
+import io
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(HERE)
+ROOT = os.path.dirname(TESTS)
+sys.path.insert(0, TESTS)
+sys.path.insert(0, HERE)
+
+import joblib  # noqa: E402
+import numpy as np  # noqa: E402
+
+import pyamaas  # noqa: E402
+import zoo  # noqa: E402
+
+EXPORTER = os.path.join(ROOT, "scripts", "amaas-export")
+RTOL = {"FP64": 1e-9, "FP32": 1e-5}
+CHUNKS = (1, 7, 92)          # request sizes; the rest of the rows go in a last request
+
+
+def load_exporter():
+    """scripts/amaas-export as a module (it has no .py extension)."""
+    sys.dont_write_bytecode = True           # no scripts/__pycache__
+    loader = importlib.machinery.SourceFileLoader("amaas_export", EXPORTER)
+    spec = importlib.util.spec_from_loader("amaas_export", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def export_all(cases, models_dir):
+    """Exports every case in FP64 and FP32; returns [(case, model name, dtype)]."""
+    exporter = load_exporter()
+    jobs = []
+    for case in cases:
+        src = os.path.join(os.path.dirname(models_dir), case.name + ".joblib")
+        joblib.dump(case.model, src)
+        for dtype in ("FP64", "FP32"):
+            name = case.name if dtype == "FP64" else case.name + "_fp32"
+            err = io.StringIO()
+            saved = warnings.showwarning
+            try:
+                with contextlib.redirect_stderr(err):
+                    status = exporter.main([src, os.path.join(models_dir, name + ".amm"),
+                                            "--dtype", dtype])
+            finally:
+                warnings.showwarning = saved
+            if status != 0:
+                raise SystemExit("export of %s %s failed: %s" % (case.name, dtype,
+                                                                 err.getvalue().strip()))
+            jobs.append((case, name, dtype))
+    return jobs
+
+
+def wait_ready(client, names, timeout_s=15.0):
+    """Waits until the broker knows every model (a worker has registered them)."""
+    deadline = time.monotonic() + timeout_s
+    missing = set(names)
+    while True:
+        try:
+            served = {m.get("name") for m in client.models(timeout_ms=1000)}
+            missing = set(names) - served
+            if not missing:
+                return
+        except pyamaas.AmaasError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("the cluster did not serve %d model(s) within %.0f s, e.g. %s"
+                             % (len(missing), timeout_s, sorted(missing)[:3]))
+        time.sleep(0.1)
+
+
+def serve_rows(client, name, x):
+    """Outputs of model `name` for rows x, sent as pipelined requests of several sizes."""
+    bounds = [0]
+    for n in CHUNKS:
+        if bounds[-1] + n < len(x):
+            bounds.append(bounds[-1] + n)
+    bounds.append(len(x))
+    ids = [client.send(name, {"input": x[a:b]}) for a, b in zip(bounds, bounds[1:])]
+    parts = [client.recv(i)[0] for i in ids]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def check_types(got, dtype, case):
+    """Datatypes of the served outputs; returns a note ('' if right)."""
+    want_float = np.float64 if dtype == "FP64" else np.float32
+    for k, v in got.items():
+        if k == "label":
+            labels = case.model.classes_ if hasattr(case.model, "classes_") else None
+            want = object if labels is not None and np.asarray(labels).dtype.kind in "UO" \
+                else np.int64
+            if v.dtype != want:
+                return "label dtype %s, expected %s" % (v.dtype, np.dtype(want))
+        elif v.dtype != want_float:
+            return "%s dtype %s, expected %s" % (k, v.dtype, np.dtype(want_float))
+    return ""
+
+
+def main():
+    p = argparse.ArgumentParser(description="served predictions versus scikit-learn")
+    p.add_argument("build_dir", help="build directory holding amaas-broker and amaas-worker")
+    p.add_argument("--rows", type=int, default=400, help="random rows per model (default 400)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args()
+
+    try:
+        from harness import Cluster
+    except ImportError as e:
+        print("cannot import tests/harness.py: %s" % e, file=sys.stderr)
+        return 2
+
+    t0 = time.monotonic()
+    cases = zoo.build()
+    passed = failed = 0
+    with tempfile.TemporaryDirectory(prefix="amaas-fidelity-") as tmp:
+        models_dir = os.path.join(tmp, "models")
+        os.mkdir(models_dir)
+        jobs = export_all(cases, models_dir)
+        if args.verbose:
+            print("trained and exported %d models in %.1f s" % (len(jobs), time.monotonic() - t0))
+        with Cluster(os.path.abspath(args.build_dir), models_dir, workers=1) as cluster:
+            with pyamaas.Client(cluster.frontend, timeout_ms=10000) as client:
+                wait_ready(client, [name for _, name, _ in jobs])
+                print("%-36s %-5s %12s  %s" % ("model", "type", "max error", "result"))
+                for case, name, dtype in jobs:
+                    x = case.rows(args.rows)
+                    ref = case.reference(x)
+                    try:
+                        got = serve_rows(client, name, x)
+                        err, ok, note = zoo.compare(ref, got, RTOL[dtype],
+                                                    allow_ties=(dtype == "FP32"))
+                        type_note = check_types(got, dtype, case)
+                        if type_note:
+                            ok = False
+                            note = "; ".join(filter(None, [note, type_note]))
+                    except pyamaas.AmaasError as e:
+                        err, ok, note = float("nan"), False, str(e)
+                    print("%-36s %-5s %12.3e  %s%s" % (name, dtype, err, "pass" if ok else "FAIL",
+                                                      "  (%s)" % note if note else ""))
+                    if ok:
+                        passed += 1
+                    else:
+                        failed += 1
+    if args.verbose:
+        print("took %.1f s" % (time.monotonic() - t0))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

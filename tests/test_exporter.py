@@ -1,0 +1,343 @@
+#!/usr/bin/python3
+"""test_exporter - scripts/amaas-export against docs/MODEL_FORMAT.md and scikit-learn.
+
+Runs the exporter (as a subprocess, like a user) on every model kind it
+accepts and checks that each file decodes with msgpack and follows the format
+(tests/amm_reference.py checks every rule: op chain widths, bin sizes, output
+declarations), that every weight bin starts at a file offset that is a
+multiple of 64, that FP32 files hold 4-byte weights, and that interpreting the
+file with numpy (amm_reference.run) reproduces sklearn's predict /
+predict_proba / transform to 1e-12 (FP64; 1e-5 for FP32, the fidelity test's
+criterion: |got - ref| <= rtol * max(1, |ref|)).  Then it checks that what the
+exporter must refuse is refused with exit status 2 and one clear line on
+stderr, and the command line (--name default, --version, --help).
+
+No C code is involved: this proves the exporter on its own.
+
+    /usr/bin/python3 tests/test_exporter.py [-v]
+
+Exits non-zero when a check fails; ends with 'N passed, N failed'.
+"""
+
+import contextlib
+import importlib.machinery
+import importlib.util
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "fidelity"))
+
+import joblib  # noqa: E402
+import msgpack  # noqa: E402
+import numpy as np  # noqa: E402
+
+import amm_reference  # noqa: E402
+import zoo  # noqa: E402
+
+EXPORTER = os.path.join(os.path.dirname(HERE), "scripts", "amaas-export")
+PYTHON = "/usr/bin/python3"
+VERBOSE = "-v" in sys.argv
+results = {"passed": 0, "failed": 0}
+
+
+def check(name, fn):
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - report and go on
+        results["failed"] += 1
+        print("FAIL %s: %s" % (name, e))
+        if VERBOSE:
+            traceback.print_exc()
+    else:
+        results["passed"] += 1
+        if VERBOSE:
+            print("ok   %s" % name)
+
+
+def export(src, dst, *args):
+    """Runs the exporter as a user does: a subprocess."""
+    return subprocess.run([PYTHON, EXPORTER, src, dst, *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+_module = None
+
+
+def export_inproc(src, dst, *args):
+    """Runs the exporter's main() in this process (the same code, without paying
+    for a Python start and a scikit-learn import per file).  Returns (status, stderr)."""
+    global _module
+    if _module is None:
+        sys.dont_write_bytecode = True       # no scripts/__pycache__
+        loader = importlib.machinery.SourceFileLoader("amaas_export", EXPORTER)
+        spec = importlib.util.spec_from_loader("amaas_export", loader)
+        _module = importlib.util.module_from_spec(spec)
+        loader.exec_module(_module)
+    err = io.StringIO()
+    saved = warnings.showwarning
+    try:
+        with contextlib.redirect_stderr(err):
+            status = _module.main([src, dst, *args])
+    finally:
+        warnings.showwarning = saved
+    return status, err.getvalue()
+
+
+def expect(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def check_file(path, dtype):
+    """Decodes the file, checks it against the format, returns the checked model."""
+    data = open(path, "rb").read()
+    raw = msgpack.unpackb(data, raw=False)          # plain msgpack decoding works
+    expect(isinstance(raw, dict) and raw["format"] == "amaas-model", "not an amaas model map")
+    model = amm_reference.load_bytes(data)          # every rule of the format
+    expect(model["datatype"] == dtype, "datatype %s, wanted %s" % (model["datatype"], dtype))
+    expect(model["input"] == "input", "input named %r" % model["input"])
+    size = 8 if dtype == "FP64" else 4
+    weights = [(p, off, n) for p, off, n in amm_reference.bin_offsets(data)
+               if not p.endswith("/pad")]
+    expect(weights, "no weight bins")
+    for p, off, n in weights:
+        expect(off % 64 == 0, "%s starts at offset %d, not a multiple of 64" % (p, off))
+        expect(n % size == 0, "%s holds %d bytes, not %d-byte values" % (p, n, size))
+    #  bin sizes versus declared shapes, stated here once more on the raw map
+    w = raw["input"]["width"]
+    for i, op in enumerate(raw["ops"]):
+        if op["op"] == "dense":
+            expect(op["in"] == w, "op %d in %d != width %d" % (i, op["in"], w))
+            expect(len(op["weights"]) == op["in"] * op["out"] * size, "op %d weights size" % i)
+            expect(len(op["bias"]) == op["out"] * size, "op %d bias size" % i)
+            w = op["out"]
+        elif op["op"] == "scale":
+            expect(op["width"] == w and len(op["mean"]) == len(op["scale"]) == w * size,
+                   "op %d scale sizes" % i)
+        elif op["op"] == "binary":
+            w = 2
+    return model
+
+
+def _export_status(*args):
+    r = export(*args)
+    return r.returncode, r.stderr
+
+
+def check_kind(case, tmp, inproc=True):
+    src = os.path.join(tmp, case.name + ".joblib")
+    joblib.dump(case.model, src)
+    x = case.rows(300)
+    ref = case.reference(x)
+    for dtype, rtol in (("FP64", 1e-12), ("FP32", 1e-5)):
+        def one(dtype=dtype, rtol=rtol):
+            out = os.path.join(tmp, "%s_%s.amm" % (case.name, dtype))
+            status, stderr = (export_inproc if inproc else _export_status)(
+                src, out, "--dtype", dtype)
+            expect(status == 0, "exit %d: %s" % (status, stderr.strip()))
+            model = check_file(out, dtype)
+            expect(model["name"] == "%s_%s" % (case.name, dtype), "name %r" % model["name"])
+            expect(model["width"] == case.width, "width %d" % model["width"])
+            got = amm_reference.run(model, x)
+            err, ok, note = zoo.compare(ref, got, rtol, allow_ties=(dtype == "FP32"))
+            expect(ok, "%s (max error %.3g)" % (note, err))
+            if VERBOSE:
+                print("     %-30s %s max error %.2e %s" % (case.name, dtype, err, note))
+        check("%s %s" % (case.name, dtype), one)
+
+
+def refused_cases():
+    """(name, object to pickle, words the message must contain)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.multioutput import MultiOutputClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    Y2 = np.c_[y, X[:, 1] > 0].astype(int)
+    sparse = LogisticRegression().fit(X, y)
+    sparse.sparsify()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        multilabel = MLPClassifier((4,), max_iter=20, random_state=0).fit(X, Y2)
+    return [
+        ("unfitted", LinearRegression(), "not fitted"),
+        ("unfitted_pipeline", make_pipeline(StandardScaler(), LogisticRegression()), "not fitted"),
+        ("random_forest", RandomForestClassifier(n_estimators=3).fit(X, y), "RandomForestClassifier"),
+        ("svc", SVC().fit(X, y), "SVC"),
+        ("kmeans", KMeans(2, n_init=2).fit(X), "KMeans"),
+        ("multioutput", MultiOutputClassifier(LogisticRegression()).fit(X, Y2),
+         "MultiOutputClassifier"),
+        ("multilabel_mlp", multilabel, "multilabel"),
+        ("sparse_coef", sparse, "sparse"),
+        ("float_classes", LogisticRegression().fit(X, y.astype(float)), "float class labels"),
+        ("bool_classes", LogisticRegression().fit(X, y.astype(bool)), "boolean"),
+        ("pca_pipeline", make_pipeline(StandardScaler(), PCA(2), LinearRegression())
+         .fit(X, X[:, 0]), "PCA"),
+        ("estimator_not_last", Pipeline([("lr", LinearRegression().fit(X, y)),
+                                         ("sc", StandardScaler().fit(X[:, :1]))]),
+         "not the last step"),
+        ("only_passthrough", Pipeline([("a", "passthrough")]), "no steps"),
+        ("not_an_estimator", {"coef": [1, 2, 3]}, "not a scikit-learn estimator"),
+        ("numpy_array", np.zeros(3), "not a scikit-learn estimator"),
+    ]
+
+
+def check_refused(name, obj, words, tmp):
+    src = os.path.join(tmp, "bad_%s.joblib" % name)
+    joblib.dump(obj, src)
+    out = os.path.join(tmp, "bad_%s.amm" % name)
+    r = export(src, out)
+    expect(r.returncode == 2, "exit %d, wanted 2; stderr: %s" % (r.returncode, r.stderr.strip()))
+    lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("amaas-export: warning:")]
+    expect(len(lines) == 1, "stderr is not one line: %r" % r.stderr)
+    expect("Traceback" not in r.stderr, "traceback on stderr")
+    expect(lines[0].startswith("amaas-export: error:"), "message %r" % lines[0])
+    expect(words.lower() in lines[0].lower(), "message %r lacks %r" % (lines[0], words))
+    expect(not os.path.exists(out), "an output file was written")
+    expect(not [f for f in os.listdir(tmp) if f.startswith(".bad_")], "a temp file was left")
+    if VERBOSE:
+        print("     %s" % lines[0])
+
+
+def check_cli(tmp):
+    from sklearn.linear_model import LinearRegression
+    src = os.path.join(tmp, "cli.joblib")
+    joblib.dump(LinearRegression().fit([[0.0], [1.0]], [1.0, 3.0]), src)
+
+    def name_default():
+        out = os.path.join(tmp, "my-model.v2.amm")
+        r = export(src, out)
+        expect(r.returncode == 0, r.stderr)
+        m = amm_reference.load(out)
+        expect(m["name"] == "my-model.v2", "name %r" % m["name"])
+        expect(m["version"] == "1", "version %r" % m["version"])
+        expect(m["datatype"] == "FP64", "default dtype %r" % m["datatype"])
+
+    def name_version_given():
+        out = os.path.join(tmp, "whatever.amm")
+        r = export(src, out, "--name", "lin", "--version", "2024.06-a", "--dtype", "fp32")
+        expect(r.returncode == 0, r.stderr)
+        m = amm_reference.load(out)
+        expect((m["name"], m["version"], m["datatype"]) == ("lin", "2024.06-a", "FP32"),
+               "got %r" % ((m["name"], m["version"], m["datatype"]),))
+        got = amm_reference.run(m, np.array([[0.5], [2.0]]))["predictions"]
+        expect(got.dtype == np.float32 and np.allclose(got, [2.0, 5.0], rtol=1e-6),
+               "predictions %r" % got)
+
+    def replaces_atomically():
+        out = os.path.join(tmp, "replace.amm")
+        with open(out, "wb") as f:
+            f.write(b"old")
+        r = export(src, out)
+        expect(r.returncode == 0, r.stderr)
+        amm_reference.load(out)
+        expect(not [f for f in os.listdir(tmp) if f.startswith(".replace")], "temp file left")
+
+    def bad_names():
+        for args, out in ((["--name", "has space"], "x.amm"), ([], "has space.amm"),
+                          (["--name", "x" * 128], "x.amm"), (["--version", ""], "x.amm"),
+                          (["--version", "1 2"], "x.amm"), (["--dtype", "INT8"], "x.amm")):
+            r = export(src, os.path.join(tmp, out), *args)
+            expect(r.returncode == 2, "%s: exit %d" % (args, r.returncode))
+            expect("Traceback" not in r.stderr, "traceback")
+
+    def missing_and_garbage_input():
+        r = export(os.path.join(tmp, "nope.joblib"), os.path.join(tmp, "nope.amm"))
+        expect(r.returncode == 1 and "no such file" in r.stderr, "missing: %d %r"
+               % (r.returncode, r.stderr))
+        garbage = os.path.join(tmp, "garbage.joblib")
+        with open(garbage, "wb") as f:
+            f.write(b"this is not a pickle\n" * 10)
+        r = export(garbage, os.path.join(tmp, "garbage.amm"))
+        expect(r.returncode == 1 and "Traceback" not in r.stderr and
+               len(r.stderr.strip().splitlines()) == 1, "garbage: %d %r" % (r.returncode, r.stderr))
+
+    def unwritable_output():
+        r = export(src, os.path.join(tmp, "no", "such", "dir.amm"))
+        expect(r.returncode == 1 and "cannot write" in r.stderr, "%d %r" % (r.returncode, r.stderr))
+
+    def help_text():
+        r = subprocess.run([EXPORTER, "--help"], capture_output=True, text=True)
+        expect(r.returncode == 0, "exit %d" % r.returncode)
+        for word in ("--name", "--version", "--dtype", "runs code", "trust", "Pipeline"):
+            expect(word in r.stdout, "--help lacks %r" % word)
+
+    def is_executable():
+        expect(os.access(EXPORTER, os.X_OK), "not executable")
+        expect(open(EXPORTER).readline().strip() == "#!/usr/bin/python3", "shebang")
+
+    for fn in (name_default, name_version_given, replaces_atomically, bad_names,
+               missing_and_garbage_input, unwritable_output, help_text, is_executable):
+        check("cli " + fn.__name__, fn)
+
+
+def check_reference_rejects(tmp):
+    """The reference reader itself refuses broken files (so its approval means something)."""
+    src = os.path.join(tmp, "ref.joblib")
+    from sklearn.linear_model import LogisticRegression
+    joblib.dump(LogisticRegression().fit([[0.0, 1], [1, 0], [1, 1], [0, 0]], [0, 1, 1, 0]), src)
+    out = os.path.join(tmp, "ref.amm")
+    expect(export(src, out).returncode == 0, "export failed")
+    good = msgpack.unpackb(open(out, "rb").read(), raw=False)
+
+    def mutated(fn):
+        m = msgpack.unpackb(msgpack.packb(good, use_bin_type=True), raw=False)
+        fn(m)
+        return msgpack.packb(m, use_bin_type=True)
+
+    bad = {
+        "format": lambda m: m.update(format="other"),
+        "version": lambda m: m.update(format_version=2),
+        "dtype": lambda m: m.update(datatype="FP16"),
+        "width chain": lambda m: m["ops"][0].update({"in": 3}),
+        "bin size": lambda m: m["ops"][0].update(bias=b"\0" * 7),
+        "output name": lambda m: m["outputs"][0].update(name="probs"),
+        "output shape": lambda m: m["outputs"][1].update(shape=[-1, 1]),
+        "missing output": lambda m: m["outputs"].pop(),
+        "op after argmax": lambda m: m["ops"].insert(-1, {"op": "relu"}),
+        "binary width": lambda m: m["ops"].insert(1, {"op": "binary"}),
+        "unknown op": lambda m: m["ops"].insert(1, {"op": "gelu"}),
+    }
+
+    def run():
+        amm_reference.load_bytes(mutated(lambda m: None))
+        for what, fn in bad.items():
+            try:
+                amm_reference.load_bytes(mutated(fn))
+            except amm_reference.FormatError:
+                continue
+            raise AssertionError("reference accepted a file with a bad " + what)
+
+    check("reference reader refuses broken files", run)
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="amaas-exp-") as tmp:
+        cases = zoo.build()
+        for i, case in enumerate(cases):
+            check_kind(case, tmp, inproc=i % 10 != 0)   # every 10th as a subprocess
+        for name, obj, words in refused_cases():
+            check("refuses " + name, lambda: check_refused(name, obj, words, tmp))
+        check_cli(tmp)
+        check_reference_rejects(tmp)
+    print("%d passed, %d failed" % (results["passed"], results["failed"]))
+    return 1 if results["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
