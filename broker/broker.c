@@ -22,14 +22,14 @@
 
 typedef struct {
     const broker_config_t *config;
-    zsock_t *frontend;      //  ROUTER for clients
-    zsock_t *backend;       //  ROUTER for workers
-    dispatch_t *dispatch;   //  queues and workers
-    zlistx_t *failed;       //  jobs to answer with an error
-    codec_header_t header;  //  decoded header of the message at hand
-    codec_header_t reply;   //  header being built
-    uint64_t jobs_ok;       //  jobs answered with a result
-    uint64_t jobs_failed;   //  jobs answered with an error
+    zsock_t *frontend;     //  ROUTER for clients
+    zsock_t *backend;      //  ROUTER for workers
+    dispatch_t *dispatch;  //  queues and workers
+    zlistx_t *failed;      //  jobs to answer with an error
+    codec_header_t header; //  decoded header of the message at hand
+    codec_header_t reply;  //  header being built
+    uint64_t jobs_ok;      //  jobs answered with a result
+    uint64_t jobs_failed;  //  jobs answered with an error
 } broker_t;
 
 void broker_config_defaults (broker_config_t *config)
@@ -80,8 +80,7 @@ static void answer_failed (broker_t *self, broker_job_t **job_p)
     log_debug ("job failed model=%s id=%" PRIu64 " code=%s message=\"%s\"", job->model, job->id,
                amaas_code_name (job->fail_code), job->fail_message);
     if (job->client)
-        send_error (self, self->frontend, job->client, job->id, job->fail_code,
-                    job->fail_message);
+        send_error (self, self->frontend, job->client, job->id, job->fail_code, job->fail_message);
     self->jobs_failed++;
     dispatch_job_destroy (job_p);
 }
@@ -168,15 +167,15 @@ static void on_frontend (broker_t *self)
         goto done;
     }
     zmsg_remove (msg, payload);
-    broker_job_t *job = dispatch_job_new (self->dispatch, h->id, h, &identity, &payload,
-                                          clock_now_us ());
+    broker_job_t *job =
+        dispatch_job_new (self->dispatch, h->id, h, &identity, &payload, clock_now_us ());
     zframe_destroy (&payload);
     if (!job) {
         log_error ("out of memory for a job");
         goto done;
     }
-    amaas_code_t code = dispatch_submit (self->dispatch, job,
-                                         (h->fields & HDR_VERSION) ? h->version : NULL);
+    amaas_code_t code =
+        dispatch_submit (self->dispatch, job, (h->fields & HDR_VERSION) ? h->version : NULL);
     if (code != AMAAS_OK)
         answer_failed (self, &job);
     else
@@ -188,7 +187,7 @@ done:
 
 static int64_t expiry (broker_t *self)
 {
-    return clock_now_ms () + (int64_t) self->config->heartbeat_ms * self->config->liveness;
+    return clock_now_ms () + (int64_t)self->config->heartbeat_ms * self->config->liveness;
 }
 
 static void on_result (broker_t *self, broker_worker_t *worker, zmsg_t *msg, zframe_t *payload)
@@ -196,8 +195,8 @@ static void on_result (broker_t *self, broker_worker_t *worker, zmsg_t *msg, zfr
     codec_header_t *h = &self->header;
     broker_job_t *job = NULL;
     if (!(h->fields & HDR_JOB) || !(job = dispatch_complete (self->dispatch, worker, h->job))) {
-        log_debug ("result for a job the broker does not know worker=%s job=%" PRIu64,
-                   worker->key, h->job);
+        log_debug ("result for a job the broker does not know worker=%s job=%" PRIu64, worker->key,
+                   h->job);
         return;
     }
     codec_header_t *r = &self->reply;
@@ -209,8 +208,7 @@ static void on_result (broker_t *self, broker_worker_t *worker, zmsg_t *msg, zfr
         codec_header_set_message (r, "%s", h->message);
         payload = NULL;
         self->jobs_failed++;
-    }
-    else {
+    } else {
         codec_header_set_model (r, job->model);
         codec_header_set_version (r, (h->fields & HDR_VERSION) ? h->version : "1");
         r->fields |= HDR_QUEUE_US | HDR_COMPUTE_US;
@@ -255,8 +253,8 @@ static void on_backend (broker_t *self)
                         "READY needs 'models', a non-empty array");
             goto done;
         }
-        worker = dispatch_worker_ready (self->dispatch, key, &identity, h, expiry (self),
-                                        self->failed);
+        worker =
+            dispatch_worker_ready (self->dispatch, key, &identity, h, expiry (self), self->failed);
         if (worker)
             log_info ("worker ready worker=%s host=%s pid=%u credit=%u models=%zu", key,
                       worker->host, worker->pid, worker->credit, worker->n_models);
@@ -281,14 +279,12 @@ static void on_backend (broker_t *self)
     if (cmd == CMD_RESULT) {
         on_result (self, worker, msg, payload);
         pump (self);
-    }
-    else if (cmd == CMD_DISCONNECT) {
+    } else if (cmd == CMD_DISCONNECT) {
         log_info ("worker left worker=%s jobs_held=%zu", key, zlistx_size (worker->jobs));
         dispatch_worker_remove (self->dispatch, worker, self->failed);
         answer_failed_list (self);
         pump (self);
-    }
-    else if (cmd != CMD_HEARTBEAT) {
+    } else if (cmd != CMD_HEARTBEAT) {
         snprintf (err, sizeof err, "command 0x%02x is not a worker command", cmd);
         send_error (self, self->backend, identity, 0, AMAAS_INVALID_ARGUMENT, err);
     }
@@ -325,7 +321,7 @@ static zsock_t *bind_router (const char *endpoint, size_t max_message, const cha
     zsock_set_sndhwm (sock, 0);
     zsock_set_rcvhwm (sock, 100000);
     zsock_set_linger (sock, 1000);
-    zsock_set_maxmsgsize (sock, (int64_t) (4 * max_message));
+    zsock_set_maxmsgsize (sock, (int64_t)(4 * max_message));
     if (zsock_bind (sock, "%s", endpoint) == -1) {
         log_error ("cannot bind %s endpoint=%s error=\"%s\"", role, endpoint,
                    zmq_strerror (zmq_errno ()));
@@ -354,10 +350,9 @@ int broker_run (const broker_config_t *config)
         if (f) {
             fprintf (f, "frontend=%s\nbackend=%s\n", front, back);
             fclose (f);
-        }
-        else
-            log_error ("cannot write endpoints file path=%s error=\"%s\"",
-                       config->endpoints_file, strerror (errno));
+        } else
+            log_error ("cannot write endpoints file path=%s error=\"%s\"", config->endpoints_file,
+                       strerror (errno));
     }
     zstr_free (&front);
     zstr_free (&back);
@@ -366,7 +361,7 @@ int broker_run (const broker_config_t *config)
     int64_t next_beat = clock_now_ms () + config->heartbeat_ms;
     while (!zsys_interrupted) {
         int64_t wait = next_beat - clock_now_ms ();
-        void *which = zpoller_wait (poller, (int) (wait > 0 ? wait : 0));
+        void *which = zpoller_wait (poller, (int)(wait > 0 ? wait : 0));
         if (which == self.frontend)
             on_frontend (&self);
         else if (which == self.backend)

@@ -10,15 +10,15 @@
 #include <stdint.h>
 
 typedef struct {
-    const char *frontend;     //  client endpoint to bind
-    const char *backend;      //  worker endpoint to bind
-    const char *endpoints_file;  //  if set, write the bound endpoints there
-    int heartbeat_ms;         //  heartbeat interval
-    int liveness;             //  intervals of silence before a worker is dead
-    size_t max_message;       //  largest request accepted, bytes
-    size_t max_queue;         //  jobs waiting per model
-    uint32_t max_lost;        //  a job lost with this many workers fails
-    uint64_t max_elements;    //  (checked by workers; advertised for docs)
+    const char *frontend;       //  client endpoint to bind
+    const char *backend;        //  worker endpoint to bind
+    const char *endpoints_file; //  if set, write the bound endpoints there
+    int heartbeat_ms;           //  heartbeat interval
+    int liveness;               //  intervals of silence before a worker is dead
+    size_t max_message;         //  largest request accepted, bytes
+    size_t max_queue;           //  jobs waiting per model
+    uint32_t max_lost;          //  a job lost with this many workers fails
+    uint64_t max_elements;      //  (checked by workers; advertised for docs)
 } broker_config_t;
 
 //  Fills a config with the defaults.  Cannot fail.

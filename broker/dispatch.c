@@ -11,39 +11,39 @@
 #include <string.h>
 
 struct dispatch_t {
-    zhashx_t *models;      //  broker_model_t * by name
-    zhashx_t *workers;     //  broker_worker_t * by key
-    zhashx_t *held;        //  broker_job_t * by &token, jobs held by workers
-    size_t max_queue;      //  bound of each model's queue
-    uint32_t max_lost;     //  a job lost with this many workers fails
-    uint64_t next_token;   //  token of the next job
-    uint64_t next_given;   //  dispatch sequence number
+    zhashx_t *models;    //  broker_model_t * by name
+    zhashx_t *workers;   //  broker_worker_t * by key
+    zhashx_t *held;      //  broker_job_t * by &token, jobs held by workers
+    size_t max_queue;    //  bound of each model's queue
+    uint32_t max_lost;   //  a job lost with this many workers fails
+    uint64_t next_token; //  token of the next job
+    uint64_t next_given; //  dispatch sequence number
 };
 
 //  A job's handle in the list that holds it (queue or worker) is kept by
 //  storing it beside the job: zlistx handles are stable.
 typedef struct {
     broker_job_t job;
-    void *handle;  //  handle in the queue or worker list holding it
+    void *handle; //  handle in the queue or worker list holding it
 } job_node_t;
 
 static void **job_handle (broker_job_t *job)
 {
-    return &((job_node_t *) job)->handle;
+    return &((job_node_t *)job)->handle;
 }
 
 static size_t token_hash (const void *key)
 {
-    uint64_t x = *(const uint64_t *) key;
+    uint64_t x = *(const uint64_t *)key;
     x ^= x >> 33;
     x *= 0xff51afd7ed558ccdULL;
     x ^= x >> 33;
-    return (size_t) x;
+    return (size_t)x;
 }
 
 static int token_compare (const void *a, const void *b)
 {
-    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
 }
 
@@ -60,12 +60,12 @@ static void model_destroy (broker_model_t **self_p)
 
 static void model_destructor (void **item)
 {
-    model_destroy ((broker_model_t **) item);
+    model_destroy ((broker_model_t **)item);
 }
 
 static void job_destructor (void **item)
 {
-    dispatch_job_destroy ((broker_job_t **) item);
+    dispatch_job_destroy ((broker_job_t **)item);
 }
 
 static void worker_destroy (broker_worker_t **self_p)
@@ -82,7 +82,7 @@ static void worker_destroy (broker_worker_t **self_p)
 
 static void worker_destructor (void **item)
 {
-    worker_destroy ((broker_worker_t **) item);
+    worker_destroy ((broker_worker_t **)item);
 }
 
 dispatch_t *dispatch_new (size_t max_queue, uint32_t max_lost)
@@ -166,7 +166,7 @@ void dispatch_job_destroy (broker_job_t **job_p)
     zframe_destroy (&job->client);
     zframe_destroy (&job->payload);
     free (job->outputs);
-    free ((job_node_t *) job);
+    free ((job_node_t *)job);
     *job_p = NULL;
 }
 
@@ -178,11 +178,10 @@ zlistx_t *dispatch_job_list_new (void)
     return list;
 }
 
-static void fail_job (broker_job_t *job, amaas_code_t code, zlistx_t *failed, const char *fmt,
-                      ...) __attribute__ ((format (printf, 4, 5)));
+static void fail_job (broker_job_t *job, amaas_code_t code, zlistx_t *failed, const char *fmt, ...)
+    __attribute__ ((format (printf, 4, 5)));
 
-static void fail_job (broker_job_t *job, amaas_code_t code, zlistx_t *failed, const char *fmt,
-                      ...)
+static void fail_job (broker_job_t *job, amaas_code_t code, zlistx_t *failed, const char *fmt, ...)
 {
     va_list args;
     va_start (args, fmt);
@@ -282,8 +281,7 @@ broker_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfram
         //  still serves their models.
         worker_requeue_jobs (self, worker, failed);
         old_models = worker_unlink_models (worker, &n_old);
-    }
-    else {
+    } else {
         worker = calloc (1, sizeof *worker);
         if (!worker)
             return NULL;
@@ -381,8 +379,8 @@ static broker_worker_t *pick_worker (broker_model_t *model)
         size_t held = zlistx_size (w->jobs);
         if (held >= w->credit)
             continue;
-        if (!best || held < zlistx_size (best->jobs)
-            || (held == zlistx_size (best->jobs) && w->last_given < best->last_given))
+        if (!best || held < zlistx_size (best->jobs) ||
+            (held == zlistx_size (best->jobs) && w->last_given < best->last_given))
             best = w;
     }
     return best;
@@ -437,8 +435,7 @@ size_t dispatch_purge (dispatch_t *self, int64_t now_ms, zlistx_t *failed)
     return count;
 }
 
-void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message,
-                        zlistx_t *failed)
+void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message, zlistx_t *failed)
 {
     for (broker_model_t *model = zhashx_first (self->models); model;
          model = zhashx_next (self->models)) {
@@ -477,7 +474,7 @@ broker_worker_t *dispatch_worker_next (dispatch_t *self)
 
 static int compare_models (const void *a, const void *b)
 {
-    return strcmp (((const codec_model_t *) a)->name, ((const codec_model_t *) b)->name);
+    return strcmp (((const codec_model_t *)a)->name, ((const codec_model_t *)b)->name);
 }
 
 int dispatch_models (dispatch_t *self, codec_header_t *header)
@@ -492,7 +489,7 @@ int dispatch_models (dispatch_t *self, codec_header_t *header)
             continue;
         snprintf (list[n].name, sizeof list[n].name, "%s", model->name);
         snprintf (list[n].version, sizeof list[n].version, "%s", model->version);
-        list[n].workers = (uint32_t) zlistx_size (model->workers);
+        list[n].workers = (uint32_t)zlistx_size (model->workers);
         n++;
     }
     qsort (list, n, sizeof *list, compare_models);

@@ -27,45 +27,45 @@ typedef struct broker_model_t broker_model_t;
 typedef struct broker_worker_t broker_worker_t;
 
 typedef struct {
-    uint64_t token;               //  broker's own id of the job, unique
-    uint64_t id;                  //  client's job id
-    zframe_t *client;             //  client's ROUTER identity (owned)
-    zframe_t *payload;            //  inputs, forwarded untouched (owned)
-    char model[CODEC_NAME_MAX];   //  model name
-    size_t n_outputs;             //  outputs asked for, 0 = all
-    char (*outputs)[CODEC_NAME_MAX];  //  their names (owned)
-    uint64_t received_us;         //  when the broker received it
-    uint64_t dispatched_us;       //  when it was last sent to a worker
-    uint32_t lost;                //  workers lost while holding it
-    broker_worker_t *worker;      //  worker holding it, or NULL if queued
-    amaas_code_t fail_code;       //  when failed: why
+    uint64_t token;                  //  broker's own id of the job, unique
+    uint64_t id;                     //  client's job id
+    zframe_t *client;                //  client's ROUTER identity (owned)
+    zframe_t *payload;               //  inputs, forwarded untouched (owned)
+    char model[CODEC_NAME_MAX];      //  model name
+    size_t n_outputs;                //  outputs asked for, 0 = all
+    char (*outputs)[CODEC_NAME_MAX]; //  their names (owned)
+    uint64_t received_us;            //  when the broker received it
+    uint64_t dispatched_us;          //  when it was last sent to a worker
+    uint32_t lost;                   //  workers lost while holding it
+    broker_worker_t *worker;         //  worker holding it, or NULL if queued
+    amaas_code_t fail_code;          //  when failed: why
     char fail_message[CODEC_MESSAGE_MAX];
 } broker_job_t;
 
 struct broker_model_t {
-    char name[CODEC_NAME_MAX];        //  model name
-    char version[CODEC_VERSION_MAX];  //  version of the last worker that announced it
-    zlistx_t *queue;                  //  broker_job_t *, FIFO
-    zlistx_t *workers;                //  broker_worker_t * that serve it
+    char name[CODEC_NAME_MAX];       //  model name
+    char version[CODEC_VERSION_MAX]; //  version of the last worker that announced it
+    zlistx_t *queue;                 //  broker_job_t *, FIFO
+    zlistx_t *workers;               //  broker_worker_t * that serve it
 };
 
 struct broker_worker_t {
-    char key[64];             //  hex of the ROUTER identity
-    zframe_t *identity;       //  ROUTER identity (owned)
-    uint32_t credit;          //  jobs it may hold
-    uint32_t pid;             //  its process id
-    char host[CODEC_HOST_MAX];  //  its host name
-    zlistx_t *jobs;           //  broker_job_t * it holds
-    size_t n_models;          //  models it serves
-    broker_model_t **models;  //  them
-    uint64_t done;            //  jobs it completed
-    uint64_t last_given;      //  dispatch sequence number of its last job
-    int64_t expires_ms;       //  declared dead after this time without a message
+    char key[64];              //  hex of the ROUTER identity
+    zframe_t *identity;        //  ROUTER identity (owned)
+    uint32_t credit;           //  jobs it may hold
+    uint32_t pid;              //  its process id
+    char host[CODEC_HOST_MAX]; //  its host name
+    zlistx_t *jobs;            //  broker_job_t * it holds
+    size_t n_models;           //  models it serves
+    broker_model_t **models;   //  them
+    uint64_t done;             //  jobs it completed
+    uint64_t last_given;       //  dispatch sequence number of its last job
+    int64_t expires_ms;        //  declared dead after this time without a message
 };
 
 //  Send callback of dispatch_pump: send `job` to `worker`.  Return 0, or -1
 //  if it could not be sent (the job then stays queued).
-typedef int(dispatch_send_fn) (broker_job_t *job, broker_worker_t *worker, void *arg);
+typedef int (dispatch_send_fn) (broker_job_t *job, broker_worker_t *worker, void *arg);
 
 //  New dispatcher.  max_queue bounds each model's queue; a job lost with
 //  max_lost workers fails UNAVAILABLE.  NULL on out-of-memory.
@@ -115,8 +115,7 @@ broker_job_t *dispatch_complete (dispatch_t *self, broker_worker_t *worker, uint
 size_t dispatch_purge (dispatch_t *self, int64_t now_ms, zlistx_t *failed);
 
 //  Fail every queued job with `code` (e.g. at shutdown) into `failed`.
-void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message,
-                        zlistx_t *failed);
+void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message, zlistx_t *failed);
 
 //  Fail every job, queued or held, with UNAVAILABLE into `failed`, and
 //  forget every worker: the broker is shutting down.

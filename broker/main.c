@@ -29,8 +29,8 @@ static void usage (FILE *out, const broker_config_t *d)
              "\n"
              "Endpoints are ZeroMQ endpoints, e.g. tcp://*:5555 or tcp://127.0.0.1:*.\n"
              "SIGINT or SIGTERM: answer queued jobs UNAVAILABLE and exit 0.\n",
-             d->frontend, d->backend, d->heartbeat_ms, d->liveness, d->max_message,
-             d->max_queue, d->max_lost);
+             d->frontend, d->backend, d->heartbeat_ms, d->liveness, d->max_message, d->max_queue,
+             d->max_lost);
 }
 
 //  Parses a positive integer option, or exits with a message.
@@ -39,8 +39,8 @@ static long long positive (const char *name, const char *value, long long max)
     char *end;
     long long n = strtoll (value, &end, 10);
     if (*value == 0 || *end != 0 || n < 1 || n > max) {
-        fprintf (stderr, "amaas-broker: --%s must be an integer in 1..%lld, not '%s'\n", name,
-                 max, value);
+        fprintf (stderr, "amaas-broker: --%s must be an integer in 1..%lld, not '%s'\n", name, max,
+                 value);
         exit (2);
     }
     return n;
@@ -51,23 +51,27 @@ int main (int argc, char *argv[])
     broker_config_t config;
     broker_config_defaults (&config);
     int level = LOG_LEVEL_INFO;
-    static const struct option options[] = {
-        {"frontend", required_argument, 0, 'f'},   {"backend", required_argument, 0, 'b'},
-        {"heartbeat-ms", required_argument, 0, 'H'}, {"liveness", required_argument, 0, 'L'},
-        {"max-message", required_argument, 0, 'M'}, {"max-queue", required_argument, 0, 'Q'},
-        {"max-lost", required_argument, 0, 'R'},    {"endpoints-file", required_argument, 0, 'E'},
-        {"log-level", required_argument, 0, 'l'},   {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option options[] = {{"frontend", required_argument, 0, 'f'},
+                                            {"backend", required_argument, 0, 'b'},
+                                            {"heartbeat-ms", required_argument, 0, 'H'},
+                                            {"liveness", required_argument, 0, 'L'},
+                                            {"max-message", required_argument, 0, 'M'},
+                                            {"max-queue", required_argument, 0, 'Q'},
+                                            {"max-lost", required_argument, 0, 'R'},
+                                            {"endpoints-file", required_argument, 0, 'E'},
+                                            {"log-level", required_argument, 0, 'l'},
+                                            {"help", no_argument, 0, 'h'},
+                                            {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long (argc, argv, "h", options, NULL)) != -1) {
         switch (c) {
         case 'f': config.frontend = optarg; break;
         case 'b': config.backend = optarg; break;
-        case 'H': config.heartbeat_ms = (int) positive ("heartbeat-ms", optarg, 3600000); break;
-        case 'L': config.liveness = (int) positive ("liveness", optarg, 1000); break;
-        case 'M': config.max_message = (size_t) positive ("max-message", optarg, 1LL << 31); break;
-        case 'Q': config.max_queue = (size_t) positive ("max-queue", optarg, 100000000); break;
-        case 'R': config.max_lost = (uint32_t) positive ("max-lost", optarg, 1000); break;
+        case 'H': config.heartbeat_ms = (int)positive ("heartbeat-ms", optarg, 3600000); break;
+        case 'L': config.liveness = (int)positive ("liveness", optarg, 1000); break;
+        case 'M': config.max_message = (size_t)positive ("max-message", optarg, 1LL << 31); break;
+        case 'Q': config.max_queue = (size_t)positive ("max-queue", optarg, 100000000); break;
+        case 'R': config.max_lost = (uint32_t)positive ("max-lost", optarg, 1000); break;
         case 'E': config.endpoints_file = optarg; break;
         case 'l':
             level = log_level_from_name (optarg);
@@ -77,9 +81,7 @@ int main (int argc, char *argv[])
             }
             break;
         case 'h': usage (stdout, &config); return 0;
-        default:
-            fprintf (stderr, "Try 'amaas-broker --help'.\n");
-            return 2;
+        default: fprintf (stderr, "Try 'amaas-broker --help'.\n"); return 2;
         }
     }
     if (optind < argc) {
@@ -87,7 +89,7 @@ int main (int argc, char *argv[])
                  argv[optind]);
         return 2;
     }
-    log_setup ("amaas-broker", (log_level_t) level);
+    log_setup ("amaas-broker", (log_level_t)level);
     zsys_init ();
     zsys_catch_interrupts ();
     return broker_run (&config) == 0 ? 0 : 1;

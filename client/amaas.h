@@ -36,13 +36,13 @@ typedef enum {
     AMAAS_OK = 0,
     AMAAS_CANCELLED = 1,
     AMAAS_UNKNOWN = 2,
-    AMAAS_INVALID_ARGUMENT = 3,     //  the request is wrong: do not retry it as it is
-    AMAAS_DEADLINE_EXCEEDED = 4,    //  no answer in time
-    AMAAS_NOT_FOUND = 5,            //  no such model
-    AMAAS_PERMISSION_DENIED = 7,    //  not allowed to call this model
-    AMAAS_RESOURCE_EXHAUSTED = 8,   //  queue full: retry later
-    AMAAS_INTERNAL = 13,            //  a bug in amaas
-    AMAAS_UNAVAILABLE = 14,         //  no worker, worker lost, broker gone: retryable
+    AMAAS_INVALID_ARGUMENT = 3,   //  the request is wrong: do not retry it as it is
+    AMAAS_DEADLINE_EXCEEDED = 4,  //  no answer in time
+    AMAAS_NOT_FOUND = 5,          //  no such model
+    AMAAS_PERMISSION_DENIED = 7,  //  not allowed to call this model
+    AMAAS_RESOURCE_EXHAUSTED = 8, //  queue full: retry later
+    AMAAS_INTERNAL = 13,          //  a bug in amaas
+    AMAAS_UNAVAILABLE = 14,       //  no worker, worker lost, broker gone: retryable
     AMAAS_UNAUTHENTICATED = 16
 } amaas_code_t;
 
@@ -79,22 +79,22 @@ typedef struct {
 
 //  A finished job: its outputs, or an error.
 typedef struct {
-    uint64_t id;              //  the job id amaas_send returned
-    amaas_error_t error;      //  error.code is AMAAS_OK on success
-    char *model;              //  model that answered
-    char *version;            //  its version
-    size_t n_outputs;         //  number of outputs
-    amaas_tensor_t *outputs;  //  outputs, owned by the result
-    uint64_t queue_us;        //  time the job waited in the broker, microseconds
-    uint64_t compute_us;      //  time the worker computed, microseconds
-    void *_priv;              //  library's own
+    uint64_t id;             //  the job id amaas_send returned
+    amaas_error_t error;     //  error.code is AMAAS_OK on success
+    char *model;             //  model that answered
+    char *version;           //  its version
+    size_t n_outputs;        //  number of outputs
+    amaas_tensor_t *outputs; //  outputs, owned by the result
+    uint64_t queue_us;       //  time the job waited in the broker, microseconds
+    uint64_t compute_us;     //  time the worker computed, microseconds
+    void *_priv;             //  library's own
 } amaas_result_t;
 
 //  A model the broker can serve.
 typedef struct {
     char name[128];
     char version[64];
-    uint32_t workers;  //  workers that serve it now
+    uint32_t workers; //  workers that serve it now
 } amaas_model_info_t;
 
 typedef struct amaas_client_t amaas_client_t;
@@ -128,8 +128,7 @@ amaas_result_t *amaas_recv (amaas_client_t *self, int timeout_ms, amaas_error_t 
 //  other jobs that arrive meanwhile are kept for amaas_recv.  Returns NULL only
 //  when no result came (err says why); otherwise check result->error.code.
 amaas_result_t *amaas_predict (amaas_client_t *self, const char *model,
-                               const amaas_tensor_t *inputs, size_t n_inputs,
-                               amaas_error_t *err);
+                               const amaas_tensor_t *inputs, size_t n_inputs, amaas_error_t *err);
 
 //  Free a result and null *self_p.  Cannot fail.
 void amaas_result_destroy (amaas_result_t **self_p);
@@ -140,8 +139,7 @@ const amaas_tensor_t *amaas_result_output (const amaas_result_t *self, const cha
 //  Ask the broker which models it can serve.  Fills up to `max` entries of
 //  models and returns how many models there are (may be more than max); -1 on
 //  error with err set.
-int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max,
-                  amaas_error_t *err);
+int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max, amaas_error_t *err);
 
 //  Name of a code ("NOT_FOUND") and of a datatype ("FP32").  Never NULL.
 const char *amaas_code_name (amaas_code_t code);

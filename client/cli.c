@@ -70,12 +70,11 @@ static json_t *read_rows (const char *arg)
         rows = json_loadf (f, 0, &jerr);
         if (f != stdin)
             fclose (f);
-    }
-    else
+    } else
         rows = json_loads (arg, 0, &jerr);
     if (!rows)
-        fprintf (stderr, "amaas: --input is not valid JSON: %s (line %d, column %d)\n",
-                 jerr.text, jerr.line, jerr.column);
+        fprintf (stderr, "amaas: --input is not valid JSON: %s (line %d, column %d)\n", jerr.text,
+                 jerr.line, jerr.column);
     return rows;
 }
 
@@ -102,8 +101,7 @@ static void *rows_to_tensor (json_t *rows, amaas_dtype_t dtype, amaas_tensor_t *
     for (size_t r = 0; r < n_rows; r++) {
         json_t *row = flat ? rows : json_array_get (rows, r);
         if (!json_is_array (row) || json_array_size (row) != width) {
-            fprintf (stderr, "amaas: --input row %zu must be an array of %zu numbers\n", r,
-                     width);
+            fprintf (stderr, "amaas: --input row %zu must be an array of %zu numbers\n", r, width);
             free (data);
             return NULL;
         }
@@ -119,15 +117,13 @@ static void *rows_to_tensor (json_t *rows, amaas_dtype_t dtype, amaas_tensor_t *
             if (dtype == AMAAS_FP64)
                 memcpy (at, &x, 8);
             else if (dtype == AMAAS_FP32) {
-                float f = (float) x;
+                float f = (float)x;
                 memcpy (at, &f, 4);
-            }
-            else if (dtype == AMAAS_INT64) {
-                int64_t i = (int64_t) x;
+            } else if (dtype == AMAAS_INT64) {
+                int64_t i = (int64_t)x;
                 memcpy (at, &i, 8);
-            }
-            else {
-                int32_t i = (int32_t) x;
+            } else {
+                int32_t i = (int32_t)x;
                 memcpy (at, &i, 4);
             }
         }
@@ -135,8 +131,8 @@ static void *rows_to_tensor (json_t *rows, amaas_dtype_t dtype, amaas_tensor_t *
     t->name = "input";
     t->datatype = dtype;
     t->ndim = 2;
-    t->shape[0] = (int64_t) n_rows;
-    t->shape[1] = (int64_t) width;
+    t->shape[0] = (int64_t)n_rows;
+    t->shape[1] = (int64_t)width;
     t->data = data;
     t->size = n_rows * width * elem;
     return data;
@@ -168,7 +164,7 @@ static json_t *element_json (const amaas_tensor_t *t, size_t index, size_t *offs
         return json_integer (i);
     }
     case AMAAS_UINT8:
-    case AMAAS_BOOL: return json_integer ((uint8_t) p[index]);
+    case AMAAS_BOOL: return json_integer ((uint8_t)p[index]);
     case AMAAS_BYTES: {
         uint32_t len;
         memcpy (&len, p + *offset, 4);
@@ -212,8 +208,8 @@ static int cmd_predict (int argc, char *argv[])
         case 'i': input = optarg; break;
         case 'd':
             dtype = amaas_dtype_from_name (optarg, strlen (optarg));
-            if (dtype != AMAAS_FP64 && dtype != AMAAS_FP32 && dtype != AMAAS_INT64
-                && dtype != AMAAS_INT32) {
+            if (dtype != AMAAS_FP64 && dtype != AMAAS_FP32 && dtype != AMAAS_INT64 &&
+                dtype != AMAAS_INT32) {
                 fprintf (stderr, "amaas: --datatype must be FP64, FP32, INT64 or INT32\n");
                 return 2;
             }
@@ -242,13 +238,11 @@ static int cmd_predict (int argc, char *argv[])
     if (!result) {
         fprintf (stderr, "amaas: %s: %s\n", amaas_code_name (err.code), err.message);
         rc = 1;
-    }
-    else if (result->error.code != AMAAS_OK) {
+    } else if (result->error.code != AMAAS_OK) {
         fprintf (stderr, "amaas: %s: %s\n", amaas_code_name (result->error.code),
                  result->error.message);
         rc = 1;
-    }
-    else {
+    } else {
         json_t *out = json_object ();
         for (size_t i = 0; i < result->n_outputs; i++) {
             size_t index = 0, offset = 0;
@@ -268,10 +262,11 @@ static int cmd_predict (int argc, char *argv[])
 static int cmd_models (int argc, char *argv[])
 {
     bool as_json = false;
-    static const struct option options[] = {
-        {"json", no_argument, 0, 'j'},          {"broker", required_argument, 0, 'b'},
-        {"timeout", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option options[] = {{"json", no_argument, 0, 'j'},
+                                            {"broker", required_argument, 0, 'b'},
+                                            {"timeout", required_argument, 0, 't'},
+                                            {"help", no_argument, 0, 'h'},
+                                            {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long (argc, argv, "h", options, NULL)) != -1) {
@@ -284,8 +279,7 @@ static int cmd_models (int argc, char *argv[])
         else if (c == 'h') {
             usage (stdout);
             return 0;
-        }
-        else
+        } else
             return 2;
     }
     amaas_client_t *client = connect_or_die ();
@@ -304,13 +298,12 @@ static int cmd_models (int argc, char *argv[])
         for (int i = 0; i < n; i++)
             json_array_append_new (list, json_pack ("{s:s, s:s, s:i}", "name", models[i].name,
                                                     "version", models[i].version, "workers",
-                                                    (json_int_t) models[i].workers));
+                                                    (json_int_t)models[i].workers));
         char *text = json_dumps (list, JSON_PRESERVE_ORDER);
         printf ("%s\n", text);
         free (text);
         json_decref (list);
-    }
-    else {
+    } else {
         printf ("%-32s %-10s %s\n", "MODEL", "VERSION", "WORKERS");
         for (int i = 0; i < n; i++)
             printf ("%-32s %-10s %u\n", models[i].name, models[i].version, models[i].workers);
@@ -327,8 +320,7 @@ int main (int argc, char *argv[])
         if (strcmp (argv[i], "-h") == 0 || strcmp (argv[i], "--help") == 0) {
             usage (stdout);
             return 0;
-        }
-        else if (strcmp (argv[i], "--broker") == 0 && i + 1 < argc)
+        } else if (strcmp (argv[i], "--broker") == 0 && i + 1 < argc)
             broker = argv[++i];
         else if (strcmp (argv[i], "--timeout") == 0 && i + 1 < argc) {
             timeout_ms = atoi (argv[++i]);
@@ -336,8 +328,7 @@ int main (int argc, char *argv[])
                 fprintf (stderr, "amaas: --timeout must be a positive number of ms\n");
                 return 2;
             }
-        }
-        else {
+        } else {
             fprintf (stderr, "amaas: unknown option '%s'\nTry 'amaas --help'.\n", argv[i]);
             return 2;
         }

@@ -38,7 +38,7 @@ static void set_error (amaas_error_t *err, amaas_code_t code, const char *fmt, .
 
 static void result_destructor (void **item)
 {
-    amaas_result_destroy ((amaas_result_t **) item);
+    amaas_result_destroy ((amaas_result_t **)item);
 }
 
 void amaas_set_timeout (amaas_client_t *self, int timeout_ms)
@@ -69,7 +69,7 @@ static zmsg_t *wait_message (amaas_client_t *self, int64_t until_ms)
         if (left < 0)
             left = 0;
         zmq_pollitem_t item = {zsock_resolve (self->sock), 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll (&item, 1, (long) left);
+        int rc = zmq_poll (&item, 1, (long)left);
         if (rc > 0)
             return zmsg_recv (self->sock);
         if (rc < 0 && zmq_errno () == EINTR && left > 0)
@@ -154,8 +154,8 @@ uint64_t amaas_send (amaas_client_t *self, const char *model, const amaas_tensor
     for (size_t i = 0; i < n_inputs; i++) {
         const amaas_tensor_t *in = &inputs[i];
         codec_tensor_t *t = &tensors[i];
-        if (in->ndim < 1 || in->ndim > AMAAS_MAX_DIMS || !in->name
-            || amaas_dtype_name (in->datatype) == amaas_dtype_name (AMAAS_DTYPE_INVALID)) {
+        if (in->ndim < 1 || in->ndim > AMAAS_MAX_DIMS || !in->name ||
+            amaas_dtype_name (in->datatype) == amaas_dtype_name (AMAAS_DTYPE_INVALID)) {
             set_error (err, AMAAS_INVALID_ARGUMENT,
                        "input %zu needs a name, a datatype and 1..%d dimensions", i,
                        AMAAS_MAX_DIMS);
@@ -180,8 +180,7 @@ uint64_t amaas_send (amaas_client_t *self, const char *model, const amaas_tensor
     zframe_destroy (&payload);
     if (!msg || zmsg_send (&msg, self->sock)) {
         zmsg_destroy (&msg);
-        set_error (err, AMAAS_UNAVAILABLE, "cannot send the job: %s",
-                   zmq_strerror (zmq_errno ()));
+        set_error (err, AMAAS_UNAVAILABLE, "cannot send the job: %s", zmq_strerror (zmq_errno ()));
         return 0;
     }
     return h->id;
@@ -204,7 +203,7 @@ static amaas_result_t *result_from (amaas_client_t *self, zmsg_t *msg)
     if (!result)
         return NULL;
     result->id = h->id;
-    result->error.code = (amaas_code_t) h->code;
+    result->error.code = (amaas_code_t)h->code;
     snprintf (result->error.message, sizeof result->error.message, "%s", h->message);
     result->model = strdup (h->model);
     result->version = strdup (h->version);
@@ -221,10 +220,10 @@ static amaas_result_t *result_from (amaas_client_t *self, zmsg_t *msg)
                   "the broker sent outputs the client cannot read: %.200s", why);
         return result;
     }
-    result->outputs = calloc ((size_t) n, sizeof (amaas_tensor_t));
+    result->outputs = calloc ((size_t)n, sizeof (amaas_tensor_t));
     if (!result->outputs)
         goto oom;
-    result->n_outputs = (size_t) n;
+    result->n_outputs = (size_t)n;
     for (int i = 0; i < n; i++) {
         amaas_tensor_t *t = &result->outputs[i];
         char *name = strndup (outs[i].name, outs[i].name_len);
@@ -292,8 +291,7 @@ static amaas_result_t *wait_for (amaas_client_t *self, uint64_t id, amaas_error_
 }
 
 amaas_result_t *amaas_predict (amaas_client_t *self, const char *model,
-                               const amaas_tensor_t *inputs, size_t n_inputs,
-                               amaas_error_t *err)
+                               const amaas_tensor_t *inputs, size_t n_inputs, amaas_error_t *err)
 {
     uint64_t id = amaas_send (self, model, inputs, n_inputs, err);
     return id ? wait_for (self, id, err) : NULL;
@@ -305,8 +303,8 @@ void amaas_result_destroy (amaas_result_t **self_p)
     if (!self)
         return;
     for (size_t i = 0; i < self->n_outputs; i++) {
-        free ((char *) self->outputs[i].name);
-        free ((void *) self->outputs[i].data);
+        free ((char *)self->outputs[i].name);
+        free ((void *)self->outputs[i].data);
     }
     free (self->outputs);
     free (self->model);
@@ -323,8 +321,7 @@ const amaas_tensor_t *amaas_result_output (const amaas_result_t *self, const cha
     return NULL;
 }
 
-int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max,
-                  amaas_error_t *err)
+int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max, amaas_error_t *err)
 {
     uint64_t id = self->next_id++;
     if (send_command (self, CMD_MODELS, id)) {
@@ -337,19 +334,18 @@ int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max,
         codec_cmd_t cmd;
         zframe_t *payload;
         char why[CODEC_MESSAGE_MAX];
-        if (codec_msg_parse (msg, &cmd, &self->header, &payload, why, sizeof why) == 0
-            && cmd == CMD_MODELS_REPLY && self->header.id == id) {
+        if (codec_msg_parse (msg, &cmd, &self->header, &payload, why, sizeof why) == 0 &&
+            cmd == CMD_MODELS_REPLY && self->header.id == id) {
             zmsg_destroy (&msg);
             size_t n = self->header.n_models;
             for (size_t i = 0; i < n && i < max; i++) {
-                snprintf (models[i].name, sizeof models[i].name, "%s",
-                          self->header.models[i].name);
+                snprintf (models[i].name, sizeof models[i].name, "%s", self->header.models[i].name);
                 snprintf (models[i].version, sizeof models[i].version, "%s",
                           self->header.models[i].version);
                 models[i].workers = self->header.models[i].workers;
             }
             codec_header_reset (&self->header);
-            return (int) n;
+            return (int)n;
         }
         //  A job's reply that came meanwhile: keep it for amaas_recv
         zmsg_first (msg);
@@ -358,7 +354,6 @@ int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max,
             zlistx_add_end (self->parked, result);
         zmsg_destroy (&msg);
     }
-    set_error (err, AMAAS_UNAVAILABLE, "the broker did not answer within %d ms",
-               self->timeout_ms);
+    set_error (err, AMAAS_UNAVAILABLE, "the broker did not answer within %d ms", self->timeout_ms);
     return -1;
 }

@@ -33,12 +33,12 @@ const char *amaas_code_name (amaas_code_t code)
     return "UNKNOWN";
 }
 
-static const char *dtype_names[] = {"INVALID", "FP32", "FP64",  "INT32",
+static const char *dtype_names[] = {"INVALID", "FP32",  "FP64", "INT32",
                                     "INT64",   "UINT8", "BOOL", "BYTES"};
 
 const char *amaas_dtype_name (amaas_dtype_t dtype)
 {
-    if ((unsigned) dtype < sizeof dtype_names / sizeof dtype_names[0])
+    if ((unsigned)dtype < sizeof dtype_names / sizeof dtype_names[0])
         return dtype_names[dtype];
     return "INVALID";
 }
@@ -47,7 +47,7 @@ amaas_dtype_t amaas_dtype_from_name (const char *name, size_t len)
 {
     for (size_t i = 1; i < sizeof dtype_names / sizeof dtype_names[0]; i++)
         if (strlen (dtype_names[i]) == len && memcmp (dtype_names[i], name, len) == 0)
-            return (amaas_dtype_t) i;
+            return (amaas_dtype_t)i;
     return AMAAS_DTYPE_INVALID;
 }
 
@@ -109,7 +109,7 @@ typedef struct {
 
 static int read_be (mp_cursor_t *c, size_t n, uint64_t *value)
 {
-    if ((size_t) (c->end - c->pos) < n)
+    if ((size_t)(c->end - c->pos) < n)
         return -1;
     uint64_t v = 0;
     for (size_t i = 0; i < n; i++)
@@ -121,7 +121,7 @@ static int read_be (mp_cursor_t *c, size_t n, uint64_t *value)
 
 static int skip (mp_cursor_t *c, uint64_t n)
 {
-    if ((uint64_t) (c->end - c->pos) < n)
+    if ((uint64_t)(c->end - c->pos) < n)
         return -1;
     c->pos += n;
     return 0;
@@ -140,45 +140,87 @@ static int walk (mp_cursor_t *c, int depth, const char **why)
     }
     uint8_t b = *c->pos++;
     uint64_t n = 0;
-    uint64_t items = 0;  //  container elements to walk
+    uint64_t items = 0; //  container elements to walk
     if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
         return 0;
     if ((b & 0xf0) == 0x80)
-        items = 2 * (uint64_t) (b & 0x0f);
+        items = 2 * (uint64_t)(b & 0x0f);
     else if ((b & 0xf0) == 0x90)
         items = b & 0x0f;
     else if ((b & 0xe0) == 0xa0)
         n = b & 0x1f;
     else
         switch (b) {
-        case 0xc4: case 0xd9: if (read_be (c, 1, &n)) goto truncated; break;
-        case 0xc5: case 0xda: if (read_be (c, 2, &n)) goto truncated; break;
-        case 0xc6: case 0xdb: if (read_be (c, 4, &n)) goto truncated; break;
-        case 0xc7: if (read_be (c, 1, &n)) goto truncated; n += 1; break;
-        case 0xc8: if (read_be (c, 2, &n)) goto truncated; n += 1; break;
-        case 0xc9: if (read_be (c, 4, &n)) goto truncated; n += 1; break;
-        case 0xca: case 0xce: case 0xd2: n = 4; break;
-        case 0xcb: case 0xcf: case 0xd3: n = 8; break;
-        case 0xcc: case 0xd0: n = 1; break;
-        case 0xcd: case 0xd1: n = 2; break;
+        case 0xc4:
+        case 0xd9:
+            if (read_be (c, 1, &n))
+                goto truncated;
+            break;
+        case 0xc5:
+        case 0xda:
+            if (read_be (c, 2, &n))
+                goto truncated;
+            break;
+        case 0xc6:
+        case 0xdb:
+            if (read_be (c, 4, &n))
+                goto truncated;
+            break;
+        case 0xc7:
+            if (read_be (c, 1, &n))
+                goto truncated;
+            n += 1;
+            break;
+        case 0xc8:
+            if (read_be (c, 2, &n))
+                goto truncated;
+            n += 1;
+            break;
+        case 0xc9:
+            if (read_be (c, 4, &n))
+                goto truncated;
+            n += 1;
+            break;
+        case 0xca:
+        case 0xce:
+        case 0xd2: n = 4; break;
+        case 0xcb:
+        case 0xcf:
+        case 0xd3: n = 8; break;
+        case 0xcc:
+        case 0xd0: n = 1; break;
+        case 0xcd:
+        case 0xd1: n = 2; break;
         case 0xd4: n = 2; break;
         case 0xd5: n = 3; break;
         case 0xd6: n = 5; break;
         case 0xd7: n = 9; break;
         case 0xd8: n = 17; break;
-        case 0xdc: if (read_be (c, 2, &items)) goto truncated; break;
-        case 0xdd: if (read_be (c, 4, &items)) goto truncated; break;
-        case 0xde: if (read_be (c, 2, &items)) goto truncated; items *= 2; break;
-        case 0xdf: if (read_be (c, 4, &items)) goto truncated; items *= 2; break;
-        default:
-            *why = "invalid type byte 0xc1";
-            return -1;
+        case 0xdc:
+            if (read_be (c, 2, &items))
+                goto truncated;
+            break;
+        case 0xdd:
+            if (read_be (c, 4, &items))
+                goto truncated;
+            break;
+        case 0xde:
+            if (read_be (c, 2, &items))
+                goto truncated;
+            items *= 2;
+            break;
+        case 0xdf:
+            if (read_be (c, 4, &items))
+                goto truncated;
+            items *= 2;
+            break;
+        default: *why = "invalid type byte 0xc1"; return -1;
         }
     if (n && skip (c, n))
         goto truncated;
     //  Every element takes at least one byte: a count larger than what
     //  remains is a lie, refused before anyone allocates for it.
-    if (items > (uint64_t) (c->end - c->pos))
+    if (items > (uint64_t)(c->end - c->pos))
         goto truncated;
     for (uint64_t i = 0; i < items; i++)
         if (walk (c, depth + 1, why))
@@ -191,7 +233,7 @@ truncated:
 
 int codec_mp_check (const void *buf, size_t size, char *err, size_t err_size)
 {
-    mp_cursor_t c = {(const uint8_t *) buf, (const uint8_t *) buf + size};
+    mp_cursor_t c = {(const uint8_t *)buf, (const uint8_t *)buf + size};
     const char *why = NULL;
     if (size == 0) {
         snprintf (err, err_size, "empty msgpack");
@@ -203,7 +245,7 @@ int codec_mp_check (const void *buf, size_t size, char *err, size_t err_size)
     }
     if (c.pos != c.end) {
         snprintf (err, err_size, "malformed msgpack: %zu bytes after the object",
-                  (size_t) (c.end - c.pos));
+                  (size_t)(c.end - c.pos));
         return -1;
     }
     return 0;
@@ -214,7 +256,7 @@ int codec_mp_check (const void *buf, size_t size, char *err, size_t err_size)
 
 static int sbuffer_write (void *data, const char *buf, size_t len)
 {
-    return msgpack_sbuffer_write ((msgpack_sbuffer *) data, buf, len);
+    return msgpack_sbuffer_write ((msgpack_sbuffer *)data, buf, len);
 }
 
 //  Turns an sbuffer into a frame, and frees the sbuffer.
@@ -259,7 +301,7 @@ zframe_t *codec_header_encode (const codec_header_t *self)
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, sbuffer_write);
 
-    msgpack_pack_map (&pk, (size_t) __builtin_popcount (self->fields));
+    msgpack_pack_map (&pk, (size_t)__builtin_popcount (self->fields));
     if (self->fields & HDR_ID) {
         pack_key (&pk, "id");
         msgpack_pack_uint64 (&pk, self->id);
@@ -325,7 +367,7 @@ zmsg_t *codec_msg_new (codec_cmd_t cmd, const codec_header_t *header, zframe_t *
 {
     zmsg_t *msg = zmsg_new ();
     zframe_t *frame = codec_header_encode (header);
-    uint8_t cmd_byte = (uint8_t) cmd;
+    uint8_t cmd_byte = (uint8_t)cmd;
     if (!msg || !frame)
         goto err;
     zmsg_addmem (msg, CODEC_SIGNATURE, CODEC_SIGNATURE_LEN);
@@ -356,7 +398,7 @@ zframe_t *codec_tensors_encode (const codec_tensor_t *tensors, size_t n)
         pack_key (&pk, "datatype");
         pack_cstr (&pk, amaas_dtype_name (t->datatype));
         pack_key (&pk, "shape");
-        msgpack_pack_array (&pk, (size_t) t->ndim);
+        msgpack_pack_array (&pk, (size_t)t->ndim);
         for (int d = 0; d < t->ndim; d++)
             msgpack_pack_int64 (&pk, t->shape[d]);
         pack_key (&pk, "data");
@@ -371,8 +413,8 @@ zframe_t *codec_tensors_encode (const codec_tensor_t *tensors, size_t n)
 
 static bool key_is (const msgpack_object *key, const char *name)
 {
-    return key->type == MSGPACK_OBJECT_STR && key->via.str.size == strlen (name)
-           && memcmp (key->via.str.ptr, name, key->via.str.size) == 0;
+    return key->type == MSGPACK_OBJECT_STR && key->via.str.size == strlen (name) &&
+           memcmp (key->via.str.ptr, name, key->via.str.size) == 0;
 }
 
 //  Reads a non-negative integer no larger than max.
@@ -387,21 +429,18 @@ static int get_uint (const msgpack_object *o, uint64_t max, uint64_t *value)
 //  Copies a str of 1..dest_size-1 bytes with no NUL in it.
 static int get_str (const msgpack_object *o, char *dest, size_t dest_size, bool allow_empty)
 {
-    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= dest_size
-        || (o->via.str.size == 0 && !allow_empty)
-        || memchr (o->via.str.ptr, 0, o->via.str.size))
+    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= dest_size ||
+        (o->via.str.size == 0 && !allow_empty) || memchr (o->via.str.ptr, 0, o->via.str.size))
         return -1;
     memcpy (dest, o->via.str.ptr, o->via.str.size);
     dest[o->via.str.size] = 0;
     return 0;
 }
 
-static int decode_models (codec_header_t *self, const msgpack_object *o, char *err,
-                          size_t err_size)
+static int decode_models (codec_header_t *self, const msgpack_object *o, char *err, size_t err_size)
 {
     if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > CODEC_MAX_MODELS) {
-        snprintf (err, err_size, "'models' must be an array of at most %d maps",
-                  CODEC_MAX_MODELS);
+        snprintf (err, err_size, "'models' must be an array of at most %d maps", CODEC_MAX_MODELS);
         return -1;
     }
     self->n_models = o->via.array.size;
@@ -424,21 +463,19 @@ static int decode_models (codec_header_t *self, const msgpack_object *o, char *e
                 if (get_str (val, model->name, sizeof model->name, false))
                     goto bad;
                 has_name = true;
-            }
-            else if (key_is (key, "version")) {
+            } else if (key_is (key, "version")) {
                 if (get_str (val, model->version, sizeof model->version, false))
                     goto bad;
-            }
-            else if (key_is (key, "workers")) {
+            } else if (key_is (key, "workers")) {
                 if (get_uint (val, UINT32_MAX, &n))
                     goto bad;
-                model->workers = (uint32_t) n;
+                model->workers = (uint32_t)n;
             }
         }
         if (!has_name)
             goto bad;
         continue;
-bad:
+    bad:
         snprintf (err, err_size,
                   "'models' entry %zu must be a map with name (str, 1..%d bytes) and "
                   "version (str)",
@@ -448,8 +485,8 @@ bad:
     return 0;
 }
 
-static int decode_field (codec_header_t *self, const msgpack_object *key,
-                         const msgpack_object *val, char *err, size_t err_size)
+static int decode_field (codec_header_t *self, const msgpack_object *key, const msgpack_object *val,
+                         char *err, size_t err_size)
 {
     uint64_t n = 0;
     const char *want = NULL;
@@ -458,70 +495,59 @@ static int decode_field (codec_header_t *self, const msgpack_object *key,
             want = "a uint64 of at least 1";
         self->id = n;
         self->fields |= HDR_ID;
-    }
-    else if (key_is (key, "job")) {
+    } else if (key_is (key, "job")) {
         if (get_uint (val, UINT64_MAX, &n))
             want = "a uint64";
         self->job = n;
         self->fields |= HDR_JOB;
-    }
-    else if (key_is (key, "model")) {
+    } else if (key_is (key, "model")) {
         if (get_str (val, self->model, sizeof self->model, false))
             want = "a str of 1..127 bytes";
         self->fields |= HDR_MODEL;
-    }
-    else if (key_is (key, "version")) {
+    } else if (key_is (key, "version")) {
         if (get_str (val, self->version, sizeof self->version, false))
             want = "a str of 1..63 bytes";
         self->fields |= HDR_VERSION;
-    }
-    else if (key_is (key, "code")) {
+    } else if (key_is (key, "code")) {
         if (get_uint (val, 255, &n))
             want = "an error code (uint)";
-        self->code = (uint32_t) n;
+        self->code = (uint32_t)n;
         self->fields |= HDR_CODE;
-    }
-    else if (key_is (key, "message") || key_is (key, "reason")) {
+    } else if (key_is (key, "message") || key_is (key, "reason")) {
         //  Messages are for people: a long one is cut, not refused
         if (val->type != MSGPACK_OBJECT_STR)
             want = "a str";
         else
             snprintf (self->message, sizeof self->message, "%.*s",
-                      (int) (val->via.str.size < CODEC_MESSAGE_MAX ? val->via.str.size
-                                                                   : CODEC_MESSAGE_MAX - 1),
+                      (int)(val->via.str.size < CODEC_MESSAGE_MAX ? val->via.str.size
+                                                                  : CODEC_MESSAGE_MAX - 1),
                       val->via.str.ptr);
         self->fields |= key_is (key, "reason") ? HDR_REASON : HDR_MESSAGE;
-    }
-    else if (key_is (key, "queue_us") || key_is (key, "compute_us")) {
+    } else if (key_is (key, "queue_us") || key_is (key, "compute_us")) {
         if (get_uint (val, UINT64_MAX, &n))
             want = "a uint64";
         if (key_is (key, "queue_us")) {
             self->queue_us = n;
             self->fields |= HDR_QUEUE_US;
-        }
-        else {
+        } else {
             self->compute_us = n;
             self->fields |= HDR_COMPUTE_US;
         }
-    }
-    else if (key_is (key, "credit")) {
+    } else if (key_is (key, "credit")) {
         if (get_uint (val, 65535, &n) || n == 0)
             want = "a uint in 1..65535";
-        self->credit = (uint32_t) n;
+        self->credit = (uint32_t)n;
         self->fields |= HDR_CREDIT;
-    }
-    else if (key_is (key, "pid")) {
+    } else if (key_is (key, "pid")) {
         if (get_uint (val, UINT32_MAX, &n))
             want = "a uint32";
-        self->pid = (uint32_t) n;
+        self->pid = (uint32_t)n;
         self->fields |= HDR_PID;
-    }
-    else if (key_is (key, "host")) {
+    } else if (key_is (key, "host")) {
         if (get_str (val, self->host, sizeof self->host, true))
             want = "a str of at most 255 bytes";
         self->fields |= HDR_HOST;
-    }
-    else if (key_is (key, "outputs")) {
+    } else if (key_is (key, "outputs")) {
         if (val->type != MSGPACK_OBJECT_ARRAY || val->via.array.size > CODEC_MAX_OUTPUTS)
             want = "an array of at most 16 names";
         else {
@@ -531,13 +557,12 @@ static int decode_field (codec_header_t *self, const msgpack_object *key,
                     want = "an array of names (str, 1..127 bytes)";
         }
         self->fields |= HDR_OUTPUTS;
-    }
-    else if (key_is (key, "models")) {
+    } else if (key_is (key, "models")) {
         self->fields |= HDR_MODELS;
         return decode_models (self, val, err, err_size);
     }
     if (want) {
-        snprintf (err, err_size, "header key '%.*s' must be %s", (int) key->via.str.size,
+        snprintf (err, err_size, "header key '%.*s' must be %s", (int)key->via.str.size,
                   key->via.str.ptr, want);
         return -1;
     }
@@ -597,8 +622,8 @@ int codec_msg_parse (zmsg_t *msg, codec_cmd_t *cmd, codec_header_t *header, zfra
     codec_header_reset (header);
     size_t frames = zmsg_size (msg);
     zframe_t *sig = zmsg_first (msg);
-    if (!sig || zframe_size (sig) != CODEC_SIGNATURE_LEN
-        || memcmp (zframe_data (sig), CODEC_SIGNATURE, CODEC_SIGNATURE_LEN) != 0) {
+    if (!sig || zframe_size (sig) != CODEC_SIGNATURE_LEN ||
+        memcmp (zframe_data (sig), CODEC_SIGNATURE, CODEC_SIGNATURE_LEN) != 0) {
         snprintf (err, err_size,
                   "not an amaas message: the first frame must be the protocol signature "
                   "'%s' (this endpoint speaks amaas protocol v1, docs/PROTOCOL.md)",
@@ -612,14 +637,14 @@ int codec_msg_parse (zmsg_t *msg, codec_cmd_t *cmd, codec_header_t *header, zfra
     }
     uint8_t c = zframe_data (cmd_frame)[0];
     bool has_payload = c == CMD_REQUEST || c == CMD_REPLY || c == CMD_JOB || c == CMD_RESULT;
-    bool known = has_payload || c == CMD_MODELS || c == CMD_MODELS_REPLY || c == CMD_PING
-                 || c == CMD_PONG || c == CMD_ERROR || c == CMD_READY || c == CMD_HEARTBEAT
-                 || c == CMD_DISCONNECT;
+    bool known = has_payload || c == CMD_MODELS || c == CMD_MODELS_REPLY || c == CMD_PING ||
+                 c == CMD_PONG || c == CMD_ERROR || c == CMD_READY || c == CMD_HEARTBEAT ||
+                 c == CMD_DISCONNECT;
     if (!known) {
         snprintf (err, err_size, "unknown command 0x%02x", c);
         return -1;
     }
-    *cmd = (codec_cmd_t) c;
+    *cmd = (codec_cmd_t)c;
     zframe_t *hdr = zmsg_next (msg);
     if (!hdr) {
         snprintf (err, err_size, "frame 2 (header) is missing");
@@ -660,27 +685,26 @@ static int decode_tensor (const msgpack_object *o, codec_tensor_t *t, uint64_t m
         else if (key_is (key, "data"))
             data = val;
     }
-    if (!name || name->type != MSGPACK_OBJECT_STR || name->via.str.size == 0
-        || name->via.str.size >= CODEC_NAME_MAX) {
+    if (!name || name->type != MSGPACK_OBJECT_STR || name->via.str.size == 0 ||
+        name->via.str.size >= CODEC_NAME_MAX) {
         snprintf (err, err_size, "'name' must be a str of 1..%d bytes", CODEC_NAME_MAX - 1);
         return -1;
     }
     t->name = name->via.str.ptr;
     t->name_len = name->via.str.size;
-    if (!datatype || datatype->type != MSGPACK_OBJECT_STR
-        || (t->datatype = amaas_dtype_from_name (datatype->via.str.ptr, datatype->via.str.size))
-               == AMAAS_DTYPE_INVALID) {
+    if (!datatype || datatype->type != MSGPACK_OBJECT_STR ||
+        (t->datatype = amaas_dtype_from_name (datatype->via.str.ptr, datatype->via.str.size)) ==
+            AMAAS_DTYPE_INVALID) {
         snprintf (err, err_size,
                   "'datatype' must be one of FP32, FP64, INT32, INT64, UINT8, BOOL, BYTES");
         return -1;
     }
-    if (!shape || shape->type != MSGPACK_OBJECT_ARRAY || shape->via.array.size == 0
-        || shape->via.array.size > AMAAS_MAX_DIMS) {
-        snprintf (err, err_size, "'shape' must be an array of 1..%d dimensions",
-                  AMAAS_MAX_DIMS);
+    if (!shape || shape->type != MSGPACK_OBJECT_ARRAY || shape->via.array.size == 0 ||
+        shape->via.array.size > AMAAS_MAX_DIMS) {
+        snprintf (err, err_size, "'shape' must be an array of 1..%d dimensions", AMAAS_MAX_DIMS);
         return -1;
     }
-    t->ndim = (int) shape->via.array.size;
+    t->ndim = (int)shape->via.array.size;
     t->elements = 1;
     for (int d = 0; d < t->ndim; d++) {
         uint64_t dim;
@@ -688,7 +712,7 @@ static int decode_tensor (const msgpack_object *o, codec_tensor_t *t, uint64_t m
             snprintf (err, err_size, "'shape' dimension %d must be a non-negative integer", d);
             return -1;
         }
-        t->shape[d] = (int64_t) dim;
+        t->shape[d] = (int64_t)dim;
         if (dim && t->elements > max_elements / dim) {
             snprintf (err, err_size, "has more than %" PRIu64 " elements", max_elements);
             return -1;
@@ -711,7 +735,7 @@ static int decode_tensor (const msgpack_object *o, codec_tensor_t *t, uint64_t m
                   t->size, t->elements, elem, t->elements * elem);
         return -1;
     }
-    if (!elem && codec_bytes_check (t->data, t->size, t->elements) != (int64_t) t->size) {
+    if (!elem && codec_bytes_check (t->data, t->size, t->elements) != (int64_t)t->size) {
         snprintf (err, err_size,
                   "'data' does not hold exactly %" PRIu64 " length-prefixed BYTES elements",
                   t->elements);
@@ -737,18 +761,17 @@ int codec_tensors_decode (const void *buf, size_t size, codec_tensor_t *tensors,
         goto done;
     }
     const msgpack_object *root = &unpacked.data;
-    if (root->type != MSGPACK_OBJECT_ARRAY || root->via.array.size == 0
-        || root->via.array.size > max) {
+    if (root->type != MSGPACK_OBJECT_ARRAY || root->via.array.size == 0 ||
+        root->via.array.size > max) {
         snprintf (err, err_size, "payload must be an array of 1..%zu tensors", max);
         goto done;
     }
     for (uint32_t i = 0; i < root->via.array.size; i++)
-        if (decode_tensor (&root->via.array.ptr[i], &tensors[i], max_elements, why,
-                           sizeof why)) {
+        if (decode_tensor (&root->via.array.ptr[i], &tensors[i], max_elements, why, sizeof why)) {
             snprintf (err, err_size, "tensor %u: %s", i, why);
             goto done;
         }
-    rc = (int) root->via.array.size;
+    rc = (int)root->via.array.size;
 done:
     msgpack_unpacked_destroy (&unpacked);
     return rc;
@@ -761,12 +784,12 @@ int64_t codec_bytes_check (const void *data, size_t size, uint64_t elements)
     for (uint64_t i = 0; i < elements; i++) {
         if (size - offset < 4)
             return -1;
-        uint32_t len = (uint32_t) p[offset] | (uint32_t) p[offset + 1] << 8
-                       | (uint32_t) p[offset + 2] << 16 | (uint32_t) p[offset + 3] << 24;
+        uint32_t len = (uint32_t)p[offset] | (uint32_t)p[offset + 1] << 8 |
+                       (uint32_t)p[offset + 2] << 16 | (uint32_t)p[offset + 3] << 24;
         offset += 4;
         if (size - offset < len)
             return -1;
         offset += len;
     }
-    return (int64_t) offset;
+    return (int64_t)offset;
 }

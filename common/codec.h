@@ -24,14 +24,14 @@
 #define CODEC_SIGNATURE "AMAAS01"
 #define CODEC_SIGNATURE_LEN 7
 
-#define CODEC_NAME_MAX 128      //  model, tensor, output names incl. NUL
-#define CODEC_VERSION_MAX 64    //  model version incl. NUL
-#define CODEC_MESSAGE_MAX 256   //  error messages incl. NUL
-#define CODEC_HOST_MAX 256      //  host name incl. NUL
-#define CODEC_MAX_OUTPUTS 16    //  output names in a request
-#define CODEC_MAX_TENSORS 16    //  tensors in a payload
-#define CODEC_MAX_MODELS 1024   //  models in READY / MODELS_REPLY
-#define CODEC_MAX_DEPTH 16      //  msgpack nesting accepted
+#define CODEC_NAME_MAX 128    //  model, tensor, output names incl. NUL
+#define CODEC_VERSION_MAX 64  //  model version incl. NUL
+#define CODEC_MESSAGE_MAX 256 //  error messages incl. NUL
+#define CODEC_HOST_MAX 256    //  host name incl. NUL
+#define CODEC_MAX_OUTPUTS 16  //  output names in a request
+#define CODEC_MAX_TENSORS 16  //  tensors in a payload
+#define CODEC_MAX_MODELS 1024 //  models in READY / MODELS_REPLY
+#define CODEC_MAX_DEPTH 16    //  msgpack nesting accepted
 
 typedef enum {
     CMD_REQUEST = 0x01,
@@ -69,27 +69,27 @@ enum {
 typedef struct {
     char name[CODEC_NAME_MAX];
     char version[CODEC_VERSION_MAX];
-    uint32_t workers;  //  MODELS_REPLY only
+    uint32_t workers; //  MODELS_REPLY only
 } codec_model_t;
 
 //  A decoded or to-be-encoded header.  Strings are NUL-terminated copies.
 typedef struct {
-    uint32_t fields;                //  HDR_* bits present
-    uint64_t id;                    //  client's job id
-    uint64_t job;                   //  broker's job token
-    char model[CODEC_NAME_MAX];     //  model name
-    char version[CODEC_VERSION_MAX];  //  model version
-    uint32_t code;                  //  amaas_code_t
-    char message[CODEC_MESSAGE_MAX];  //  error message, or DISCONNECT reason
-    uint64_t queue_us;              //  time queued in the broker
-    uint64_t compute_us;            //  time computing in the worker
-    uint32_t credit;                //  READY: jobs the worker may hold
-    uint32_t pid;                   //  READY: worker's pid
-    char host[CODEC_HOST_MAX];      //  READY: worker's host
-    size_t n_outputs;               //  requested output names
+    uint32_t fields;                 //  HDR_* bits present
+    uint64_t id;                     //  client's job id
+    uint64_t job;                    //  broker's job token
+    char model[CODEC_NAME_MAX];      //  model name
+    char version[CODEC_VERSION_MAX]; //  model version
+    uint32_t code;                   //  amaas_code_t
+    char message[CODEC_MESSAGE_MAX]; //  error message, or DISCONNECT reason
+    uint64_t queue_us;               //  time queued in the broker
+    uint64_t compute_us;             //  time computing in the worker
+    uint32_t credit;                 //  READY: jobs the worker may hold
+    uint32_t pid;                    //  READY: worker's pid
+    char host[CODEC_HOST_MAX];       //  READY: worker's host
+    size_t n_outputs;                //  requested output names
     char outputs[CODEC_MAX_OUTPUTS][CODEC_NAME_MAX];
-    size_t n_models;                //  READY / MODELS_REPLY entries
-    codec_model_t *models;          //  owned: codec_header_reset frees
+    size_t n_models;       //  READY / MODELS_REPLY entries
+    codec_model_t *models; //  owned: codec_header_reset frees
 } codec_header_t;
 
 //  A decoded tensor.  name and data point into the buffer it was decoded
@@ -100,9 +100,9 @@ typedef struct {
     amaas_dtype_t datatype;
     int ndim;
     int64_t shape[AMAAS_MAX_DIMS];
-    uint64_t elements;  //  product of shape
+    uint64_t elements; //  product of shape
     const void *data;
-    size_t size;        //  bytes at data
+    size_t size; //  bytes at data
 } codec_tensor_t;
 
 //  Empty a header: frees its models list and zeroes it.  Cannot fail.

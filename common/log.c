@@ -39,19 +39,19 @@ void log_print (log_level_t level, const char *fmt, ...)
     gettimeofday (&now, NULL);
     struct tm tm;
     gmtime_r (&now.tv_sec, &tm);
-    int n = (int) strftime (line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
-    n += snprintf (line + n, sizeof line - (size_t) n, ".%03dZ %s[%d] %s ",
-                   (int) (now.tv_usec / 1000), log_program, (int) getpid (), level_names[level]);
+    int n = (int)strftime (line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+    n += snprintf (line + n, sizeof line - (size_t)n, ".%03dZ %s[%d] %s ",
+                   (int)(now.tv_usec / 1000), log_program, (int)getpid (), level_names[level]);
     va_list args;
     va_start (args, fmt);
-    int body = vsnprintf (line + n, sizeof line - (size_t) n - 1, fmt, args);
+    int body = vsnprintf (line + n, sizeof line - (size_t)n - 1, fmt, args);
     va_end (args);
     if (body < 0)
         body = 0;
     n += body;
-    if (n > (int) sizeof line - 2)
-        n = (int) sizeof line - 2;
+    if (n > (int)sizeof line - 2)
+        n = (int)sizeof line - 2;
     line[n++] = '\n';
-    ssize_t rc = write (STDERR_FILENO, line, (size_t) n);
-    (void) rc;
+    ssize_t rc = write (STDERR_FILENO, line, (size_t)n);
+    (void)rc;
 }

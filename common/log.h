@@ -23,15 +23,15 @@ extern log_level_t log_threshold;
 
 #define log_error(...) log_print (LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_print (LOG_LEVEL_WARN, __VA_ARGS__)
-#define log_info(...)                                                                      \
-    do {                                                                                   \
-        if (log_threshold >= LOG_LEVEL_INFO)                                               \
-            log_print (LOG_LEVEL_INFO, __VA_ARGS__);                                       \
+#define log_info(...)                                                                              \
+    do {                                                                                           \
+        if (log_threshold >= LOG_LEVEL_INFO)                                                       \
+            log_print (LOG_LEVEL_INFO, __VA_ARGS__);                                               \
     } while (0)
-#define log_debug(...)                                                                     \
-    do {                                                                                   \
-        if (log_threshold >= LOG_LEVEL_DEBUG)                                              \
-            log_print (LOG_LEVEL_DEBUG, __VA_ARGS__);                                      \
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_threshold >= LOG_LEVEL_DEBUG)                                                      \
+            log_print (LOG_LEVEL_DEBUG, __VA_ARGS__);                                              \
     } while (0)
 
 #endif

@@ -20,8 +20,8 @@ static zframe_t *encoded (const codec_header_t *h)
 START_TEST (test_header_round_trip)
 {
     codec_header_t in = {0}, out = {0};
-    in.fields = HDR_ID | HDR_JOB | HDR_CODE | HDR_QUEUE_US | HDR_COMPUTE_US | HDR_CREDIT
-                | HDR_PID | HDR_HOST | HDR_OUTPUTS;
+    in.fields = HDR_ID | HDR_JOB | HDR_CODE | HDR_QUEUE_US | HDR_COMPUTE_US | HDR_CREDIT | HDR_PID |
+                HDR_HOST | HDR_OUTPUTS;
     in.id = UINT64_MAX;
     in.job = 42;
     in.code = AMAAS_NOT_FOUND;
@@ -67,7 +67,7 @@ START_TEST (test_models_round_trip)
     for (int i = 0; i < 3; i++) {
         snprintf (in.models[i].name, CODEC_NAME_MAX, "model-%d", i);
         snprintf (in.models[i].version, CODEC_VERSION_MAX, "%d", i + 1);
-        in.models[i].workers = (uint32_t) i * 10;
+        in.models[i].workers = (uint32_t)i * 10;
     }
     zframe_t *f = encoded (&in);
     ck_assert_int_eq (codec_header_decode (&out, zframe_data (f), zframe_size (f), err, sizeof err),
@@ -83,7 +83,7 @@ START_TEST (test_models_round_trip)
 END_TEST
 
 //  Packs an arbitrary msgpack map from a callback into a fresh buffer.
-typedef void(pack_fn) (msgpack_packer *pk);
+typedef void (pack_fn) (msgpack_packer *pk);
 
 static msgpack_sbuffer packed (pack_fn *fn)
 {
@@ -145,7 +145,7 @@ static void pack_unknown_keys (msgpack_packer *pk)
     msgpack_pack_map (pk, 3);
     pk_str (pk, "future");
     msgpack_pack_array (pk, 0);
-    msgpack_pack_int (pk, 7);  //  non-string key
+    msgpack_pack_int (pk, 7); //  non-string key
     msgpack_pack_nil (pk);
     pk_str (pk, "id");
     msgpack_pack_uint64 (pk, 5);
@@ -200,12 +200,13 @@ START_TEST (test_mp_check_bounds)
     ck_assert_int_eq (codec_mp_check (trailing, 0, err, sizeof err), -1);
     //  Deep nesting
     uint8_t deep[200];
-    memset (deep, 0x91, sizeof deep);  //  fixarray of 1, nested
+    memset (deep, 0x91, sizeof deep); //  fixarray of 1, nested
     deep[sizeof deep - 1] = 0x00;
     ck_assert_int_eq (codec_mp_check (deep, sizeof deep, err, sizeof err), -1);
     ck_assert_ptr_nonnull (strstr (err, "deep"));
     //  A valid object of every kind passes
-    const uint8_t ok[] = {0x93, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0, 0xc4, 0x02, 0xaa, 0xbb, 0xd4, 0x01, 0x02};
+    const uint8_t ok[] = {0x93, 0xcb, 0,    0,    0,    0,    0,    0,   0,
+                          0,    0xc4, 0x02, 0xaa, 0xbb, 0xd4, 0x01, 0x02};
     ck_assert_int_eq (codec_mp_check (ok, sizeof ok, err, sizeof err), 0);
 }
 END_TEST
@@ -297,9 +298,8 @@ START_TEST (test_tensors_refused)
     ck_assert_int_eq (decode_one (tensor ("x", AMAAS_FP64, 2, 2, d, 32), 3), -1);
     ck_assert_ptr_nonnull (strstr (err, "more than 3"));
     //  element count overflow: 2^40 x 2^40
-    ck_assert_int_eq (decode_one (tensor ("x", AMAAS_FP64, 1LL << 40, 1LL << 40, d, 32),
-                                  UINT64_MAX),
-                      -1);
+    ck_assert_int_eq (
+        decode_one (tensor ("x", AMAAS_FP64, 1LL << 40, 1LL << 40, d, 32), UINT64_MAX), -1);
     //  BYTES whose lengths run past the data
     const uint8_t bad_bytes[] = {9, 0, 0, 0, 'a'};
     ck_assert_int_eq (decode_one (tensor ("s", AMAAS_BYTES, 1, 1, bad_bytes, 5), 100), -1);
@@ -376,9 +376,8 @@ START_TEST (test_tensor_fields_refused)
     struct {
         pack_fn *fn;
         const char *needle;
-    } cases[] = {{pack_bad_datatype, "datatype"},
-                 {pack_negative_dim, "shape"},
-                 {pack_data_as_str, "bin"}};
+    } cases[] = {
+        {pack_bad_datatype, "datatype"}, {pack_negative_dim, "shape"}, {pack_data_as_str, "bin"}};
     codec_tensor_t out[2];
     for (size_t i = 0; i < 3; i++) {
         msgpack_sbuffer sbuf = packed (cases[i].fn);
@@ -455,13 +454,13 @@ START_TEST (test_random_bytes)
         memcpy (buf, zframe_data (frame), size);
         int flips = 1 + rand () % 4;
         for (int i = 0; i < flips; i++)
-            buf[rand () % size] = (uint8_t) rand ();
-        size_t len = round % 3 == 0 ? (size_t) rand () % size : size;
+            buf[rand () % size] = (uint8_t)rand ();
+        size_t len = round % 3 == 0 ? (size_t)rand () % size : size;
         codec_tensor_t out[4];
         int n = codec_tensors_decode (buf, len, out, 4, 1 << 20, err, sizeof err);
         for (int i = 0; i < n; i++) {
-            ck_assert (out[i].data >= (void *) buf
-                       && (uint8_t *) out[i].data + out[i].size <= buf + len);
+            ck_assert (out[i].data >= (void *)buf &&
+                       (uint8_t *)out[i].data + out[i].size <= buf + len);
             size_t elem = amaas_dtype_size (out[i].datatype);
             if (elem)
                 ck_assert_uint_eq (out[i].size, out[i].elements * elem);
@@ -470,9 +469,9 @@ START_TEST (test_random_bytes)
         codec_header_reset (&h);
     }
     for (int round = 0; round < 20000; round++) {
-        size_t len = 1 + (size_t) rand () % 64;
+        size_t len = 1 + (size_t)rand () % 64;
         for (size_t i = 0; i < len; i++)
-            buf[i] = (uint8_t) rand ();
+            buf[i] = (uint8_t)rand ();
         codec_tensor_t out[4];
         codec_tensors_decode (buf, len, out, 4, 1 << 20, err, sizeof err);
         codec_header_decode (&h, buf, len, err, sizeof err);
@@ -486,7 +485,7 @@ END_TEST
 START_TEST (test_names)
 {
     ck_assert_str_eq (amaas_code_name (AMAAS_RESOURCE_EXHAUSTED), "RESOURCE_EXHAUSTED");
-    ck_assert_str_eq (amaas_code_name ((amaas_code_t) 99), "UNKNOWN");
+    ck_assert_str_eq (amaas_code_name ((amaas_code_t)99), "UNKNOWN");
     ck_assert_int_eq (amaas_dtype_from_name ("FP32", 4), AMAAS_FP32);
     ck_assert_int_eq (amaas_dtype_from_name ("FP3", 3), AMAAS_DTYPE_INVALID);
     ck_assert_int_eq (amaas_dtype_from_name ("BYTES", 5), AMAAS_BYTES);

@@ -12,7 +12,7 @@ typedef struct {
     broker_job_t *job[MAX_SENT];
     broker_worker_t *worker[MAX_SENT];
     size_t n;
-    bool refuse;  //  make the send fail
+    bool refuse; //  make the send fail
 } sent_t;
 
 static int record (broker_job_t *job, broker_worker_t *worker, void *arg)
@@ -84,7 +84,7 @@ START_TEST (test_dispatch_and_complete)
     broker_job_t *done = dispatch_complete (d, w, job->token);
     ck_assert_ptr_eq (done, job);
     ck_assert_uint_eq (done->id, 7);
-    ck_assert_ptr_null (dispatch_complete (d, w, job->token));  //  only once
+    ck_assert_ptr_null (dispatch_complete (d, w, job->token)); //  only once
     ck_assert_uint_eq (w->done, 1);
     dispatch_job_destroy (&done);
     zlistx_destroy (&failed);
@@ -111,7 +111,7 @@ START_TEST (test_not_found_and_full)
     ck_assert_ptr_nonnull (strstr (job->fail_message, "full"));
     dispatch_job_destroy (&job);
     zlistx_destroy (&failed);
-    dispatch_destroy (&d);  //  frees the queued jobs (ASan checks)
+    dispatch_destroy (&d); //  frees the queued jobs (ASan checks)
 }
 END_TEST
 
@@ -137,16 +137,16 @@ START_TEST (test_credit_and_least_loaded)
     //  Least loaded alternates while both are equally loaded
     ck_assert_ptr_ne (sent.worker[0], sent.worker[1]);
     //  w2 finishes one: the next job goes to w2, the only one with credit
-    broker_job_t *done = dispatch_complete (d, w2, sent.job[1]->worker == w2 ? sent.job[1]->token
-                                                                               : sent.job[0]->token);
+    broker_job_t *done = dispatch_complete (
+        d, w2, sent.job[1]->worker == w2 ? sent.job[1]->token : sent.job[0]->token);
     ck_assert_ptr_nonnull (done);
     dispatch_job_destroy (&done);
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 1);
     ck_assert_ptr_eq (sent.worker[5], w2);
     ck_assert_uint_eq (sent.job[5]->id, 6);
     //  A send that fails leaves the job queued
-    done = dispatch_complete (d, w1, sent.job[0]->worker == w1 ? sent.job[0]->token
-                                                                : sent.job[1]->token);
+    done = dispatch_complete (d, w1,
+                              sent.job[0]->worker == w1 ? sent.job[0]->token : sent.job[1]->token);
     dispatch_job_destroy (&done);
     sent.refuse = true;
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 0);
@@ -175,7 +175,7 @@ START_TEST (test_round_robin_when_idle)
     }
     ck_assert_uint_eq (counts[0], 5);
     ck_assert_uint_eq (counts[1], 5);
-    (void) w1;
+    (void)w1;
     zlistx_destroy (&failed);
     dispatch_destroy (&d);
 }

@@ -27,7 +27,7 @@ static void usage (FILE *out, const worker_config_t *d)
              "\n"
              "SIGINT or SIGTERM: tell the broker, exit 0.\n",
              d->broker, d->credit, d->heartbeat_ms, d->liveness,
-             (unsigned long long) d->max_elements);
+             (unsigned long long)d->max_elements);
 }
 
 static long long positive (const char *name, const char *value, long long max)
@@ -35,8 +35,8 @@ static long long positive (const char *name, const char *value, long long max)
     char *end;
     long long n = strtoll (value, &end, 10);
     if (*value == 0 || *end != 0 || n < 1 || n > max) {
-        fprintf (stderr, "amaas-worker: --%s must be an integer in 1..%lld, not '%s'\n", name,
-                 max, value);
+        fprintf (stderr, "amaas-worker: --%s must be an integer in 1..%lld, not '%s'\n", name, max,
+                 value);
         exit (2);
     }
     return n;
@@ -47,21 +47,26 @@ int main (int argc, char *argv[])
     worker_config_t config;
     worker_config_defaults (&config);
     int level = LOG_LEVEL_INFO;
-    static const struct option options[] = {
-        {"broker", required_argument, 0, 'b'},      {"models", required_argument, 0, 'm'},
-        {"credit", required_argument, 0, 'c'},      {"heartbeat-ms", required_argument, 0, 'H'},
-        {"liveness", required_argument, 0, 'L'},    {"max-elements", required_argument, 0, 'E'},
-        {"log-level", required_argument, 0, 'l'},   {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option options[] = {{"broker", required_argument, 0, 'b'},
+                                            {"models", required_argument, 0, 'm'},
+                                            {"credit", required_argument, 0, 'c'},
+                                            {"heartbeat-ms", required_argument, 0, 'H'},
+                                            {"liveness", required_argument, 0, 'L'},
+                                            {"max-elements", required_argument, 0, 'E'},
+                                            {"log-level", required_argument, 0, 'l'},
+                                            {"help", no_argument, 0, 'h'},
+                                            {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long (argc, argv, "h", options, NULL)) != -1) {
         switch (c) {
         case 'b': config.broker = optarg; break;
         case 'm': config.models_dir = optarg; break;
-        case 'c': config.credit = (uint32_t) positive ("credit", optarg, 65535); break;
-        case 'H': config.heartbeat_ms = (int) positive ("heartbeat-ms", optarg, 3600000); break;
-        case 'L': config.liveness = (int) positive ("liveness", optarg, 1000); break;
-        case 'E': config.max_elements = (uint64_t) positive ("max-elements", optarg, 1LL << 40); break;
+        case 'c': config.credit = (uint32_t)positive ("credit", optarg, 65535); break;
+        case 'H': config.heartbeat_ms = (int)positive ("heartbeat-ms", optarg, 3600000); break;
+        case 'L': config.liveness = (int)positive ("liveness", optarg, 1000); break;
+        case 'E':
+            config.max_elements = (uint64_t)positive ("max-elements", optarg, 1LL << 40);
+            break;
         case 'l':
             level = log_level_from_name (optarg);
             if (level < 0) {
@@ -70,9 +75,7 @@ int main (int argc, char *argv[])
             }
             break;
         case 'h': usage (stdout, &config); return 0;
-        default:
-            fprintf (stderr, "Try 'amaas-worker --help'.\n");
-            return 2;
+        default: fprintf (stderr, "Try 'amaas-worker --help'.\n"); return 2;
         }
     }
     if (optind < argc || !config.models_dir) {
@@ -80,7 +83,7 @@ int main (int argc, char *argv[])
                  optind < argc ? "unexpected argument" : "--models DIR is required");
         return 2;
     }
-    log_setup ("amaas-worker", (log_level_t) level);
+    log_setup ("amaas-worker", (log_level_t)level);
     zsys_init ();
     return worker_run (&config) == 0 ? 0 : 1;
 }

@@ -27,12 +27,12 @@ typedef struct model_workspace_t model_workspace_t;
 //  One output of a run.  data belongs to the workspace and stays valid until
 //  the next model_run on it.
 typedef struct {
-    const char *name;        //  output name from the model file
-    amaas_dtype_t datatype;  //  FP32, FP64, INT64 or BYTES (string labels)
-    int ndim;                //  1 ([rows]) or 2 ([rows, cols])
-    int64_t shape[2];        //  shape[0] == rows
-    const void *data;        //  row-major values (BYTES: 4-byte LE length + bytes each)
-    size_t size;             //  bytes at data
+    const char *name;       //  output name from the model file
+    amaas_dtype_t datatype; //  FP32, FP64, INT64 or BYTES (string labels)
+    int ndim;               //  1 ([rows]) or 2 ([rows, cols])
+    int64_t shape[2];       //  shape[0] == rows
+    const void *data;       //  row-major values (BYTES: 4-byte LE length + bytes each)
+    size_t size;            //  bytes at data
 } model_output_t;
 
 //  Load and check a model file.  On error, NULL is returned and err holds a
@@ -50,13 +50,13 @@ void model_destroy (model_t **self_p);
 
 const char *model_name (const model_t *self);
 const char *model_version (const model_t *self);
-amaas_dtype_t model_dtype (const model_t *self);  //  FP32 or FP64
-size_t model_input_width (const model_t *self);   //  features per row
+amaas_dtype_t model_dtype (const model_t *self); //  FP32 or FP64
+size_t model_input_width (const model_t *self);  //  features per row
 size_t model_output_count (const model_t *self);
 const char *model_output_name (const model_t *self, size_t index);
 
-const char *model_input_name (const model_t *self);            //  e.g. "input"
-amaas_dtype_t model_output_dtype (const model_t *self, size_t index);  //  FP32/FP64/INT64/BYTES
+const char *model_input_name (const model_t *self);                   //  e.g. "input"
+amaas_dtype_t model_output_dtype (const model_t *self, size_t index); //  FP32/FP64/INT64/BYTES
 //  Columns of an output: k for shape [rows, k], 0 for shape [rows].
 size_t model_output_width (const model_t *self, size_t index);
 //  Bytes of weights the loader copied because they were not 64-byte aligned
@@ -67,34 +67,34 @@ size_t model_weight_bytes_copied (const model_t *self);
 //  (in_width of op i+1 is out_width of op i), every pointer is valid and
 //  64-byte aligned, and sizes match the widths.
 typedef enum {
-    MODEL_OP_SCALE,      //  x = (x - a) / b per column; a, b: [in_width]
-    MODEL_OP_DENSE,      //  x = x . a + b; a: [in_width][out_width], b: [out_width]
-    MODEL_OP_IDENTITY,   //  unchanged
-    MODEL_OP_RELU,       //  max (x, 0)
-    MODEL_OP_TANH,       //  tanh (x)
-    MODEL_OP_SIGMOID,    //  1 / (1 + exp (-x))
-    MODEL_OP_SOFTMAX,    //  per row exp (x - max) / sum
-    MODEL_OP_NORMALIZE,  //  per row x / sum
-    MODEL_OP_BINARY,     //  [rows, 1] p -> [rows, 2] (1 - p, p)
-    MODEL_OP_OUTPUT,     //  emit the current tensor as outputs[output]
-    MODEL_OP_ARGMAX      //  per row label of the largest value; tensor becomes labels
+    MODEL_OP_SCALE,     //  x = (x - a) / b per column; a, b: [in_width]
+    MODEL_OP_DENSE,     //  x = x . a + b; a: [in_width][out_width], b: [out_width]
+    MODEL_OP_IDENTITY,  //  unchanged
+    MODEL_OP_RELU,      //  max (x, 0)
+    MODEL_OP_TANH,      //  tanh (x)
+    MODEL_OP_SIGMOID,   //  1 / (1 + exp (-x))
+    MODEL_OP_SOFTMAX,   //  per row exp (x - max) / sum
+    MODEL_OP_NORMALIZE, //  per row x / sum
+    MODEL_OP_BINARY,    //  [rows, 1] p -> [rows, 2] (1 - p, p)
+    MODEL_OP_OUTPUT,    //  emit the current tensor as outputs[output]
+    MODEL_OP_ARGMAX     //  per row label of the largest value; tensor becomes labels
 } model_op_kind_t;
 
 typedef struct {
     model_op_kind_t kind;
-    const char *name;               //  "dense", ...
-    size_t in_width;                //  width of the tensor before the op (0: labels)
-    size_t out_width;               //  width after the op (0: labels)
-    const void *a;                  //  dense: weights; scale: mean; else NULL
-    const void *b;                  //  dense: bias; scale: scale; else NULL
-    size_t output;                  //  output: index in the model's outputs
-    int flatten;                    //  output: 1 when emitted as [rows]
-    amaas_dtype_t labels_dtype;     //  argmax: INT64 or BYTES
-    const int64_t *int_labels;      //  argmax INT64: in_width labels
-    const uint8_t *bytes_labels;    //  argmax BYTES: each label as 4-byte LE length + bytes
-    const size_t *bytes_offset;     //  argmax BYTES: label i is at bytes_offset[i] ..
-                                    //  bytes_offset[i + 1] of bytes_labels
-    size_t bytes_max;               //  argmax BYTES: longest encoded label, bytes
+    const char *name;            //  "dense", ...
+    size_t in_width;             //  width of the tensor before the op (0: labels)
+    size_t out_width;            //  width after the op (0: labels)
+    const void *a;               //  dense: weights; scale: mean; else NULL
+    const void *b;               //  dense: bias; scale: scale; else NULL
+    size_t output;               //  output: index in the model's outputs
+    int flatten;                 //  output: 1 when emitted as [rows]
+    amaas_dtype_t labels_dtype;  //  argmax: INT64 or BYTES
+    const int64_t *int_labels;   //  argmax INT64: in_width labels
+    const uint8_t *bytes_labels; //  argmax BYTES: each label as 4-byte LE length + bytes
+    const size_t *bytes_offset;  //  argmax BYTES: label i is at bytes_offset[i] ..
+                                 //  bytes_offset[i + 1] of bytes_labels
+    size_t bytes_max;            //  argmax BYTES: longest encoded label, bytes
 } model_op_t;
 
 //  Number of operations, and operation `index` (NULL when index is out of

@@ -26,14 +26,14 @@
 
 typedef struct {
     const worker_config_t *config;
-    model_t *models[MAX_MODELS];  //  loaded models
+    model_t *models[MAX_MODELS]; //  loaded models
     size_t n_models;
-    model_workspace_t *ws;        //  buffers of model runs, reused
-    zsock_t *sock;                //  DEALER to the broker
-    codec_header_t header;        //  header of the message at hand
-    codec_header_t reply;         //  header being built
-    int64_t broker_expires_ms;    //  broker dead after this without a message
-    int backoff_ms;               //  next reconnect delay
+    model_workspace_t *ws;     //  buffers of model runs, reused
+    zsock_t *sock;             //  DEALER to the broker
+    codec_header_t header;     //  header of the message at hand
+    codec_header_t reply;      //  header being built
+    int64_t broker_expires_ms; //  broker dead after this without a message
+    int backoff_ms;            //  next reconnect delay
     uint64_t jobs_done;
 } worker_t;
 
@@ -50,7 +50,7 @@ void worker_config_defaults (worker_config_t *config)
 
 static int compare_names (const void *a, const void *b)
 {
-    return strcmp (*(char *const *) a, *(char *const *) b);
+    return strcmp (*(char *const *)a, *(char *const *)b);
 }
 
 //  Loads every *.amm file of the folder, in name order.  Returns how many
@@ -87,8 +87,7 @@ static size_t load_models (worker_t *self, const char *dir_path)
                            "'%s'\"",
                            path, model_name (model));
                 model_destroy (&model);
-            }
-            else {
+            } else {
                 log_info ("model loaded name=%s version=%s path=%s inputs=%zu outputs=%zu",
                           model_name (model), model_version (model), path,
                           model_input_width (model), model_output_count (model));
@@ -125,12 +124,11 @@ static void send_ready (worker_t *self)
     h->n_models = self->n_models;
     for (size_t i = 0; i < self->n_models; i++) {
         snprintf (h->models[i].name, CODEC_NAME_MAX, "%s", model_name (self->models[i]));
-        snprintf (h->models[i].version, CODEC_VERSION_MAX, "%s",
-                  model_version (self->models[i]));
+        snprintf (h->models[i].version, CODEC_VERSION_MAX, "%s", model_version (self->models[i]));
     }
     h->fields = HDR_MODELS | HDR_CREDIT | HDR_PID | HDR_HOST;
     h->credit = self->config->credit;
-    h->pid = (uint32_t) getpid ();
+    h->pid = (uint32_t)getpid ();
     if (gethostname (h->host, sizeof h->host - 1))
         snprintf (h->host, sizeof h->host, "unknown");
     send_msg (self, CMD_READY, h, NULL);
@@ -144,7 +142,7 @@ static int connect_broker (worker_t *self)
     if (!self->sock)
         return -1;
     zsock_set_linger (self->sock, 1000);
-    zsock_set_maxmsgsize (self->sock, (int64_t) self->config->max_message);
+    zsock_set_maxmsgsize (self->sock, (int64_t)self->config->max_message);
     zsock_set_sndhwm (self->sock, 0);
     if (zsock_connect (self->sock, "%s", self->config->broker) == -1) {
         log_error ("cannot connect to the broker endpoint=%s error=\"%s\"", self->config->broker,
@@ -152,7 +150,7 @@ static int connect_broker (worker_t *self)
         return -1;
     }
     self->broker_expires_ms =
-        clock_now_ms () + (int64_t) self->config->heartbeat_ms * self->config->liveness;
+        clock_now_ms () + (int64_t)self->config->heartbeat_ms * self->config->liveness;
     send_ready (self);
     return 0;
 }
@@ -160,8 +158,7 @@ static int connect_broker (worker_t *self)
 //  Computes one job.  Fills *payload_p with the outputs on success; on error
 //  returns a code and a message in err.
 static amaas_code_t compute (worker_t *self, const codec_header_t *h, zframe_t *payload,
-                             model_t **model_p, zframe_t **payload_p, char *err,
-                             size_t err_size)
+                             model_t **model_p, zframe_t **payload_p, char *err, size_t err_size)
 {
     model_t *model = *model_p = find_model (self, h->model);
     if (!model) {
@@ -182,26 +179,26 @@ static amaas_code_t compute (worker_t *self, const codec_header_t *h, zframe_t *
     }
     const codec_tensor_t *in = &inputs[0];
     size_t width = model_input_width (model);
-    if (in->ndim != 2 || in->shape[1] != (int64_t) width || in->shape[0] < 1) {
+    if (in->ndim != 2 || in->shape[1] != (int64_t)width || in->shape[0] < 1) {
         char shape[128] = "";
         size_t len = 0;
         for (int d = 0; d < in->ndim && len < sizeof shape - 24; d++)
-            len += (size_t) snprintf (shape + len, sizeof shape - len, "%s%" PRId64,
-                                      d ? ", " : "", in->shape[d]);
+            len += (size_t)snprintf (shape + len, sizeof shape - len, "%s%" PRId64, d ? ", " : "",
+                                     in->shape[d]);
         snprintf (err, err_size,
                   "input '%.*s' has shape [%s]; model '%s' expects [rows, %zu] with rows >= 1",
-                  (int) in->name_len, in->name, shape, h->model, width);
+                  (int)in->name_len, in->name, shape, h->model, width);
         return AMAAS_INVALID_ARGUMENT;
     }
-    if (in->datatype != AMAAS_FP32 && in->datatype != AMAAS_FP64 && in->datatype != AMAAS_INT32
-        && in->datatype != AMAAS_INT64) {
+    if (in->datatype != AMAAS_FP32 && in->datatype != AMAAS_FP64 && in->datatype != AMAAS_INT32 &&
+        in->datatype != AMAAS_INT64) {
         snprintf (err, err_size,
                   "input '%.*s' has datatype %s; model '%s' takes FP32, FP64, INT32 or INT64",
-                  (int) in->name_len, in->name, amaas_dtype_name (in->datatype), h->model);
+                  (int)in->name_len, in->name, amaas_dtype_name (in->datatype), h->model);
         return AMAAS_INVALID_ARGUMENT;
     }
     model_output_t outs[MODEL_MAX_OUTPUTS];
-    if (model_run (model, self->ws, in->datatype, in->data, (size_t) in->shape[0], outs, why,
+    if (model_run (model, self->ws, in->datatype, in->data, (size_t)in->shape[0], outs, why,
                    sizeof why)) {
         snprintf (err, err_size, "model '%.100s': %.140s", h->model, why);
         return AMAAS_INTERNAL;
@@ -221,8 +218,7 @@ static amaas_code_t compute (worker_t *self, const codec_header_t *h, zframe_t *
             for (k = 0; k < n_outputs && strcmp (outs[k].name, h->outputs[i]) != 0; k++)
                 ;
             if (k == n_outputs) {
-                snprintf (err, err_size, "model '%s' has no output '%s'", h->model,
-                          h->outputs[i]);
+                snprintf (err, err_size, "model '%s' has no output '%s'", h->model, h->outputs[i]);
                 return AMAAS_INVALID_ARGUMENT;
             }
         }
@@ -287,7 +283,7 @@ static void on_message (worker_t *self)
     codec_cmd_t cmd;
     zframe_t *payload;
     self->broker_expires_ms =
-        clock_now_ms () + (int64_t) self->config->heartbeat_ms * self->config->liveness;
+        clock_now_ms () + (int64_t)self->config->heartbeat_ms * self->config->liveness;
     self->backoff_ms = self->config->heartbeat_ms;
     if (codec_msg_parse (msg, &cmd, &self->header, &payload, err, sizeof err))
         log_warn ("bad message from the broker error=\"%s\"", err);
@@ -296,8 +292,7 @@ static void on_message (worker_t *self)
     else if (cmd == CMD_DISCONNECT) {
         log_info ("broker asked to register again reason=\"%s\"", self->header.message);
         send_ready (self);
-    }
-    else if (cmd == CMD_ERROR)
+    } else if (cmd == CMD_ERROR)
         log_error ("broker reported an error code=%s message=\"%s\"",
                    amaas_code_name (self->header.code), self->header.message);
     zmsg_destroy (&msg);
@@ -322,7 +317,7 @@ int worker_run (const worker_config_t *config)
     while (!zsys_interrupted) {
         int64_t wait = next_beat - clock_now_ms ();
         zmq_pollitem_t item = {zsock_resolve (self.sock), 0, ZMQ_POLLIN, 0};
-        if (zmq_poll (&item, 1, (long) (wait > 0 ? wait : 0)) > 0)
+        if (zmq_poll (&item, 1, (long)(wait > 0 ? wait : 0)) > 0)
             on_message (&self);
         int64_t now = clock_now_ms ();
         if (now >= next_beat) {
@@ -335,8 +330,8 @@ int worker_run (const worker_config_t *config)
             log_warn ("broker silent, reconnecting broker=%s after=%dms", config->broker,
                       self.backoff_ms);
             zclock_sleep (self.backoff_ms);
-            self.backoff_ms = self.backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
-                                                                   : self.backoff_ms * 2;
+            self.backoff_ms =
+                self.backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self.backoff_ms * 2;
             if (connect_broker (&self))
                 goto done;
         }
