@@ -20,6 +20,8 @@
 #include "dispatch.h"
 #include "log.h"
 
+#define EXPIRE_MS 50 //  how often queues are swept for expired deadlines
+
 typedef struct {
     const broker_config_t *config;
     zsock_t *frontend;     //  ROUTER for clients
@@ -100,6 +102,13 @@ static int send_job (broker_job_t *job, broker_worker_t *worker, void *arg)
     h->fields = HDR_JOB;
     h->job = job->token;
     codec_header_set_model (h, job->model);
+    if (job->deadline_us) {
+        //  What is left of the budget, relative: the worker's clock need not
+        //  agree with ours.  The pump only sends jobs not yet expired.
+        uint64_t now = clock_now_us ();
+        h->fields |= HDR_DEADLINE_MS;
+        h->deadline_ms = job->deadline_us > now ? (uint32_t)((job->deadline_us - now) / 1000) : 0;
+    }
     if (job->n_outputs) {
         h->fields |= HDR_OUTPUTS;
         h->n_outputs = job->n_outputs;
@@ -116,7 +125,8 @@ static int send_job (broker_job_t *job, broker_worker_t *worker, void *arg)
 
 static void pump (broker_t *self)
 {
-    dispatch_pump (self->dispatch, send_job, self, clock_now_us ());
+    dispatch_pump (self->dispatch, send_job, self, clock_now_us (), self->failed);
+    answer_failed_list (self);
 }
 
 static void on_frontend (broker_t *self)
@@ -300,7 +310,6 @@ static void on_heartbeat (broker_t *self)
     if (dead)
         log_warn ("workers declared dead count=%zu after=%dms", dead,
                   self->config->heartbeat_ms * self->config->liveness);
-    answer_failed_list (self);
     codec_header_t *r = &self->reply;
     codec_header_reset (r);
     for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
@@ -359,8 +368,10 @@ int broker_run (const broker_config_t *config)
 
     poller = zpoller_new (self.frontend, self.backend, NULL);
     int64_t next_beat = clock_now_ms () + config->heartbeat_ms;
+    int64_t next_expire = clock_now_ms () + EXPIRE_MS;
     while (!zsys_interrupted) {
-        int64_t wait = next_beat - clock_now_ms ();
+        int64_t wake = next_beat < next_expire ? next_beat : next_expire;
+        int64_t wait = wake - clock_now_ms ();
         void *which = zpoller_wait (poller, (int)(wait > 0 ? wait : 0));
         if (which == self.frontend)
             on_frontend (&self);
@@ -368,6 +379,13 @@ int broker_run (const broker_config_t *config)
             on_backend (&self);
         else if (zpoller_terminated (poller))
             break;
+        if (clock_now_ms () >= next_expire) {
+            //  Queued jobs past their deadline are answered within this
+            //  much of it, even when no worker frees up
+            dispatch_expire (self.dispatch, clock_now_us (), self.failed);
+            answer_failed_list (&self);
+            next_expire = clock_now_ms () + EXPIRE_MS;
+        }
         if (clock_now_ms () >= next_beat) {
             on_heartbeat (&self);
             next_beat = clock_now_ms () + config->heartbeat_ms;

@@ -52,7 +52,8 @@ static void model_destroy (broker_model_t **self_p)
     broker_model_t *self = *self_p;
     if (!self)
         return;
-    zlistx_destroy (&self->queue);
+    for (int p = 0; p < CODEC_PRIORITIES; p++)
+        zlistx_destroy (&self->queue[p]);
     zlistx_destroy (&self->workers);
     free (self);
     *self_p = NULL;
@@ -147,6 +148,10 @@ broker_job_t *dispatch_job_new (dispatch_t *self, uint64_t id, const codec_heade
         job->n_outputs = request->n_outputs;
     }
     job->received_us = now_us;
+    if (request->fields & HDR_PRIORITY)
+        job->priority = request->priority < CODEC_PRIORITIES ? request->priority : 0;
+    if (request->fields & HDR_DEADLINE_MS)
+        job->deadline_us = now_us + (uint64_t)request->deadline_ms * 1000u;
     if (client_p) {
         job->client = *client_p;
         *client_p = NULL;
@@ -201,9 +206,10 @@ static broker_model_t *model_require (dispatch_t *self, const char *name)
     if (!model)
         return NULL;
     snprintf (model->name, sizeof model->name, "%s", name);
-    model->queue = dispatch_job_list_new ();
-    model->workers = zlistx_new ();
-    if (!model->queue || !model->workers) {
+    bool ok = (model->workers = zlistx_new ()) != NULL;
+    for (int p = 0; p < CODEC_PRIORITIES; p++)
+        ok &= (model->queue[p] = dispatch_job_list_new ()) != NULL;
+    if (!ok) {
         model_destroy (&model);
         return NULL;
     }
@@ -211,15 +217,56 @@ static broker_model_t *model_require (dispatch_t *self, const char *name)
     return model;
 }
 
+//  Queues a job at the end (or the front) of its priority's queue.
+//  Returns 0, -1 on out-of-memory.
+static int queue_push (broker_model_t *model, broker_job_t *job, bool front)
+{
+    zlistx_t *queue = model->queue[job->priority];
+    void *handle = front ? zlistx_add_start (queue, job) : zlistx_add_end (queue, job);
+    if (!handle)
+        return -1;
+    *job_handle (job) = handle;
+    model->queued++;
+    return 0;
+}
+
+//  The job that goes next: the oldest of the most urgent priority; NULL if
+//  none waits.
+static broker_job_t *queue_head (broker_model_t *model)
+{
+    for (int p = CODEC_PRIORITIES - 1; p >= 0; p--)
+        if (zlistx_size (model->queue[p]))
+            return zlistx_head (model->queue[p]);
+    return NULL;
+}
+
+//  Takes a queued job out of its queue.
+static void queue_remove (broker_model_t *model, broker_job_t *job)
+{
+    zlistx_detach (model->queue[job->priority], *job_handle (job));
+    model->queued--;
+}
+
+//  Fails every queued job of a model with `code`.
+static void queue_fail_all (broker_model_t *model, amaas_code_t code, zlistx_t *failed,
+                            const char *message)
+{
+    broker_job_t *job;
+    while ((job = queue_head (model))) {
+        queue_remove (model, job);
+        fail_job (job, code, failed, "%s", message);
+    }
+}
+
 //  Fails the queued jobs of a model that no worker serves any more.
 static void fail_orphaned_queue (broker_model_t *model, zlistx_t *failed)
 {
     if (zlistx_size (model->workers))
         return;
-    broker_job_t *job;
-    while ((job = zlistx_detach (model->queue, NULL)))
-        fail_job (job, AMAAS_UNAVAILABLE, failed,
-                  "no worker serves model '%s' any more: retry later", model->name);
+    char message[CODEC_MESSAGE_MAX];
+    snprintf (message, sizeof message, "no worker serves model '%.128s' any more: retry later",
+              model->name);
+    queue_fail_all (model, AMAAS_UNAVAILABLE, failed, message);
 }
 
 //  Detaches the worker from every model it serves, and returns the list of
@@ -259,7 +306,7 @@ static void worker_requeue_jobs (dispatch_t *self, broker_worker_t *worker, zlis
                       "retry later",
                       job->model);
         else
-            *job_handle (job) = zlistx_add_start (model->queue, job);
+            queue_push (model, job, true);
     }
 }
 
@@ -356,18 +403,16 @@ amaas_code_t dispatch_submit (dispatch_t *self, broker_job_t *job, const char *v
                   version);
         return job->fail_code = AMAAS_NOT_FOUND;
     }
-    if (zlistx_size (model->queue) >= self->max_queue) {
+    if (model->queued >= self->max_queue) {
         snprintf (job->fail_message, sizeof job->fail_message,
                   "queue of model '%s' is full (%zu jobs waiting): retry later", job->model,
-                  zlistx_size (model->queue));
+                  model->queued);
         return job->fail_code = AMAAS_RESOURCE_EXHAUSTED;
     }
-    void *handle = zlistx_add_end (model->queue, job);
-    if (!handle) {
+    if (queue_push (model, job, false)) {
         snprintf (job->fail_message, sizeof job->fail_message, "broker out of memory");
         return job->fail_code = AMAAS_INTERNAL;
     }
-    *job_handle (job) = handle;
     return AMAAS_OK;
 }
 
@@ -386,19 +431,37 @@ static broker_worker_t *pick_worker (broker_model_t *model)
     return best;
 }
 
-size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint64_t now_us)
+static bool expired (const broker_job_t *job, uint64_t now_us)
+{
+    return job->deadline_us && now_us >= job->deadline_us;
+}
+
+static void fail_expired (broker_job_t *job, uint64_t now_us, zlistx_t *failed)
+{
+    fail_job (job, AMAAS_DEADLINE_EXCEEDED, failed,
+              "deadline passed after %" PRIu64 " ms in the queue of model '%.128s'; not computed",
+              (now_us - job->received_us) / 1000, job->model);
+}
+
+size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint64_t now_us,
+                      zlistx_t *failed)
 {
     size_t sent = 0;
     for (broker_model_t *model = zhashx_first (self->models); model;
          model = zhashx_next (self->models)) {
-        while (zlistx_size (model->queue)) {
+        broker_job_t *job;
+        while ((job = queue_head (model))) {
+            if (expired (job, now_us)) {
+                queue_remove (model, job);
+                fail_expired (job, now_us, failed);
+                continue;
+            }
             broker_worker_t *worker = pick_worker (model);
             if (!worker)
                 break;
-            broker_job_t *job = zlistx_head (model->queue);
             if (send (job, worker, arg))
                 break;
-            zlistx_detach (model->queue, NULL);
+            queue_remove (model, job);
             job->worker = worker;
             job->dispatched_us = now_us;
             worker->last_given = ++self->next_given;
@@ -438,11 +501,28 @@ size_t dispatch_purge (dispatch_t *self, int64_t now_ms, zlistx_t *failed)
 void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message, zlistx_t *failed)
 {
     for (broker_model_t *model = zhashx_first (self->models); model;
-         model = zhashx_next (self->models)) {
-        broker_job_t *job;
-        while ((job = zlistx_detach (model->queue, NULL)))
-            fail_job (job, code, failed, "%s", message);
-    }
+         model = zhashx_next (self->models))
+        queue_fail_all (model, code, failed, message);
+}
+
+size_t dispatch_expire (dispatch_t *self, uint64_t now_us, zlistx_t *failed)
+{
+    size_t count = 0;
+    for (broker_model_t *model = zhashx_first (self->models); model;
+         model = zhashx_next (self->models))
+        for (int p = 0; p < CODEC_PRIORITIES; p++) {
+            broker_job_t *job = zlistx_first (model->queue[p]);
+            while (job) {
+                broker_job_t *next = zlistx_next (model->queue[p]);
+                if (expired (job, now_us)) {
+                    queue_remove (model, job);
+                    fail_expired (job, now_us, failed);
+                    count++;
+                }
+                job = next;
+            }
+        }
+    return count;
 }
 
 void dispatch_shutdown (dispatch_t *self, zlistx_t *failed)
@@ -508,7 +588,7 @@ size_t dispatch_worker_count (dispatch_t *self)
 size_t dispatch_queued (dispatch_t *self, const char *name)
 {
     broker_model_t *model = zhashx_lookup (self->models, name);
-    return model ? zlistx_size (model->queue) : 0;
+    return model ? model->queued : 0;
 }
 
 size_t dispatch_in_flight (dispatch_t *self)

@@ -37,16 +37,19 @@ typedef struct {
     uint64_t received_us;            //  when the broker received it
     uint64_t dispatched_us;          //  when it was last sent to a worker
     uint32_t lost;                   //  workers lost while holding it
+    uint32_t priority;               //  0 .. CODEC_PRIORITIES-1, higher first
+    uint64_t deadline_us;            //  answer DEADLINE_EXCEEDED after this; 0: none
     broker_worker_t *worker;         //  worker holding it, or NULL if queued
     amaas_code_t fail_code;          //  when failed: why
     char fail_message[CODEC_MESSAGE_MAX];
 } broker_job_t;
 
 struct broker_model_t {
-    char name[CODEC_NAME_MAX];       //  model name
-    char version[CODEC_VERSION_MAX]; //  version of the last worker that announced it
-    zlistx_t *queue;                 //  broker_job_t *, FIFO
-    zlistx_t *workers;               //  broker_worker_t * that serve it
+    char name[CODEC_NAME_MAX];         //  model name
+    char version[CODEC_VERSION_MAX];   //  version of the last worker that announced it
+    zlistx_t *queue[CODEC_PRIORITIES]; //  broker_job_t *, FIFO per priority
+    size_t queued;                     //  jobs in all its queues
+    zlistx_t *workers;                 //  broker_worker_t * that serve it
 };
 
 struct broker_worker_t {
@@ -103,8 +106,14 @@ void dispatch_worker_remove (dispatch_t *self, broker_worker_t *worker, zlistx_t
 amaas_code_t dispatch_submit (dispatch_t *self, broker_job_t *job, const char *version);
 
 //  Pair queued jobs with workers that have free credit and call send for
-//  each pair.  Returns the number of jobs sent.
-size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint64_t now_us);
+//  each pair, higher priorities first.  A job past its deadline is not sent:
+//  it goes to `failed` with DEADLINE_EXCEEDED.  Returns the number sent.
+size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint64_t now_us,
+                      zlistx_t *failed);
+
+//  Move every queued job past its deadline to `failed` (DEADLINE_EXCEEDED).
+//  Returns how many.
+size_t dispatch_expire (dispatch_t *self, uint64_t now_us, zlistx_t *failed);
 
 //  A worker finished job `token`: returns the job, now owned by the caller,
 //  or NULL if that worker does not hold that job (late or forged result).

@@ -356,6 +356,14 @@ zframe_t *codec_header_encode (const codec_header_t *self)
         pack_key (&pk, "models");
         pack_models (&pk, self);
     }
+    if (self->fields & HDR_PRIORITY) {
+        pack_key (&pk, "priority");
+        msgpack_pack_uint32 (&pk, self->priority);
+    }
+    if (self->fields & HDR_DEADLINE_MS) {
+        pack_key (&pk, "deadline_ms");
+        msgpack_pack_uint32 (&pk, self->deadline_ms);
+    }
     if (self->fields & HDR_REASON) {
         pack_key (&pk, "reason");
         pack_cstr (&pk, self->message);
@@ -538,6 +546,16 @@ static int decode_field (codec_header_t *self, const msgpack_object *key, const 
             want = "a uint in 1..65535";
         self->credit = (uint32_t)n;
         self->fields |= HDR_CREDIT;
+    } else if (key_is (key, "priority")) {
+        if (get_uint (val, CODEC_PRIORITIES - 1, &n))
+            want = "a uint in 0..3";
+        self->priority = (uint32_t)n;
+        self->fields |= HDR_PRIORITY;
+    } else if (key_is (key, "deadline_ms")) {
+        if (get_uint (val, UINT32_MAX, &n))
+            want = "a uint32 (milliseconds)";
+        self->deadline_ms = (uint32_t)n;
+        self->fields |= HDR_DEADLINE_MS;
     } else if (key_is (key, "pid")) {
         if (get_uint (val, UINT32_MAX, &n))
             want = "a uint32";

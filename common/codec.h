@@ -63,8 +63,12 @@ enum {
     HDR_HOST = 1 << 10,
     HDR_OUTPUTS = 1 << 11,
     HDR_MODELS = 1 << 12,
-    HDR_REASON = 1 << 13
+    HDR_REASON = 1 << 13,
+    HDR_PRIORITY = 1 << 14,
+    HDR_DEADLINE_MS = 1 << 15
 };
+
+#define CODEC_PRIORITIES 4 //  priority levels 0 (default) .. 3 (most urgent)
 
 typedef struct {
     char name[CODEC_NAME_MAX];
@@ -86,6 +90,8 @@ typedef struct {
     uint32_t credit;                 //  READY: jobs the worker may hold
     uint32_t pid;                    //  READY: worker's pid
     char host[CODEC_HOST_MAX];       //  READY: worker's host
+    uint32_t priority;               //  REQUEST: 0 .. CODEC_PRIORITIES-1, higher first
+    uint32_t deadline_ms;            //  REQUEST: budget from receipt; JOB: what is left
     size_t n_outputs;                //  requested output names
     char outputs[CODEC_MAX_OUTPUTS][CODEC_NAME_MAX];
     size_t n_models;       //  READY / MODELS_REPLY entries

@@ -21,7 +21,9 @@ START_TEST (test_header_round_trip)
 {
     codec_header_t in = {0}, out = {0};
     in.fields = HDR_ID | HDR_JOB | HDR_CODE | HDR_QUEUE_US | HDR_COMPUTE_US | HDR_CREDIT | HDR_PID |
-                HDR_HOST | HDR_OUTPUTS;
+                HDR_HOST | HDR_OUTPUTS | HDR_PRIORITY | HDR_DEADLINE_MS;
+    in.priority = 3;
+    in.deadline_ms = 250;
     in.id = UINT64_MAX;
     in.job = 42;
     in.code = AMAAS_NOT_FOUND;
@@ -47,6 +49,8 @@ START_TEST (test_header_round_trip)
     ck_assert_uint_eq (out.compute_us, 7);
     ck_assert_uint_eq (out.credit, 65535);
     ck_assert_uint_eq (out.pid, 4242);
+    ck_assert_uint_eq (out.priority, 3);
+    ck_assert_uint_eq (out.deadline_ms, 250);
     ck_assert_str_eq (out.host, "node-1");
     ck_assert_str_eq (out.model, "iris");
     ck_assert_str_eq (out.version, "3");

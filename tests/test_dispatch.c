@@ -72,7 +72,7 @@ START_TEST (test_dispatch_and_complete)
     broker_worker_t *w = add_worker (d, "w1", "linear", 4, failed);
     broker_job_t *job = submit (d, "linear", 7);
     ck_assert_uint_eq (dispatch_queued (d, "linear"), 1);
-    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 1);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
     ck_assert_ptr_eq (sent.job[0], job);
     ck_assert_ptr_eq (sent.worker[0], w);
     ck_assert_uint_eq (dispatch_queued (d, "linear"), 0);
@@ -125,7 +125,7 @@ START_TEST (test_credit_and_least_loaded)
     for (uint64_t i = 1; i <= 10; i++)
         submit (d, "m", i);
     //  Credit 2 + 3: five go out, five wait
-    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 5);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 5);
     ck_assert_uint_eq (dispatch_queued (d, "m"), 5);
     size_t to_w1 = 0;
     for (size_t i = 0; i < sent.n; i++)
@@ -141,7 +141,7 @@ START_TEST (test_credit_and_least_loaded)
         d, w2, sent.job[1]->worker == w2 ? sent.job[1]->token : sent.job[0]->token);
     ck_assert_ptr_nonnull (done);
     dispatch_job_destroy (&done);
-    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 1);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
     ck_assert_ptr_eq (sent.worker[5], w2);
     ck_assert_uint_eq (sent.job[5]->id, 6);
     //  A send that fails leaves the job queued
@@ -149,7 +149,7 @@ START_TEST (test_credit_and_least_loaded)
                               sent.job[0]->worker == w1 ? sent.job[0]->token : sent.job[1]->token);
     dispatch_job_destroy (&done);
     sent.refuse = true;
-    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 0);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 0);
     ck_assert_uint_eq (dispatch_queued (d, "m"), 4);
     zlistx_destroy (&failed);
     dispatch_destroy (&d);
@@ -167,7 +167,7 @@ START_TEST (test_round_robin_when_idle)
     size_t counts[2] = {0, 0};
     for (uint64_t i = 1; i <= 10; i++) {
         submit (d, "m", i);
-        ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 1);
+        ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
         broker_worker_t *w = sent.worker[sent.n - 1];
         counts[w == w2]++;
         broker_job_t *done = dispatch_complete (d, w, sent.job[sent.n - 1]->token);
@@ -190,17 +190,17 @@ START_TEST (test_dead_worker_requeues)
     for (uint64_t i = 1; i <= 3; i++)
         submit (d, "m", i);
     submit (d, "m", 4);
-    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 3);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 3);
     broker_worker_t *w2 = add_worker (d, "w2", "m", 10, failed);
     //  w2 joined after: job 4 goes to it
-    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 1);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
     ck_assert_ptr_eq (sent.worker[3], w2);
     //  w1 dies holding 1..3: they go back to the front, in order, then to w2
     dispatch_worker_remove (d, w1, failed);
     ck_assert_uint_eq (zlistx_size (failed), 0);
     ck_assert_uint_eq (dispatch_worker_count (d), 1);
     ck_assert_uint_eq (dispatch_queued (d, "m"), 3);
-    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 3);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 3);
     for (size_t i = 4; i < 7; i++) {
         ck_assert_ptr_eq (sent.worker[i], w2);
         ck_assert_uint_eq (sent.job[i]->id, i - 3);
@@ -232,7 +232,7 @@ START_TEST (test_last_worker_gone_fails_queue)
     submit (d, "a", 1);
     submit (d, "a", 2);
     submit (d, "b", 3);
-    dispatch_pump (d, record, &sent, 0);
+    dispatch_pump (d, record, &sent, 0, failed);
     ck_assert_uint_eq (sent.n, 1);
     dispatch_worker_remove (d, w, failed);
     ck_assert_uint_eq (zlistx_size (failed), 3);
@@ -283,19 +283,97 @@ START_TEST (test_reregistration_and_shutdown)
     submit (d, "m", 1);
     submit (d, "m", 2);
     submit (d, "m", 3);
-    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 2);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 2);
     //  The same worker says READY again (it restarted): its jobs are requeued
     add_worker (d, "w1", "m", 2, failed);
     ck_assert_uint_eq (dispatch_worker_count (d), 1);
     ck_assert_uint_eq (dispatch_queued (d, "m"), 3);
     ck_assert_uint_eq (zlistx_size (failed), 0);
-    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0), 2);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 2);
     ck_assert_uint_eq (sent.job[2]->id, 1);
     //  Shutdown fails the held and the queued
     dispatch_shutdown (d, failed);
     ck_assert_uint_eq (zlistx_size (failed), 3);
     ck_assert_uint_eq (dispatch_worker_count (d), 0);
     ck_assert_uint_eq (dispatch_in_flight (d), 0);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
+START_TEST (test_priorities)
+{
+    dispatch_t *d = dispatch_new (100, 2);
+    zlistx_t *failed = dispatch_job_list_new ();
+    sent_t sent = {0};
+    codec_header_t request = {0};
+    codec_header_set_model (&request, "m");
+    request.fields |= HDR_PRIORITY;
+    //  Low-priority jobs first, then urgent ones: urgent ones go out first,
+    //  each level in FIFO order
+    uint32_t levels[6] = {0, 0, 3, 1, 3, 0};
+    add_worker (d, "w1", "m", 10, failed);
+    for (uint64_t i = 0; i < 6; i++) {
+        request.priority = levels[i];
+        broker_job_t *job = dispatch_job_new (d, i, &request, NULL, NULL, 0);
+        ck_assert_int_eq (dispatch_submit (d, job, NULL), AMAAS_OK);
+    }
+    ck_assert_uint_eq (dispatch_queued (d, "m"), 6);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 6);
+    uint64_t order[6] = {2, 4, 3, 0, 1, 5};
+    for (size_t i = 0; i < 6; i++)
+        ck_assert_uint_eq (sent.job[i]->id, order[i]);
+    //  The queue bound counts every level
+    dispatch_t *small = dispatch_new (2, 2);
+    add_worker (small, "w", "m", 1, failed);
+    for (uint64_t i = 0; i < 3; i++) {
+        request.priority = (uint32_t)i;
+        broker_job_t *job = dispatch_job_new (small, i, &request, NULL, NULL, 0);
+        amaas_code_t code = dispatch_submit (small, job, NULL);
+        ck_assert_int_eq (code, i < 2 ? AMAAS_OK : AMAAS_RESOURCE_EXHAUSTED);
+        if (code != AMAAS_OK)
+            dispatch_job_destroy (&job);
+    }
+    dispatch_destroy (&small);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
+START_TEST (test_deadlines)
+{
+    dispatch_t *d = dispatch_new (100, 2);
+    zlistx_t *failed = dispatch_job_list_new ();
+    sent_t sent = {0};
+    codec_header_t request = {0};
+    codec_header_set_model (&request, "m");
+    add_worker (d, "w1", "m", 1, failed);
+    //  Received at t = 1 s: job 1 with 100 ms, job 2 with 5 s, job 3 none
+    request.fields |= HDR_DEADLINE_MS;
+    request.deadline_ms = 100;
+    broker_job_t *j1 = dispatch_job_new (d, 1, &request, NULL, NULL, 1000000);
+    request.deadline_ms = 5000;
+    broker_job_t *j2 = dispatch_job_new (d, 2, &request, NULL, NULL, 1000000);
+    request.fields &= ~(uint32_t)HDR_DEADLINE_MS;
+    broker_job_t *j3 = dispatch_job_new (d, 3, &request, NULL, NULL, 1000000);
+    ck_assert_uint_eq (j1->deadline_us, 1100000);
+    ck_assert_uint_eq (j3->deadline_us, 0);
+    ck_assert_int_eq (dispatch_submit (d, j1, NULL), AMAAS_OK);
+    ck_assert_int_eq (dispatch_submit (d, j2, NULL), AMAAS_OK);
+    ck_assert_int_eq (dispatch_submit (d, j3, NULL), AMAAS_OK);
+    //  Before any deadline: nothing expires
+    ck_assert_uint_eq (dispatch_expire (d, 1050000, failed), 0);
+    //  At 1.2 s job 1 is past its deadline: the pump fails it, never sends it
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 1200000, failed), 1);
+    ck_assert_uint_eq (sent.job[0]->id, 2);
+    ck_assert_uint_eq (zlistx_size (failed), 1);
+    broker_job_t *f = zlistx_first (failed);
+    ck_assert_uint_eq (f->id, 1);
+    ck_assert_int_eq (f->fail_code, AMAAS_DEADLINE_EXCEEDED);
+    ck_assert_ptr_nonnull (strstr (f->fail_message, "deadline"));
+    //  A job with no deadline never expires
+    ck_assert_uint_eq (dispatch_expire (d, UINT64_MAX / 2, failed), 0);
+    ck_assert_uint_eq (dispatch_queued (d, "m"), 1);
     zlistx_destroy (&failed);
     dispatch_destroy (&d);
 }
@@ -313,6 +391,8 @@ int main (void)
     tcase_add_test (tc, test_last_worker_gone_fails_queue);
     tcase_add_test (tc, test_purge_and_models);
     tcase_add_test (tc, test_reregistration_and_shutdown);
+    tcase_add_test (tc, test_priorities);
+    tcase_add_test (tc, test_deadlines);
     suite_add_tcase (s, tc);
     SRunner *sr = srunner_create (s);
     srunner_run_all (sr, CK_NORMAL);
