@@ -13,6 +13,7 @@
 
 #include <czmq.h>
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 
 #include "clock.h"
@@ -21,6 +22,15 @@
 #include "log.h"
 
 #define EXPIRE_MS 50 //  how often queues are swept for expired deadlines
+#define BURST 256    //  messages handled from one socket before the other's turn
+
+static volatile sig_atomic_t stop_requests = 0;
+
+static void on_signal (int sig)
+{
+    (void)sig;
+    stop_requests++;
+}
 
 typedef struct {
     const broker_config_t *config;
@@ -32,6 +42,7 @@ typedef struct {
     codec_header_t reply;  //  header being built
     uint64_t jobs_ok;      //  jobs answered with a result
     uint64_t jobs_failed;  //  jobs answered with an error
+    bool stopping;         //  signalled: no new jobs
 } broker_t;
 
 void broker_config_defaults (broker_config_t *config)
@@ -44,6 +55,7 @@ void broker_config_defaults (broker_config_t *config)
     config->max_message = 64u << 20;
     config->max_queue = 10000;
     config->max_lost = 2;
+    config->shutdown_grace_ms = 5000;
 }
 
 //  Sends [identity][message] on a ROUTER socket; destroys msg.
@@ -176,6 +188,11 @@ static void on_frontend (broker_t *self)
         send_error (self, self->frontend, identity, h->id, AMAAS_INVALID_ARGUMENT, err);
         goto done;
     }
+    if (self->stopping) {
+        send_error (self, self->frontend, identity, h->id, AMAAS_UNAVAILABLE,
+                    "the broker is shutting down: retry later or elsewhere");
+        goto done;
+    }
     zmsg_remove (msg, payload);
     broker_job_t *job =
         dispatch_job_new (self->dispatch, h->id, h, &identity, &payload, clock_now_us ());
@@ -289,6 +306,16 @@ static void on_backend (broker_t *self)
     if (cmd == CMD_RESULT) {
         on_result (self, worker, msg, payload);
         pump (self);
+    } else if (cmd == CMD_DRAIN) {
+        //  The worker finishes what it holds and takes nothing new; the
+        //  answer tells it that no JOB is on its way any more
+        log_info ("worker draining worker=%s jobs_held=%zu", key, zlistx_size (worker->jobs));
+        dispatch_worker_drain (self->dispatch, worker, self->failed);
+        answer_failed_list (self);
+        codec_header_t *r = &self->reply;
+        codec_header_reset (r);
+        zmsg_t *out = codec_msg_new (CMD_DRAIN, r, NULL);
+        send_to (self->backend, identity, &out);
     } else if (cmd == CMD_DISCONNECT) {
         log_info ("worker left worker=%s jobs_held=%zu", key, zlistx_size (worker->jobs));
         dispatch_worker_remove (self->dispatch, worker, self->failed);
@@ -343,7 +370,10 @@ int broker_run (const broker_config_t *config)
 {
     broker_t self = {.config = config};
     int rc = -1;
-    zpoller_t *poller = NULL;
+    struct sigaction action = {.sa_handler = on_signal};
+    sigemptyset (&action.sa_mask);
+    sigaction (SIGINT, &action, NULL);
+    sigaction (SIGTERM, &action, NULL);
     self.frontend = bind_router (config->frontend, config->max_message, "frontend");
     self.backend = bind_router (config->backend, config->max_message, "backend");
     self.dispatch = dispatch_new (config->max_queue, config->max_lost);
@@ -366,19 +396,40 @@ int broker_run (const broker_config_t *config)
     zstr_free (&front);
     zstr_free (&back);
 
-    poller = zpoller_new (self.frontend, self.backend, NULL);
     int64_t next_beat = clock_now_ms () + config->heartbeat_ms;
     int64_t next_expire = clock_now_ms () + EXPIRE_MS;
-    while (!zsys_interrupted) {
+    int64_t stop_by = 0; //  when stopping: give up waiting for jobs then
+    while (stop_requests < 2) {
+        if (stop_requests && !self.stopping) {
+            self.stopping = true;
+            stop_by = clock_now_ms () + config->shutdown_grace_ms;
+            log_info ("broker stopping mode=%s queued=%zu in_flight=%zu grace=%dms",
+                      config->drain ? "drain" : "fail-queued",
+                      dispatch_queued_total (self.dispatch), dispatch_in_flight (self.dispatch),
+                      config->shutdown_grace_ms);
+            if (!config->drain) {
+                dispatch_fail_all (self.dispatch, AMAAS_UNAVAILABLE,
+                                   "the broker is shutting down: retry later or elsewhere",
+                                   self.failed);
+                answer_failed_list (&self);
+            }
+        }
+        if (self.stopping && ((dispatch_queued_total (self.dispatch) == 0 &&
+                               dispatch_in_flight (self.dispatch) == 0) ||
+                              clock_now_ms () >= stop_by))
+            break;
         int64_t wake = next_beat < next_expire ? next_beat : next_expire;
         int64_t wait = wake - clock_now_ms ();
-        void *which = zpoller_wait (poller, (int)(wait > 0 ? wait : 0));
-        if (which == self.frontend)
-            on_frontend (&self);
-        else if (which == self.backend)
-            on_backend (&self);
-        else if (zpoller_terminated (poller))
-            break;
+        zmq_pollitem_t items[] = {{zsock_resolve (self.frontend), 0, ZMQ_POLLIN, 0},
+                                  {zsock_resolve (self.backend), 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll (items, 2, (long)(wait > 0 ? wait : 0)) > 0) {
+            //  Both sides get a turn, a bounded one, so that a flood of
+            //  requests cannot starve the results that free workers
+            for (int i = 0; i < BURST && (zsock_events (self.backend) & ZMQ_POLLIN); i++)
+                on_backend (&self);
+            for (int i = 0; i < BURST && (zsock_events (self.frontend) & ZMQ_POLLIN); i++)
+                on_frontend (&self);
+        }
         if (clock_now_ms () >= next_expire) {
             //  Queued jobs past their deadline are answered within this
             //  much of it, even when no worker frees up
@@ -391,13 +442,14 @@ int broker_run (const broker_config_t *config)
             next_beat = clock_now_ms () + config->heartbeat_ms;
         }
     }
-    log_info ("broker stopping jobs_ok=%" PRIu64 " jobs_failed=%" PRIu64 " in_flight=%zu",
-              self.jobs_ok, self.jobs_failed, dispatch_in_flight (self.dispatch));
+    log_info ("broker stopped jobs_ok=%" PRIu64 " jobs_failed=%" PRIu64
+              " unanswered_in_flight=%zu queued=%zu",
+              self.jobs_ok, self.jobs_failed, dispatch_in_flight (self.dispatch),
+              dispatch_queued_total (self.dispatch));
     dispatch_shutdown (self.dispatch, self.failed);
     answer_failed_list (&self);
     rc = 0;
 done:
-    zpoller_destroy (&poller);
     zlistx_destroy (&self.failed);
     dispatch_destroy (&self.dispatch);
     codec_header_reset (&self.header);

@@ -6,6 +6,7 @@
 #ifndef AMAAS_BROKER_H_INCLUDED
 #define AMAAS_BROKER_H_INCLUDED
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,15 +19,18 @@ typedef struct {
     size_t max_message;         //  largest request accepted, bytes
     size_t max_queue;           //  jobs waiting per model
     uint32_t max_lost;          //  a job lost with this many workers fails
-    uint64_t max_elements;      //  (checked by workers; advertised for docs)
+    bool drain;                 //  on SIGTERM: serve the queued jobs before exiting
+    int shutdown_grace_ms;      //  on SIGTERM: longest wait for queued and held jobs
 } broker_config_t;
 
 //  Fills a config with the defaults.  Cannot fail.
 void broker_config_defaults (broker_config_t *config);
 
-//  Runs the broker until SIGINT or SIGTERM.  Returns 0 after a clean
-//  shutdown (queued jobs answered UNAVAILABLE), -1 if it could not start
-//  (the reason is logged).
+//  Runs the broker until SIGINT or SIGTERM.  Then it takes no new job
+//  (UNAVAILABLE), answers the queued ones UNAVAILABLE (or, with drain,
+//  serves them), waits up to shutdown_grace_ms for the jobs workers hold,
+//  answers whatever is left UNAVAILABLE and returns 0.  A second signal cuts
+//  the wait short.  Returns -1 if it could not start (the reason is logged).
 int broker_run (const broker_config_t *config);
 
 #endif

@@ -389,6 +389,16 @@ void dispatch_worker_remove (dispatch_t *self, broker_worker_t *worker, zlistx_t
     zhashx_delete (self->workers, worker->key);
 }
 
+void dispatch_worker_drain (dispatch_t *self, broker_worker_t *worker, zlistx_t *failed)
+{
+    (void)self;
+    size_t n_models;
+    broker_model_t **models = worker_unlink_models (worker, &n_models);
+    for (size_t i = 0; i < n_models; i++)
+        fail_orphaned_queue (models[i], failed);
+    free (models);
+}
+
 amaas_code_t dispatch_submit (dispatch_t *self, broker_job_t *job, const char *version)
 {
     broker_model_t *model = zhashx_lookup (self->models, job->model);
@@ -589,6 +599,14 @@ size_t dispatch_queued (dispatch_t *self, const char *name)
 {
     broker_model_t *model = zhashx_lookup (self->models, name);
     return model ? model->queued : 0;
+}
+
+size_t dispatch_queued_total (dispatch_t *self)
+{
+    size_t total = 0;
+    for (broker_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
+        total += m->queued;
+    return total;
 }
 
 size_t dispatch_in_flight (dispatch_t *self)

@@ -99,6 +99,11 @@ broker_worker_t *dispatch_worker_find (dispatch_t *self, const char *key);
 //  broker_job_t *) with fail_code set.  Cannot fail.
 void dispatch_worker_remove (dispatch_t *self, broker_worker_t *worker, zlistx_t *failed);
 
+//  The worker drains: it serves no model any more (queues of models nobody
+//  else serves fail into `failed`) but keeps the jobs it holds until their
+//  results come or it is removed.  Cannot fail.
+void dispatch_worker_drain (dispatch_t *self, broker_worker_t *worker, zlistx_t *failed);
+
 //  Queue a job.  Returns AMAAS_OK (the dispatcher owns the job), or
 //  AMAAS_NOT_FOUND (no worker serves the model, or not that version) or
 //  AMAAS_RESOURCE_EXHAUSTED (queue full), with a message in job->fail_message;
@@ -142,6 +147,7 @@ int dispatch_models (dispatch_t *self, codec_header_t *header);
 size_t dispatch_worker_count (dispatch_t *self);
 size_t dispatch_queued (dispatch_t *self, const char *model);
 size_t dispatch_in_flight (dispatch_t *self);
+size_t dispatch_queued_total (dispatch_t *self);
 
 //  A new zlistx for `failed` lists: destroying it destroys the jobs left in it.
 zlistx_t *dispatch_job_list_new (void);

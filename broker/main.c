@@ -23,14 +23,19 @@ static void usage (FILE *out, const broker_config_t *d)
              "  --max-message BYTES     largest request accepted [%zu]\n"
              "  --max-queue N           jobs waiting per model [%zu]\n"
              "  --max-lost N            a job lost with N workers fails UNAVAILABLE [%u]\n"
+             "  --drain                 on SIGTERM, serve the queued jobs before exiting\n"
+             "                          (default: answer them UNAVAILABLE)\n"
+             "  --shutdown-grace-ms N   on SIGTERM, longest wait for jobs to finish [%d]\n"
              "  --endpoints-file PATH   write the bound endpoints there (useful with port *)\n"
              "  --log-level LEVEL       error, warn, info or debug [info]\n"
              "  -h, --help              show this help\n"
              "\n"
              "Endpoints are ZeroMQ endpoints, e.g. tcp://*:5555 or tcp://127.0.0.1:*.\n"
-             "SIGINT or SIGTERM: answer queued jobs UNAVAILABLE and exit 0.\n",
+             "SIGINT or SIGTERM: take no new jobs, answer the queued ones UNAVAILABLE (or\n"
+             "serve them, --drain), wait for the jobs workers hold, exit 0.  A second\n"
+             "signal stops at once.\n",
              d->frontend, d->backend, d->heartbeat_ms, d->liveness, d->max_message, d->max_queue,
-             d->max_lost);
+             d->max_lost, d->shutdown_grace_ms);
 }
 
 //  Parses a positive integer option, or exits with a message.
@@ -59,6 +64,8 @@ int main (int argc, char *argv[])
                                             {"max-queue", required_argument, 0, 'Q'},
                                             {"max-lost", required_argument, 0, 'R'},
                                             {"endpoints-file", required_argument, 0, 'E'},
+                                            {"drain", no_argument, 0, 'D'},
+                                            {"shutdown-grace-ms", required_argument, 0, 'G'},
                                             {"log-level", required_argument, 0, 'l'},
                                             {"help", no_argument, 0, 'h'},
                                             {0, 0, 0, 0}};
@@ -72,6 +79,10 @@ int main (int argc, char *argv[])
         case 'M': config.max_message = (size_t)positive ("max-message", optarg, 1LL << 31); break;
         case 'Q': config.max_queue = (size_t)positive ("max-queue", optarg, 100000000); break;
         case 'R': config.max_lost = (uint32_t)positive ("max-lost", optarg, 1000); break;
+        case 'D': config.drain = true; break;
+        case 'G':
+            config.shutdown_grace_ms = (int)positive ("shutdown-grace-ms", optarg, 3600000);
+            break;
         case 'E': config.endpoints_file = optarg; break;
         case 'l':
             level = log_level_from_name (optarg);

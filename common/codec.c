@@ -657,7 +657,7 @@ int codec_msg_parse (zmsg_t *msg, codec_cmd_t *cmd, codec_header_t *header, zfra
     bool has_payload = c == CMD_REQUEST || c == CMD_REPLY || c == CMD_JOB || c == CMD_RESULT;
     bool known = has_payload || c == CMD_MODELS || c == CMD_MODELS_REPLY || c == CMD_PING ||
                  c == CMD_PONG || c == CMD_ERROR || c == CMD_READY || c == CMD_HEARTBEAT ||
-                 c == CMD_DISCONNECT;
+                 c == CMD_DRAIN || c == CMD_DISCONNECT;
     if (!known) {
         snprintf (err, err_size, "unknown command 0x%02x", c);
         return -1;

@@ -45,7 +45,8 @@ typedef enum {
     CMD_JOB = 0x11,
     CMD_RESULT = 0x12,
     CMD_HEARTBEAT = 0x13,
-    CMD_DISCONNECT = 0x14
+    CMD_DISCONNECT = 0x14,
+    CMD_DRAIN = 0x15
 } codec_cmd_t;
 
 //  Bits of codec_header_t.fields: which keys are present
