@@ -9,6 +9,12 @@
     dimension is the batch, and little-endian row-major data.  Errors are a
     gRPC-style code and a message a person can act on.
 
+    Jobs that get no answer within the attempt timeout, or that come back
+    UNAVAILABLE (worker lost, broker restarting), are sent again with the
+    same id, a bounded number of times with backoff; if the service answers
+    a job twice, the library drops the second answer.  Each job gets exactly
+    one result from amaas_recv or amaas_predict.
+
     A client is not thread-safe: use one per thread.
 */
 #ifndef AMAAS_H_INCLUDED
@@ -90,6 +96,13 @@ typedef struct {
     void *_priv;             //  library's own
 } amaas_result_t;
 
+//  Options of one job (amaas_send_opts).  Zero means "not set".
+typedef struct {
+    uint32_t deadline_ms; //  answer DEADLINE_EXCEEDED rather than compute after this long
+    uint32_t priority;    //  0 (default) .. 3 (most urgent)
+    const char *version;  //  model version required, or NULL
+} amaas_options_t;
+
 //  A model the broker can serve.
 typedef struct {
     char name[128];
@@ -112,16 +125,34 @@ void amaas_close (amaas_client_t **self_p);
 //  Cannot fail.
 void amaas_set_timeout (amaas_client_t *self, int timeout_ms);
 
+//  Retries: a job is sent at most `attempts` times (1 = never resent); an
+//  attempt that has no answer after attempt_timeout_ms is resent.  Defaults:
+//  3 attempts, 2000 ms.  Cannot fail.
+void amaas_set_retry (amaas_client_t *self, int attempts, int attempt_timeout_ms);
+
 //  Send one job for `model` with the given inputs, without waiting for the
 //  result.  Returns the job's id (never 0); on error returns 0 and err says why.
 //  The inputs are encoded before the call returns: the caller may free them.
 uint64_t amaas_send (amaas_client_t *self, const char *model, const amaas_tensor_t *inputs,
                      size_t n_inputs, amaas_error_t *err);
 
+//  Same, with options (deadline, priority, version); opts may be NULL.
+uint64_t amaas_send_opts (amaas_client_t *self, const char *model, const amaas_tensor_t *inputs,
+                          size_t n_inputs, const amaas_options_t *opts, amaas_error_t *err);
+
+//  Jobs sent and not yet returned by amaas_recv / amaas_predict.
+size_t amaas_pending (const amaas_client_t *self);
+
+//  Counters since connect: attempts resent, and answers dropped as
+//  duplicates.  Either pointer may be NULL.  Cannot fail.
+void amaas_stats (const amaas_client_t *self, uint64_t *resent, uint64_t *duplicates);
+
 //  Wait up to timeout_ms (-1: the client's timeout) for the next result of any
 //  job sent on this client.  Returns a result the caller frees with
 //  amaas_result_destroy; returns NULL on timeout, and err says
-//  DEADLINE_EXCEEDED.  A job's error is a result with error.code set.
+//  DEADLINE_EXCEEDED.  A job's error is a result with error.code set; a job
+//  that got no answer after every attempt is a result with
+//  DEADLINE_EXCEEDED.
 amaas_result_t *amaas_recv (amaas_client_t *self, int timeout_ms, amaas_error_t *err);
 
 //  Send one job and wait for its result (the client's timeout).  Results of

@@ -1,10 +1,16 @@
 /*  client.c - libamaas: send inference jobs to an amaas broker.
 
-    One DEALER socket per client.  amaas_send encodes a REQUEST and returns
-    at once; amaas_recv takes the next REPLY.  Synchronous calls (predict,
-    models) wait for their own answer and park any other reply that arrives
-    meanwhile in a FIFO that amaas_recv serves first, so pipelined and
-    synchronous use can be mixed on one client.
+    One DEALER socket per client.  Every job sent is remembered as pending,
+    with its encoded inputs, until its result is handed to the caller: that
+    is what lets the library resend it, with the same id, when an attempt
+    gets no answer in time or comes back UNAVAILABLE, and drop a second
+    answer to a job already answered.  Pending jobs sit in a table by id and
+    in a list ordered by when their attempt times out.
+
+    All waiting goes through pump(), which reads the socket, fires the
+    retry timers, and parks results that nobody asked for yet in a FIFO that
+    amaas_recv serves first; so pipelined and synchronous calls mix freely
+    on one client.
 */
 #include "amaas.h"
 
@@ -14,12 +20,35 @@
 #include "clock.h"
 #include "codec.h"
 
+#define BACKOFF_FIRST_MS 50 //  first wait before resending an UNAVAILABLE job
+#define BACKOFF_MAX_MS 2000
+
+typedef struct {
+    uint64_t id;                     //  job id, also the table key
+    char model[CODEC_NAME_MAX];      //  model name
+    char version[CODEC_VERSION_MAX]; //  required version, or ""
+    uint32_t priority;               //  0..3
+    uint32_t deadline_ms;            //  budget from the first send, 0 = none
+    zframe_t *payload;               //  encoded inputs, kept for resends
+    int64_t first_sent_ms;           //  first attempt
+    int64_t next_try_ms;             //  resend (or give up) then
+    int attempts;                    //  attempts sent
+    int backoff_ms;                  //  next wait after UNAVAILABLE
+    void *handle;                    //  in the timers list
+} pending_t;
+
 struct amaas_client_t {
-    zsock_t *sock;         //  DEALER to the broker's frontend
-    int timeout_ms;        //  default wait
-    uint64_t next_id;      //  id of the next job
-    zlistx_t *parked;      //  amaas_result_t * received while waiting for another
-    codec_header_t header; //  header of the message at hand
+    zsock_t *sock;          //  DEALER to the broker's frontend
+    int timeout_ms;         //  default wait of recv and predict
+    int attempts;           //  most attempts per job
+    int attempt_timeout_ms; //  resend after this long without an answer
+    uint64_t next_id;       //  id of the next job
+    zhashx_t *pending;      //  pending_t * by &id
+    zlistx_t *timers;       //  pending_t *, by next_try_ms
+    zlistx_t *parked;       //  amaas_result_t * ready for the caller
+    codec_header_t header;  //  header of the message at hand
+    uint64_t resent;        //  attempts resent
+    uint64_t duplicates;    //  answers dropped as duplicates
 };
 
 static void set_error (amaas_error_t *err, amaas_code_t code, const char *fmt, ...)
@@ -41,9 +70,57 @@ static void result_destructor (void **item)
     amaas_result_destroy ((amaas_result_t **)item);
 }
 
+static size_t id_hash (const void *key)
+{
+    uint64_t x = *(const uint64_t *)key;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    return (size_t)(x ^ (x >> 33));
+}
+
+static int id_compare (const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int timer_compare (const void *a, const void *b)
+{
+    int64_t x = ((const pending_t *)a)->next_try_ms, y = ((const pending_t *)b)->next_try_ms;
+    return x < y ? -1 : x > y;
+}
+
+static void pending_destroy (pending_t **self_p)
+{
+    if (!*self_p)
+        return;
+    zframe_destroy (&(*self_p)->payload);
+    free (*self_p);
+    *self_p = NULL;
+}
+
 void amaas_set_timeout (amaas_client_t *self, int timeout_ms)
 {
-    self->timeout_ms = timeout_ms;
+    self->timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
+}
+
+void amaas_set_retry (amaas_client_t *self, int attempts, int attempt_timeout_ms)
+{
+    self->attempts = attempts > 0 ? attempts : 1;
+    self->attempt_timeout_ms = attempt_timeout_ms > 0 ? attempt_timeout_ms : 1;
+}
+
+size_t amaas_pending (const amaas_client_t *self)
+{
+    return zhashx_size (self->pending);
+}
+
+void amaas_stats (const amaas_client_t *self, uint64_t *resent, uint64_t *duplicates)
+{
+    if (resent)
+        *resent = self->resent;
+    if (duplicates)
+        *duplicates = self->duplicates;
 }
 
 //  Sends a header-only command.  Returns 0 or -1.
@@ -61,145 +138,95 @@ static int send_command (amaas_client_t *self, codec_cmd_t cmd, uint64_t id)
     return 0;
 }
 
-//  Waits up to timeout_ms for a message; NULL on timeout or interrupt.
-static zmsg_t *wait_message (amaas_client_t *self, int64_t until_ms)
+//  Moves a pending job in the timers list to its new next_try_ms.
+static void timer_set (amaas_client_t *self, pending_t *p, int64_t at_ms)
 {
-    while (true) {
-        int64_t left = until_ms - clock_now_ms ();
-        if (left < 0)
-            left = 0;
-        zmq_pollitem_t item = {zsock_resolve (self->sock), 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll (&item, 1, (long)left);
-        if (rc > 0)
-            return zmsg_recv (self->sock);
-        if (rc < 0 && zmq_errno () == EINTR && left > 0)
-            continue;
+    p->next_try_ms = at_ms;
+    if (p->handle)
+        zlistx_reorder (self->timers, p->handle, false);
+    else
+        p->handle = zlistx_insert (self->timers, p, false);
+}
+
+//  A result made by the library itself (no answer from the service).
+static amaas_result_t *local_result (const pending_t *p, amaas_code_t code, const char *message)
+{
+    amaas_result_t *r = calloc (1, sizeof *r);
+    if (!r)
         return NULL;
-    }
+    r->id = p->id;
+    r->error.code = code;
+    snprintf (r->error.message, sizeof r->error.message, "%s", message);
+    r->model = strdup (p->model);
+    r->version = strdup ("");
+    return r;
 }
 
-amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms, amaas_error_t *err)
+//  Forgets a pending job.
+static void pending_finish (amaas_client_t *self, pending_t *p)
 {
-    amaas_client_t *self = calloc (1, sizeof *self);
-    if (!self) {
-        set_error (err, AMAAS_INTERNAL, "out of memory");
-        return NULL;
-    }
-    self->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
-    self->next_id = 1;
-    self->parked = zlistx_new ();
-    self->sock = zsock_new (ZMQ_DEALER);
-    if (!self->parked || !self->sock) {
-        set_error (err, AMAAS_INTERNAL, "cannot create a ZeroMQ socket");
-        goto err;
-    }
-    zlistx_set_destructor (self->parked, result_destructor);
-    zsock_set_linger (self->sock, 0);
-    zsock_set_sndhwm (self->sock, 0);
-    zsock_set_rcvhwm (self->sock, 0);
-    if (zsock_connect (self->sock, "%s", endpoint) == -1) {
-        set_error (err, AMAAS_INVALID_ARGUMENT, "bad broker endpoint '%s': %s", endpoint,
-                   zmq_strerror (zmq_errno ()));
-        goto err;
-    }
-    //  ZeroMQ connects in the background: a PING proves the broker is there
-    uint64_t id = self->next_id++;
-    int64_t until = clock_now_ms () + self->timeout_ms;
-    if (send_command (self, CMD_PING, id))
-        goto unavailable;
-    zmsg_t *msg;
-    while ((msg = wait_message (self, until))) {
-        codec_cmd_t cmd;
-        zframe_t *payload;
-        char why[CODEC_MESSAGE_MAX];
-        int rc = codec_msg_parse (msg, &cmd, &self->header, &payload, why, sizeof why);
-        zmsg_destroy (&msg);
-        if (rc == 0 && cmd == CMD_PONG && self->header.id == id)
-            return self;
-    }
-unavailable:
-    set_error (err, AMAAS_UNAVAILABLE, "no amaas broker answered at %s within %d ms", endpoint,
-               self->timeout_ms);
-err:
-    amaas_close (&self);
-    return NULL;
+    zlistx_detach (self->timers, p->handle);
+    zhashx_delete (self->pending, &p->id);
+    pending_destroy (&p);
 }
 
-void amaas_close (amaas_client_t **self_p)
+//  The job ends here with a result the library made; parked for the caller.
+static void pending_fail (amaas_client_t *self, pending_t *p, amaas_code_t code,
+                          const char *message)
 {
-    amaas_client_t *self = *self_p;
-    if (!self)
-        return;
-    zsock_destroy (&self->sock);
-    zlistx_destroy (&self->parked);
-    codec_header_reset (&self->header);
-    free (self);
-    *self_p = NULL;
+    amaas_result_t *r = local_result (p, code, message);
+    if (r)
+        zlistx_add_end (self->parked, r);
+    pending_finish (self, p);
 }
 
-uint64_t amaas_send (amaas_client_t *self, const char *model, const amaas_tensor_t *inputs,
-                     size_t n_inputs, amaas_error_t *err)
+//  Sends one attempt of a pending job.  The deadline counts from the first
+//  attempt: a resend carries what is left of it.
+static void send_attempt (amaas_client_t *self, pending_t *p)
 {
-    if (!model || !*model || strlen (model) >= CODEC_NAME_MAX) {
-        set_error (err, AMAAS_INVALID_ARGUMENT, "model name must be 1..%d bytes",
-                   CODEC_NAME_MAX - 1);
-        return 0;
-    }
-    if (n_inputs == 0 || n_inputs > CODEC_MAX_TENSORS) {
-        set_error (err, AMAAS_INVALID_ARGUMENT, "a job takes 1..%d input tensors",
-                   CODEC_MAX_TENSORS);
-        return 0;
-    }
-    codec_tensor_t tensors[CODEC_MAX_TENSORS];
-    for (size_t i = 0; i < n_inputs; i++) {
-        const amaas_tensor_t *in = &inputs[i];
-        codec_tensor_t *t = &tensors[i];
-        if (in->ndim < 1 || in->ndim > AMAAS_MAX_DIMS || !in->name ||
-            amaas_dtype_name (in->datatype) == amaas_dtype_name (AMAAS_DTYPE_INVALID)) {
-            set_error (err, AMAAS_INVALID_ARGUMENT,
-                       "input %zu needs a name, a datatype and 1..%d dimensions", i,
-                       AMAAS_MAX_DIMS);
-            return 0;
-        }
-        memset (t, 0, sizeof *t);
-        t->name = in->name;
-        t->name_len = strlen (in->name);
-        t->datatype = in->datatype;
-        t->ndim = in->ndim;
-        memcpy (t->shape, in->shape, sizeof t->shape);
-        t->data = in->data;
-        t->size = in->size;
-    }
-    zframe_t *payload = codec_tensors_encode (tensors, n_inputs);
+    int64_t now = clock_now_ms ();
     codec_header_t *h = &self->header;
     codec_header_reset (h);
     h->fields = HDR_ID;
-    h->id = self->next_id++;
-    codec_header_set_model (h, model);
+    h->id = p->id;
+    codec_header_set_model (h, p->model);
+    if (*p->version)
+        codec_header_set_version (h, p->version);
+    if (p->priority) {
+        h->fields |= HDR_PRIORITY;
+        h->priority = p->priority;
+    }
+    if (p->deadline_ms) {
+        int64_t left = p->first_sent_ms + p->deadline_ms - now;
+        if (left <= 0) {
+            pending_fail (self, p, AMAAS_DEADLINE_EXCEEDED,
+                          "deadline passed before the job could be sent again");
+            return;
+        }
+        h->fields |= HDR_DEADLINE_MS;
+        h->deadline_ms = (uint32_t)left;
+    }
+    zframe_t *payload = zframe_dup (p->payload);
     zmsg_t *msg = codec_msg_new (CMD_REQUEST, h, &payload);
     zframe_destroy (&payload);
-    if (!msg || zmsg_send (&msg, self->sock)) {
+    //  A send that fails (it cannot, with no high-water mark, short of
+    //  out-of-memory) is handled like a lost attempt: it times out
+    if (msg && zmsg_send (&msg, self->sock))
         zmsg_destroy (&msg);
-        set_error (err, AMAAS_UNAVAILABLE, "cannot send the job: %s", zmq_strerror (zmq_errno ()));
-        return 0;
-    }
-    return h->id;
+    p->attempts++;
+    timer_set (self, p, now + self->attempt_timeout_ms);
 }
 
 //  Builds a result from a REPLY (or ERROR) message.  NULL on out-of-memory
 //  or for a message that is not a reply.
-static amaas_result_t *result_from (amaas_client_t *self, zmsg_t *msg)
+static amaas_result_t *result_from (amaas_client_t *self, zmsg_t *msg, codec_cmd_t cmd)
 {
-    codec_cmd_t cmd;
-    zframe_t *payload;
-    char why[CODEC_MESSAGE_MAX];
     codec_header_t *h = &self->header;
-    amaas_result_t *result = NULL;
-    if (codec_msg_parse (msg, &cmd, h, &payload, why, sizeof why))
-        return NULL;
+    zframe_t *payload = zmsg_size (msg) == 4 ? zmsg_last (msg) : NULL;
+    char why[CODEC_MESSAGE_MAX];
     if (cmd != CMD_REPLY && cmd != CMD_ERROR)
         return NULL;
-    result = calloc (1, sizeof *result);
+    amaas_result_t *result = calloc (1, sizeof *result);
     if (!result)
         return NULL;
     result->id = h->id;
@@ -246,55 +273,264 @@ oom:
     return result;
 }
 
-amaas_result_t *amaas_recv (amaas_client_t *self, int timeout_ms, amaas_error_t *err)
+//  A REPLY or ERROR arrived: hand it on, retry it, or drop it as a duplicate.
+static void on_reply (amaas_client_t *self, zmsg_t *msg, codec_cmd_t cmd)
 {
-    amaas_result_t *result = zlistx_detach (self->parked, NULL);
-    if (result)
-        return result;
-    if (timeout_ms < 0)
-        timeout_ms = self->timeout_ms;
-    int64_t until = clock_now_ms () + timeout_ms;
-    zmsg_t *msg;
-    while ((msg = wait_message (self, until))) {
-        result = result_from (self, msg);
-        zmsg_destroy (&msg);
-        if (result)
-            return result;
+    pending_t *p = zhashx_lookup (self->pending, &self->header.id);
+    if (!p) {
+        //  An answer to a job already answered (a resend crossed a late
+        //  answer), or to nothing we sent: never shown to the caller
+        self->duplicates++;
+        return;
     }
-    set_error (err, AMAAS_DEADLINE_EXCEEDED, "no result within %d ms", timeout_ms);
+    if (self->header.code == AMAAS_UNAVAILABLE && p->attempts < self->attempts) {
+        //  Worker lost, broker restarting: try again after a backoff
+        timer_set (self, p, clock_now_ms () + p->backoff_ms);
+        p->backoff_ms = p->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : p->backoff_ms * 2;
+        return;
+    }
+    amaas_result_t *result = result_from (self, msg, cmd);
+    if (result)
+        zlistx_add_end (self->parked, result);
+    pending_finish (self, p);
+}
+
+//  Fires the timers that are due: resend, or give up.
+static void on_timers (amaas_client_t *self)
+{
+    int64_t now = clock_now_ms ();
+    pending_t *p;
+    while ((p = zlistx_first (self->timers)) && p->next_try_ms <= now) {
+        if (p->attempts < self->attempts) {
+            if (p->attempts > 0)
+                self->resent++;
+            send_attempt (self, p);
+        } else {
+            char message[CODEC_MESSAGE_MAX];
+            snprintf (message, sizeof message, "no answer from the broker after %d attempt%s",
+                      p->attempts, p->attempts == 1 ? "" : "s");
+            pending_fail (self, p, AMAAS_DEADLINE_EXCEEDED, message);
+        }
+    }
+}
+
+//  Takes the parked result of job `id` (0: the oldest of any), or NULL.
+static amaas_result_t *take_parked (amaas_client_t *self, uint64_t id)
+{
+    for (amaas_result_t *r = zlistx_first (self->parked); r; r = zlistx_next (self->parked))
+        if (id == 0 || r->id == id)
+            return zlistx_detach_cur (self->parked);
     return NULL;
 }
 
-//  Waits for the REPLY to job `id`, parking others.
-static amaas_result_t *wait_for (amaas_client_t *self, uint64_t id, amaas_error_t *err)
+//  Reads the socket and runs the timers until a result for `id` (0: any
+//  job) is ready, or, when ctl_cmd is set, until a message of that command
+//  with id ctl_id arrives (returned in *ctl_p), or until until_ms.
+static amaas_result_t *pump (amaas_client_t *self, uint64_t id, int64_t until_ms,
+                             codec_cmd_t ctl_cmd, uint64_t ctl_id, zmsg_t **ctl_p)
 {
-    for (amaas_result_t *r = zlistx_first (self->parked); r; r = zlistx_next (self->parked))
-        if (r->id == id)
-            return zlistx_detach_cur (self->parked);
-    int64_t until = clock_now_ms () + self->timeout_ms;
-    zmsg_t *msg;
-    while ((msg = wait_message (self, until))) {
-        amaas_result_t *result = result_from (self, msg);
-        zmsg_destroy (&msg);
-        if (!result)
-            continue;
-        //  A protocol ERROR without id is about the last thing we sent
-        if (result->id == id || result->id == 0) {
-            result->id = id;
-            return result;
+    while (true) {
+        on_timers (self);
+        if (!ctl_cmd) {
+            amaas_result_t *r = take_parked (self, id);
+            if (r)
+                return r;
         }
-        zlistx_add_end (self->parked, result);
+        int64_t now = clock_now_ms ();
+        if (now >= until_ms)
+            return NULL;
+        int64_t wake = until_ms;
+        pending_t *first = zlistx_first (self->timers);
+        if (first && first->next_try_ms < wake)
+            wake = first->next_try_ms;
+        zmq_pollitem_t item = {zsock_resolve (self->sock), 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll (&item, 1, (long)(wake > now ? wake - now : 0));
+        if (rc < 0 && zmq_errno () != EINTR)
+            return NULL;
+        if (rc <= 0)
+            continue;
+        zmsg_t *msg = zmsg_recv (self->sock);
+        if (!msg)
+            continue;
+        codec_cmd_t cmd;
+        zframe_t *payload;
+        char why[CODEC_MESSAGE_MAX];
+        if (codec_msg_parse (msg, &cmd, &self->header, &payload, why, sizeof why) == 0) {
+            if (ctl_cmd && cmd == ctl_cmd && self->header.id == ctl_id) {
+                *ctl_p = msg;
+                return NULL;
+            }
+            if (cmd == CMD_REPLY || cmd == CMD_ERROR)
+                on_reply (self, msg, cmd);
+        }
+        zmsg_destroy (&msg);
     }
-    set_error (err, AMAAS_DEADLINE_EXCEEDED, "no result for job %" PRIu64 " within %d ms", id,
+}
+
+amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms, amaas_error_t *err)
+{
+    amaas_client_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        set_error (err, AMAAS_INTERNAL, "out of memory");
+        return NULL;
+    }
+    self->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
+    self->attempts = 3;
+    self->attempt_timeout_ms = 2000;
+    self->next_id = 1;
+    self->parked = zlistx_new ();
+    self->timers = zlistx_new ();
+    self->pending = zhashx_new ();
+    self->sock = zsock_new (ZMQ_DEALER);
+    if (!self->parked || !self->timers || !self->pending || !self->sock) {
+        set_error (err, AMAAS_INTERNAL, "cannot create a ZeroMQ socket");
+        goto err;
+    }
+    zlistx_set_destructor (self->parked, result_destructor);
+    zlistx_set_comparator (self->timers, timer_compare);
+    zhashx_set_key_hasher (self->pending, id_hash);
+    zhashx_set_key_comparator (self->pending, id_compare);
+    zhashx_set_key_duplicator (self->pending, NULL);
+    zhashx_set_key_destructor (self->pending, NULL);
+    zsock_set_linger (self->sock, 0);
+    zsock_set_sndhwm (self->sock, 0);
+    zsock_set_rcvhwm (self->sock, 0);
+    if (zsock_connect (self->sock, "%s", endpoint) == -1) {
+        set_error (err, AMAAS_INVALID_ARGUMENT, "bad broker endpoint '%s': %s", endpoint,
+                   zmq_strerror (zmq_errno ()));
+        goto err;
+    }
+    //  ZeroMQ connects in the background: a PING proves the broker is there
+    uint64_t id = self->next_id++;
+    zmsg_t *pong = NULL;
+    if (send_command (self, CMD_PING, id) == 0)
+        pump (self, 0, clock_now_ms () + self->timeout_ms, CMD_PONG, id, &pong);
+    if (pong) {
+        zmsg_destroy (&pong);
+        return self;
+    }
+    set_error (err, AMAAS_UNAVAILABLE, "no amaas broker answered at %s within %d ms", endpoint,
                self->timeout_ms);
+err:
+    amaas_close (&self);
     return NULL;
+}
+
+void amaas_close (amaas_client_t **self_p)
+{
+    amaas_client_t *self = *self_p;
+    if (!self)
+        return;
+    zsock_destroy (&self->sock);
+    if (self->timers) {
+        pending_t *p;
+        while ((p = zlistx_detach (self->timers, NULL)))
+            pending_destroy (&p);
+    }
+    zlistx_destroy (&self->timers);
+    zhashx_destroy (&self->pending);
+    zlistx_destroy (&self->parked);
+    codec_header_reset (&self->header);
+    free (self);
+    *self_p = NULL;
+}
+
+uint64_t amaas_send_opts (amaas_client_t *self, const char *model, const amaas_tensor_t *inputs,
+                          size_t n_inputs, const amaas_options_t *opts, amaas_error_t *err)
+{
+    if (!model || !*model || strlen (model) >= CODEC_NAME_MAX) {
+        set_error (err, AMAAS_INVALID_ARGUMENT, "model name must be 1..%d bytes",
+                   CODEC_NAME_MAX - 1);
+        return 0;
+    }
+    if (n_inputs == 0 || n_inputs > CODEC_MAX_TENSORS) {
+        set_error (err, AMAAS_INVALID_ARGUMENT, "a job takes 1..%d input tensors",
+                   CODEC_MAX_TENSORS);
+        return 0;
+    }
+    if (opts &&
+        (opts->priority >= CODEC_PRIORITIES ||
+         (opts->version && (!*opts->version || strlen (opts->version) >= CODEC_VERSION_MAX)))) {
+        set_error (err, AMAAS_INVALID_ARGUMENT,
+                   "options: priority must be 0..%d, version 1..%d bytes", CODEC_PRIORITIES - 1,
+                   CODEC_VERSION_MAX - 1);
+        return 0;
+    }
+    codec_tensor_t tensors[CODEC_MAX_TENSORS];
+    for (size_t i = 0; i < n_inputs; i++) {
+        const amaas_tensor_t *in = &inputs[i];
+        codec_tensor_t *t = &tensors[i];
+        if (in->ndim < 1 || in->ndim > AMAAS_MAX_DIMS || !in->name || !*in->name ||
+            strlen (in->name) >= CODEC_NAME_MAX || in->datatype <= AMAAS_DTYPE_INVALID ||
+            in->datatype > AMAAS_BYTES || (in->size && !in->data)) {
+            set_error (err, AMAAS_INVALID_ARGUMENT,
+                       "input %zu needs a name, a datatype, 1..%d dimensions and its data", i,
+                       AMAAS_MAX_DIMS);
+            return 0;
+        }
+        memset (t, 0, sizeof *t);
+        t->name = in->name;
+        t->name_len = strlen (in->name);
+        t->datatype = in->datatype;
+        t->ndim = in->ndim;
+        memcpy (t->shape, in->shape, sizeof t->shape);
+        t->data = in->data;
+        t->size = in->size;
+    }
+    pending_t *p = calloc (1, sizeof *p);
+    if (!p || !(p->payload = codec_tensors_encode (tensors, n_inputs))) {
+        free (p);
+        set_error (err, AMAAS_INTERNAL, "out of memory");
+        return 0;
+    }
+    p->id = self->next_id++;
+    snprintf (p->model, sizeof p->model, "%s", model);
+    if (opts) {
+        snprintf (p->version, sizeof p->version, "%s", opts->version ? opts->version : "");
+        p->priority = opts->priority;
+        p->deadline_ms = opts->deadline_ms;
+    }
+    p->first_sent_ms = clock_now_ms ();
+    p->backoff_ms = BACKOFF_FIRST_MS;
+    zhashx_insert (self->pending, &p->id, p);
+    uint64_t id = p->id;
+    send_attempt (self, p);
+    return id;
+}
+
+uint64_t amaas_send (amaas_client_t *self, const char *model, const amaas_tensor_t *inputs,
+                     size_t n_inputs, amaas_error_t *err)
+{
+    return amaas_send_opts (self, model, inputs, n_inputs, NULL, err);
+}
+
+amaas_result_t *amaas_recv (amaas_client_t *self, int timeout_ms, amaas_error_t *err)
+{
+    if (timeout_ms < 0)
+        timeout_ms = self->timeout_ms;
+    amaas_result_t *r = pump (self, 0, clock_now_ms () + timeout_ms, 0, 0, NULL);
+    if (!r)
+        set_error (err, AMAAS_DEADLINE_EXCEEDED, "no result within %d ms (%zu jobs pending)",
+                   timeout_ms, amaas_pending (self));
+    return r;
 }
 
 amaas_result_t *amaas_predict (amaas_client_t *self, const char *model,
                                const amaas_tensor_t *inputs, size_t n_inputs, amaas_error_t *err)
 {
     uint64_t id = amaas_send (self, model, inputs, n_inputs, err);
-    return id ? wait_for (self, id, err) : NULL;
+    if (!id)
+        return NULL;
+    amaas_result_t *r = pump (self, id, clock_now_ms () + self->timeout_ms, 0, 0, NULL);
+    if (!r) {
+        //  Given up: forget the job, so that a late answer is dropped
+        pending_t *p = zhashx_lookup (self->pending, &id);
+        if (p)
+            pending_finish (self, p);
+        set_error (err, AMAAS_DEADLINE_EXCEEDED, "no result for job %" PRIu64 " within %d ms", id,
+                   self->timeout_ms);
+    }
+    return r;
 }
 
 void amaas_result_destroy (amaas_result_t **self_p)
@@ -324,36 +560,23 @@ const amaas_tensor_t *amaas_result_output (const amaas_result_t *self, const cha
 int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max, amaas_error_t *err)
 {
     uint64_t id = self->next_id++;
-    if (send_command (self, CMD_MODELS, id)) {
-        set_error (err, AMAAS_UNAVAILABLE, "cannot send to the broker");
+    zmsg_t *reply = NULL;
+    if (send_command (self, CMD_MODELS, id) == 0)
+        pump (self, 0, clock_now_ms () + self->timeout_ms, CMD_MODELS_REPLY, id, &reply);
+    if (!reply) {
+        set_error (err, AMAAS_UNAVAILABLE, "the broker did not answer within %d ms",
+                   self->timeout_ms);
         return -1;
     }
-    int64_t until = clock_now_ms () + self->timeout_ms;
-    zmsg_t *msg;
-    while ((msg = wait_message (self, until))) {
-        codec_cmd_t cmd;
-        zframe_t *payload;
-        char why[CODEC_MESSAGE_MAX];
-        if (codec_msg_parse (msg, &cmd, &self->header, &payload, why, sizeof why) == 0 &&
-            cmd == CMD_MODELS_REPLY && self->header.id == id) {
-            zmsg_destroy (&msg);
-            size_t n = self->header.n_models;
-            for (size_t i = 0; i < n && i < max; i++) {
-                snprintf (models[i].name, sizeof models[i].name, "%s", self->header.models[i].name);
-                snprintf (models[i].version, sizeof models[i].version, "%s",
-                          self->header.models[i].version);
-                models[i].workers = self->header.models[i].workers;
-            }
-            codec_header_reset (&self->header);
-            return (int)n;
-        }
-        //  A job's reply that came meanwhile: keep it for amaas_recv
-        zmsg_first (msg);
-        amaas_result_t *result = result_from (self, msg);
-        if (result)
-            zlistx_add_end (self->parked, result);
-        zmsg_destroy (&msg);
+    zmsg_destroy (&reply);
+    //  self->header still holds the reply's header
+    size_t n = self->header.n_models;
+    for (size_t i = 0; i < n && i < max; i++) {
+        snprintf (models[i].name, sizeof models[i].name, "%s", self->header.models[i].name);
+        snprintf (models[i].version, sizeof models[i].version, "%s",
+                  self->header.models[i].version);
+        models[i].workers = self->header.models[i].workers;
     }
-    set_error (err, AMAAS_UNAVAILABLE, "the broker did not answer within %d ms", self->timeout_ms);
-    return -1;
+    codec_header_reset (&self->header);
+    return (int)n;
 }

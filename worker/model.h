@@ -57,7 +57,8 @@ const char *model_output_name (const model_t *self, size_t index);
 
 const char *model_input_name (const model_t *self);                   //  e.g. "input"
 amaas_dtype_t model_output_dtype (const model_t *self, size_t index); //  FP32/FP64/INT64/BYTES
-//  Columns of an output: k for shape [rows, k], 0 for shape [rows].
+//  Columns of an output: k for shape [rows, k], 0 for shape [rows].  For an
+//  index out of range the output accessors return NULL, INVALID or 0.
 size_t model_output_width (const model_t *self, size_t index);
 //  Bytes of weights the loader copied because they were not 64-byte aligned
 //  in the file (0 when every weight is used in place).  Cannot fail.
@@ -114,7 +115,8 @@ size_t model_workspace_size (const model_workspace_t *self);
 //  type in_dtype (FP32, FP64, INT32 or INT64; converted to the model's
 //  datatype), row-major at in_data, which need not be aligned.  Fills
 //  outputs[0 .. model_output_count-1].  Returns 0; on error (bad datatype,
-//  rows == 0, out of memory) returns -1 with a message in err.
+//  rows == 0, no input data, a batch too large to address, out of memory)
+//  returns -1 with a message in err, and outputs are not to be used.
 int model_run (const model_t *self, model_workspace_t *ws, amaas_dtype_t in_dtype,
                const void *in_data, size_t rows, model_output_t *outputs, char *err,
                size_t err_size);
