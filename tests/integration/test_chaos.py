@@ -1,0 +1,68 @@
+#!/usr/bin/python3
+"""Chaos: a broker and 3 workers; a C client (tests/chaos_client.c, libamaas)
+pipelines 20,000 jobs whose answers it checks, while this script kills -9 a
+random worker every half second and starts a new one, and restarts the broker
+once.  Every job must end with exactly one outcome, every result must be
+right, none lost, none delivered twice.  Bounded to about a minute.
+Usage: test_chaos.py BUILD_DIR [JOBS]"""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import runner  # noqa: E402
+from harness import Cluster  # noqa: E402
+
+BUILD = os.path.abspath(sys.argv[1])
+JOBS = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
+RATE = 1000  # jobs per second: 20,000 jobs take about 20 s of chaos
+
+
+def test_chaos():
+    rng = random.Random(2026)
+    with Cluster(BUILD, EXAMPLES, workers=3, heartbeat_ms=100) as c:
+        client = subprocess.Popen(
+            [os.path.join(BUILD, "tests", "chaos_client"), c.frontend, str(JOBS), "200",
+             str(RATE), "10"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        kills = restarts = 0
+        started = time.monotonic()
+        while client.poll() is None and time.monotonic() - started < 90:
+            time.sleep(0.5)
+            if client.poll() is not None:
+                break
+            live = [i for i, w in enumerate(c.workers) if w.poll() is None]
+            if live:
+                c.kill_worker(rng.choice(live))
+                kills += 1
+            c.start_worker()
+            if restarts == 0 and time.monotonic() - started > JOBS / RATE / 2:
+                # Freeze the broker while the client keeps sending, then
+                # kill it: every job it had taken in is lost with it, and
+                # the client must send those again to the new broker
+                c.expected_exits.add(c.broker)
+                c.broker.send_signal(signal.SIGSTOP)
+                time.sleep(0.3)
+                c.broker.send_signal(signal.SIGKILL)
+                c.broker.wait()
+                c.start_broker()
+                restarts += 1
+        try:
+            out, _ = client.communicate(timeout=120)
+        finally:
+            if client.poll() is None:
+                client.kill()
+        print(out.strip())
+        print("chaos: workers killed=%d broker restarts=%d" % (kills, restarts))
+        assert client.returncode == 0, "chaos client found lost, duplicated or wrong answers"
+        assert kills >= 10 and restarts == 1, (kills, restarts)
+        resent = int(out.split("retried=")[1].split()[0])
+        assert resent > 0, "the broker restart should have made the client resend jobs"
+
+
+if __name__ == "__main__":
+    runner.run([test_chaos])
