@@ -1,0 +1,12 @@
+# Unit test of the model loader and runtime (worker/model.c, worker/model_run.c).
+# Included from tests/CMakeLists.txt; needs the target amaas_model and Check.
+if(NOT TARGET PkgConfig::CHECK)
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(CHECK REQUIRED IMPORTED_TARGET check)
+endif()
+add_executable(test_model test_model.c)
+target_link_libraries(test_model PRIVATE amaas_model PkgConfig::CHECK m)
+add_test(NAME unit_model COMMAND test_model)
+# the test writes one temporary model file; keep it in the build tree
+set_tests_properties(unit_model PROPERTIES ENVIRONMENT "TMPDIR=${CMAKE_CURRENT_BINARY_DIR}"
+                     TIMEOUT 600)

@@ -1,0 +1,1037 @@
+/*  model.c - load and check an amaas model file.
+
+    A model file (docs/MODEL_FORMAT.md) is one msgpack map.  Every byte of it
+    is untrusted.  The loader first walks the raw msgpack once without
+    allocating (s_check_msgpack): it proves the buffer holds exactly one
+    complete object, no deeper than S_MAX_DEPTH, and that no array or map
+    declares more elements than there are bytes left, so that msgpack-c's
+    unpacker, which allocates the declared element count up front, allocates at
+    most a small multiple of the file size.  msgpack-c then unpacks it into a
+    zone; str and bin objects point into the buffer without copy.
+
+    The loader then reads the header and the ops with typed getters that say
+    which key of which map is missing or has the wrong type, follows the width
+    of the current tensor through the ops, and checks every bin against its
+    declared shape.  A weight bin whose data is 64-byte aligned in the buffer
+    (the exporter pads them so, and mmap maps the file page-aligned) is used in
+    place, so worker processes share one copy of the weights in the page
+    cache; any other is copied into an aligned allocation.  Names, labels and
+    outputs are copied, and the msgpack zone is freed before model_load
+    returns.
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <msgpack.h>
+
+#include "model.h"
+
+#define S_FORMAT "amaas-model"
+#define S_FORMAT_VERSION 1
+#define S_MAX_WIDTH (1u << 24) //  widths are 1 .. 2^24
+#define S_MAX_OPS 256
+#define S_MAX_KEYS 64        //  keys in one map
+#define S_MAX_DEPTH 16       //  nesting of msgpack containers
+#define S_MAX_LABEL 4096     //  bytes in one string label
+#define S_NAME_MAX 127       //  model name
+#define S_VERSION_MAX 63     //  model version
+#define S_TENSOR_NAME_MAX 63 //  input and output names
+#define S_ALIGN 64           //  weights are used in place at this alignment
+
+//  One output the header declares
+typedef struct {
+    char name[S_TENSOR_NAME_MAX + 1]; //  tensor name
+    amaas_dtype_t dtype;              //  FP32, FP64, INT64 or BYTES
+    size_t width;                     //  k of [-1, k], 0 for [-1]
+} s_output_t;
+
+//  One op and what the model owns of it
+typedef struct {
+    model_op_t op;   //  what model_run sees
+    void *a_copy;    //  aligned copy of op.a, or NULL when op.a is in place
+    void *b_copy;    //  aligned copy of op.b, or NULL
+    void *labels;    //  int_labels or bytes_labels, owned
+    size_t *offsets; //  bytes_offset, owned
+} s_op_t;
+
+struct model_t {
+    char name[S_NAME_MAX + 1];              //  model name
+    char version[S_VERSION_MAX + 1];        //  model version
+    char input_name[S_TENSOR_NAME_MAX + 1]; //  input tensor name
+    amaas_dtype_t dtype;                    //  FP32 or FP64
+    size_t input_width;                     //  features per row
+    size_t n_outputs;                       //  1 .. MODEL_MAX_OUTPUTS
+    s_output_t outputs[MODEL_MAX_OUTPUTS];  //  declared outputs, in order
+    size_t n_ops;                           //  1 .. S_MAX_OPS
+    s_op_t *ops;                            //  checked ops
+    size_t copied;                          //  bytes of weights copied
+    void *map;                              //  mapping of the file, or NULL
+    size_t map_size;                        //  its size
+};
+
+//  Where the parser is, for error messages
+typedef struct {
+    const char *label; //  file name or caller's label
+    char where[96];    //  "op 3 (dense)", "outputs[1]", or "" at top level
+    char *err;         //  caller's message buffer, may be NULL
+    size_t err_size;   //  its size
+} s_ctx_t;
+
+static const struct {
+    const char *name;
+    model_op_kind_t kind;
+} s_op_names[] = {
+    {"scale", MODEL_OP_SCALE},       {"dense", MODEL_OP_DENSE},
+    {"identity", MODEL_OP_IDENTITY}, {"relu", MODEL_OP_RELU},
+    {"tanh", MODEL_OP_TANH},         {"sigmoid", MODEL_OP_SIGMOID},
+    {"softmax", MODEL_OP_SOFTMAX},   {"normalize", MODEL_OP_NORMALIZE},
+    {"binary", MODEL_OP_BINARY},     {"output", MODEL_OP_OUTPUT},
+    {"argmax", MODEL_OP_ARGMAX},
+};
+
+//  --------------------------------------------------------------------------
+//  Messages
+
+//  Write "label: where: message" into the caller's buffer.  Returns -1 so
+//  that callers can `return s_fail (...)`.
+static int s_fail (s_ctx_t *ctx, const char *format, ...) __attribute__ ((format (printf, 2, 3)));
+
+static int s_fail (s_ctx_t *ctx, const char *format, ...)
+{
+    if (!ctx->err || ctx->err_size == 0)
+        return -1;
+    int len = snprintf (ctx->err, ctx->err_size, "%s: %s%s", ctx->label, ctx->where,
+                        ctx->where[0] ? ": " : "");
+    if (len < 0 || (size_t)len >= ctx->err_size)
+        return -1;
+    va_list args;
+    va_start (args, format);
+    vsnprintf (ctx->err + len, ctx->err_size - (size_t)len, format, args);
+    va_end (args);
+    return -1;
+}
+
+//  Quote untrusted bytes for a message: at most 40 of them, non-printable
+//  ones as \xNN, "..." when cut.  Returns buf.  Cannot fail.
+static const char *s_quote (const char *data, size_t size, char *buf, size_t buf_size)
+{
+    size_t out = 0;
+    size_t i;
+    for (i = 0; i < size && i < 40; i++) {
+        unsigned char c = (unsigned char)data[i];
+        if (out + 5 >= buf_size)
+            break;
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+            buf[out++] = (char)c;
+        else
+            out += (size_t)snprintf (buf + out, buf_size - out, "\\x%02x", c);
+    }
+    if (i < size && out + 4 < buf_size) {
+        memcpy (buf + out, "...", 3);
+        out += 3;
+    }
+    buf[out] = 0;
+    return buf;
+}
+
+//  Are two byte strings equal?  Either may be NULL when empty (msgpack-c
+//  gives a NULL pointer for an empty str).
+static bool s_equal (const char *a, size_t a_size, const char *b, size_t b_size)
+{
+    return a_size == b_size && (a_size == 0 || memcmp (a, b, a_size) == 0);
+}
+
+static const char *s_type_name (msgpack_object_type type)
+{
+    switch (type) {
+    case MSGPACK_OBJECT_NIL: return "nil";
+    case MSGPACK_OBJECT_BOOLEAN: return "bool";
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return "uint";
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "negative int";
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return "float";
+    case MSGPACK_OBJECT_STR: return "str";
+    case MSGPACK_OBJECT_ARRAY: return "array";
+    case MSGPACK_OBJECT_MAP: return "map";
+    case MSGPACK_OBJECT_BIN: return "bin";
+    case MSGPACK_OBJECT_EXT: return "ext";
+    }
+    return "unknown type";
+}
+
+static const char *s_dtype_name (amaas_dtype_t dtype)
+{
+    switch (dtype) {
+    case AMAAS_FP32: return "FP32";
+    case AMAAS_FP64: return "FP64";
+    case AMAAS_INT32: return "INT32";
+    case AMAAS_INT64: return "INT64";
+    case AMAAS_BYTES: return "BYTES";
+    default: return "INVALID";
+    }
+}
+
+//  Datatype of an output from its name; INVALID for any other.
+static amaas_dtype_t s_dtype_from (const char *name, size_t len)
+{
+    static const amaas_dtype_t dtypes[] = {AMAAS_FP32, AMAAS_FP64, AMAAS_INT64, AMAAS_BYTES};
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++) {
+        const char *candidate = s_dtype_name (dtypes[i]);
+        if (s_equal (candidate, strlen (candidate), name, len))
+            return dtypes[i];
+    }
+    return AMAAS_DTYPE_INVALID;
+}
+
+//  "[-1]" or "[-1, k]" for messages.  Returns buf.
+static const char *s_shape_text (size_t width, char *buf, size_t buf_size)
+{
+    if (width)
+        snprintf (buf, buf_size, "[-1, %zu]", width);
+    else
+        snprintf (buf, buf_size, "[-1]");
+    return buf;
+}
+
+//  --------------------------------------------------------------------------
+//  Raw msgpack walk
+
+//  Read a big-endian integer of `bytes` bytes.
+static uint64_t s_read_be (const uint8_t *data, size_t bytes)
+{
+    uint64_t value = 0;
+    for (size_t i = 0; i < bytes; i++)
+        value = (value << 8) | data[i];
+    return value;
+}
+
+//  Check that data holds exactly one complete msgpack object, nested at most
+//  S_MAX_DEPTH deep, whose arrays and maps declare no more elements than bytes
+//  remain.  Returns 0, or -1 with a message.  Allocates nothing.
+static int s_check_msgpack (s_ctx_t *ctx, const uint8_t *data, size_t size)
+{
+    uint64_t pending[S_MAX_DEPTH + 1]; //  objects still to read at each depth
+    int depth = 0;
+    size_t pos = 0;
+    pending[0] = 1;
+
+    while (true) {
+        while (depth >= 0 && pending[depth] == 0)
+            depth--;
+        if (depth < 0)
+            break;
+        pending[depth]--;
+        if (pos >= size)
+            return s_fail (ctx, "file ends at byte %zu in the middle of the msgpack data", size);
+
+        size_t start = pos;
+        uint8_t byte = data[pos++];
+        size_t header = 0;       //  bytes of length or value after the type byte
+        size_t length_bytes = 0; //  of which, bytes of a payload length
+        size_t extra = 0;        //  fixed payload bytes (ext type byte, fixext)
+        uint64_t payload = 0;    //  variable payload bytes
+        uint64_t children = 0;   //  elements of an array, keys and values of a map
+
+        if (byte <= 0x7f || byte >= 0xe0 || byte == 0xc0 || byte == 0xc2 || byte == 0xc3)
+            ; //  fixint, nil, bool
+        else if (byte <= 0x8f)
+            children = 2 * (uint64_t)(byte & 0x0f);
+        else if (byte <= 0x9f)
+            children = byte & 0x0f;
+        else if (byte <= 0xbf)
+            payload = byte & 0x1f;
+        else if (byte == 0xc1)
+            return s_fail (ctx, "byte %zu: 0xc1 is not a msgpack type", start);
+        else if (byte >= 0xc4 && byte <= 0xc6) //  bin 8, 16, 32
+            header = length_bytes = (size_t)1 << (byte - 0xc4);
+        else if (byte >= 0xc7 && byte <= 0xc9) { //  ext 8, 16, 32
+            header = length_bytes = (size_t)1 << (byte - 0xc7);
+            extra = 1;
+        } else if (byte == 0xca)
+            header = 4;
+        else if (byte == 0xcb)
+            header = 8;
+        else if (byte >= 0xcc && byte <= 0xcf) //  uint 8 .. 64
+            header = (size_t)1 << (byte - 0xcc);
+        else if (byte >= 0xd0 && byte <= 0xd3) //  int 8 .. 64
+            header = (size_t)1 << (byte - 0xd0);
+        else if (byte >= 0xd4 && byte <= 0xd8) //  fixext 1 .. 16
+            extra = 1 + ((size_t)1 << (byte - 0xd4));
+        else if (byte >= 0xd9 && byte <= 0xdb) //  str 8, 16, 32
+            header = length_bytes = (size_t)1 << (byte - 0xd9);
+        else if (byte == 0xdc || byte == 0xdd) //  array 16, 32
+            header = length_bytes = byte == 0xdc ? 2 : 4;
+        else //  map 16, 32
+            header = length_bytes = byte == 0xde ? 2 : 4;
+
+        if (header > size - pos)
+            return s_fail (ctx, "file ends at byte %zu in the middle of the msgpack data", size);
+        if (length_bytes) {
+            uint64_t length = s_read_be (data + pos, length_bytes);
+            if (byte == 0xdc || byte == 0xdd)
+                children = length;
+            else if (byte == 0xde || byte == 0xdf)
+                children = 2 * length;
+            else
+                payload = length;
+        }
+        pos += header;
+        if (extra > size - pos || payload > size - pos - extra)
+            return s_fail (ctx,
+                           "file ends at byte %zu in the middle of the msgpack data "
+                           "(object at byte %zu)",
+                           size, start);
+        pos += extra + (size_t)payload;
+        if (children) {
+            if (children > size - pos)
+                return s_fail (ctx,
+                               "byte %zu: container of %llu elements cannot fit in the "
+                               "%zu bytes left (file truncated or corrupt)",
+                               start, (unsigned long long)children, size - pos);
+            if (depth == S_MAX_DEPTH)
+                return s_fail (ctx, "byte %zu: msgpack nested deeper than %d levels", start,
+                               S_MAX_DEPTH);
+            pending[++depth] = children;
+        }
+    }
+    if (pos != size)
+        return s_fail (ctx, "%zu bytes after the end of the model map", size - pos);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Typed getters.  Each returns 0, or -1 with a message naming the key.
+
+//  Check that obj is a map of at most S_MAX_KEYS str keys, distinct except
+//  "pad" (the exporter puts one before each bin).  what names it ("op", ...).
+static int s_check_map (s_ctx_t *ctx, const msgpack_object *obj, const char *what)
+{
+    if (obj->type != MSGPACK_OBJECT_MAP)
+        return s_fail (ctx, "%s has type %s, expected map", what, s_type_name (obj->type));
+    const msgpack_object_map *map = &obj->via.map;
+    if (map->size > S_MAX_KEYS)
+        return s_fail (ctx, "%s has %u keys, at most %d are allowed", what, map->size, S_MAX_KEYS);
+    for (uint32_t i = 0; i < map->size; i++) {
+        const msgpack_object *key = &map->ptr[i].key;
+        if (key->type != MSGPACK_OBJECT_STR)
+            return s_fail (ctx, "%s has a key of type %s, keys must be str", what,
+                           s_type_name (key->type));
+        if (s_equal (key->via.str.ptr, key->via.str.size, "pad", 3))
+            continue;
+        for (uint32_t j = 0; j < i; j++) {
+            const msgpack_object *other = &map->ptr[j].key;
+            if (s_equal (other->via.str.ptr, other->via.str.size, key->via.str.ptr,
+                         key->via.str.size)) {
+                char quoted[200];
+                return s_fail (
+                    ctx, "%s has key \"%s\" twice", what,
+                    s_quote (key->via.str.ptr, key->via.str.size, quoted, sizeof quoted));
+            }
+        }
+    }
+    return 0;
+}
+
+//  Value of key in a checked map, or NULL when absent.
+static const msgpack_object *s_find (const msgpack_object *obj, const char *key)
+{
+    const msgpack_object_map *map = &obj->via.map;
+    for (uint32_t i = 0; i < map->size; i++) {
+        const msgpack_object_str *name = &map->ptr[i].key.via.str;
+        if (s_equal (name->ptr, name->size, key, strlen (key)))
+            return &map->ptr[i].val;
+    }
+    return NULL;
+}
+
+//  Value of a required key of the given type.
+static const msgpack_object *s_require (s_ctx_t *ctx, const msgpack_object *map, const char *key,
+                                        msgpack_object_type type)
+{
+    const msgpack_object *value = s_find (map, key);
+    if (!value) {
+        s_fail (ctx, "missing key \"%s\"", key);
+        return NULL;
+    }
+    if (value->type != type) {
+        s_fail (ctx, "\"%s\" has type %s, expected %s", key, s_type_name (value->type),
+                s_type_name (type));
+        return NULL;
+    }
+    return value;
+}
+
+//  A required uint between low and high.
+static int s_get_uint (s_ctx_t *ctx, const msgpack_object *map, const char *key, uint64_t low,
+                       uint64_t high, uint64_t *value)
+{
+    const msgpack_object *obj = s_find (map, key);
+    if (obj && obj->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return s_fail (ctx, "\"%s\" is %lld, expected %llu..%llu", key, (long long)obj->via.i64,
+                       (unsigned long long)low, (unsigned long long)high);
+    obj = s_require (ctx, map, key, MSGPACK_OBJECT_POSITIVE_INTEGER);
+    if (!obj)
+        return -1;
+    if (obj->via.u64 < low || obj->via.u64 > high)
+        return s_fail (ctx, "\"%s\" is %llu, expected %llu..%llu", key,
+                       (unsigned long long)obj->via.u64, (unsigned long long)low,
+                       (unsigned long long)high);
+    *value = obj->via.u64;
+    return 0;
+}
+
+//  A width: uint in 1 .. S_MAX_WIDTH.
+static int s_get_width (s_ctx_t *ctx, const msgpack_object *map, const char *key, size_t *width)
+{
+    uint64_t value = 0;
+    if (s_get_uint (ctx, map, key, 1, S_MAX_WIDTH, &value))
+        return -1;
+    *width = (size_t)value;
+    return 0;
+}
+
+//  Is every byte in [A-Za-z0-9._-] or in extra?
+static bool s_name_chars_ok (const char *data, size_t size, const char *extra)
+{
+    for (size_t i = 0; i < size; i++) {
+        char c = data[i];
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-' || (c && extra && strchr (extra, c));
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+//  A required name: str of 1 .. max bytes of [A-Za-z0-9._-] or extra, copied
+//  into buf (max + 1 bytes).
+static int s_get_name (s_ctx_t *ctx, const msgpack_object *map, const char *key, size_t max,
+                       const char *extra, char *buf)
+{
+    const msgpack_object *obj = s_require (ctx, map, key, MSGPACK_OBJECT_STR);
+    if (!obj)
+        return -1;
+    const char *data = obj->via.str.ptr;
+    size_t size = obj->via.str.size;
+    char quoted[200];
+    if (size == 0 || size > max)
+        return s_fail (ctx, "\"%s\" \"%s\" has %zu bytes, expected 1..%zu", key,
+                       s_quote (data, size, quoted, sizeof quoted), size, max);
+    if (!s_name_chars_ok (data, size, extra))
+        return s_fail (ctx, "\"%s\" \"%s\" has a character outside [A-Za-z0-9._%s-]", key,
+                       s_quote (data, size, quoted, sizeof quoted), extra ? extra : "");
+    memcpy (buf, data, size);
+    buf[size] = 0;
+    return 0;
+}
+
+//  Does a str object equal text?
+static bool s_str_is (const msgpack_object *obj, const char *text)
+{
+    return obj->type == MSGPACK_OBJECT_STR &&
+           s_equal (obj->via.str.ptr, obj->via.str.size, text, strlen (text));
+}
+
+//  A required bin of exactly `count` elements of the model datatype, as an
+//  aligned pointer: in place when aligned, else copied into *copy_p.  shape
+//  says the shape for messages, e.g. "4x10".
+static int s_get_weights (s_ctx_t *ctx, model_t *self, const msgpack_object *map, const char *key,
+                          size_t rows, size_t cols, const void **data_p, void **copy_p)
+{
+    const msgpack_object *obj = s_require (ctx, map, key, MSGPACK_OBJECT_BIN);
+    if (!obj)
+        return -1;
+    size_t elem = self->dtype == AMAAS_FP64 ? 8 : 4;
+    size_t need;
+    if (__builtin_mul_overflow (rows, cols, &need) || __builtin_mul_overflow (need, elem, &need))
+        return s_fail (ctx, "%s: %zux%zu %s is too large", key, rows, cols,
+                       s_dtype_name (self->dtype));
+    size_t have = obj->via.bin.size;
+    if (have != need) {
+        char shape[64];
+        if (rows == 1)
+            snprintf (shape, sizeof shape, "%zu", cols);
+        else
+            snprintf (shape, sizeof shape, "%zux%zu", rows, cols);
+        return s_fail (ctx, "%s hold%s %zu bytes, %s %s needs %zu", key,
+                       strcmp (key, "weights") == 0 ? "" : "s", have, shape,
+                       s_dtype_name (self->dtype), need);
+    }
+    const void *data = obj->via.bin.ptr;
+    if ((uintptr_t)data % S_ALIGN == 0)
+        *data_p = data;
+    else {
+        void *copy = NULL;
+        if (posix_memalign (&copy, S_ALIGN, need))
+            return s_fail (ctx, "%s: out of memory copying %zu bytes", key, need);
+        memcpy (copy, data, need);
+        *copy_p = copy;
+        *data_p = copy;
+        self->copied += need;
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Header
+
+static int s_parse_input (s_ctx_t *ctx, model_t *self, const msgpack_object *top)
+{
+    const msgpack_object *input = s_require (ctx, top, "input", MSGPACK_OBJECT_MAP);
+    if (!input)
+        return -1;
+    snprintf (ctx->where, sizeof ctx->where, "input");
+    if (s_check_map (ctx, input, "input") ||
+        s_get_name (ctx, input, "name", S_TENSOR_NAME_MAX, NULL, self->input_name) ||
+        s_get_width (ctx, input, "width", &self->input_width))
+        return -1;
+    ctx->where[0] = 0;
+    return 0;
+}
+
+static int s_parse_outputs (s_ctx_t *ctx, model_t *self, const msgpack_object *top)
+{
+    const msgpack_object *outputs = s_require (ctx, top, "outputs", MSGPACK_OBJECT_ARRAY);
+    if (!outputs)
+        return -1;
+    uint32_t count = outputs->via.array.size;
+    if (count < 1 || count > MODEL_MAX_OUTPUTS)
+        return s_fail (ctx, "\"outputs\" has %u entries, expected 1..%d", count, MODEL_MAX_OUTPUTS);
+    for (uint32_t i = 0; i < count; i++) {
+        const msgpack_object *entry = &outputs->via.array.ptr[i];
+        s_output_t *output = &self->outputs[i];
+        snprintf (ctx->where, sizeof ctx->where, "outputs[%u]", i);
+        if (s_check_map (ctx, entry, "output") ||
+            s_get_name (ctx, entry, "name", S_TENSOR_NAME_MAX, NULL, output->name))
+            return -1;
+        for (uint32_t j = 0; j < i; j++)
+            if (strcmp (self->outputs[j].name, output->name) == 0)
+                return s_fail (ctx, "name \"%s\" is also the name of outputs[%u]", output->name, j);
+
+        const msgpack_object *dtype = s_require (ctx, entry, "datatype", MSGPACK_OBJECT_STR);
+        if (!dtype)
+            return -1;
+        output->dtype = s_dtype_from (dtype->via.str.ptr, dtype->via.str.size);
+        if (output->dtype == AMAAS_DTYPE_INVALID) {
+            char quoted[200];
+            return s_fail (
+                ctx, "datatype \"%s\" is not FP32, FP64, INT64 or BYTES",
+                s_quote (dtype->via.str.ptr, dtype->via.str.size, quoted, sizeof quoted));
+        }
+
+        const msgpack_object *shape = s_require (ctx, entry, "shape", MSGPACK_OBJECT_ARRAY);
+        if (!shape)
+            return -1;
+        const msgpack_object_array *dims = &shape->via.array;
+        if (dims->size < 1 || dims->size > 2)
+            return s_fail (ctx, "shape has %u dimensions, expected [-1] or [-1, k]", dims->size);
+        if (dims->ptr[0].type != MSGPACK_OBJECT_NEGATIVE_INTEGER || dims->ptr[0].via.i64 != -1)
+            return s_fail (ctx, "shape[0] must be -1 (the batch)");
+        output->width = 0;
+        if (dims->size == 2) {
+            const msgpack_object *k = &dims->ptr[1];
+            if (k->type != MSGPACK_OBJECT_POSITIVE_INTEGER || k->via.u64 < 1 ||
+                k->via.u64 > S_MAX_WIDTH)
+                return s_fail (ctx, "shape[1] must be a uint in 1..%u", S_MAX_WIDTH);
+            output->width = (size_t)k->via.u64;
+            if (output->dtype == AMAAS_INT64 || output->dtype == AMAAS_BYTES)
+                return s_fail (ctx, "%s labels have shape [-1], not [-1, %zu]",
+                               s_dtype_name (output->dtype), output->width);
+        }
+    }
+    self->n_outputs = count;
+    ctx->where[0] = 0;
+    return 0;
+}
+
+static int s_parse_header (s_ctx_t *ctx, model_t *self, const msgpack_object *top)
+{
+    char quoted[200];
+    if (s_check_map (ctx, top, "the model"))
+        return -1;
+
+    const msgpack_object *format = s_require (ctx, top, "format", MSGPACK_OBJECT_STR);
+    if (!format)
+        return -1;
+    if (!s_str_is (format, S_FORMAT))
+        return s_fail (ctx, "format is \"%s\", expected \"" S_FORMAT "\"",
+                       s_quote (format->via.str.ptr, format->via.str.size, quoted, sizeof quoted));
+    const msgpack_object *version =
+        s_require (ctx, top, "format_version", MSGPACK_OBJECT_POSITIVE_INTEGER);
+    if (!version)
+        return -1;
+    if (version->via.u64 != S_FORMAT_VERSION)
+        return s_fail (ctx, "format_version %llu is not supported (this worker reads %d)",
+                       (unsigned long long)version->via.u64, S_FORMAT_VERSION);
+
+    if (s_get_name (ctx, top, "name", S_NAME_MAX, NULL, self->name) ||
+        s_get_name (ctx, top, "version", S_VERSION_MAX, "+", self->version))
+        return -1;
+
+    const msgpack_object *dtype = s_require (ctx, top, "datatype", MSGPACK_OBJECT_STR);
+    if (!dtype)
+        return -1;
+    if (s_str_is (dtype, "FP32"))
+        self->dtype = AMAAS_FP32;
+    else if (s_str_is (dtype, "FP64"))
+        self->dtype = AMAAS_FP64;
+    else
+        return s_fail (ctx, "datatype \"%s\" is not FP32 or FP64",
+                       s_quote (dtype->via.str.ptr, dtype->via.str.size, quoted, sizeof quoted));
+
+    const msgpack_object *source = s_find (top, "source");
+    if (source && source->type != MSGPACK_OBJECT_STR)
+        return s_fail (ctx, "\"source\" has type %s, expected str", s_type_name (source->type));
+
+    return s_parse_input (ctx, self, top) || s_parse_outputs (ctx, self, top) ? -1 : 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Ops
+
+//  The current tensor while the ops are checked
+typedef struct {
+    size_t width;         //  columns, 0 after argmax
+    amaas_dtype_t labels; //  INT64 or BYTES after argmax, else INVALID
+    size_t outputs;       //  output ops seen
+} s_tensor_t;
+
+//  Is data valid UTF-8 (no overlong forms, no surrogates, at most U+10FFFF)?
+static bool s_utf8_ok (const uint8_t *data, size_t size)
+{
+    size_t i = 0;
+    while (i < size) {
+        uint8_t c = data[i];
+        size_t len;
+        uint32_t point, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if ((c & 0xe0) == 0xc0)
+            len = 2, point = c & 0x1f, min = 0x80;
+        else if ((c & 0xf0) == 0xe0)
+            len = 3, point = c & 0x0f, min = 0x800;
+        else if ((c & 0xf8) == 0xf0)
+            len = 4, point = c & 0x07, min = 0x10000;
+        else
+            return false;
+        if (len > size - i)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((data[i + k] & 0xc0) != 0x80)
+                return false;
+            point = (point << 6) | (data[i + k] & 0x3f);
+        }
+        if (point < min || point > 0x10ffff || (point >= 0xd800 && point <= 0xdfff))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+static int s_parse_argmax (s_ctx_t *ctx, s_op_t *op, const msgpack_object *map, size_t width)
+{
+    const msgpack_object *labels = s_require (ctx, map, "labels", MSGPACK_OBJECT_ARRAY);
+    if (!labels)
+        return -1;
+    const msgpack_object_array *array = &labels->via.array;
+    if (array->size != width)
+        return s_fail (ctx, "%u labels for a width of %zu", array->size, width);
+    bool strings = array->ptr[0].type == MSGPACK_OBJECT_STR;
+
+    if (!strings) {
+        int64_t *values = malloc (width * sizeof (int64_t));
+        if (!values)
+            return s_fail (ctx, "out of memory");
+        op->labels = values;
+        for (size_t i = 0; i < width; i++) {
+            const msgpack_object *label = &array->ptr[i];
+            if (label->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+                values[i] = label->via.i64;
+            else if (label->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+                     label->via.u64 <= (uint64_t)INT64_MAX)
+                values[i] = (int64_t)label->via.u64;
+            else if (label->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                return s_fail (ctx, "label %zu is %llu, above the INT64 range", i,
+                               (unsigned long long)label->via.u64);
+            else
+                return s_fail (ctx, "label %zu has type %s, labels[0] is an int so all must be", i,
+                               s_type_name (label->type));
+        }
+        op->op.labels_dtype = AMAAS_INT64;
+        op->op.int_labels = values;
+        return 0;
+    }
+
+    //  String labels: encode each as 4-byte LE length + bytes, once
+    size_t total = 0;
+    for (size_t i = 0; i < width; i++) {
+        const msgpack_object *label = &array->ptr[i];
+        if (label->type != MSGPACK_OBJECT_STR)
+            return s_fail (ctx, "label %zu has type %s, labels[0] is a str so all must be", i,
+                           s_type_name (label->type));
+        if (label->via.str.size > S_MAX_LABEL)
+            return s_fail (ctx, "label %zu has %u bytes, at most %d are allowed", i,
+                           label->via.str.size, S_MAX_LABEL);
+        if (!s_utf8_ok ((const uint8_t *)label->via.str.ptr, label->via.str.size)) {
+            char quoted[200];
+            return s_fail (
+                ctx, "label %zu \"%s\" is not valid UTF-8", i,
+                s_quote (label->via.str.ptr, label->via.str.size, quoted, sizeof quoted));
+        }
+        total += 4 + label->via.str.size; //  bounded by the file size
+    }
+    uint8_t *bytes = malloc (total);
+    size_t *offsets = malloc ((width + 1) * sizeof (size_t));
+    op->labels = bytes;
+    op->offsets = offsets;
+    if (!bytes || !offsets)
+        return s_fail (ctx, "out of memory");
+    size_t pos = 0;
+    op->op.bytes_max = 0;
+    for (size_t i = 0; i < width; i++) {
+        const msgpack_object_str *label = &array->ptr[i].via.str;
+        uint32_t size = label->size;
+        offsets[i] = pos;
+        bytes[pos++] = (uint8_t)size;
+        bytes[pos++] = (uint8_t)(size >> 8);
+        bytes[pos++] = (uint8_t)(size >> 16);
+        bytes[pos++] = (uint8_t)(size >> 24);
+        if (size)
+            memcpy (bytes + pos, label->ptr, size);
+        pos += size;
+        if (4 + (size_t)size > op->op.bytes_max)
+            op->op.bytes_max = 4 + (size_t)size;
+    }
+    offsets[width] = pos;
+    op->op.labels_dtype = AMAAS_BYTES;
+    op->op.bytes_labels = bytes;
+    op->op.bytes_offset = offsets;
+    return 0;
+}
+
+static int s_parse_output (s_ctx_t *ctx, model_t *self, s_op_t *op, const msgpack_object *map,
+                           s_tensor_t *tensor)
+{
+    char name[S_TENSOR_NAME_MAX + 1];
+    if (s_get_name (ctx, map, "name", S_TENSOR_NAME_MAX, NULL, name))
+        return -1;
+    const msgpack_object *flatten = s_find (map, "flatten");
+    if (flatten && flatten->type != MSGPACK_OBJECT_BOOLEAN)
+        return s_fail (ctx, "\"flatten\" has type %s, expected bool", s_type_name (flatten->type));
+    op->op.flatten = flatten && flatten->via.boolean;
+    if (op->op.flatten && tensor->width > 1)
+        return s_fail (ctx, "output \"%s\": flatten needs a width of 1, the width is %zu", name,
+                       tensor->width);
+
+    amaas_dtype_t dtype = tensor->width ? self->dtype : tensor->labels;
+    size_t width = tensor->width && !op->op.flatten ? tensor->width : 0;
+    if (tensor->outputs >= self->n_outputs)
+        return s_fail (ctx, "output \"%s\" is not declared in outputs (%zu declared)", name,
+                       self->n_outputs);
+    const s_output_t *declared = &self->outputs[tensor->outputs];
+    if (strcmp (declared->name, name) != 0)
+        return s_fail (ctx, "output \"%s\" comes where outputs[%zu] declares \"%s\"", name,
+                       tensor->outputs, declared->name);
+    if (declared->dtype != dtype || declared->width != width) {
+        char have[40], want[40];
+        return s_fail (ctx, "output \"%s\" emits %s %s, outputs[%zu] declares %s %s", name,
+                       s_dtype_name (dtype), s_shape_text (width, have, sizeof have),
+                       tensor->outputs, s_dtype_name (declared->dtype),
+                       s_shape_text (declared->width, want, sizeof want));
+    }
+    op->op.output = tensor->outputs++;
+    return 0;
+}
+
+//  Check op `index` and fill *op; follows the current tensor.
+static int s_parse_op (s_ctx_t *ctx, model_t *self, size_t index, const msgpack_object *map,
+                       s_tensor_t *tensor)
+{
+    s_op_t *op = &self->ops[index];
+    snprintf (ctx->where, sizeof ctx->where, "op %zu", index);
+    if (s_check_map (ctx, map, "op"))
+        return -1;
+    const msgpack_object *kind = s_require (ctx, map, "op", MSGPACK_OBJECT_STR);
+    if (!kind)
+        return -1;
+    size_t i;
+    for (i = 0; i < sizeof s_op_names / sizeof s_op_names[0]; i++)
+        if (s_str_is (kind, s_op_names[i].name))
+            break;
+    if (i == sizeof s_op_names / sizeof s_op_names[0]) {
+        char quoted[200];
+        return s_fail (ctx, "unknown op \"%s\"",
+                       s_quote (kind->via.str.ptr, kind->via.str.size, quoted, sizeof quoted));
+    }
+    op->op.kind = s_op_names[i].kind;
+    op->op.name = s_op_names[i].name;
+    op->op.labels_dtype = AMAAS_DTYPE_INVALID;
+    snprintf (ctx->where, sizeof ctx->where, "op %zu (%s)", index, op->op.name);
+
+    if (tensor->width == 0 && op->op.kind != MODEL_OP_OUTPUT)
+        return s_fail (ctx, "only output ops may follow argmax");
+    op->op.in_width = tensor->width;
+    size_t width;
+
+    switch (op->op.kind) {
+    case MODEL_OP_SCALE:
+        if (s_get_width (ctx, map, "width", &width))
+            return -1;
+        if (width != tensor->width)
+            return s_fail (ctx, "width %zu does not match the current width %zu", width,
+                           tensor->width);
+        //  a scale of 0 divides as IEEE 754 says: the format allows it
+        if (s_get_weights (ctx, self, map, "mean", 1, width, &op->op.a, &op->a_copy) ||
+            s_get_weights (ctx, self, map, "scale", 1, width, &op->op.b, &op->b_copy))
+            return -1;
+        break;
+    case MODEL_OP_DENSE:
+        if (s_get_width (ctx, map, "in", &width))
+            return -1;
+        if (width != tensor->width)
+            return s_fail (ctx, "in %zu does not match the current width %zu", width,
+                           tensor->width);
+        if (s_get_width (ctx, map, "out", &width) ||
+            s_get_weights (ctx, self, map, "weights", tensor->width, width, &op->op.a,
+                           &op->a_copy) ||
+            s_get_weights (ctx, self, map, "bias", 1, width, &op->op.b, &op->b_copy))
+            return -1;
+        tensor->width = width;
+        break;
+    case MODEL_OP_BINARY:
+        if (tensor->width != 1)
+            return s_fail (ctx, "binary needs a width of 1, the width is %zu", tensor->width);
+        tensor->width = 2;
+        break;
+    case MODEL_OP_OUTPUT:
+        if (s_parse_output (ctx, self, op, map, tensor))
+            return -1;
+        break;
+    case MODEL_OP_ARGMAX:
+        if (s_parse_argmax (ctx, op, map, tensor->width))
+            return -1;
+        tensor->width = 0;
+        tensor->labels = op->op.labels_dtype;
+        break;
+    default: //  element-wise, no fields
+        break;
+    }
+    op->op.out_width = tensor->width;
+    return 0;
+}
+
+static int s_parse_ops (s_ctx_t *ctx, model_t *self, const msgpack_object *top)
+{
+    const msgpack_object *ops = s_require (ctx, top, "ops", MSGPACK_OBJECT_ARRAY);
+    if (!ops)
+        return -1;
+    uint32_t count = ops->via.array.size;
+    if (count < 1 || count > S_MAX_OPS)
+        return s_fail (ctx, "\"ops\" has %u entries, expected 1..%d", count, S_MAX_OPS);
+    self->ops = calloc (count, sizeof (s_op_t));
+    if (!self->ops)
+        return s_fail (ctx, "out of memory");
+    self->n_ops = count;
+
+    s_tensor_t tensor = {self->input_width, AMAAS_DTYPE_INVALID, 0};
+    for (size_t i = 0; i < count; i++)
+        if (s_parse_op (ctx, self, i, &ops->via.array.ptr[i], &tensor))
+            return -1;
+    ctx->where[0] = 0;
+    if (tensor.outputs < self->n_outputs)
+        return s_fail (ctx, "outputs[%zu] \"%s\" is declared but no output op emits it",
+                       tensor.outputs, self->outputs[tensor.outputs].name);
+    return 0;
+}
+
+//  Parse a whole model from data.  On error, NULL is returned with a message.
+static model_t *s_parse (const void *data, size_t size, const char *label, char *err,
+                         size_t err_size)
+{
+    s_ctx_t ctx = {label ? label : "model", "", err, err_size};
+    model_t *self = NULL;
+    msgpack_unpacked unpacked;
+    msgpack_unpacked_init (&unpacked);
+
+    if (err && err_size)
+        err[0] = 0;
+    if (!data || size == 0) {
+        s_fail (&ctx, "empty file");
+        goto err;
+    }
+    if (s_check_msgpack (&ctx, data, size))
+        goto err;
+    size_t offset = 0;
+    msgpack_unpack_return rc = msgpack_unpack_next (&unpacked, data, size, &offset);
+    if (rc != MSGPACK_UNPACK_SUCCESS) {
+        s_fail (&ctx, "msgpack decoder failed (%d): out of memory", (int)rc);
+        goto err;
+    }
+    self = calloc (1, sizeof (model_t));
+    if (!self) {
+        s_fail (&ctx, "out of memory");
+        goto err;
+    }
+    if (s_parse_header (&ctx, self, &unpacked.data) || s_parse_ops (&ctx, self, &unpacked.data))
+        goto err;
+    msgpack_unpacked_destroy (&unpacked);
+    return self;
+
+err:
+    msgpack_unpacked_destroy (&unpacked);
+    model_destroy (&self);
+    return NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Public API
+
+model_t *model_load_buffer (const void *data, size_t size, const char *label, char *err,
+                            size_t err_size)
+{
+    return s_parse (data, size, label, err, err_size);
+}
+
+model_t *model_load (const char *path, char *err, size_t err_size)
+{
+    s_ctx_t ctx = {path ? path : "(null)", "", err, err_size};
+    void *map = MAP_FAILED;
+    size_t size = 0;
+    int fd = -1;
+    if (!path) {
+        s_fail (&ctx, "no path given");
+        goto err;
+    }
+    fd = open (path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        s_fail (&ctx, "cannot open: %s", strerror (errno));
+        goto err;
+    }
+    struct stat st;
+    if (fstat (fd, &st)) {
+        s_fail (&ctx, "cannot stat: %s", strerror (errno));
+        goto err;
+    }
+    if (!S_ISREG (st.st_mode)) {
+        s_fail (&ctx, "not a regular file");
+        goto err;
+    }
+    if (st.st_size == 0) {
+        s_fail (&ctx, "empty file");
+        goto err;
+    }
+    if ((uint64_t)st.st_size > SIZE_MAX) {
+        s_fail (&ctx, "file too large to map");
+        goto err;
+    }
+    size = (size_t)st.st_size;
+    map = mmap (NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+        s_fail (&ctx, "cannot map %zu bytes: %s", size, strerror (errno));
+        goto err;
+    }
+    close (fd);
+    fd = -1;
+
+    model_t *self = s_parse (map, size, path, err, err_size);
+    if (!self)
+        goto err;
+    self->map = map;
+    self->map_size = size;
+    return self;
+
+err:
+    if (map != MAP_FAILED)
+        munmap (map, size);
+    if (fd >= 0)
+        close (fd);
+    return NULL;
+}
+
+void model_destroy (model_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    model_t *self = *self_p;
+    for (size_t i = 0; i < self->n_ops; i++) {
+        free (self->ops[i].a_copy);
+        free (self->ops[i].b_copy);
+        free (self->ops[i].labels);
+        free (self->ops[i].offsets);
+    }
+    free (self->ops);
+    if (self->map)
+        munmap (self->map, self->map_size);
+    free (self);
+    *self_p = NULL;
+}
+
+const char *model_name (const model_t *self)
+{
+    return self->name;
+}
+
+const char *model_version (const model_t *self)
+{
+    return self->version;
+}
+
+amaas_dtype_t model_dtype (const model_t *self)
+{
+    return self->dtype;
+}
+
+size_t model_input_width (const model_t *self)
+{
+    return self->input_width;
+}
+
+const char *model_input_name (const model_t *self)
+{
+    return self->input_name;
+}
+
+size_t model_output_count (const model_t *self)
+{
+    return self->n_outputs;
+}
+
+const char *model_output_name (const model_t *self, size_t index)
+{
+    return index < self->n_outputs ? self->outputs[index].name : NULL;
+}
+
+amaas_dtype_t model_output_dtype (const model_t *self, size_t index)
+{
+    return index < self->n_outputs ? self->outputs[index].dtype : AMAAS_DTYPE_INVALID;
+}
+
+size_t model_output_width (const model_t *self, size_t index)
+{
+    return index < self->n_outputs ? self->outputs[index].width : 0;
+}
+
+size_t model_weight_bytes_copied (const model_t *self)
+{
+    return self->copied;
+}
+
+size_t model_op_count (const model_t *self)
+{
+    return self->n_ops;
+}
+
+const model_op_t *model_op (const model_t *self, size_t index)
+{
+    return index < self->n_ops ? &self->ops[index].op : NULL;
+}

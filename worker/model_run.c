@@ -1,0 +1,401 @@
+/*  model_run.c - compute a loaded model on a batch of rows.
+
+    The current tensor lives in one of two ping-pong buffers of the workspace:
+    the input is converted into buffer 0, element-wise ops work in place, and
+    dense and binary write into the other buffer, which then becomes current.
+    An output op copies the current tensor into that output's own buffer (the
+    tensor may change after it); argmax writes labels into the label buffer,
+    which the outputs that follow point at.  Every run starts on buffer 0, so
+    the sequence of buffer sizes is the same from run to run: buffers only
+    grow, and a steady state of same-or-smaller batches allocates nothing.
+
+    Dense layers are one BLIS gemm each, row-major (row stride = columns,
+    column stride = 1), with C initialised to the bias rows and beta = 1.  BLIS
+    runs one thread: a worker process serves one job at a time, and the
+    machine's cores go to more worker processes.
+*/
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <blis.h>
+
+#include "model.h"
+
+#define S_ALIGN 64
+
+//  A buffer that only grows
+typedef struct {
+    void *data;      //  S_ALIGN-aligned, or NULL
+    size_t capacity; //  bytes at data
+} s_buffer_t;
+
+struct model_workspace_t {
+    s_buffer_t tensor[2];                 //  current tensor, ping-pong
+    s_buffer_t output[MODEL_MAX_OUTPUTS]; //  copies of emitted tensors
+    s_buffer_t labels;                    //  argmax labels (INT64 or BYTES)
+};
+
+static pthread_once_t s_blis_once = PTHREAD_ONCE_INIT;
+
+static void s_blis_init (void)
+{
+    bli_thread_set_num_threads (1);
+}
+
+//  Make the buffer hold at least size bytes; its contents are not kept.
+//  Returns 0, or -1 when out of memory (the buffer is then unchanged).
+static int s_reserve (s_buffer_t *buffer, size_t size)
+{
+    if (size <= buffer->capacity)
+        return 0;
+    size_t rounded;
+    if (__builtin_add_overflow (size, S_ALIGN - 1, &rounded))
+        return -1;
+    rounded -= rounded % S_ALIGN;
+    void *data = NULL;
+    if (posix_memalign (&data, S_ALIGN, rounded))
+        return -1;
+    free (buffer->data);
+    buffer->data = data;
+    buffer->capacity = rounded;
+    return 0;
+}
+
+model_workspace_t *model_workspace_new (void)
+{
+    pthread_once (&s_blis_once, s_blis_init);
+    return calloc (1, sizeof (model_workspace_t));
+}
+
+void model_workspace_destroy (model_workspace_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    model_workspace_t *self = *self_p;
+    free (self->tensor[0].data);
+    free (self->tensor[1].data);
+    for (size_t i = 0; i < MODEL_MAX_OUTPUTS; i++)
+        free (self->output[i].data);
+    free (self->labels.data);
+    free (self);
+    *self_p = NULL;
+}
+
+size_t model_workspace_size (const model_workspace_t *self)
+{
+    size_t total = self->tensor[0].capacity + self->tensor[1].capacity + self->labels.capacity;
+    for (size_t i = 0; i < MODEL_MAX_OUTPUTS; i++)
+        total += self->output[i].capacity;
+    return total;
+}
+
+//  --------------------------------------------------------------------------
+//  Input conversion: read each element with memcpy, the input need not be
+//  aligned.  INT64 to FP32/FP64 rounds to nearest, as numpy's astype does.
+
+#define S_CONVERT(T, dst, in_dtype, src, count)                                                    \
+    do {                                                                                           \
+        const unsigned char *in_ = (const unsigned char *)(src);                                   \
+        T *out_ = (T *)(dst);                                                                      \
+        size_t n_ = (count);                                                                       \
+        switch (in_dtype) {                                                                        \
+        case AMAAS_FP32:                                                                           \
+            for (size_t i_ = 0; i_ < n_; i_++) {                                                   \
+                float v_;                                                                          \
+                memcpy (&v_, in_ + i_ * sizeof v_, sizeof v_);                                     \
+                out_[i_] = (T)v_;                                                                  \
+            }                                                                                      \
+            break;                                                                                 \
+        case AMAAS_FP64:                                                                           \
+            for (size_t i_ = 0; i_ < n_; i_++) {                                                   \
+                double v_;                                                                         \
+                memcpy (&v_, in_ + i_ * sizeof v_, sizeof v_);                                     \
+                out_[i_] = (T)v_;                                                                  \
+            }                                                                                      \
+            break;                                                                                 \
+        case AMAAS_INT32:                                                                          \
+            for (size_t i_ = 0; i_ < n_; i_++) {                                                   \
+                int32_t v_;                                                                        \
+                memcpy (&v_, in_ + i_ * sizeof v_, sizeof v_);                                     \
+                out_[i_] = (T)v_;                                                                  \
+            }                                                                                      \
+            break;                                                                                 \
+        default: /*  AMAAS_INT64 */                                                                \
+            for (size_t i_ = 0; i_ < n_; i_++) {                                                   \
+                int64_t v_;                                                                        \
+                memcpy (&v_, in_ + i_ * sizeof v_, sizeof v_);                                     \
+                out_[i_] = (T)v_;                                                                  \
+            }                                                                                      \
+            break;                                                                                 \
+        }                                                                                          \
+    } while (0)
+
+//  --------------------------------------------------------------------------
+//  Element-wise and row ops, one version per element type.  x is [rows, w].
+
+#define S_DEFINE_OPS(T, S, EXP, TANH)                                                              \
+    static void s_scale_##S (T *x, size_t rows, size_t w, const T *mean, const T *scale)           \
+    {                                                                                              \
+        for (size_t r = 0; r < rows; r++, x += w)                                                  \
+            for (size_t j = 0; j < w; j++)                                                         \
+                x[j] = (x[j] - mean[j]) / scale[j];                                                \
+    }                                                                                              \
+    static void s_relu_##S (T *x, size_t n)                                                        \
+    {                                                                                              \
+        for (size_t i = 0; i < n; i++)                                                             \
+            x[i] = x[i] > 0 ? x[i] : 0;                                                            \
+    }                                                                                              \
+    static void s_tanh_##S (T *x, size_t n)                                                        \
+    {                                                                                              \
+        for (size_t i = 0; i < n; i++)                                                             \
+            x[i] = TANH (x[i]);                                                                    \
+    }                                                                                              \
+    /*  scipy's expit: 1 / (1 + exp (-x)), and exp (x) / (1 + exp (x)) below 0 so  */              \
+    /*  that exp never overflows and tiny results keep their precision.            */              \
+    static void s_sigmoid_##S (T *x, size_t n)                                                     \
+    {                                                                                              \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            if (x[i] >= 0)                                                                         \
+                x[i] = 1 / (1 + EXP (-x[i]));                                                      \
+            else {                                                                                 \
+                T e = EXP (x[i]);                                                                  \
+                x[i] = e / (1 + e);                                                                \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static void s_softmax_##S (T *x, size_t rows, size_t w)                                        \
+    {                                                                                              \
+        for (size_t r = 0; r < rows; r++, x += w) {                                                \
+            T max = x[0];                                                                          \
+            for (size_t j = 1; j < w; j++)                                                         \
+                if (x[j] > max)                                                                    \
+                    max = x[j];                                                                    \
+            T sum = 0;                                                                             \
+            for (size_t j = 0; j < w; j++) {                                                       \
+                x[j] = EXP (x[j] - max);                                                           \
+                sum += x[j];                                                                       \
+            }                                                                                      \
+            for (size_t j = 0; j < w; j++)                                                         \
+                x[j] /= sum;                                                                       \
+        }                                                                                          \
+    }                                                                                              \
+    static void s_normalize_##S (T *x, size_t rows, size_t w)                                      \
+    {                                                                                              \
+        for (size_t r = 0; r < rows; r++, x += w) {                                                \
+            T sum = 0;                                                                             \
+            for (size_t j = 0; j < w; j++)                                                         \
+                sum += x[j];                                                                       \
+            for (size_t j = 0; j < w; j++)                                                         \
+                x[j] /= sum;                                                                       \
+        }                                                                                          \
+    }                                                                                              \
+    static void s_binary_##S (const T *x, T *y, size_t rows)                                       \
+    {                                                                                              \
+        for (size_t r = 0; r < rows; r++) {                                                        \
+            y[2 * r] = 1 - x[r];                                                                   \
+            y[2 * r + 1] = x[r];                                                                   \
+        }                                                                                          \
+    }                                                                                              \
+    /*  Index of the largest value of each row, the first on ties; a NaN counts */                 \
+    /*  as the largest, as in numpy.argmax.                                      */                \
+    static size_t s_argmax_##S (const T *x, size_t w)                                              \
+    {                                                                                              \
+        size_t best = 0;                                                                           \
+        for (size_t j = 1; j < w && !isnan (x[best]); j++)                                         \
+            if (x[j] > x[best] || isnan (x[j]))                                                    \
+                best = j;                                                                          \
+        return best;                                                                               \
+    }                                                                                              \
+    static void s_dense_##S (const T *x, T *y, size_t rows, size_t in, size_t out, const T *w,     \
+                             const T *b)                                                           \
+    {                                                                                              \
+        for (size_t r = 0; r < rows; r++)                                                          \
+            memcpy (y + r * out, b, out * sizeof (T));                                             \
+        T one = 1;                                                                                 \
+        bli_##S##gemm (BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)rows, (dim_t)out, (dim_t)in,   \
+                       &one, (T *)x, (inc_t)in, 1, (T *)w, (inc_t)out, 1, &one, y, (inc_t)out, 1); \
+    }
+
+S_DEFINE_OPS (float, s, expf, tanhf)
+S_DEFINE_OPS (double, d, exp, tanh)
+
+//  Write labels of each row of x into labels; returns the bytes written.
+static size_t s_labels (const model_op_t *op, amaas_dtype_t dtype, const void *x, size_t rows,
+                        void *labels)
+{
+    size_t w = op->in_width;
+    size_t pos = 0;
+    for (size_t r = 0; r < rows; r++) {
+        size_t best = dtype == AMAAS_FP64 ? s_argmax_d ((const double *)x + r * w, w)
+                                          : s_argmax_s ((const float *)x + r * w, w);
+        if (op->labels_dtype == AMAAS_INT64) {
+            ((int64_t *)labels)[r] = op->int_labels[best];
+            pos += sizeof (int64_t);
+        } else {
+            size_t start = op->bytes_offset[best];
+            size_t size = op->bytes_offset[best + 1] - start;
+            memcpy ((uint8_t *)labels + pos, op->bytes_labels + start, size);
+            pos += size;
+        }
+    }
+    return pos;
+}
+
+//  Write "message" into err.  Returns -1.
+static int s_fail (char *err, size_t err_size, const char *format, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+static int s_fail (char *err, size_t err_size, const char *format, ...)
+{
+    if (err && err_size) {
+        va_list args;
+        va_start (args, format);
+        vsnprintf (err, err_size, format, args);
+        va_end (args);
+    }
+    return -1;
+}
+
+//  Largest width of the current tensor over the ops, input included.
+static size_t s_max_width (const model_t *self)
+{
+    size_t max = model_input_width (self);
+    for (size_t i = 0; i < model_op_count (self); i++) {
+        const model_op_t *op = model_op (self, i);
+        if (op->out_width > max)
+            max = op->out_width;
+    }
+    return max;
+}
+
+int model_run (const model_t *self, model_workspace_t *ws, amaas_dtype_t in_dtype,
+               const void *in_data, size_t rows, model_output_t *outputs, char *err,
+               size_t err_size)
+{
+    const char *name = self ? model_name (self) : "model";
+    if (!self || !ws || !outputs)
+        return s_fail (err, err_size, "%s: model_run called without a model, workspace or outputs",
+                       name);
+    if (rows == 0)
+        return s_fail (err, err_size, "%s: a batch needs at least one row", name);
+    if (!in_data)
+        return s_fail (err, err_size, "%s: no input data", name);
+    size_t in_size;
+    switch (in_dtype) {
+    case AMAAS_FP32:
+    case AMAAS_INT32: in_size = 4; break;
+    case AMAAS_FP64:
+    case AMAAS_INT64: in_size = 8; break;
+    default:
+        return s_fail (err, err_size,
+                       "%s: input datatype must be FP32, FP64, INT32 or INT64 (got %d)", name,
+                       (int)in_dtype);
+    }
+    amaas_dtype_t dtype = model_dtype (self);
+    size_t elem = dtype == AMAAS_FP64 ? 8 : 4;
+    size_t width = model_input_width (self);
+    size_t max_bytes;
+    if ((uint64_t)rows > (uint64_t)INT64_MAX ||
+        __builtin_mul_overflow (rows, s_max_width (self), &max_bytes) ||
+        __builtin_mul_overflow (max_bytes, elem > in_size ? elem : in_size, &max_bytes))
+        return s_fail (err, err_size, "%s: a batch of %zu rows is too large", name, rows);
+
+    //  Input, converted into tensor buffer 0
+    int cur = 0;
+    size_t count = rows * width;
+    if (s_reserve (&ws->tensor[cur], count * elem))
+        goto nomem;
+    if (dtype == AMAAS_FP64)
+        S_CONVERT (double, ws->tensor[cur].data, in_dtype, in_data, count);
+    else
+        S_CONVERT (float, ws->tensor[cur].data, in_dtype, in_data, count);
+
+    const void *labels = NULL; //  after argmax
+    size_t labels_size = 0;
+    for (size_t i = 0; i < model_op_count (self); i++) {
+        const model_op_t *op = model_op (self, i);
+        void *x = ws->tensor[cur].data;
+        size_t n = rows * op->in_width;
+        bool fp64 = dtype == AMAAS_FP64;
+        switch (op->kind) {
+        case MODEL_OP_SCALE:
+            if (fp64)
+                s_scale_d (x, rows, op->in_width, op->a, op->b);
+            else
+                s_scale_s (x, rows, op->in_width, op->a, op->b);
+            break;
+        case MODEL_OP_DENSE:
+        case MODEL_OP_BINARY:
+            if (s_reserve (&ws->tensor[1 - cur], rows * op->out_width * elem))
+                goto nomem;
+            if (op->kind == MODEL_OP_BINARY && fp64)
+                s_binary_d (x, ws->tensor[1 - cur].data, rows);
+            else if (op->kind == MODEL_OP_BINARY)
+                s_binary_s (x, ws->tensor[1 - cur].data, rows);
+            else if (fp64)
+                s_dense_d (x, ws->tensor[1 - cur].data, rows, op->in_width, op->out_width, op->a,
+                           op->b);
+            else
+                s_dense_s (x, ws->tensor[1 - cur].data, rows, op->in_width, op->out_width, op->a,
+                           op->b);
+            cur = 1 - cur;
+            break;
+        case MODEL_OP_IDENTITY: break;
+        case MODEL_OP_RELU: fp64 ? s_relu_d (x, n) : s_relu_s (x, n); break;
+        case MODEL_OP_TANH: fp64 ? s_tanh_d (x, n) : s_tanh_s (x, n); break;
+        case MODEL_OP_SIGMOID: fp64 ? s_sigmoid_d (x, n) : s_sigmoid_s (x, n); break;
+        case MODEL_OP_SOFTMAX:
+            fp64 ? s_softmax_d (x, rows, op->in_width) : s_softmax_s (x, rows, op->in_width);
+            break;
+        case MODEL_OP_NORMALIZE:
+            fp64 ? s_normalize_d (x, rows, op->in_width) : s_normalize_s (x, rows, op->in_width);
+            break;
+        case MODEL_OP_ARGMAX: {
+            size_t label_max = op->labels_dtype == AMAAS_INT64 ? sizeof (int64_t) : op->bytes_max;
+            size_t need;
+            if (__builtin_mul_overflow (rows, label_max, &need))
+                return s_fail (err, err_size, "%s: a batch of %zu rows is too large", name, rows);
+            if (s_reserve (&ws->labels, need))
+                goto nomem;
+            labels_size = s_labels (op, dtype, x, rows, ws->labels.data);
+            labels = ws->labels.data;
+            break;
+        }
+        case MODEL_OP_OUTPUT: {
+            model_output_t *output = &outputs[op->output];
+            output->name = model_output_name (self, op->output);
+            output->shape[0] = (int64_t)rows;
+            output->shape[1] = 0;
+            if (op->in_width == 0) { //  labels
+                output->datatype = op->labels_dtype == AMAAS_DTYPE_INVALID
+                                       ? model_output_dtype (self, op->output)
+                                       : op->labels_dtype;
+                output->ndim = 1;
+                output->data = labels;
+                output->size = labels_size;
+                break;
+            }
+            s_buffer_t *buffer = &ws->output[op->output];
+            size_t size = n * elem;
+            if (s_reserve (buffer, size))
+                goto nomem;
+            memcpy (buffer->data, x, size);
+            output->datatype = dtype;
+            output->ndim = op->flatten ? 1 : 2;
+            output->shape[1] = op->flatten ? 0 : (int64_t)op->in_width;
+            output->data = buffer->data;
+            output->size = size;
+            break;
+        }
+        }
+    }
+    return 0;
+
+nomem:
+    return s_fail (err, err_size, "%s: out of memory for a batch of %zu rows", name, rows);
+}
