@@ -102,153 +102,117 @@ void codec_header_set_message (codec_header_t *self, const char *fmt, ...)
 //  --------------------------------------------------------------------------
 //  Bounded walk over raw msgpack bytes
 
-typedef struct {
-    const uint8_t *pos;
-    const uint8_t *end;
-} mp_cursor_t;
-
-static int read_be (mp_cursor_t *c, size_t n, uint64_t *value)
+//  Big-endian integer of `bytes` bytes.
+static uint64_t read_be (const uint8_t *data, size_t bytes)
 {
-    if ((size_t)(c->end - c->pos) < n)
-        return -1;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = (v << 8) | c->pos[i];
-    c->pos += n;
-    *value = v;
-    return 0;
-}
-
-static int skip (mp_cursor_t *c, uint64_t n)
-{
-    if ((uint64_t)(c->end - c->pos) < n)
-        return -1;
-    c->pos += n;
-    return 0;
-}
-
-//  Walks one object; returns 0 or -1 with a reason in *why.
-static int walk (mp_cursor_t *c, int depth, const char **why)
-{
-    if (depth > CODEC_MAX_DEPTH) {
-        *why = "nested too deep";
-        return -1;
-    }
-    if (c->pos >= c->end) {
-        *why = "truncated";
-        return -1;
-    }
-    uint8_t b = *c->pos++;
-    uint64_t n = 0;
-    uint64_t items = 0; //  container elements to walk
-    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
-        return 0;
-    if ((b & 0xf0) == 0x80)
-        items = 2 * (uint64_t)(b & 0x0f);
-    else if ((b & 0xf0) == 0x90)
-        items = b & 0x0f;
-    else if ((b & 0xe0) == 0xa0)
-        n = b & 0x1f;
-    else
-        switch (b) {
-        case 0xc4:
-        case 0xd9:
-            if (read_be (c, 1, &n))
-                goto truncated;
-            break;
-        case 0xc5:
-        case 0xda:
-            if (read_be (c, 2, &n))
-                goto truncated;
-            break;
-        case 0xc6:
-        case 0xdb:
-            if (read_be (c, 4, &n))
-                goto truncated;
-            break;
-        case 0xc7:
-            if (read_be (c, 1, &n))
-                goto truncated;
-            n += 1;
-            break;
-        case 0xc8:
-            if (read_be (c, 2, &n))
-                goto truncated;
-            n += 1;
-            break;
-        case 0xc9:
-            if (read_be (c, 4, &n))
-                goto truncated;
-            n += 1;
-            break;
-        case 0xca:
-        case 0xce:
-        case 0xd2: n = 4; break;
-        case 0xcb:
-        case 0xcf:
-        case 0xd3: n = 8; break;
-        case 0xcc:
-        case 0xd0: n = 1; break;
-        case 0xcd:
-        case 0xd1: n = 2; break;
-        case 0xd4: n = 2; break;
-        case 0xd5: n = 3; break;
-        case 0xd6: n = 5; break;
-        case 0xd7: n = 9; break;
-        case 0xd8: n = 17; break;
-        case 0xdc:
-            if (read_be (c, 2, &items))
-                goto truncated;
-            break;
-        case 0xdd:
-            if (read_be (c, 4, &items))
-                goto truncated;
-            break;
-        case 0xde:
-            if (read_be (c, 2, &items))
-                goto truncated;
-            items *= 2;
-            break;
-        case 0xdf:
-            if (read_be (c, 4, &items))
-                goto truncated;
-            items *= 2;
-            break;
-        default: *why = "invalid type byte 0xc1"; return -1;
-        }
-    if (n && skip (c, n))
-        goto truncated;
-    //  Every element takes at least one byte: a count larger than what
-    //  remains is a lie, refused before anyone allocates for it.
-    if (items > (uint64_t)(c->end - c->pos))
-        goto truncated;
-    for (uint64_t i = 0; i < items; i++)
-        if (walk (c, depth + 1, why))
-            return -1;
-    return 0;
-truncated:
-    *why = "truncated or claims more elements than it holds";
-    return -1;
+    uint64_t value = 0;
+    for (size_t i = 0; i < bytes; i++)
+        value = (value << 8) | data[i];
+    return value;
 }
 
 int codec_mp_check (const void *buf, size_t size, char *err, size_t err_size)
 {
-    mp_cursor_t c = {(const uint8_t *)buf, (const uint8_t *)buf + size};
-    const char *why = NULL;
+    const uint8_t *data = buf;
+    uint64_t pending[CODEC_MAX_DEPTH + 1]; //  objects still to read at each depth
+    int depth = 0;
+    size_t pos = 0;
+    pending[0] = 1;
     if (size == 0) {
         snprintf (err, err_size, "empty msgpack");
         return -1;
     }
-    if (walk (&c, 0, &why)) {
-        snprintf (err, err_size, "malformed msgpack: %s", why);
-        return -1;
+    while (true) {
+        while (depth >= 0 && pending[depth] == 0)
+            depth--;
+        if (depth < 0)
+            break;
+        pending[depth]--;
+        if (pos >= size)
+            goto truncated;
+        size_t start = pos;
+        uint8_t byte = data[pos++];
+        size_t header = 0;       //  bytes of length or value after the type byte
+        size_t length_bytes = 0; //  of which, bytes of a payload length
+        size_t extra = 0;        //  fixed payload bytes (ext type byte, fixext)
+        uint64_t payload = 0;    //  variable payload bytes
+        uint64_t children = 0;   //  elements of an array, keys and values of a map
+
+        if (byte <= 0x7f || byte >= 0xe0 || byte == 0xc0 || byte == 0xc2 || byte == 0xc3)
+            ; //  fixint, nil, bool
+        else if (byte <= 0x8f)
+            children = 2 * (uint64_t)(byte & 0x0f);
+        else if (byte <= 0x9f)
+            children = byte & 0x0f;
+        else if (byte <= 0xbf)
+            payload = byte & 0x1f;
+        else if (byte == 0xc1) {
+            snprintf (err, err_size, "byte %zu: 0xc1 is not a msgpack type", start);
+            return -1;
+        } else if (byte >= 0xc4 && byte <= 0xc6) //  bin 8, 16, 32
+            header = length_bytes = (size_t)1 << (byte - 0xc4);
+        else if (byte >= 0xc7 && byte <= 0xc9) { //  ext 8, 16, 32
+            header = length_bytes = (size_t)1 << (byte - 0xc7);
+            extra = 1;
+        } else if (byte == 0xca)
+            header = 4;
+        else if (byte == 0xcb)
+            header = 8;
+        else if (byte >= 0xcc && byte <= 0xcf) //  uint 8 .. 64
+            header = (size_t)1 << (byte - 0xcc);
+        else if (byte >= 0xd0 && byte <= 0xd3) //  int 8 .. 64
+            header = (size_t)1 << (byte - 0xd0);
+        else if (byte >= 0xd4 && byte <= 0xd8) //  fixext 1 .. 16
+            extra = 1 + ((size_t)1 << (byte - 0xd4));
+        else if (byte >= 0xd9 && byte <= 0xdb) //  str 8, 16, 32
+            header = length_bytes = (size_t)1 << (byte - 0xd9);
+        else if (byte == 0xdc || byte == 0xdd) //  array 16, 32
+            header = length_bytes = byte == 0xdc ? 2 : 4;
+        else //  map 16, 32
+            header = length_bytes = byte == 0xde ? 2 : 4;
+
+        if (header > size - pos)
+            goto truncated;
+        if (length_bytes) {
+            uint64_t length = read_be (data + pos, length_bytes);
+            if (byte == 0xdc || byte == 0xdd)
+                children = length;
+            else if (byte == 0xde || byte == 0xdf)
+                children = 2 * length;
+            else
+                payload = length;
+        }
+        pos += header;
+        if (extra > size - pos || payload > size - pos - extra)
+            goto truncated;
+        pos += extra + (size_t)payload;
+        if (children) {
+            //  Every element takes at least one byte: a count larger than
+            //  what remains is a lie, refused before anyone allocates for it
+            if (children > size - pos) {
+                snprintf (err, err_size,
+                          "byte %zu: container of %" PRIu64 " elements cannot fit in the %zu "
+                          "bytes left (truncated or corrupt)",
+                          start, children, size - pos);
+                return -1;
+            }
+            if (depth == CODEC_MAX_DEPTH) {
+                snprintf (err, err_size, "byte %zu: msgpack nested deeper than %d levels", start,
+                          CODEC_MAX_DEPTH);
+                return -1;
+            }
+            pending[++depth] = children;
+        }
     }
-    if (c.pos != c.end) {
-        snprintf (err, err_size, "malformed msgpack: %zu bytes after the object",
-                  (size_t)(c.end - c.pos));
+    if (pos != size) {
+        snprintf (err, err_size, "%zu bytes after the end of the msgpack object", size - pos);
         return -1;
     }
     return 0;
+truncated:
+    snprintf (err, err_size, "msgpack ends at byte %zu in the middle of an object (truncated)",
+              size);
+    return -1;
 }
 
 //  --------------------------------------------------------------------------

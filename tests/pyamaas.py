@@ -253,12 +253,17 @@ class Client:
         if code != OK:
             raise AmaasError(code, header.get("message", ""))
 
-    def send(self, model, inputs, version=None, outputs=None, job_id=None):
+    def send(self, model, inputs, version=None, outputs=None, job_id=None, deadline_ms=None,
+             priority=None):
         """Sends a REQUEST without waiting; returns its id.
 
         inputs: dict name -> array (or a list of (name, array) to control order)."""
         jid = next(self._ids) if job_id is None else job_id
         header = {"id": jid, "model": model}
+        if deadline_ms is not None:
+            header["deadline_ms"] = deadline_ms
+        if priority is not None:
+            header["priority"] = priority
         if version is not None:
             header["version"] = version
         if outputs is not None:

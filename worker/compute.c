@@ -139,7 +139,7 @@ static amaas_code_t run (const compute_config_t *config, model_workspace_t *ws,
     return AMAAS_OK;
 }
 
-zmsg_t *compute_job (const compute_config_t *config, model_workspace_t *ws, const wrk_job_t *job)
+zmsg_t *compute_job (compute_config_t *config, model_workspace_t *ws, const wrk_job_t *job)
 {
     char err[CODEC_MESSAGE_MAX] = "";
     zframe_t *outputs = NULL;
@@ -153,8 +153,11 @@ zmsg_t *compute_job (const compute_config_t *config, model_workspace_t *ws, cons
         snprintf (err, sizeof err, "deadline passed %" PRIu64 " ms before compute; not computed",
                   (start - job->deadline_us) / 1000);
         code = AMAAS_DEADLINE_EXCEEDED;
-    } else
+        config->expired++;
+    } else {
         code = run (config, ws, job, model, &outputs, err, sizeof err);
+        config->computed++;
+    }
 
     codec_header_t r;
     memset (&r, 0, sizeof r);
@@ -178,7 +181,7 @@ zmsg_t *compute_job (const compute_config_t *config, model_workspace_t *ws, cons
 
 void compute_actor (zsock_t *pipe, void *args)
 {
-    const compute_config_t *config = args;
+    compute_config_t *config = args;
     //  Signals are the main thread's business
     sigset_t signals;
     sigemptyset (&signals);

@@ -29,6 +29,8 @@ typedef struct {
     model_t **models; //  models served (read-only while the actor runs)
     size_t n_models;
     uint64_t max_elements; //  largest input tensor, elements
+    uint64_t computed;     //  jobs whose model ran (written by the compute thread only)
+    uint64_t expired;      //  jobs answered DEADLINE_EXCEEDED without compute
 } compute_config_t;
 
 //  New job from a decoded JOB header; takes *payload_p.  NULL on
@@ -37,8 +39,8 @@ wrk_job_t *wrk_job_new (const codec_header_t *header, zframe_t **payload_p, uint
 void wrk_job_destroy (wrk_job_t **self_p);
 
 //  Computes one job and returns its RESULT message (signature, command,
-//  header, outputs).  NULL only on out-of-memory.
-zmsg_t *compute_job (const compute_config_t *config, model_workspace_t *ws, const wrk_job_t *job);
+//  header, outputs), and counts it.  NULL only on out-of-memory.
+zmsg_t *compute_job (compute_config_t *config, model_workspace_t *ws, const wrk_job_t *job);
 
 //  The compute actor (zactor_new (compute_actor, config)): receives
 //  wrk_job_t pointers ("p"), takes ownership, sends back RESULT messages.

@@ -84,6 +84,7 @@ int main (int argc, char *argv[])
         return 2;
     }
     log_setup ("amaas-worker", (log_level_t)level);
+    zsys_handler_set (NULL); //  signals are handled by the event loop, not czmq
     zsys_init ();
     return worker_run (&config) == 0 ? 0 : 1;
 }

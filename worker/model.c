@@ -2,8 +2,8 @@
 
     A model file (docs/MODEL_FORMAT.md) is one msgpack map.  Every byte of it
     is untrusted.  The loader first walks the raw msgpack once without
-    allocating (s_check_msgpack): it proves the buffer holds exactly one
-    complete object, no deeper than S_MAX_DEPTH, and that no array or map
+    allocating (codec_mp_check): it proves the buffer holds exactly one
+    complete object, no deeper than CODEC_MAX_DEPTH, and that no array or map
     declares more elements than there are bytes left, so that msgpack-c's
     unpacker, which allocates the declared element count up front, allocates at
     most a small multiple of the file size.  msgpack-c then unpacks it into a
@@ -32,6 +32,7 @@
 
 #include <msgpack.h>
 
+#include "codec.h"
 #include "model.h"
 
 #define S_FORMAT "amaas-model"
@@ -39,7 +40,6 @@
 #define S_MAX_WIDTH (1u << 24) //  widths are 1 .. 2^24
 #define S_MAX_OPS 256
 #define S_MAX_KEYS 64        //  keys in one map
-#define S_MAX_DEPTH 16       //  nesting of msgpack containers
 #define S_MAX_LABEL 4096     //  bytes in one string label
 #define S_NAME_MAX 127       //  model name
 #define S_VERSION_MAX 63     //  model version
@@ -167,28 +167,13 @@ static const char *s_type_name (msgpack_object_type type)
     return "unknown type";
 }
 
-static const char *s_dtype_name (amaas_dtype_t dtype)
-{
-    switch (dtype) {
-    case AMAAS_FP32: return "FP32";
-    case AMAAS_FP64: return "FP64";
-    case AMAAS_INT32: return "INT32";
-    case AMAAS_INT64: return "INT64";
-    case AMAAS_BYTES: return "BYTES";
-    default: return "INVALID";
-    }
-}
-
 //  Datatype of an output from its name; INVALID for any other.
 static amaas_dtype_t s_dtype_from (const char *name, size_t len)
 {
-    static const amaas_dtype_t dtypes[] = {AMAAS_FP32, AMAAS_FP64, AMAAS_INT64, AMAAS_BYTES};
-    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++) {
-        const char *candidate = s_dtype_name (dtypes[i]);
-        if (s_equal (candidate, strlen (candidate), name, len))
-            return dtypes[i];
-    }
-    return AMAAS_DTYPE_INVALID;
+    amaas_dtype_t dtype = amaas_dtype_from_name (name, len);
+    bool output_type =
+        dtype == AMAAS_FP32 || dtype == AMAAS_FP64 || dtype == AMAAS_INT64 || dtype == AMAAS_BYTES;
+    return output_type ? dtype : AMAAS_DTYPE_INVALID;
 }
 
 //  "[-1]" or "[-1, k]" for messages.  Returns buf.
@@ -203,109 +188,6 @@ static const char *s_shape_text (size_t width, char *buf, size_t buf_size)
 
 //  --------------------------------------------------------------------------
 //  Raw msgpack walk
-
-//  Read a big-endian integer of `bytes` bytes.
-static uint64_t s_read_be (const uint8_t *data, size_t bytes)
-{
-    uint64_t value = 0;
-    for (size_t i = 0; i < bytes; i++)
-        value = (value << 8) | data[i];
-    return value;
-}
-
-//  Check that data holds exactly one complete msgpack object, nested at most
-//  S_MAX_DEPTH deep, whose arrays and maps declare no more elements than bytes
-//  remain.  Returns 0, or -1 with a message.  Allocates nothing.
-static int s_check_msgpack (s_ctx_t *ctx, const uint8_t *data, size_t size)
-{
-    uint64_t pending[S_MAX_DEPTH + 1]; //  objects still to read at each depth
-    int depth = 0;
-    size_t pos = 0;
-    pending[0] = 1;
-
-    while (true) {
-        while (depth >= 0 && pending[depth] == 0)
-            depth--;
-        if (depth < 0)
-            break;
-        pending[depth]--;
-        if (pos >= size)
-            return s_fail (ctx, "file ends at byte %zu in the middle of the msgpack data", size);
-
-        size_t start = pos;
-        uint8_t byte = data[pos++];
-        size_t header = 0;       //  bytes of length or value after the type byte
-        size_t length_bytes = 0; //  of which, bytes of a payload length
-        size_t extra = 0;        //  fixed payload bytes (ext type byte, fixext)
-        uint64_t payload = 0;    //  variable payload bytes
-        uint64_t children = 0;   //  elements of an array, keys and values of a map
-
-        if (byte <= 0x7f || byte >= 0xe0 || byte == 0xc0 || byte == 0xc2 || byte == 0xc3)
-            ; //  fixint, nil, bool
-        else if (byte <= 0x8f)
-            children = 2 * (uint64_t)(byte & 0x0f);
-        else if (byte <= 0x9f)
-            children = byte & 0x0f;
-        else if (byte <= 0xbf)
-            payload = byte & 0x1f;
-        else if (byte == 0xc1)
-            return s_fail (ctx, "byte %zu: 0xc1 is not a msgpack type", start);
-        else if (byte >= 0xc4 && byte <= 0xc6) //  bin 8, 16, 32
-            header = length_bytes = (size_t)1 << (byte - 0xc4);
-        else if (byte >= 0xc7 && byte <= 0xc9) { //  ext 8, 16, 32
-            header = length_bytes = (size_t)1 << (byte - 0xc7);
-            extra = 1;
-        } else if (byte == 0xca)
-            header = 4;
-        else if (byte == 0xcb)
-            header = 8;
-        else if (byte >= 0xcc && byte <= 0xcf) //  uint 8 .. 64
-            header = (size_t)1 << (byte - 0xcc);
-        else if (byte >= 0xd0 && byte <= 0xd3) //  int 8 .. 64
-            header = (size_t)1 << (byte - 0xd0);
-        else if (byte >= 0xd4 && byte <= 0xd8) //  fixext 1 .. 16
-            extra = 1 + ((size_t)1 << (byte - 0xd4));
-        else if (byte >= 0xd9 && byte <= 0xdb) //  str 8, 16, 32
-            header = length_bytes = (size_t)1 << (byte - 0xd9);
-        else if (byte == 0xdc || byte == 0xdd) //  array 16, 32
-            header = length_bytes = byte == 0xdc ? 2 : 4;
-        else //  map 16, 32
-            header = length_bytes = byte == 0xde ? 2 : 4;
-
-        if (header > size - pos)
-            return s_fail (ctx, "file ends at byte %zu in the middle of the msgpack data", size);
-        if (length_bytes) {
-            uint64_t length = s_read_be (data + pos, length_bytes);
-            if (byte == 0xdc || byte == 0xdd)
-                children = length;
-            else if (byte == 0xde || byte == 0xdf)
-                children = 2 * length;
-            else
-                payload = length;
-        }
-        pos += header;
-        if (extra > size - pos || payload > size - pos - extra)
-            return s_fail (ctx,
-                           "file ends at byte %zu in the middle of the msgpack data "
-                           "(object at byte %zu)",
-                           size, start);
-        pos += extra + (size_t)payload;
-        if (children) {
-            if (children > size - pos)
-                return s_fail (ctx,
-                               "byte %zu: container of %llu elements cannot fit in the "
-                               "%zu bytes left (file truncated or corrupt)",
-                               start, (unsigned long long)children, size - pos);
-            if (depth == S_MAX_DEPTH)
-                return s_fail (ctx, "byte %zu: msgpack nested deeper than %d levels", start,
-                               S_MAX_DEPTH);
-            pending[++depth] = children;
-        }
-    }
-    if (pos != size)
-        return s_fail (ctx, "%zu bytes after the end of the model map", size - pos);
-    return 0;
-}
 
 //  --------------------------------------------------------------------------
 //  Typed getters.  Each returns 0, or -1 with a message naming the key.
@@ -453,7 +335,7 @@ static int s_get_weights (s_ctx_t *ctx, model_t *self, const msgpack_object *map
     size_t need;
     if (__builtin_mul_overflow (rows, cols, &need) || __builtin_mul_overflow (need, elem, &need))
         return s_fail (ctx, "%s: %zux%zu %s is too large", key, rows, cols,
-                       s_dtype_name (self->dtype));
+                       amaas_dtype_name (self->dtype));
     size_t have = obj->via.bin.size;
     if (have != need) {
         char shape[64];
@@ -463,7 +345,7 @@ static int s_get_weights (s_ctx_t *ctx, model_t *self, const msgpack_object *map
             snprintf (shape, sizeof shape, "%zux%zu", rows, cols);
         return s_fail (ctx, "%s hold%s %zu bytes, %s %s needs %zu", key,
                        strcmp (key, "weights") == 0 ? "" : "s", have, shape,
-                       s_dtype_name (self->dtype), need);
+                       amaas_dtype_name (self->dtype), need);
     }
     const void *data = obj->via.bin.ptr;
     if ((uintptr_t)data % S_ALIGN == 0)
@@ -544,7 +426,7 @@ static int s_parse_outputs (s_ctx_t *ctx, model_t *self, const msgpack_object *t
             output->width = (size_t)k->via.u64;
             if (output->dtype == AMAAS_INT64 || output->dtype == AMAAS_BYTES)
                 return s_fail (ctx, "%s labels have shape [-1], not [-1, %zu]",
-                               s_dtype_name (output->dtype), output->width);
+                               amaas_dtype_name (output->dtype), output->width);
         }
     }
     self->n_outputs = count;
@@ -745,8 +627,8 @@ static int s_parse_output (s_ctx_t *ctx, model_t *self, s_op_t *op, const msgpac
     if (declared->dtype != dtype || declared->width != width) {
         char have[40], want[40];
         return s_fail (ctx, "output \"%s\" emits %s %s, outputs[%zu] declares %s %s", name,
-                       s_dtype_name (dtype), s_shape_text (width, have, sizeof have),
-                       tensor->outputs, s_dtype_name (declared->dtype),
+                       amaas_dtype_name (dtype), s_shape_text (width, have, sizeof have),
+                       tensor->outputs, amaas_dtype_name (declared->dtype),
                        s_shape_text (declared->width, want, sizeof want));
     }
     op->op.output = tensor->outputs++;
@@ -869,8 +751,11 @@ static model_t *s_parse (const void *data, size_t size, const char *label, char 
         s_fail (&ctx, "empty file");
         goto err;
     }
-    if (s_check_msgpack (&ctx, data, size))
+    char why[256];
+    if (codec_mp_check (data, size, why, sizeof why)) {
+        s_fail (&ctx, "%s", why);
         goto err;
+    }
     size_t offset = 0;
     msgpack_unpack_return rc = msgpack_unpack_next (&unpacked, data, size, &offset);
     if (rc != MSGPACK_UNPACK_SUCCESS) {

@@ -239,16 +239,16 @@ int worker_run (const worker_config_t *config)
     worker_t self = {.config = config};
     int rc = -1;
     self.backoff_ms = config->heartbeat_ms;
-    if (load_models (&self, config->models_dir) == 0) {
-        log_error ("no model to serve in folder=%s (need *.amm files; see docs/MODEL_FORMAT.md)",
-                   config->models_dir);
-        goto done;
-    }
     //  SIGINT/SIGTERM: first drain, a second one stops at once
     struct sigaction action = {.sa_handler = on_signal};
     sigemptyset (&action.sa_mask);
     sigaction (SIGINT, &action, NULL);
     sigaction (SIGTERM, &action, NULL);
+    if (load_models (&self, config->models_dir) == 0) {
+        log_error ("no model to serve in folder=%s (need *.amm files; see docs/MODEL_FORMAT.md)",
+                   config->models_dir);
+        goto done;
+    }
 
     self.compute_config.models = self.models;
     self.compute_config.n_models = self.n_models;
@@ -301,7 +301,10 @@ int worker_run (const worker_config_t *config)
         }
     }
     send_command (&self, CMD_DISCONNECT, "worker stopping");
-    log_info ("worker stopping jobs_done=%" PRIu64 " jobs_held=%zu", self.jobs_done, self.held);
+    zactor_destroy (&self.compute);
+    log_info ("worker stopping jobs_done=%" PRIu64 " computed=%" PRIu64 " expired=%" PRIu64
+              " jobs_held=%zu",
+              self.jobs_done, self.compute_config.computed, self.compute_config.expired, self.held);
     rc = 0;
 done:
     zactor_destroy (&self.compute);
