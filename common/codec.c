@@ -415,6 +415,7 @@ static int decode_models (codec_header_t *self, const msgpack_object *o, char *e
         snprintf (err, err_size, "'models' must be an array of at most %d maps", CODEC_MAX_MODELS);
         return -1;
     }
+    free (self->models); //  a repeated key: the last one counts
     self->n_models = o->via.array.size;
     self->models = self->n_models ? calloc (self->n_models, sizeof (codec_model_t)) : NULL;
     if (self->n_models && !self->models) {
@@ -436,7 +437,8 @@ static int decode_models (codec_header_t *self, const msgpack_object *o, char *e
                     goto bad;
                 has_name = true;
             } else if (key_is (key, "version")) {
-                if (get_str (val, model->version, sizeof model->version, false))
+                //  may be empty: a missing version is encoded as ""
+                if (get_str (val, model->version, sizeof model->version, true))
                     goto bad;
             } else if (key_is (key, "workers")) {
                 if (get_uint (val, UINT32_MAX, &n))

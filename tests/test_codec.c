@@ -155,6 +155,42 @@ static void pack_unknown_keys (msgpack_packer *pk)
     msgpack_pack_uint64 (pk, 5);
 }
 
+static void pack_models_twice_no_version (msgpack_packer *pk)
+{
+    msgpack_pack_map (pk, 2);
+    pk_str (pk, "models");
+    msgpack_pack_array (pk, 1);
+    msgpack_pack_map (pk, 1);
+    pk_str (pk, "name");
+    pk_str (pk, "a");
+    pk_str (pk, "models");
+    msgpack_pack_array (pk, 1);
+    msgpack_pack_map (pk, 1);
+    pk_str (pk, "name");
+    pk_str (pk, "b");
+}
+
+//  Found by fuzz_codec: a model entry without version must survive a round
+//  trip, and a repeated key must not leak the first list
+START_TEST (test_models_without_version_round_trip)
+{
+    codec_header_t h = {0}, again = {0};
+    msgpack_sbuffer sbuf = packed (pack_models_twice_no_version);
+    ck_assert_int_eq (codec_header_decode (&h, sbuf.data, sbuf.size, err, sizeof err), 0);
+    ck_assert_uint_eq (h.n_models, 1);
+    ck_assert_str_eq (h.models[0].name, "b");
+    ck_assert_str_eq (h.models[0].version, "");
+    zframe_t *f = encoded (&h);
+    ck_assert_int_eq (
+        codec_header_decode (&again, zframe_data (f), zframe_size (f), err, sizeof err), 0);
+    ck_assert_str_eq (again.models[0].name, "b");
+    zframe_destroy (&f);
+    msgpack_sbuffer_destroy (&sbuf);
+    codec_header_reset (&h);
+    codec_header_reset (&again);
+}
+END_TEST
+
 START_TEST (test_header_refused)
 {
     codec_header_t h = {0};
@@ -510,6 +546,7 @@ int main (void)
     tcase_add_test (tc, test_header_round_trip);
     tcase_add_test (tc, test_models_round_trip);
     tcase_add_test (tc, test_header_refused);
+    tcase_add_test (tc, test_models_without_version_round_trip);
     tcase_add_test (tc, test_mp_check_bounds);
     tcase_add_test (tc, test_truncated_header_every_offset);
     tcase_add_test (tc, test_tensors_round_trip);
