@@ -25,7 +25,8 @@ static void usage (FILE *out, const worker_config_t *d)
              "  --log-level LEVEL      error, warn, info or debug [info]\n"
              "  -h, --help             show this help\n"
              "\n"
-             "SIGINT or SIGTERM: tell the broker, exit 0.\n",
+             "SIGINT or SIGTERM: take no new jobs, finish the ones held, tell the broker,\n"
+             "exit 0 (a second signal stops at once).\n",
              d->broker, d->credit, d->heartbeat_ms, d->liveness,
              (unsigned long long)d->max_elements);
 }
