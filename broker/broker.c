@@ -13,24 +13,16 @@
 
 #include <czmq.h>
 #include <errno.h>
-#include <signal.h>
 #include <string.h>
 
 #include "clock.h"
 #include "codec.h"
 #include "dispatch.h"
 #include "log.h"
+#include "signals.h"
 
 #define EXPIRE_MS 50 //  how often queues are swept for expired deadlines
 #define BURST 256    //  messages handled from one socket before the other's turn
-
-static volatile sig_atomic_t stop_requests = 0;
-
-static void on_signal (int sig)
-{
-    (void)sig;
-    stop_requests++;
-}
 
 typedef struct {
     const broker_config_t *config;
@@ -370,10 +362,6 @@ int broker_run (const broker_config_t *config)
 {
     broker_t self = {.config = config};
     int rc = -1;
-    struct sigaction action = {.sa_handler = on_signal};
-    sigemptyset (&action.sa_mask);
-    sigaction (SIGINT, &action, NULL);
-    sigaction (SIGTERM, &action, NULL);
     self.frontend = bind_router (config->frontend, config->max_message, "frontend");
     self.backend = bind_router (config->backend, config->max_message, "backend");
     self.dispatch = dispatch_new (config->max_queue, config->max_lost);
@@ -399,8 +387,8 @@ int broker_run (const broker_config_t *config)
     int64_t next_beat = clock_now_ms () + config->heartbeat_ms;
     int64_t next_expire = clock_now_ms () + EXPIRE_MS;
     int64_t stop_by = 0; //  when stopping: give up waiting for jobs then
-    while (stop_requests < 2) {
-        if (stop_requests && !self.stopping) {
+    while (signals_stop_requests () < 2) {
+        if (signals_stop_requests () && !self.stopping) {
             self.stopping = true;
             stop_by = clock_now_ms () + config->shutdown_grace_ms;
             log_info ("broker stopping mode=%s queued=%zu in_flight=%zu grace=%dms",

@@ -8,6 +8,8 @@
 */
 #include "dispatch.h"
 
+#include "table.h"
+
 #include <string.h>
 
 struct dispatch_t {
@@ -30,21 +32,6 @@ typedef struct {
 static void **job_handle (broker_job_t *job)
 {
     return &((job_node_t *)job)->handle;
-}
-
-static size_t token_hash (const void *key)
-{
-    uint64_t x = *(const uint64_t *)key;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return (size_t)x;
-}
-
-static int token_compare (const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 static void model_destroy (broker_model_t **self_p)
@@ -93,15 +80,11 @@ dispatch_t *dispatch_new (size_t max_queue, uint32_t max_lost)
         return NULL;
     self->models = zhashx_new ();
     self->workers = zhashx_new ();
-    self->held = zhashx_new ();
+    self->held = table_u64_new ();
     if (!self->models || !self->workers || !self->held)
         goto err;
     zhashx_set_destructor (self->models, model_destructor);
     zhashx_set_destructor (self->workers, worker_destructor);
-    zhashx_set_key_hasher (self->held, token_hash);
-    zhashx_set_key_comparator (self->held, token_compare);
-    zhashx_set_key_duplicator (self->held, NULL);
-    zhashx_set_key_destructor (self->held, NULL);
     self->max_queue = max_queue;
     self->max_lost = max_lost ? max_lost : 1;
     self->next_token = 1;

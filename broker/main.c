@@ -7,6 +7,8 @@
 
 #include "broker.h"
 #include "log.h"
+#include "options.h"
+#include "signals.h"
 
 static void usage (FILE *out, const broker_config_t *d)
 {
@@ -38,19 +40,6 @@ static void usage (FILE *out, const broker_config_t *d)
              d->max_lost, d->shutdown_grace_ms);
 }
 
-//  Parses a positive integer option, or exits with a message.
-static long long positive (const char *name, const char *value, long long max)
-{
-    char *end;
-    long long n = strtoll (value, &end, 10);
-    if (*value == 0 || *end != 0 || n < 1 || n > max) {
-        fprintf (stderr, "amaas-broker: --%s must be an integer in 1..%lld, not '%s'\n", name, max,
-                 value);
-        exit (2);
-    }
-    return n;
-}
-
 int main (int argc, char *argv[])
 {
     broker_config_t config;
@@ -74,23 +63,31 @@ int main (int argc, char *argv[])
         switch (c) {
         case 'f': config.frontend = optarg; break;
         case 'b': config.backend = optarg; break;
-        case 'H': config.heartbeat_ms = (int)positive ("heartbeat-ms", optarg, 3600000); break;
-        case 'L': config.liveness = (int)positive ("liveness", optarg, 1000); break;
-        case 'M': config.max_message = (size_t)positive ("max-message", optarg, 1LL << 31); break;
-        case 'Q': config.max_queue = (size_t)positive ("max-queue", optarg, 100000000); break;
-        case 'R': config.max_lost = (uint32_t)positive ("max-lost", optarg, 1000); break;
+        case 'H':
+            config.heartbeat_ms =
+                (int)options_positive ("amaas-broker", "heartbeat-ms", optarg, 3600000);
+            break;
+        case 'L':
+            config.liveness = (int)options_positive ("amaas-broker", "liveness", optarg, 1000);
+            break;
+        case 'M':
+            config.max_message =
+                (size_t)options_positive ("amaas-broker", "max-message", optarg, 1LL << 31);
+            break;
+        case 'Q':
+            config.max_queue =
+                (size_t)options_positive ("amaas-broker", "max-queue", optarg, 100000000);
+            break;
+        case 'R':
+            config.max_lost = (uint32_t)options_positive ("amaas-broker", "max-lost", optarg, 1000);
+            break;
         case 'D': config.drain = true; break;
         case 'G':
-            config.shutdown_grace_ms = (int)positive ("shutdown-grace-ms", optarg, 3600000);
+            config.shutdown_grace_ms =
+                (int)options_positive ("amaas-broker", "shutdown-grace-ms", optarg, 3600000);
             break;
         case 'E': config.endpoints_file = optarg; break;
-        case 'l':
-            level = log_level_from_name (optarg);
-            if (level < 0) {
-                fprintf (stderr, "amaas-broker: unknown --log-level '%s'\n", optarg);
-                return 2;
-            }
-            break;
+        case 'l': level = options_log_level ("amaas-broker", optarg); break;
         case 'h': usage (stdout, &config); return 0;
         default: fprintf (stderr, "Try 'amaas-broker --help'.\n"); return 2;
         }
@@ -101,7 +98,7 @@ int main (int argc, char *argv[])
         return 2;
     }
     log_setup ("amaas-broker", (log_level_t)level);
-    zsys_handler_set (NULL); //  signals are handled by the event loop, not czmq
+    signals_catch_stop ();
     zsys_init ();
     zsys_catch_interrupts ();
     return broker_run (&config) == 0 ? 0 : 1;

@@ -19,6 +19,7 @@
 
 #include "clock.h"
 #include "codec.h"
+#include "table.h"
 
 #define BACKOFF_FIRST_MS 50 //  first wait before resending an UNAVAILABLE job
 #define BACKOFF_MAX_MS 2000
@@ -68,20 +69,6 @@ static void set_error (amaas_error_t *err, amaas_code_t code, const char *fmt, .
 static void result_destructor (void **item)
 {
     amaas_result_destroy ((amaas_result_t **)item);
-}
-
-static size_t id_hash (const void *key)
-{
-    uint64_t x = *(const uint64_t *)key;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    return (size_t)(x ^ (x >> 33));
-}
-
-static int id_compare (const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 static int timer_compare (const void *a, const void *b)
@@ -380,7 +367,7 @@ amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms, amaas_error
     self->next_id = 1;
     self->parked = zlistx_new ();
     self->timers = zlistx_new ();
-    self->pending = zhashx_new ();
+    self->pending = table_u64_new ();
     self->sock = zsock_new (ZMQ_DEALER);
     if (!self->parked || !self->timers || !self->pending || !self->sock) {
         set_error (err, AMAAS_INTERNAL, "cannot create a ZeroMQ socket");
@@ -388,10 +375,6 @@ amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms, amaas_error
     }
     zlistx_set_destructor (self->parked, result_destructor);
     zlistx_set_comparator (self->timers, timer_compare);
-    zhashx_set_key_hasher (self->pending, id_hash);
-    zhashx_set_key_comparator (self->pending, id_compare);
-    zhashx_set_key_duplicator (self->pending, NULL);
-    zhashx_set_key_destructor (self->pending, NULL);
     zsock_set_linger (self->sock, 0);
     zsock_set_sndhwm (self->sock, 0);
     zsock_set_rcvhwm (self->sock, 0);

@@ -191,7 +191,8 @@ int codec_mp_check (const void *buf, size_t size, char *err, size_t err_size)
             //  what remains is a lie, refused before anyone allocates for it
             if (children > size - pos) {
                 snprintf (err, err_size,
-                          "byte %zu: container of %" PRIu64 " elements cannot fit in the %zu "
+                          "byte %zu: msgpack container of %" PRIu64
+                          " elements cannot fit in the %zu "
                           "bytes left (truncated or corrupt)",
                           start, children, size - pos);
                 return -1;
@@ -553,22 +554,35 @@ static int decode_field (codec_header_t *self, const msgpack_object *key, const 
     return 0;
 }
 
+//  Checks the bounds of buf, then unpacks it into *unpacked (initialised
+//  here; the caller destroys it).  Returns 0, or -1 with "WHAT: reason".
+static int unpack_checked (const void *buf, size_t size, msgpack_unpacked *unpacked,
+                           const char *what, char *err, size_t err_size)
+{
+    char why[CODEC_MESSAGE_MAX];
+    size_t offset = 0;
+    msgpack_unpacked_init (unpacked);
+    if (codec_mp_check (buf, size, why, sizeof why)) {
+        snprintf (err, err_size, "%s: %s", what, why);
+        return -1;
+    }
+    if (msgpack_unpack_next (unpacked, buf, size, &offset) != MSGPACK_UNPACK_SUCCESS) {
+        snprintf (err, err_size, "%s: malformed msgpack", what);
+        return -1;
+    }
+    return 0;
+}
+
 int codec_header_decode (codec_header_t *self, const void *buf, size_t size, char *err,
                          size_t err_size)
 {
     uint64_t id = 0;
     uint32_t has_id = 0;
     codec_header_reset (self);
-    if (codec_mp_check (buf, size, err, err_size))
-        return -1;
     msgpack_unpacked unpacked;
-    msgpack_unpacked_init (&unpacked);
-    size_t offset = 0;
     int rc = -1;
-    if (msgpack_unpack_next (&unpacked, buf, size, &offset) != MSGPACK_UNPACK_SUCCESS) {
-        snprintf (err, err_size, "malformed msgpack header");
+    if (unpack_checked (buf, size, &unpacked, "header", err, err_size))
         goto done;
-    }
     const msgpack_object *root = &unpacked.data;
     if (root->type != MSGPACK_OBJECT_MAP) {
         snprintf (err, err_size, "header must be a msgpack map");
@@ -732,18 +746,10 @@ int codec_tensors_decode (const void *buf, size_t size, codec_tensor_t *tensors,
                           uint64_t max_elements, char *err, size_t err_size)
 {
     char why[CODEC_MESSAGE_MAX];
-    if (codec_mp_check (buf, size, why, sizeof why)) {
-        snprintf (err, err_size, "payload: %s", why);
-        return -1;
-    }
     msgpack_unpacked unpacked;
-    msgpack_unpacked_init (&unpacked);
-    size_t offset = 0;
     int rc = -1;
-    if (msgpack_unpack_next (&unpacked, buf, size, &offset) != MSGPACK_UNPACK_SUCCESS) {
-        snprintf (err, err_size, "payload: malformed msgpack");
+    if (unpack_checked (buf, size, &unpacked, "payload", err, err_size))
         goto done;
-    }
     const msgpack_object *root = &unpacked.data;
     if (root->type != MSGPACK_OBJECT_ARRAY || root->via.array.size == 0 ||
         root->via.array.size > max) {

@@ -5,6 +5,8 @@
 #include <czmq.h>
 
 #include "log.h"
+#include "options.h"
+#include "signals.h"
 #include "worker.h"
 
 static void usage (FILE *out, const worker_config_t *d)
@@ -31,18 +33,6 @@ static void usage (FILE *out, const worker_config_t *d)
              (unsigned long long)d->max_elements);
 }
 
-static long long positive (const char *name, const char *value, long long max)
-{
-    char *end;
-    long long n = strtoll (value, &end, 10);
-    if (*value == 0 || *end != 0 || n < 1 || n > max) {
-        fprintf (stderr, "amaas-worker: --%s must be an integer in 1..%lld, not '%s'\n", name, max,
-                 value);
-        exit (2);
-    }
-    return n;
-}
-
 int main (int argc, char *argv[])
 {
     worker_config_t config;
@@ -62,19 +52,21 @@ int main (int argc, char *argv[])
         switch (c) {
         case 'b': config.broker = optarg; break;
         case 'm': config.models_dir = optarg; break;
-        case 'c': config.credit = (uint32_t)positive ("credit", optarg, 65535); break;
-        case 'H': config.heartbeat_ms = (int)positive ("heartbeat-ms", optarg, 3600000); break;
-        case 'L': config.liveness = (int)positive ("liveness", optarg, 1000); break;
+        case 'c':
+            config.credit = (uint32_t)options_positive ("amaas-worker", "credit", optarg, 65535);
+            break;
+        case 'H':
+            config.heartbeat_ms =
+                (int)options_positive ("amaas-worker", "heartbeat-ms", optarg, 3600000);
+            break;
+        case 'L':
+            config.liveness = (int)options_positive ("amaas-worker", "liveness", optarg, 1000);
+            break;
         case 'E':
-            config.max_elements = (uint64_t)positive ("max-elements", optarg, 1LL << 40);
+            config.max_elements =
+                (uint64_t)options_positive ("amaas-worker", "max-elements", optarg, 1LL << 40);
             break;
-        case 'l':
-            level = log_level_from_name (optarg);
-            if (level < 0) {
-                fprintf (stderr, "amaas-worker: unknown --log-level '%s'\n", optarg);
-                return 2;
-            }
-            break;
+        case 'l': level = options_log_level ("amaas-worker", optarg); break;
         case 'h': usage (stdout, &config); return 0;
         default: fprintf (stderr, "Try 'amaas-worker --help'.\n"); return 2;
         }
@@ -85,7 +77,7 @@ int main (int argc, char *argv[])
         return 2;
     }
     log_setup ("amaas-worker", (log_level_t)level);
-    zsys_handler_set (NULL); //  signals are handled by the event loop, not czmq
+    signals_catch_stop ();
     zsys_init ();
     return worker_run (&config) == 0 ? 0 : 1;
 }

@@ -17,7 +17,6 @@
 #include <czmq.h>
 #include <dirent.h>
 #include <errno.h>
-#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -26,6 +25,7 @@
 #include "log.h"
 #include "compute.h"
 #include "model.h"
+#include "signals.h"
 
 #define MAX_MODELS CODEC_MAX_MODELS
 #define BACKOFF_MAX_MS 30000
@@ -214,14 +214,6 @@ static void on_result (worker_t *self)
         zmsg_destroy (&msg);
 }
 
-static volatile sig_atomic_t stop_requests = 0;
-
-static void on_signal (int sig)
-{
-    (void)sig;
-    stop_requests++;
-}
-
 //  Sends a header-only command to the broker.
 static void send_command (worker_t *self, codec_cmd_t cmd, const char *reason)
 {
@@ -239,11 +231,6 @@ int worker_run (const worker_config_t *config)
     worker_t self = {.config = config};
     int rc = -1;
     self.backoff_ms = config->heartbeat_ms;
-    //  SIGINT/SIGTERM: first drain, a second one stops at once
-    struct sigaction action = {.sa_handler = on_signal};
-    sigemptyset (&action.sa_mask);
-    sigaction (SIGINT, &action, NULL);
-    sigaction (SIGTERM, &action, NULL);
     if (load_models (&self, config->models_dir) == 0) {
         log_error ("no model to serve in folder=%s (need *.amm files; see docs/MODEL_FORMAT.md)",
                    config->models_dir);
@@ -261,9 +248,9 @@ int worker_run (const worker_config_t *config)
               config->credit);
     int64_t next_beat = clock_now_ms () + config->heartbeat_ms;
     while (true) {
-        if (stop_requests > 1)
+        if (signals_stop_requests () > 1)
             break;
-        if (stop_requests && !self.draining) {
+        if (signals_stop_requests () && !self.draining) {
             log_info ("worker draining jobs_held=%zu", self.held);
             self.draining = true;
             send_command (&self, CMD_DRAIN, NULL);

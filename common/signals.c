@@ -1,0 +1,27 @@
+/*  signals.c - SIGINT and SIGTERM as stop requests for an event loop.  */
+#include "signals.h"
+
+#include <czmq.h>
+#include <signal.h>
+
+static volatile sig_atomic_t stop_requests = 0;
+
+static void on_signal (int sig)
+{
+    (void)sig;
+    stop_requests++;
+}
+
+void signals_catch_stop (void)
+{
+    zsys_handler_set (NULL); //  czmq would swallow the signal into zsys_interrupted
+    struct sigaction action = {.sa_handler = on_signal};
+    sigemptyset (&action.sa_mask);
+    sigaction (SIGINT, &action, NULL);
+    sigaction (SIGTERM, &action, NULL);
+}
+
+int signals_stop_requests (void)
+{
+    return stop_requests;
+}
