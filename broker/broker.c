@@ -233,6 +233,10 @@ static void on_result (broker_t *self, broker_worker_t *worker, zmsg_t *msg, zfr
         r->fields |= HDR_QUEUE_US | HDR_COMPUTE_US;
         r->queue_us = job->dispatched_us - job->received_us;
         r->compute_us = h->compute_us;
+        if (h->fields & HDR_BATCH) {
+            r->fields |= HDR_BATCH;
+            r->batch = h->batch;
+        }
         if (payload)
             zmsg_remove (msg, payload);
         else {

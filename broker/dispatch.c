@@ -344,6 +344,7 @@ broker_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfram
             continue;
         snprintf (model->version, sizeof model->version, "%s",
                   ready->models[i].version[0] ? ready->models[i].version : "1");
+        model->width = ready->models[i].width;
         zlistx_add_end (model->workers, worker);
         worker->models[worker->n_models++] = model;
     }
@@ -563,6 +564,7 @@ int dispatch_models (dispatch_t *self, codec_header_t *header)
         snprintf (list[n].name, sizeof list[n].name, "%s", model->name);
         snprintf (list[n].version, sizeof list[n].version, "%s", model->version);
         list[n].workers = (uint32_t)zlistx_size (model->workers);
+        list[n].width = model->width;
         n++;
     }
     qsort (list, n, sizeof *list, compare_models);

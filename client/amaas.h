@@ -93,6 +93,7 @@ typedef struct {
     amaas_tensor_t *outputs; //  outputs, owned by the result
     uint64_t queue_us;       //  time the job waited in the broker, microseconds
     uint64_t compute_us;     //  time the worker computed, microseconds
+    uint32_t batch;          //  jobs the worker computed together with this one (>= 1)
     void *_priv;             //  library's own
 } amaas_result_t;
 
@@ -108,6 +109,7 @@ typedef struct {
     char name[128];
     char version[64];
     uint32_t workers; //  workers that serve it now
+    uint32_t width;   //  features per input row
 } amaas_model_info_t;
 
 typedef struct amaas_client_t amaas_client_t;

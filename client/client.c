@@ -223,6 +223,7 @@ static amaas_result_t *result_from (amaas_client_t *self, zmsg_t *msg, codec_cmd
     result->version = strdup (h->version);
     result->queue_us = h->queue_us;
     result->compute_us = h->compute_us;
+    result->batch = h->batch;
     if (h->code != AMAAS_OK || !payload)
         return result;
     codec_tensor_t outs[CODEC_MAX_TENSORS];
@@ -559,6 +560,7 @@ int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max, 
         snprintf (models[i].version, sizeof models[i].version, "%s",
                   self->header.models[i].version);
         models[i].workers = self->header.models[i].workers;
+        models[i].width = self->header.models[i].width;
     }
     codec_header_reset (&self->header);
     return (int)n;

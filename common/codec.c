@@ -249,13 +249,15 @@ static void pack_models (msgpack_packer *pk, const codec_header_t *self)
     msgpack_pack_array (pk, self->n_models);
     for (size_t i = 0; i < self->n_models; i++) {
         const codec_model_t *m = &self->models[i];
-        msgpack_pack_map (pk, 3);
+        msgpack_pack_map (pk, 4);
         pack_key (pk, "name");
         pack_cstr (pk, m->name);
         pack_key (pk, "version");
         pack_cstr (pk, m->version);
         pack_key (pk, "workers");
         msgpack_pack_uint32 (pk, m->workers);
+        pack_key (pk, "width");
+        msgpack_pack_uint32 (pk, m->width);
     }
 }
 
@@ -320,6 +322,10 @@ zframe_t *codec_header_encode (const codec_header_t *self)
     if (self->fields & HDR_MODELS) {
         pack_key (&pk, "models");
         pack_models (&pk, self);
+    }
+    if (self->fields & HDR_BATCH) {
+        pack_key (&pk, "batch");
+        msgpack_pack_uint32 (&pk, self->batch);
     }
     if (self->fields & HDR_PRIORITY) {
         pack_key (&pk, "priority");
@@ -445,6 +451,10 @@ static int decode_models (codec_header_t *self, const msgpack_object *o, char *e
                 if (get_uint (val, UINT32_MAX, &n))
                     goto bad;
                 model->workers = (uint32_t)n;
+            } else if (key_is (key, "width")) {
+                if (get_uint (val, UINT32_MAX, &n))
+                    goto bad;
+                model->width = (uint32_t)n;
             }
         }
         if (!has_name)
@@ -513,6 +523,11 @@ static int decode_field (codec_header_t *self, const msgpack_object *key, const 
             want = "a uint in 1..65535";
         self->credit = (uint32_t)n;
         self->fields |= HDR_CREDIT;
+    } else if (key_is (key, "batch")) {
+        if (get_uint (val, UINT32_MAX, &n))
+            want = "a uint32";
+        self->batch = (uint32_t)n;
+        self->fields |= HDR_BATCH;
     } else if (key_is (key, "priority")) {
         if (get_uint (val, CODEC_PRIORITIES - 1, &n))
             want = "a uint in 0..3";

@@ -66,7 +66,8 @@ enum {
     HDR_MODELS = 1 << 12,
     HDR_REASON = 1 << 13,
     HDR_PRIORITY = 1 << 14,
-    HDR_DEADLINE_MS = 1 << 15
+    HDR_DEADLINE_MS = 1 << 15,
+    HDR_BATCH = 1 << 16
 };
 
 #define CODEC_PRIORITIES 4 //  priority levels 0 (default) .. 3 (most urgent)
@@ -75,6 +76,7 @@ typedef struct {
     char name[CODEC_NAME_MAX];
     char version[CODEC_VERSION_MAX];
     uint32_t workers; //  MODELS_REPLY only
+    uint32_t width;   //  input width (features per row), 0 if unknown
 } codec_model_t;
 
 //  A decoded or to-be-encoded header.  Strings are NUL-terminated copies.
@@ -91,6 +93,7 @@ typedef struct {
     uint32_t credit;                 //  READY: jobs the worker may hold
     uint32_t pid;                    //  READY: worker's pid
     char host[CODEC_HOST_MAX];       //  READY: worker's host
+    uint32_t batch;                  //  RESULT, REPLY: jobs computed together in one batch
     uint32_t priority;               //  REQUEST: 0 .. CODEC_PRIORITIES-1, higher first
     uint32_t deadline_ms;            //  REQUEST: budget from receipt; JOB: what is left
     size_t n_outputs;                //  requested output names

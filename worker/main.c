@@ -24,13 +24,19 @@ static void usage (FILE *out, const worker_config_t *d)
              "  --heartbeat-ms N       heartbeat interval, same as the broker's [%d]\n"
              "  --liveness N           silent intervals before the broker is dead [%d]\n"
              "  --max-elements N       largest input tensor, elements [%llu]\n"
+             "  --max-batch ROWS       dynamic batching: rows of waiting jobs of one model\n"
+             "                         stacked into one run at most; 1 turns it off [%zu]\n"
+             "  --batch-delay-us N     wait up to N us for more jobs to stack [%llu]\n"
+             "  --model-batch NAME=ROWS[:DELAY_US]\n"
+             "                         the same for one model (repeatable)\n"
              "  --log-level LEVEL      error, warn, info or debug [info]\n"
              "  -h, --help             show this help\n"
              "\n"
              "SIGINT or SIGTERM: take no new jobs, finish the ones held, tell the broker,\n"
              "exit 0 (a second signal stops at once).\n",
              d->broker, d->credit, d->heartbeat_ms, d->liveness,
-             (unsigned long long)d->max_elements);
+             (unsigned long long)d->max_elements, d->max_batch,
+             (unsigned long long)d->batch_delay_us);
 }
 
 int main (int argc, char *argv[])
@@ -38,12 +44,18 @@ int main (int argc, char *argv[])
     worker_config_t config;
     worker_config_defaults (&config);
     int level = LOG_LEVEL_INFO;
+    static const char *model_batch[64];
+    size_t n_model_batch = 0;
+    config.model_batch = model_batch;
     static const struct option options[] = {{"broker", required_argument, 0, 'b'},
                                             {"models", required_argument, 0, 'm'},
                                             {"credit", required_argument, 0, 'c'},
                                             {"heartbeat-ms", required_argument, 0, 'H'},
                                             {"liveness", required_argument, 0, 'L'},
                                             {"max-elements", required_argument, 0, 'E'},
+                                            {"max-batch", required_argument, 0, 'B'},
+                                            {"batch-delay-us", required_argument, 0, 'D'},
+                                            {"model-batch", required_argument, 0, 'P'},
                                             {"log-level", required_argument, 0, 'l'},
                                             {"help", no_argument, 0, 'h'},
                                             {0, 0, 0, 0}};
@@ -66,6 +78,12 @@ int main (int argc, char *argv[])
             config.max_elements =
                 (uint64_t)options_positive ("amaas-worker", "max-elements", optarg, 1LL << 40);
             break;
+        case 'B':
+            config.max_batch =
+                (size_t)options_positive ("amaas-worker", "max-batch", optarg, 1 << 24);
+            break;
+        case 'D': config.batch_delay_us = (uint64_t)strtoull (optarg, NULL, 10); break;
+        case 'P': model_batch[n_model_batch < 63 ? n_model_batch++ : n_model_batch] = optarg; break;
         case 'l': level = options_log_level ("amaas-worker", optarg); break;
         case 'h': usage (stdout, &config); return 0;
         default: fprintf (stderr, "Try 'amaas-worker --help'.\n"); return 2;

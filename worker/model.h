@@ -121,4 +121,17 @@ int model_run (const model_t *self, model_workspace_t *ws, amaas_dtype_t in_dtyp
                const void *in_data, size_t rows, model_output_t *outputs, char *err,
                size_t err_size);
 
+//  The same in steps, for a batch stacked from several jobs: model_input
+//  returns the workspace's input buffer for `rows` rows in the model's
+//  datatype (NULL with a message when too large or out of memory);
+//  model_convert converts rows of in_dtype (FP32, FP64, INT32, INT64; any
+//  alignment) into it, at any row offset (returns -1 for another datatype);
+//  model_run_input then runs the model on the buffer, as model_run does.
+void *model_input (const model_t *self, model_workspace_t *ws, size_t rows, char *err,
+                   size_t err_size);
+int model_convert (const model_t *self, amaas_dtype_t in_dtype, const void *in_data, size_t rows,
+                   void *dest);
+int model_run_input (const model_t *self, model_workspace_t *ws, size_t rows,
+                     model_output_t *outputs, char *err, size_t err_size);
+
 #endif

@@ -273,6 +273,63 @@ static size_t s_max_width (const model_t *self)
     return max;
 }
 
+//  Checks a batch of `rows` rows of in_dtype (INVALID: the model's own) is
+//  one the workspace can address.  Returns 0 or -1 with a message.
+static int s_check_batch (const model_t *self, amaas_dtype_t in_dtype, size_t rows, char *err,
+                          size_t err_size)
+{
+    const char *name = model_name (self);
+    if (rows == 0)
+        return s_fail (err, err_size, "%s: a batch needs at least one row", name);
+    size_t in_size;
+    switch (in_dtype) {
+    case AMAAS_FP32:
+    case AMAAS_INT32: in_size = 4; break;
+    case AMAAS_FP64:
+    case AMAAS_INT64:
+    case AMAAS_DTYPE_INVALID: in_size = 8; break;
+    default:
+        return s_fail (err, err_size,
+                       "%s: input datatype must be FP32, FP64, INT32 or INT64 (got %d)", name,
+                       (int)in_dtype);
+    }
+    size_t elem = model_dtype (self) == AMAAS_FP64 ? 8 : 4;
+    size_t max_bytes;
+    if ((uint64_t)rows > (uint64_t)INT64_MAX ||
+        __builtin_mul_overflow (rows, s_max_width (self), &max_bytes) ||
+        __builtin_mul_overflow (max_bytes, elem > in_size ? elem : in_size, &max_bytes))
+        return s_fail (err, err_size, "%s: a batch of %zu rows is too large", name, rows);
+    return 0;
+}
+
+void *model_input (const model_t *self, model_workspace_t *ws, size_t rows, char *err,
+                   size_t err_size)
+{
+    if (s_check_batch (self, AMAAS_DTYPE_INVALID, rows, err, err_size))
+        return NULL;
+    size_t elem = model_dtype (self) == AMAAS_FP64 ? 8 : 4;
+    if (s_reserve (&ws->tensor[0], rows * model_input_width (self) * elem)) {
+        s_fail (err, err_size, "%s: out of memory for a batch of %zu rows", model_name (self),
+                rows);
+        return NULL;
+    }
+    return ws->tensor[0].data;
+}
+
+int model_convert (const model_t *self, amaas_dtype_t in_dtype, const void *in_data, size_t rows,
+                   void *dest)
+{
+    if (in_dtype != AMAAS_FP32 && in_dtype != AMAAS_FP64 && in_dtype != AMAAS_INT32 &&
+        in_dtype != AMAAS_INT64)
+        return -1;
+    size_t count = rows * model_input_width (self);
+    if (model_dtype (self) == AMAAS_FP64)
+        S_CONVERT (double, dest, in_dtype, in_data, count);
+    else
+        S_CONVERT (float, dest, in_dtype, in_data, count);
+    return 0;
+}
+
 int model_run (const model_t *self, model_workspace_t *ws, amaas_dtype_t in_dtype,
                const void *in_data, size_t rows, model_output_t *outputs, char *err,
                size_t err_size)
@@ -281,39 +338,26 @@ int model_run (const model_t *self, model_workspace_t *ws, amaas_dtype_t in_dtyp
     if (!self || !ws || !outputs)
         return s_fail (err, err_size, "%s: model_run called without a model, workspace or outputs",
                        name);
-    if (rows == 0)
-        return s_fail (err, err_size, "%s: a batch needs at least one row", name);
     if (!in_data)
         return s_fail (err, err_size, "%s: no input data", name);
-    size_t in_size;
-    switch (in_dtype) {
-    case AMAAS_FP32:
-    case AMAAS_INT32: in_size = 4; break;
-    case AMAAS_FP64:
-    case AMAAS_INT64: in_size = 8; break;
-    default:
-        return s_fail (err, err_size,
-                       "%s: input datatype must be FP32, FP64, INT32 or INT64 (got %d)", name,
-                       (int)in_dtype);
-    }
+    if (s_check_batch (self, in_dtype, rows, err, err_size))
+        return -1;
+    void *input = model_input (self, ws, rows, err, err_size);
+    if (!input)
+        return -1;
+    model_convert (self, in_dtype, in_data, rows, input);
+    return model_run_input (self, ws, rows, outputs, err, err_size);
+}
+
+int model_run_input (const model_t *self, model_workspace_t *ws, size_t rows,
+                     model_output_t *outputs, char *err, size_t err_size)
+{
+    const char *name = model_name (self);
+    if (s_check_batch (self, AMAAS_DTYPE_INVALID, rows, err, err_size))
+        return -1;
     amaas_dtype_t dtype = model_dtype (self);
     size_t elem = dtype == AMAAS_FP64 ? 8 : 4;
-    size_t width = model_input_width (self);
-    size_t max_bytes;
-    if ((uint64_t)rows > (uint64_t)INT64_MAX ||
-        __builtin_mul_overflow (rows, s_max_width (self), &max_bytes) ||
-        __builtin_mul_overflow (max_bytes, elem > in_size ? elem : in_size, &max_bytes))
-        return s_fail (err, err_size, "%s: a batch of %zu rows is too large", name, rows);
-
-    //  Input, converted into tensor buffer 0
-    int cur = 0;
-    size_t count = rows * width;
-    if (s_reserve (&ws->tensor[cur], count * elem))
-        goto nomem;
-    if (dtype == AMAAS_FP64)
-        S_CONVERT (double, ws->tensor[cur].data, in_dtype, in_data, count);
-    else
-        S_CONVERT (float, ws->tensor[cur].data, in_dtype, in_data, count);
+    int cur = 0; //  the input is in tensor buffer 0
 
     const void *labels = NULL; //  after argmax
     size_t labels_size = 0;

@@ -57,6 +57,8 @@ void worker_config_defaults (worker_config_t *config)
     config->credit = 4;
     config->max_elements = 1u << 24;
     config->max_message = 256u << 20;
+    config->max_batch = 256;
+    config->batch_delay_us = 0;
 }
 
 static int compare_names (const void *a, const void *b)
@@ -128,6 +130,7 @@ static void send_ready (worker_t *self)
     for (size_t i = 0; i < self->n_models; i++) {
         snprintf (h->models[i].name, CODEC_NAME_MAX, "%s", model_name (self->models[i]));
         snprintf (h->models[i].version, CODEC_VERSION_MAX, "%s", model_version (self->models[i]));
+        h->models[i].width = (uint32_t)model_input_width (self->models[i]);
     }
     h->fields = HDR_MODELS | HDR_CREDIT | HDR_PID | HDR_HOST;
     h->credit = self->config->credit;
@@ -214,6 +217,40 @@ static void on_result (worker_t *self)
         zmsg_destroy (&msg);
 }
 
+//  Batch size and delay of each model: the defaults, then the overrides.
+//  Returns 0, or -1 (logged) for an override that names no loaded model or
+//  does not parse.
+static int batch_settings (worker_t *self)
+{
+    compute_config_t *c = &self->compute_config;
+    c->max_batch = calloc (self->n_models, sizeof *c->max_batch);
+    c->batch_delay_us = calloc (self->n_models, sizeof *c->batch_delay_us);
+    if (!c->max_batch || !c->batch_delay_us)
+        return -1;
+    for (size_t i = 0; i < self->n_models; i++) {
+        c->max_batch[i] = self->config->max_batch;
+        c->batch_delay_us[i] = self->config->batch_delay_us;
+    }
+    for (const char **o = self->config->model_batch; o && *o; o++) {
+        char name[CODEC_NAME_MAX];
+        unsigned long rows = 0, delay = 0;
+        int fields = sscanf (*o, "%127[^=]=%lu:%lu", name, &rows, &delay);
+        size_t i = 0;
+        while (fields >= 2 && i < self->n_models && strcmp (model_name (self->models[i]), name))
+            i++;
+        if (fields < 2 || rows < 1 || i == self->n_models) {
+            log_error ("bad --model-batch value=\"%s\" (want NAME=ROWS[:DELAY_US] for a loaded "
+                       "model)",
+                       *o);
+            return -1;
+        }
+        c->max_batch[i] = rows;
+        if (fields == 3)
+            c->batch_delay_us[i] = delay;
+    }
+    return 0;
+}
+
 //  Sends a header-only command to the broker.
 static void send_command (worker_t *self, codec_cmd_t cmd, const char *reason)
 {
@@ -240,6 +277,8 @@ int worker_run (const worker_config_t *config)
     self.compute_config.models = self.models;
     self.compute_config.n_models = self.n_models;
     self.compute_config.max_elements = config->max_elements;
+    if (batch_settings (&self))
+        goto done;
     zsys_set_pipehwm (0); //  jobs at the compute thread are bounded by credit
     self.compute = zactor_new (compute_actor, &self.compute_config);
     if (!self.compute || connect_broker (&self))
@@ -300,5 +339,7 @@ done:
     zsock_destroy (&self.sock);
     for (size_t i = 0; i < self.n_models; i++)
         model_destroy (&self.models[i]);
+    free (self.compute_config.max_batch);
+    free (self.compute_config.batch_delay_us);
     return rc;
 }

@@ -14,13 +14,16 @@
 #include <stdint.h>
 
 typedef struct {
-    const char *broker;     //  broker backend endpoint
-    const char *models_dir; //  folder of .amm files
-    int heartbeat_ms;       //  heartbeat interval (same as the broker's)
-    int liveness;           //  silent intervals before the broker is dead
-    uint32_t credit;        //  jobs the worker may hold at once
-    uint64_t max_elements;  //  largest input tensor, elements
-    size_t max_message;     //  largest message accepted, bytes
+    const char *broker;       //  broker backend endpoint
+    const char *models_dir;   //  folder of .amm files
+    int heartbeat_ms;         //  heartbeat interval (same as the broker's)
+    int liveness;             //  silent intervals before the broker is dead
+    uint32_t credit;          //  jobs the worker may hold at once
+    uint64_t max_elements;    //  largest input tensor, elements
+    size_t max_batch;         //  rows stacked into one model run at most (1: no batching)
+    uint64_t batch_delay_us;  //  how long to wait for more jobs to stack
+    const char **model_batch; //  per-model overrides "NAME=ROWS[:DELAY_US]", NULL-terminated
+    size_t max_message;       //  largest message accepted, bytes
 } worker_config_t;
 
 //  Fills a config with the defaults.  Cannot fail.

@@ -121,8 +121,9 @@ def test_overload_is_answered_at_once_and_memory_stays_bounded():
         assert ok + full == n, results  # every job answered, nothing else
         assert full > n / 2 and ok >= 10, (ok, full)
         # at most 10 queued + 1 held jobs of 300 kB each: memory does not
-        # grow with the flood
-        assert rss_peak - rss_before < 64 * 1024, (rss_before, rss_peak)
+        # grow with the flood (not under ASan: its quarantine keeps freed memory)
+        if not os.environ.get("AMAAS_SANITIZED"):
+            assert rss_peak - rss_before < 64 * 1024, (rss_before, rss_peak)
 
 
 def test_priorities():

@@ -42,6 +42,10 @@ def test_memory_stays_flat():
         for name in procs:
             print("soak: %-8s RSS %6d kB after warm-up, %6d kB after %d jobs (%+d kB)"
                   % (name, start[name], end[name], JOBS, end[name] - start[name]))
+        if os.environ.get("AMAAS_SANITIZED"):
+            print("soak: memory bound not checked under ASan (its quarantine keeps freed "
+                  "memory); LeakSanitizer checks leaks at exit instead")
+            return
         for name in procs:
             # a leak of even 50 bytes a job would show as 10 MB here
             assert end[name] - start[name] < 8 * 1024, (name, start[name], end[name])
