@@ -141,6 +141,28 @@ def test_cli_predict_and_models():
     assert r.returncode == 1 and "UNAVAILABLE" in r.stderr, r.stderr
 
 
+def test_batching_gives_identical_results():
+    rng = np.random.default_rng(9)
+    rows = [rng.normal(5, 2, size=(int(rng.integers(1, 4)), 4)) for _ in range(300)]
+    results = {}
+    for max_batch in ("1", "256"):
+        with Cluster(BUILD, EXAMPLES, workers=1,
+                     worker_args=["--max-batch", max_batch, "--credit", "64"]) as c:
+            with pyamaas.Client(c.frontend) as client:
+                ids = [client.send("iris", {"input": x}) for x in rows]
+                got = [client.recv(j) for j in ids]
+        results[max_batch] = got
+        batches = [h.get("batch", 0) for _, h in got]
+        if max_batch == "1":
+            assert set(batches) == {1}, set(batches)
+        else:
+            assert max(batches) > 1, "no batch formed with 300 pipelined jobs"
+            print("batching: largest batch %d jobs, mean %.1f" % (max(batches), np.mean(batches)))
+    for (a, _), (b, _) in zip(results["1"], results["256"]):
+        assert a["probabilities"].tobytes() == b["probabilities"].tobytes()
+        assert list(a["label"]) == list(b["label"])
+
+
 def test_help_on_every_program():
     for prog in ("amaas-broker", "amaas-worker", "amaas"):
         r = subprocess.run([os.path.join(BUILD, prog), "--help"], capture_output=True, text=True,
@@ -156,4 +178,5 @@ if __name__ == "__main__":
                 test_kill_one_worker_the_other_serves,
                 test_no_worker_for_model_is_not_found,
                 test_cli_predict_and_models,
+                test_batching_gives_identical_results,
                 test_help_on_every_program])
