@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "amaas.h"
+#include "bench.h"
 
 static const char *broker = AMAAS_DEFAULT_FRONTEND;
 static int timeout_ms = 10000;
@@ -33,7 +34,12 @@ static void usage (FILE *out)
              "      array of rows, e.g. '[[0.5],[1.0]]' (a flat array is one row), or\n"
              "      @FILE to read it from a file ('@-' reads standard input).\n"
              "  models [--json]\n"
-             "      List the models the broker can serve and on how many workers.\n"
+             "      List the models the broker can serve, their input width, and on how\n"
+             "      many workers.\n"
+             "  bench --model NAME [--rows N] [--concurrency C[,C...]] [--duration S]\n"
+             "        [--rate R] [--json]\n"
+             "      Load the service and report throughput, latency percentiles and the\n"
+             "      server's queue/compute split (amaas bench --help).\n"
              "\n"
              "Options:\n"
              "  --broker ENDPOINT   broker's frontend [%s, or $AMAAS_BROKER]\n"
@@ -296,17 +302,22 @@ static int cmd_models (int argc, char *argv[])
     if (as_json) {
         json_t *list = json_array ();
         for (int i = 0; i < n; i++)
-            json_array_append_new (list, json_pack ("{s:s, s:s, s:i}", "name", models[i].name,
-                                                    "version", models[i].version, "workers",
+            json_array_append_new (list, json_pack ("{s:s, s:s, s:i, s:i}", "name", models[i].name,
+                                                    "version", models[i].version, "width",
+                                                    (json_int_t)models[i].width, "workers",
                                                     (json_int_t)models[i].workers));
         char *text = json_dumps (list, JSON_PRESERVE_ORDER);
         printf ("%s\n", text);
         free (text);
         json_decref (list);
     } else {
-        printf ("%-32s %-10s %s\n", "MODEL", "VERSION", "WORKERS");
-        for (int i = 0; i < n; i++)
-            printf ("%-32s %-10s %u\n", models[i].name, models[i].version, models[i].workers);
+        printf ("%-32s %-10s %-8s %s\n", "MODEL", "VERSION", "INPUT", "WORKERS");
+        for (int i = 0; i < n; i++) {
+            char input[32];
+            snprintf (input, sizeof input, "[-1,%u]", models[i].width);
+            printf ("%-32s %-10s %-8s %u\n", models[i].name, models[i].version, input,
+                    models[i].workers);
+        }
     }
     return 0;
 }
@@ -342,6 +353,8 @@ int main (int argc, char *argv[])
     char **sub_argv = argv + i;
     if (strcmp (command, "predict") == 0)
         return cmd_predict (sub_argc, sub_argv);
+    if (strcmp (command, "bench") == 0)
+        return bench_main (connect_or_die, sub_argc, sub_argv);
     if (strcmp (command, "models") == 0)
         return cmd_models (sub_argc, sub_argv);
     fprintf (stderr, "amaas: unknown command '%s'\nTry 'amaas --help'.\n", command);
