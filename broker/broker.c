@@ -51,14 +51,12 @@ void broker_config_defaults (broker_config_t *config)
 }
 
 //  Sends [identity][message] on a ROUTER socket; destroys msg.
-static void send_to (zsock_t *sock, zframe_t *identity, zmsg_t **msg_p)
+//  Sends a message to the peer `identity` of a ROUTER socket.  A peer that
+//  is gone is not an error: ROUTER drops what cannot be routed.
+static void send_to (zsock_t *sock, zframe_t *identity, codec_cmd_t cmd,
+                     const codec_header_t *header, zframe_t *payload)
 {
-    if (!*msg_p)
-        return;
-    zframe_t *copy = zframe_dup (identity);
-    zmsg_prepend (*msg_p, &copy);
-    if (zmsg_send (msg_p, sock))
-        zmsg_destroy (msg_p);
+    codec_send (sock, identity, cmd, header, payload);
 }
 
 static void send_error (broker_t *self, zsock_t *sock, zframe_t *identity, uint64_t id,
@@ -75,8 +73,7 @@ static void send_error (broker_t *self, zsock_t *sock, zframe_t *identity, uint6
         h->fields |= HDR_ID;
         cmd = sock == self->frontend ? CMD_REPLY : CMD_ERROR;
     }
-    zmsg_t *msg = codec_msg_new (cmd, h, NULL);
-    send_to (sock, identity, &msg);
+    send_to (sock, identity, cmd, h, NULL);
 }
 
 //  Answers a job with its fail code and destroys it.
@@ -118,13 +115,9 @@ static int send_job (broker_job_t *job, broker_worker_t *worker, void *arg)
         h->n_outputs = job->n_outputs;
         memcpy (h->outputs, job->outputs, job->n_outputs * CODEC_NAME_MAX);
     }
-    zframe_t *payload = zframe_dup (job->payload);
-    zmsg_t *msg = codec_msg_new (CMD_JOB, h, &payload);
-    zframe_destroy (&payload);
-    if (!msg)
-        return -1;
-    send_to (self->backend, worker->identity, &msg);
-    return 0;
+    //  The payload goes by reference: the job keeps it, in case the worker
+    //  dies and the job must go to another
+    return codec_send (self->backend, worker->identity, CMD_JOB, h, job->payload) ? -1 : 0;
 }
 
 static void pump (broker_t *self)
@@ -158,9 +151,8 @@ static void on_frontend (broker_t *self)
         r->id = h->id;
         if (cmd == CMD_MODELS && dispatch_models (self->dispatch, r))
             goto done;
-        zmsg_t *out = codec_msg_new (cmd == CMD_PING ? CMD_PONG : CMD_MODELS_REPLY, r, NULL);
+        send_to (self->frontend, identity, cmd == CMD_PING ? CMD_PONG : CMD_MODELS_REPLY, r, NULL);
         codec_header_reset (r);
-        send_to (self->frontend, identity, &out);
         goto done;
     }
     if (cmd != CMD_REQUEST) {
@@ -209,7 +201,7 @@ static int64_t expiry (broker_t *self)
     return clock_now_ms () + (int64_t)self->config->heartbeat_ms * self->config->liveness;
 }
 
-static void on_result (broker_t *self, broker_worker_t *worker, zmsg_t *msg, zframe_t *payload)
+static void on_result (broker_t *self, broker_worker_t *worker, zframe_t *payload)
 {
     codec_header_t *h = &self->header;
     broker_job_t *job = NULL;
@@ -237,18 +229,30 @@ static void on_result (broker_t *self, broker_worker_t *worker, zmsg_t *msg, zfr
             r->fields |= HDR_BATCH;
             r->batch = h->batch;
         }
-        if (payload)
-            zmsg_remove (msg, payload);
-        else {
+        if (!payload) {
             r->code = AMAAS_INTERNAL;
             codec_header_set_message (r, "worker %s sent a result without outputs", worker->key);
         }
         self->jobs_ok++;
     }
-    zmsg_t *out = codec_msg_new (CMD_REPLY, r, &payload);
-    zframe_destroy (&payload);
-    send_to (self->frontend, job->client, &out);
+    send_to (self->frontend, job->client, CMD_REPLY, r, payload);
     dispatch_job_destroy (&job);
+}
+
+//  A ROUTER identity as hex, into buf; NULL if it does not fit.
+static char *identity_key (zframe_t *identity, char *buf, size_t buf_size)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const uint8_t *data = zframe_data (identity);
+    size_t size = zframe_size (identity);
+    if (2 * size + 1 > buf_size)
+        return NULL;
+    for (size_t i = 0; i < size; i++) {
+        buf[2 * i] = hex[data[i] >> 4];
+        buf[2 * i + 1] = hex[data[i] & 15];
+    }
+    buf[2 * size] = 0;
+    return buf;
 }
 
 static void on_backend (broker_t *self)
@@ -257,7 +261,8 @@ static void on_backend (broker_t *self)
     if (!msg)
         return;
     zframe_t *identity = zmsg_pop (msg);
-    char *key = identity ? zframe_strhex (identity) : NULL;
+    char key_buffer[2 * 255 + 1];
+    char *key = identity ? identity_key (identity, key_buffer, sizeof key_buffer) : NULL;
     char err[CODEC_MESSAGE_MAX];
     codec_cmd_t cmd;
     zframe_t *payload;
@@ -293,14 +298,13 @@ static void on_backend (broker_t *self)
             codec_header_reset (r);
             r->fields = HDR_REASON;
             snprintf (r->message, sizeof r->message, "unknown worker: send READY");
-            zmsg_t *out = codec_msg_new (CMD_DISCONNECT, r, NULL);
-            send_to (self->backend, identity, &out);
+            send_to (self->backend, identity, CMD_DISCONNECT, r, NULL);
         }
         goto done;
     }
     worker->expires_ms = expiry (self);
     if (cmd == CMD_RESULT) {
-        on_result (self, worker, msg, payload);
+        on_result (self, worker, payload);
         pump (self);
     } else if (cmd == CMD_DRAIN) {
         //  The worker finishes what it holds and takes nothing new; the
@@ -310,8 +314,7 @@ static void on_backend (broker_t *self)
         answer_failed_list (self);
         codec_header_t *r = &self->reply;
         codec_header_reset (r);
-        zmsg_t *out = codec_msg_new (CMD_DRAIN, r, NULL);
-        send_to (self->backend, identity, &out);
+        send_to (self->backend, identity, CMD_DRAIN, r, NULL);
     } else if (cmd == CMD_DISCONNECT) {
         log_info ("worker left worker=%s jobs_held=%zu", key, zlistx_size (worker->jobs));
         dispatch_worker_remove (self->dispatch, worker, self->failed);
@@ -322,7 +325,6 @@ static void on_backend (broker_t *self)
         send_error (self, self->backend, identity, 0, AMAAS_INVALID_ARGUMENT, err);
     }
 done:
-    zstr_free (&key);
     zframe_destroy (&identity);
     zmsg_destroy (&msg);
 }
@@ -337,8 +339,7 @@ static void on_heartbeat (broker_t *self)
     codec_header_reset (r);
     for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
          w = dispatch_worker_next (self->dispatch)) {
-        zmsg_t *beat = codec_msg_new (CMD_HEARTBEAT, r, NULL);
-        send_to (self->backend, w->identity, &beat);
+        send_to (self->backend, w->identity, CMD_HEARTBEAT, r, NULL);
     }
     pump (self);
 }

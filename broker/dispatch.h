@@ -54,7 +54,7 @@ struct broker_model_t {
 };
 
 struct broker_worker_t {
-    char key[64];              //  hex of the ROUTER identity
+    char key[2 * 255 + 1];     //  hex of the ROUTER identity (at most 255 bytes)
     zframe_t *identity;        //  ROUTER identity (owned)
     uint32_t credit;           //  jobs it may hold
     uint32_t pid;              //  its process id

@@ -8,6 +8,7 @@
 */
 #include "codec.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -261,12 +262,10 @@ static void pack_models (msgpack_packer *pk, const codec_header_t *self)
     }
 }
 
-zframe_t *codec_header_encode (const codec_header_t *self)
+static void pack_header_fields (const codec_header_t *self, msgpack_sbuffer *sbuf)
 {
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init (&sbuf);
     msgpack_packer pk;
-    msgpack_packer_init (&pk, &sbuf, sbuffer_write);
+    msgpack_packer_init (&pk, sbuf, sbuffer_write);
 
     msgpack_pack_map (&pk, (size_t)__builtin_popcount (self->fields));
     if (self->fields & HDR_ID) {
@@ -339,7 +338,65 @@ zframe_t *codec_header_encode (const codec_header_t *self)
         pack_key (&pk, "reason");
         pack_cstr (&pk, self->message);
     }
-    return frame_from_sbuffer (&sbuf);
+}
+
+//  Each thread packs headers into its own buffer, reused from call to call
+//  and freed when the thread ends.
+static pthread_key_t header_buffer_key;
+static pthread_once_t header_buffer_once = PTHREAD_ONCE_INIT;
+
+static void header_buffer_free (void *buffer)
+{
+    msgpack_sbuffer_free (buffer);
+}
+
+static void header_buffer_init (void)
+{
+    pthread_key_create (&header_buffer_key, header_buffer_free);
+}
+
+static msgpack_sbuffer *pack_header (const codec_header_t *self)
+{
+    pthread_once (&header_buffer_once, header_buffer_init);
+    msgpack_sbuffer *buffer = pthread_getspecific (header_buffer_key);
+    if (!buffer) {
+        buffer = msgpack_sbuffer_new ();
+        if (!buffer || pthread_setspecific (header_buffer_key, buffer)) {
+            msgpack_sbuffer_free (buffer);
+            static msgpack_sbuffer empty; //  out of memory: an empty header
+            return &empty;
+        }
+    }
+    buffer->size = 0;
+    pack_header_fields (self, buffer);
+    return buffer;
+}
+
+zframe_t *codec_header_encode (const codec_header_t *self)
+{
+    msgpack_sbuffer *packed = pack_header (self);
+    return zframe_new (packed->data, packed->size);
+}
+
+//  Packs a header into a per-thread buffer that is reused from call to call.
+static msgpack_sbuffer *pack_header (const codec_header_t *self);
+
+int codec_send (zsock_t *sock, zframe_t *identity, codec_cmd_t cmd, const codec_header_t *header,
+                zframe_t *payload)
+{
+    void *handle = zsock_resolve (sock);
+    msgpack_sbuffer *packed = pack_header (header);
+    uint8_t cmd_byte = (uint8_t)cmd;
+    if (identity &&
+        zmq_send (handle, zframe_data (identity), zframe_size (identity), ZMQ_SNDMORE) == -1)
+        return -1;
+    if (zmq_send (handle, CODEC_SIGNATURE, CODEC_SIGNATURE_LEN, ZMQ_SNDMORE) == -1 ||
+        zmq_send (handle, &cmd_byte, 1, ZMQ_SNDMORE) == -1 ||
+        zmq_send (handle, packed->data, packed->size, payload ? ZMQ_SNDMORE : 0) == -1)
+        return -1;
+    if (payload && zframe_send (&payload, sock, ZFRAME_REUSE) == -1)
+        return -1;
+    return 0;
 }
 
 zmsg_t *codec_msg_new (codec_cmd_t cmd, const codec_header_t *header, zframe_t **payload_p)

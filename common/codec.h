@@ -141,6 +141,15 @@ int codec_header_decode (codec_header_t *self, const void *buf, size_t size, cha
 //  not, the frame is taken and *payload_p nulled.  NULL on out-of-memory.
 zmsg_t *codec_msg_new (codec_cmd_t cmd, const codec_header_t *header, zframe_t **payload_p);
 
+//  Send [identity?][signature][cmd][header][payload?] on sock without
+//  building a message: the small frames go straight to libzmq, the header is
+//  packed into a buffer reused from call to call, and the payload frame is
+//  sent by reference (libzmq shares its bytes; nothing is copied) and stays
+//  the caller's.  identity and payload may be NULL.  Returns 0, -1 if the
+//  socket refused the message.
+int codec_send (zsock_t *sock, zframe_t *identity, codec_cmd_t cmd, const codec_header_t *header,
+                zframe_t *payload);
+
 //  Parse a message (without any ROUTER identity frame): check signature,
 //  command and frame count, decode the header into `header`.  *payload_p is
 //  set to the payload frame, still owned by msg, or NULL.  Returns 0; on a

@@ -45,6 +45,7 @@ class Cluster:
         path = os.path.join(self.tmp, "%s.log" % label)
         log = open(path, "wb")
         self._log_files.append(path)
+        self._last_spawn = time.monotonic()
         return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
 
@@ -135,6 +136,11 @@ class Cluster:
         of their own (crash, sanitizer report, hang), other than those a test
         stopped on purpose."""
         procs = [p for p in self.workers + [self.broker] if p is not None]
+        # A process signalled before its main() installed its handlers dies
+        # of the signal: give the youngest a moment to start
+        young = getattr(self, "_last_spawn", 0) + 0.3 - time.monotonic()
+        if young > 0:
+            time.sleep(young)
         bad = [p for p in procs if p.poll() is not None and p.returncode != 0
                and p not in self.expected_exits]
         for p in procs:

@@ -190,9 +190,14 @@ static void on_broker_message (worker_t *self)
             }
         }
     } else if (cmd == CMD_DISCONNECT) {
-        log_info ("broker asked to register again reason=\"%s\"", h->message);
-        if (!self->draining)
+        //  While draining, "I do not know you" means no job of ours is on
+        //  its way either: the drain is acknowledged
+        if (self->draining)
+            self->drain_acked = true;
+        else {
+            log_info ("broker asked to register again reason=\"%s\"", h->message);
             send_ready (self);
+        }
     } else if (cmd == CMD_DRAIN)
         self->drain_acked = true;
     else if (cmd == CMD_ERROR)

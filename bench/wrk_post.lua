@@ -1,0 +1,27 @@
+-- wrk_post.lua - POSTs one single-row prediction request, over and over.
+--
+--   wrk -t2 -c16 -d10s -s bench/wrk_post.lua http://127.0.0.1:8000/predict/linear -- '[[0.5]]'
+--
+-- The argument after -- is the JSON of the inputs (default [[0.5]]); the body
+-- sent is {"inputs": ARG}.  At the end, prints one line "JSON {...}" with the
+-- figures scripts/bench reads: requests, errors (connect, read, write, timeout,
+-- non-2xx status), duration_s, requests_per_s and latency_us {p50, p90, p99, max, mean}.
+
+function init(args)
+  local inputs = args[1] or "[[0.5]]"
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.body = '{"inputs": ' .. inputs .. '}'
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  local errors = e.connect + e.read + e.write + e.timeout + e.status
+  local seconds = summary.duration / 1e6
+  io.write(string.format(
+    'JSON {"requests": %d, "errors": %d, "duration_s": %.3f, "requests_per_s": %.1f, ' ..
+    '"latency_us": {"p50": %d, "p90": %d, "p99": %d, "max": %d, "mean": %.1f}}\n',
+    summary.requests, errors, seconds, (summary.requests - errors) / seconds,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, latency.mean))
+end
