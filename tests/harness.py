@@ -6,8 +6,9 @@
         c.kill_worker(0)    # SIGKILL the first
         c.models()          # [{"name", "version", "workers"}] via `amaas models --json`
 
-The broker binds ephemeral ports on 127.0.0.1 (tcp://127.0.0.1:*) and writes
-the ports it got to a file, so tests never assume a port is free.  Every
+The broker binds random free ports on 127.0.0.1 (czmq's tcp://127.0.0.1:!) and
+writes the ports it got to a file, so tests never assume a port is free, and
+two suites running at once on one machine do not meet on the same ports.  Every
 process is stopped on exit, killed if it does not stop in time.  Logs go to
 files in a temporary folder; c.logs() returns them, and they are printed when
 the with-block raises.
@@ -55,8 +56,8 @@ class Cluster:
             os.unlink(ep_file)
         # Reuse the same ports after a restart, so that workers and clients
         # find the broker again; first start takes ephemeral ones.
-        front = self.frontend or "tcp://127.0.0.1:*"
-        back = self.backend or "tcp://127.0.0.1:*"
+        front = self.frontend or "tcp://127.0.0.1:!"
+        back = self.backend or "tcp://127.0.0.1:!"
         self.broker = self._spawn(
             [self.bin("amaas-broker"), "--frontend", front, "--backend", back,
              "--endpoints-file", ep_file, "--heartbeat-ms", str(self.heartbeat_ms)]
