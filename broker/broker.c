@@ -17,6 +17,7 @@
 
 #include "clock.h"
 #include "codec.h"
+#include "control.h"
 #include "dispatch.h"
 #include "log.h"
 #include "signals.h"
@@ -28,6 +29,9 @@ typedef struct {
     const broker_config_t *config;
     zsock_t *frontend;     //  ROUTER for clients
     zsock_t *backend;      //  ROUTER for workers
+    zsock_t *control;      //  ROUTER for operators
+    broker_stats_t stats;  //  counters for status
+    bool shutdown;         //  an operator asked for a shutdown
     dispatch_t *dispatch;  //  queues and workers
     zlistx_t *failed;      //  jobs to answer with an error
     codec_header_t header; //  decoded header of the message at hand
@@ -42,6 +46,7 @@ void broker_config_defaults (broker_config_t *config)
     memset (config, 0, sizeof *config);
     config->frontend = "tcp://*:5555";
     config->backend = "tcp://*:5556";
+    config->control = "tcp://127.0.0.1:5557";
     config->heartbeat_ms = 1000;
     config->liveness = 3;
     config->max_message = 64u << 20;
@@ -85,6 +90,7 @@ static void answer_failed (broker_t *self, broker_job_t **job_p)
     if (job->client)
         send_error (self, self->frontend, job->client, job->id, job->fail_code, job->fail_message);
     self->jobs_failed++;
+    self->stats.answered[job->fail_code < 32 ? job->fail_code : AMAAS_UNKNOWN]++;
     dispatch_job_destroy (job_p);
 }
 
@@ -236,6 +242,7 @@ static void on_result (broker_t *self, broker_worker_t *worker, zframe_t *payloa
         self->jobs_ok++;
     }
     send_to (self->frontend, job->client, CMD_REPLY, r, payload);
+    self->stats.answered[r->code < 32 ? r->code : AMAAS_UNKNOWN]++;
     dispatch_job_destroy (&job);
 }
 
@@ -303,6 +310,7 @@ static void on_backend (broker_t *self)
         goto done;
     }
     worker->expires_ms = expiry (self);
+    worker->seen_ms = clock_now_ms ();
     if (cmd == CMD_RESULT) {
         on_result (self, worker, payload);
         pump (self);
@@ -325,6 +333,80 @@ static void on_backend (broker_t *self)
         send_error (self, self->backend, identity, 0, AMAAS_INVALID_ARGUMENT, err);
     }
 done:
+    zframe_destroy (&identity);
+    zmsg_destroy (&msg);
+}
+
+//  A command from an operator on the control endpoint
+static void on_control (broker_t *self)
+{
+    zmsg_t *msg = zmsg_recv (self->control);
+    if (!msg)
+        return;
+    zframe_t *identity = zmsg_pop (msg);
+    char err[CODEC_MESSAGE_MAX];
+    codec_cmd_t cmd;
+    zframe_t *payload;
+    codec_header_t *h = &self->header;
+    codec_header_t *r = &self->reply;
+    zframe_t *answer = NULL;
+    if (!identity)
+        goto done;
+    if (codec_msg_parse (msg, &cmd, h, &payload, err, sizeof err)) {
+        send_error (self, self->control, identity, 0, AMAAS_INVALID_ARGUMENT, err);
+        goto done;
+    }
+    codec_header_reset (r);
+    r->fields = HDR_ID | HDR_CODE;
+    r->id = h->id;
+    if (cmd == CMD_PING) {
+        r->fields = HDR_ID;
+        send_to (self->control, identity, CMD_PONG, r, NULL);
+        goto done;
+    }
+    if (cmd != CMD_CONTROL || !(h->fields & HDR_COMMAND)) {
+        send_error (self, self->control, identity, h->id, AMAAS_INVALID_ARGUMENT,
+                    "the control endpoint takes CONTROL with a 'command'");
+        goto done;
+    }
+    int64_t now = clock_now_ms ();
+    if (streq (h->command, "status"))
+        answer = control_status (self->dispatch, &self->stats, now);
+    else if (streq (h->command, "workers"))
+        answer = control_workers (self->dispatch, now);
+    else if (streq (h->command, "models"))
+        answer = control_models (self->dispatch);
+    else if (streq (h->command, "drain")) {
+        broker_worker_t *worker =
+            (h->fields & HDR_WORKER) ? dispatch_worker_find (self->dispatch, h->worker) : NULL;
+        if (!worker) {
+            r->code = AMAAS_NOT_FOUND;
+            codec_header_set_message (r, "no worker '%.64s' (see 'amaas workers')", h->worker);
+        } else {
+            //  It finishes what it holds, takes nothing new, and leaves
+            log_info ("operator drains worker=%s jobs_held=%zu", worker->key,
+                      zlistx_size (worker->jobs));
+            dispatch_worker_drain (self->dispatch, worker, self->failed);
+            answer_failed_list (self);
+            codec_header_t *d = &self->header;
+            codec_header_reset (d);
+            send_to (self->backend, worker->identity, CMD_DRAIN, d, NULL);
+            codec_header_set_message (r, "worker %.64s is draining", worker->key);
+        }
+    } else if (streq (h->command, "shutdown")) {
+        log_info ("operator asked for a shutdown");
+        self->shutdown = true;
+        codec_header_set_message (r, "the broker is shutting down");
+    } else {
+        r->code = AMAAS_INVALID_ARGUMENT;
+        codec_header_set_message (r,
+                                  "unknown control command '%s' (status, workers, models, drain, "
+                                  "shutdown)",
+                                  h->command);
+    }
+    send_to (self->control, identity, CMD_CONTROL_REPLY, r, answer);
+done:
+    zframe_destroy (&answer);
     zframe_destroy (&identity);
     zmsg_destroy (&msg);
 }
@@ -369,9 +451,11 @@ int broker_run (const broker_config_t *config)
     int rc = -1;
     self.frontend = bind_router (config->frontend, config->max_message, "frontend");
     self.backend = bind_router (config->backend, config->max_message, "backend");
+    self.control = bind_router (config->control, 1u << 20, "control");
+    self.stats.started_ms = clock_now_ms ();
     self.dispatch = dispatch_new (config->max_queue, config->max_lost);
     self.failed = dispatch_job_list_new ();
-    if (!self.frontend || !self.backend || !self.dispatch || !self.failed)
+    if (!self.frontend || !self.backend || !self.control || !self.dispatch || !self.failed)
         goto done;
     char *front = zsock_last_endpoint (self.frontend);
     char *back = zsock_last_endpoint (self.backend);
@@ -380,7 +464,9 @@ int broker_run (const broker_config_t *config)
     if (config->endpoints_file) {
         FILE *f = fopen (config->endpoints_file, "w");
         if (f) {
-            fprintf (f, "frontend=%s\nbackend=%s\n", front, back);
+            char *ctl = zsock_last_endpoint (self.control);
+            fprintf (f, "frontend=%s\nbackend=%s\ncontrol=%s\n", front, back, ctl);
+            zstr_free (&ctl);
             fclose (f);
         } else
             log_error ("cannot write endpoints file path=%s error=\"%s\"", config->endpoints_file,
@@ -393,7 +479,7 @@ int broker_run (const broker_config_t *config)
     int64_t next_expire = clock_now_ms () + EXPIRE_MS;
     int64_t stop_by = 0; //  when stopping: give up waiting for jobs then
     while (signals_stop_requests () < 2) {
-        if (signals_stop_requests () && !self.stopping) {
+        if ((signals_stop_requests () || self.shutdown) && !self.stopping) {
             self.stopping = true;
             stop_by = clock_now_ms () + config->shutdown_grace_ms;
             log_info ("broker stopping mode=%s queued=%zu in_flight=%zu grace=%dms",
@@ -414,8 +500,11 @@ int broker_run (const broker_config_t *config)
         int64_t wake = next_beat < next_expire ? next_beat : next_expire;
         int64_t wait = wake - clock_now_ms ();
         zmq_pollitem_t items[] = {{zsock_resolve (self.frontend), 0, ZMQ_POLLIN, 0},
-                                  {zsock_resolve (self.backend), 0, ZMQ_POLLIN, 0}};
-        if (zmq_poll (items, 2, (long)(wait > 0 ? wait : 0)) > 0) {
+                                  {zsock_resolve (self.backend), 0, ZMQ_POLLIN, 0},
+                                  {zsock_resolve (self.control), 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll (items, 3, (long)(wait > 0 ? wait : 0)) > 0) {
+            if (items[2].revents & ZMQ_POLLIN)
+                on_control (&self);
             //  Both sides get a turn, a bounded one, so that a flood of
             //  requests cannot starve the results that free workers
             for (int i = 0; i < BURST && (zsock_events (self.backend) & ZMQ_POLLIN); i++)
@@ -449,5 +538,6 @@ done:
     codec_header_reset (&self.reply);
     zsock_destroy (&self.frontend);
     zsock_destroy (&self.backend);
+    zsock_destroy (&self.control);
     return rc;
 }

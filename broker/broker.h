@@ -13,6 +13,7 @@
 typedef struct {
     const char *frontend;       //  client endpoint to bind
     const char *backend;        //  worker endpoint to bind
+    const char *control;        //  operator endpoint to bind (loopback by default)
     const char *endpoints_file; //  if set, write the bound endpoints there
     int heartbeat_ms;           //  heartbeat interval
     int liveness;               //  intervals of silence before a worker is dead

@@ -381,6 +381,7 @@ void dispatch_worker_drain (dispatch_t *self, broker_worker_t *worker, zlistx_t 
     for (size_t i = 0; i < n_models; i++)
         fail_orphaned_queue (models[i], failed);
     free (models);
+    worker->draining = true;
 }
 
 amaas_code_t dispatch_submit (dispatch_t *self, broker_job_t *job, const char *version)
@@ -534,6 +535,16 @@ void dispatch_shutdown (dispatch_t *self, zlistx_t *failed)
     for (broker_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
         zlistx_purge (m->workers);
     zhashx_purge (self->workers);
+}
+
+broker_model_t *dispatch_model_first (dispatch_t *self)
+{
+    return zhashx_first (self->models);
+}
+
+broker_model_t *dispatch_model_next (dispatch_t *self)
+{
+    return zhashx_next (self->models);
 }
 
 broker_worker_t *dispatch_worker_first (dispatch_t *self)

@@ -65,6 +65,8 @@ struct broker_worker_t {
     uint64_t done;             //  jobs it completed
     uint64_t last_given;       //  dispatch sequence number of its last job
     int64_t expires_ms;        //  declared dead after this time without a message
+    int64_t seen_ms;           //  when its last message came
+    bool draining;             //  finishing its jobs, taking no new one
 };
 
 //  Send callback of dispatch_pump: send `job` to `worker`.  Return 0, or -1
@@ -135,6 +137,10 @@ void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message
 //  Fail every job, queued or held, with UNAVAILABLE into `failed`, and
 //  forget every worker: the broker is shutting down.
 void dispatch_shutdown (dispatch_t *self, zlistx_t *failed);
+
+//  Iterate over the models ever announced (no change meanwhile).
+broker_model_t *dispatch_model_first (dispatch_t *self);
+broker_model_t *dispatch_model_next (dispatch_t *self);
 
 //  Iterate over the workers (no change to the registry meanwhile).
 broker_worker_t *dispatch_worker_first (dispatch_t *self);

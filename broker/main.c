@@ -20,6 +20,7 @@ static void usage (FILE *out, const broker_config_t *d)
              "Options (default in brackets):\n"
              "  --frontend ENDPOINT     bind for clients [%s]\n"
              "  --backend ENDPOINT      bind for workers [%s]\n"
+             "  --control ENDPOINT      bind for operators (amaas status, ...) [%s]\n"
              "  --heartbeat-ms N        heartbeat interval, milliseconds [%d]\n"
              "  --liveness N            silent intervals before a worker is dead [%d]\n"
              "  --max-message BYTES     largest request accepted [%zu]\n"
@@ -36,8 +37,8 @@ static void usage (FILE *out, const broker_config_t *d)
              "SIGINT or SIGTERM: take no new jobs, answer the queued ones UNAVAILABLE (or\n"
              "serve them, --drain), wait for the jobs workers hold, exit 0.  A second\n"
              "signal stops at once.\n",
-             d->frontend, d->backend, d->heartbeat_ms, d->liveness, d->max_message, d->max_queue,
-             d->max_lost, d->shutdown_grace_ms);
+             d->frontend, d->backend, d->control, d->heartbeat_ms, d->liveness, d->max_message,
+             d->max_queue, d->max_lost, d->shutdown_grace_ms);
 }
 
 int main (int argc, char *argv[])
@@ -47,6 +48,7 @@ int main (int argc, char *argv[])
     int level = LOG_LEVEL_INFO;
     static const struct option options[] = {{"frontend", required_argument, 0, 'f'},
                                             {"backend", required_argument, 0, 'b'},
+                                            {"control", required_argument, 0, 'C'},
                                             {"heartbeat-ms", required_argument, 0, 'H'},
                                             {"liveness", required_argument, 0, 'L'},
                                             {"max-message", required_argument, 0, 'M'},
@@ -63,6 +65,7 @@ int main (int argc, char *argv[])
         switch (c) {
         case 'f': config.frontend = optarg; break;
         case 'b': config.backend = optarg; break;
+        case 'C': config.control = optarg; break;
         case 'H':
             config.heartbeat_ms =
                 (int)options_positive ("amaas-broker", "heartbeat-ms", optarg, 3600000);

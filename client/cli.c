@@ -18,8 +18,10 @@
 
 #include "amaas.h"
 #include "bench.h"
+#include "control.h"
 
 static const char *broker = AMAAS_DEFAULT_FRONTEND;
+static const char *control = "tcp://127.0.0.1:5557";
 static int timeout_ms = 10000;
 
 static void usage (FILE *out)
@@ -41,8 +43,17 @@ static void usage (FILE *out)
              "      Load the service and report throughput, latency percentiles and the\n"
              "      server's queue/compute split (amaas bench --help).\n"
              "\n"
+             "Operator commands, on the broker's control endpoint:\n"
+             "  status [--json]     uptime, jobs by outcome, queue depth per model, workers\n"
+             "  workers [--json]    each worker: host, pid, models, credit, in flight, done,\n"
+             "                      last heartbeat\n"
+             "  drain WORKER        the worker finishes its jobs, takes no new one, exits\n"
+             "  shutdown            the broker stops gracefully\n"
+             "\n"
              "Options:\n"
              "  --broker ENDPOINT   broker's frontend [%s, or $AMAAS_BROKER]\n"
+             "  --control ENDPOINT  broker's control endpoint [tcp://127.0.0.1:5557, or\n"
+             "                      $AMAAS_CONTROL]\n"
              "  --timeout MS        how long to wait for the broker [%d]\n"
              "  -h, --help          show this help (also: amaas COMMAND --help)\n"
              "\n"
@@ -326,6 +337,8 @@ int main (int argc, char *argv[])
 {
     if (getenv ("AMAAS_BROKER"))
         broker = getenv ("AMAAS_BROKER");
+    if (getenv ("AMAAS_CONTROL"))
+        control = getenv ("AMAAS_CONTROL");
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp (argv[i], "-h") == 0 || strcmp (argv[i], "--help") == 0) {
@@ -333,6 +346,8 @@ int main (int argc, char *argv[])
             return 0;
         } else if (strcmp (argv[i], "--broker") == 0 && i + 1 < argc)
             broker = argv[++i];
+        else if (strcmp (argv[i], "--control") == 0 && i + 1 < argc)
+            control = argv[++i];
         else if (strcmp (argv[i], "--timeout") == 0 && i + 1 < argc) {
             timeout_ms = atoi (argv[++i]);
             if (timeout_ms < 1) {
@@ -353,6 +368,9 @@ int main (int argc, char *argv[])
     char **sub_argv = argv + i;
     if (strcmp (command, "predict") == 0)
         return cmd_predict (sub_argc, sub_argv);
+    if (strcmp (command, "status") == 0 || strcmp (command, "workers") == 0 ||
+        strcmp (command, "drain") == 0 || strcmp (command, "shutdown") == 0)
+        return control_main (control, timeout_ms, sub_argc, sub_argv);
     if (strcmp (command, "bench") == 0)
         return bench_main (connect_or_die, sub_argc, sub_argv);
     if (strcmp (command, "models") == 0)

@@ -322,6 +322,14 @@ static void pack_header_fields (const codec_header_t *self, msgpack_sbuffer *sbu
         pack_key (&pk, "models");
         pack_models (&pk, self);
     }
+    if (self->fields & HDR_COMMAND) {
+        pack_key (&pk, "command");
+        pack_cstr (&pk, self->command);
+    }
+    if (self->fields & HDR_WORKER) {
+        pack_key (&pk, "worker");
+        pack_cstr (&pk, self->worker);
+    }
     if (self->fields & HDR_BATCH) {
         pack_key (&pk, "batch");
         msgpack_pack_uint32 (&pk, self->batch);
@@ -580,6 +588,14 @@ static int decode_field (codec_header_t *self, const msgpack_object *key, const 
             want = "a uint in 1..65535";
         self->credit = (uint32_t)n;
         self->fields |= HDR_CREDIT;
+    } else if (key_is (key, "command")) {
+        if (get_str (val, self->command, sizeof self->command, false))
+            want = "a str of 1..31 bytes";
+        self->fields |= HDR_COMMAND;
+    } else if (key_is (key, "worker")) {
+        if (get_str (val, self->worker, sizeof self->worker, false))
+            want = "a worker id (str)";
+        self->fields |= HDR_WORKER;
     } else if (key_is (key, "batch")) {
         if (get_uint (val, UINT32_MAX, &n))
             want = "a uint32";
@@ -706,10 +722,11 @@ int codec_msg_parse (zmsg_t *msg, codec_cmd_t *cmd, codec_header_t *header, zfra
         return -1;
     }
     uint8_t c = zframe_data (cmd_frame)[0];
-    bool has_payload = c == CMD_REQUEST || c == CMD_REPLY || c == CMD_JOB || c == CMD_RESULT;
+    bool has_payload = c == CMD_REQUEST || c == CMD_REPLY || c == CMD_JOB || c == CMD_RESULT ||
+                       c == CMD_CONTROL_REPLY;
     bool known = has_payload || c == CMD_MODELS || c == CMD_MODELS_REPLY || c == CMD_PING ||
                  c == CMD_PONG || c == CMD_ERROR || c == CMD_READY || c == CMD_HEARTBEAT ||
-                 c == CMD_DRAIN || c == CMD_DISCONNECT;
+                 c == CMD_DRAIN || c == CMD_DISCONNECT || c == CMD_CONTROL;
     if (!known) {
         snprintf (err, err_size, "unknown command 0x%02x", c);
         return -1;

@@ -46,7 +46,9 @@ typedef enum {
     CMD_RESULT = 0x12,
     CMD_HEARTBEAT = 0x13,
     CMD_DISCONNECT = 0x14,
-    CMD_DRAIN = 0x15
+    CMD_DRAIN = 0x15,
+    CMD_CONTROL = 0x20,
+    CMD_CONTROL_REPLY = 0x21
 } codec_cmd_t;
 
 //  Bits of codec_header_t.fields: which keys are present
@@ -67,7 +69,9 @@ enum {
     HDR_REASON = 1 << 13,
     HDR_PRIORITY = 1 << 14,
     HDR_DEADLINE_MS = 1 << 15,
-    HDR_BATCH = 1 << 16
+    HDR_BATCH = 1 << 16,
+    HDR_COMMAND = 1 << 17,
+    HDR_WORKER = 1 << 18
 };
 
 #define CODEC_PRIORITIES 4 //  priority levels 0 (default) .. 3 (most urgent)
@@ -94,6 +98,8 @@ typedef struct {
     uint32_t pid;                    //  READY: worker's pid
     char host[CODEC_HOST_MAX];       //  READY: worker's host
     uint32_t batch;                  //  RESULT, REPLY: jobs computed together in one batch
+    char command[32];                //  CONTROL: status, workers, models, drain, shutdown
+    char worker[2 * 255 + 1];        //  CONTROL drain: the worker's id
     uint32_t priority;               //  REQUEST: 0 .. CODEC_PRIORITIES-1, higher first
     uint32_t deadline_ms;            //  REQUEST: budget from receipt; JOB: what is left
     size_t n_outputs;                //  requested output names

@@ -58,9 +58,10 @@ class Cluster:
         # find the broker again; first start takes ephemeral ones.
         front = self.frontend or "tcp://127.0.0.1:!"
         back = self.backend or "tcp://127.0.0.1:!"
+        ctl = getattr(self, "control", None) or "tcp://127.0.0.1:!"
         self.broker = self._spawn(
             [self.bin("amaas-broker"), "--frontend", front, "--backend", back,
-             "--endpoints-file", ep_file, "--heartbeat-ms", str(self.heartbeat_ms)]
+             "--control", ctl, "--endpoints-file", ep_file, "--heartbeat-ms", str(self.heartbeat_ms)]
             + self.broker_args, "broker-%d" % len(self._log_files))
         deadline = time.time() + self.ready_timeout
         while time.time() < deadline:
@@ -68,8 +69,9 @@ class Cluster:
                 raise RuntimeError("broker exited with %s\n%s" % (self.broker.returncode, self.logs()))
             if os.path.exists(ep_file):
                 eps = dict(line.split("=", 1) for line in open(ep_file).read().split())
-                if "backend" in eps:
+                if "control" in eps:
                     self.frontend, self.backend = eps["frontend"], eps["backend"]
+                    self.control = eps["control"]
                     return
             time.sleep(0.02)
         raise RuntimeError("broker did not start\n" + self.logs())

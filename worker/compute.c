@@ -17,6 +17,9 @@
 #include "compute.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <signal.h>
 #include <string.h>
 
@@ -24,6 +27,7 @@
 #include "log.h"
 
 #define MAX_BATCH_JOBS 1024 //  jobs in one batch, whatever their rows
+#define COMPUTE_NICE 5      //  the compute thread's priority below the I/O thread
 
 //  A job taking part in a batch
 typedef struct {
@@ -366,6 +370,11 @@ void compute_actor (zsock_t *pipe, void *args)
     sigaddset (&signals, SIGINT);
     sigaddset (&signals, SIGTERM);
     pthread_sigmask (SIG_BLOCK, &signals, NULL);
+    //  The I/O thread must win the CPU whenever it has something to do
+    //  (heartbeats, results), even when every core computes: compute runs
+    //  at a lower priority.  Best effort: a failure changes nothing else.
+    int rc = setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), COMPUTE_NICE);
+    (void)rc;
     compute_t self = {.config = args, .pipe = pipe};
     self.ws = model_workspace_new ();
     self.waiting = zlistx_new ();

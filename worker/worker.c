@@ -198,9 +198,14 @@ static void on_broker_message (worker_t *self)
             log_info ("broker asked to register again reason=\"%s\"", h->message);
             send_ready (self);
         }
-    } else if (cmd == CMD_DRAIN)
+    } else if (cmd == CMD_DRAIN) {
+        //  The broker's answer to our DRAIN, or an operator's drain: either
+        //  way no job is on its way any more
+        if (!self->draining)
+            log_info ("worker draining on the broker's request jobs_held=%zu", self->held);
+        self->draining = true;
         self->drain_acked = true;
-    else if (cmd == CMD_ERROR)
+    } else if (cmd == CMD_ERROR)
         log_error ("broker reported an error code=%s message=\"%s\"", amaas_code_name (h->code),
                    h->message);
     zmsg_destroy (&msg);

@@ -146,7 +146,7 @@ def test_priorities():
 
 
 def test_worker_drain_loses_nothing():
-    with Cluster(BUILD, MODELS, workers=2, worker_args=["--credit", "2"]) as c:
+    with Cluster(BUILD, MODELS, workers=2, heartbeat_ms=500, worker_args=["--credit", "2"]) as c:
         with pyamaas.Client(c.frontend, timeout_ms=30000) as client:
             ids = [client.send("slow", rows(300)) for _ in range(16)]
             time.sleep(0.08)

@@ -1,0 +1,93 @@
+#!/usr/bin/python3
+"""Integration: the operator commands on the broker's control endpoint:
+amaas status, workers, models, drain WORKER, shutdown (tables and --json).
+Usage: test_control.py BUILD_DIR"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import pyamaas  # noqa: E402
+import runner  # noqa: E402
+from harness import Cluster  # noqa: E402
+
+BUILD = os.path.abspath(sys.argv[1])
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
+
+
+def amaas(c, *args):
+    return subprocess.run([os.path.join(BUILD, "amaas"), "--control", c.control,
+                           "--broker", c.frontend] + list(args),
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_status_and_workers():
+    with Cluster(BUILD, EXAMPLES, workers=2) as c:
+        with pyamaas.Client(c.frontend) as client:
+            for _ in range(10):
+                client.predict("linear", {"input": np.array([[1.0]])})
+            try:
+                client.predict("ghost", {"input": np.array([[1.0]])})
+            except pyamaas.AmaasError:
+                pass
+        r = amaas(c, "status", "--json")
+        assert r.returncode == 0, r.stderr
+        status = json.loads(r.stdout)
+        assert status["workers"] == 2 and status["jobs"]["OK"] == 10, status
+        assert status["jobs"]["NOT_FOUND"] == 1 and status["queued"]["linear"] == 0, status
+        assert status["uptime_s"] > 0
+        r = amaas(c, "status")
+        assert r.returncode == 0 and "OK=10" in r.stdout, r.stdout
+        r = amaas(c, "workers", "--json")
+        workers = json.loads(r.stdout)["workers"]
+        assert len(workers) == 2, workers
+        assert sum(w["done"] for w in workers) == 10, workers
+        for w in workers:
+            assert sorted(w["models"]) == ["iris", "linear"] and w["credit"] == 4
+            assert w["pid"] in [p.pid for p in c.workers] and not w["draining"]
+            assert 0 <= w["last_heartbeat_ms"] < 2000
+        r = amaas(c, "workers")
+        assert r.returncode == 0 and "serving" in r.stdout, r.stdout
+        r = amaas(c, "drain", "nope")
+        assert r.returncode == 1 and "NOT_FOUND" in r.stderr, r.stderr
+
+
+def test_drain_a_worker_under_load():
+    with Cluster(BUILD, EXAMPLES, workers=2) as c:
+        workers = json.loads(amaas(c, "workers", "--json").stdout)["workers"]
+        victim = workers[0]
+        with pyamaas.Client(c.frontend, timeout_ms=20000) as client:
+            ids = [client.send("iris", {"input": np.ones((50, 4))}) for _ in range(400)]
+            r = amaas(c, "drain", victim["id"])
+            assert r.returncode == 0 and "draining" in r.stdout, (r.stdout, r.stderr)
+            for j in ids:
+                client.recv(j)  # every job succeeds
+        proc = [p for p in c.workers if p.pid == victim["pid"]][0]
+        assert proc.wait(timeout=10) == 0  # it finished and left on its own
+        c.expected_exits.add(proc)
+        left = json.loads(amaas(c, "workers", "--json").stdout)["workers"]
+        assert [w["pid"] for w in left] == [workers[1]["pid"]], left
+
+
+def test_shutdown():
+    with Cluster(BUILD, EXAMPLES, workers=1) as c:
+        r = amaas(c, "shutdown")
+        assert r.returncode == 0 and "shutting down" in r.stdout, r.stdout
+        assert c.broker.wait(timeout=10) == 0
+        c.expected_exits.add(c.broker)
+
+
+def test_control_defaults_to_loopback():
+    r = subprocess.run([os.path.join(BUILD, "amaas-broker"), "--help"], capture_output=True,
+                       text=True, timeout=10)
+    assert "--control ENDPOINT" in r.stdout and "tcp://127.0.0.1:5557" in r.stdout, r.stdout
+
+
+if __name__ == "__main__":
+    runner.run([test_status_and_workers, test_drain_a_worker_under_load, test_shutdown,
+                test_control_defaults_to_loopback])
