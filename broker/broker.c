@@ -30,6 +30,8 @@ typedef struct {
     zsock_t *frontend;     //  ROUTER for clients
     zsock_t *backend;      //  ROUTER for workers
     zsock_t *control;      //  ROUTER for operators
+    broker_auth_t *auth;   //  CURVE and roles, or NULL without security
+    zhashx_t *client_jobs; //  jobs in flight by client identity (hex), as counts
     broker_stats_t stats;  //  counters for status
     bool shutdown;         //  an operator asked for a shutdown
     dispatch_t *dispatch;  //  queues and workers
@@ -52,10 +54,31 @@ void broker_config_defaults (broker_config_t *config)
     config->max_message = 64u << 20;
     config->max_queue = 10000;
     config->max_lost = 2;
+    config->max_client_jobs = 10000;
     config->shutdown_grace_ms = 5000;
 }
 
 //  Sends [identity][message] on a ROUTER socket; destroys msg.
+//  Adds delta to the count of jobs a client has in flight; returns the new
+//  count.  A client at zero is forgotten.
+static size_t client_jobs_add (broker_t *self, zframe_t *client, int delta)
+{
+    char key[2 * 255 + 1];
+    static const char hex[] = "0123456789ABCDEF";
+    size_t size = zframe_size (client) > 255 ? 255 : zframe_size (client);
+    for (size_t i = 0; i < size; i++) {
+        key[2 * i] = hex[zframe_data (client)[i] >> 4];
+        key[2 * i + 1] = hex[zframe_data (client)[i] & 15];
+    }
+    key[2 * size] = 0;
+    size_t count = (size_t)(uintptr_t)zhashx_lookup (self->client_jobs, key) + (size_t)delta;
+    if (count == 0)
+        zhashx_delete (self->client_jobs, key);
+    else
+        zhashx_update (self->client_jobs, key, (void *)(uintptr_t)count);
+    return count;
+}
+
 //  Sends a message to the peer `identity` of a ROUTER socket.  A peer that
 //  is gone is not an error: ROUTER drops what cannot be routed.
 static void send_to (zsock_t *sock, zframe_t *identity, codec_cmd_t cmd,
@@ -81,6 +104,27 @@ static void send_error (broker_t *self, zsock_t *sock, zframe_t *identity, uint6
     send_to (sock, identity, cmd, h, NULL);
 }
 
+//  With security on: whether the peer of this message holds a key of the
+//  role this socket serves.  If not, it is told PERMISSION_DENIED and the
+//  refusal is logged with the key's name.
+static bool allowed (broker_t *self, char tag, zframe_t *identity, zmsg_t *msg, auth_role_t role,
+                     const char *role_name, const char **name)
+{
+    if (!self->auth)
+        return true;
+    zframe_t *first = zmsg_first (msg);
+    if (first && broker_auth_check (self->auth, tag, identity, first, role, name))
+        return true;
+    log_warn ("refused key=%s socket=%s reason=\"not a %s key\"", *name ? *name : "?", role_name,
+              role_name);
+    char err[CODEC_MESSAGE_MAX];
+    snprintf (err, sizeof err, "key '%.64s' is not a %s key: refused", *name ? *name : "?",
+              role_name);
+    zsock_t *sock = tag == 'f' ? self->frontend : tag == 'b' ? self->backend : self->control;
+    send_error (self, sock, identity, 0, AMAAS_PERMISSION_DENIED, err);
+    return false;
+}
+
 //  Answers a job with its fail code and destroys it.
 static void answer_failed (broker_t *self, broker_job_t **job_p)
 {
@@ -91,6 +135,8 @@ static void answer_failed (broker_t *self, broker_job_t **job_p)
         send_error (self, self->frontend, job->client, job->id, job->fail_code, job->fail_message);
     self->jobs_failed++;
     self->stats.answered[job->fail_code < 32 ? job->fail_code : AMAAS_UNKNOWN]++;
+    if (job->client)
+        client_jobs_add (self, job->client, -1);
     dispatch_job_destroy (job_p);
 }
 
@@ -145,6 +191,9 @@ static void on_frontend (broker_t *self)
     size_t size = zmsg_content_size (msg);
     if (!identity)
         goto done;
+    const char *name = NULL;
+    if (!allowed (self, 'f', identity, msg, ROLE_CLIENT, "client", &name))
+        goto done;
     if (codec_msg_parse (msg, &cmd, h, &payload, err, sizeof err)) {
         log_warn ("bad client message peer=%s error=\"%s\"", "frontend", err);
         send_error (self, self->frontend, identity, h->id, AMAAS_INVALID_ARGUMENT, err);
@@ -183,6 +232,21 @@ static void on_frontend (broker_t *self)
                     "the broker is shutting down: retry later or elsewhere");
         goto done;
     }
+    if (self->auth && !broker_auth_model_allowed (self->auth, name, h->model)) {
+        log_warn ("job refused key=%s model=%s reason=acl", name, h->model);
+        snprintf (err, sizeof err, "client '%.64s' may not call model '%.64s' (see the ACL)", name,
+                  h->model);
+        send_error (self, self->frontend, identity, h->id, AMAAS_PERMISSION_DENIED, err);
+        goto done;
+    }
+    if (client_jobs_add (self, identity, 0) >= self->config->max_client_jobs) {
+        snprintf (err, sizeof err,
+                  "this client has %zu jobs queued or computing, the most allowed "
+                  "(--max-client-jobs): wait for some to finish",
+                  self->config->max_client_jobs);
+        send_error (self, self->frontend, identity, h->id, AMAAS_RESOURCE_EXHAUSTED, err);
+        goto done;
+    }
     zmsg_remove (msg, payload);
     broker_job_t *job =
         dispatch_job_new (self->dispatch, h->id, h, &identity, &payload, clock_now_us ());
@@ -191,6 +255,7 @@ static void on_frontend (broker_t *self)
         log_error ("out of memory for a job");
         goto done;
     }
+    client_jobs_add (self, job->client, 1);
     amaas_code_t code =
         dispatch_submit (self->dispatch, job, (h->fields & HDR_VERSION) ? h->version : NULL);
     if (code != AMAAS_OK)
@@ -243,6 +308,7 @@ static void on_result (broker_t *self, broker_worker_t *worker, zframe_t *payloa
     }
     send_to (self->frontend, job->client, CMD_REPLY, r, payload);
     self->stats.answered[r->code < 32 ? r->code : AMAAS_UNKNOWN]++;
+    client_jobs_add (self, job->client, -1);
     dispatch_job_destroy (&job);
 }
 
@@ -282,6 +348,9 @@ static void on_backend (broker_t *self)
         goto done;
     }
     broker_worker_t *worker = dispatch_worker_find (self->dispatch, key);
+    const char *name = NULL;
+    if (cmd == CMD_READY && !allowed (self, 'b', identity, msg, ROLE_WORKER, "worker", &name))
+        goto done;
     if (cmd == CMD_READY) {
         if (!(h->fields & HDR_MODELS) || h->n_models == 0) {
             send_error (self, self->backend, identity, 0, AMAAS_INVALID_ARGUMENT,
@@ -351,6 +420,9 @@ static void on_control (broker_t *self)
     codec_header_t *r = &self->reply;
     zframe_t *answer = NULL;
     if (!identity)
+        goto done;
+    const char *name = NULL;
+    if (!allowed (self, 'c', identity, msg, ROLE_OPERATOR, "operator", &name))
         goto done;
     if (codec_msg_parse (msg, &cmd, h, &payload, err, sizeof err)) {
         send_error (self, self->control, identity, 0, AMAAS_INVALID_ARGUMENT, err);
@@ -426,11 +498,14 @@ static void on_heartbeat (broker_t *self)
     pump (self);
 }
 
-static zsock_t *bind_router (const char *endpoint, size_t max_message, const char *role)
+static zsock_t *bind_router (broker_auth_t *auth, const char *endpoint, size_t max_message,
+                             const char *role)
 {
     zsock_t *sock = zsock_new (ZMQ_ROUTER);
     if (!sock)
         return NULL;
+    if (auth)
+        broker_auth_apply (auth, sock);
     //  A reply is never dropped for a full pipe; memory is bounded by the
     //  queue limits and worker credit instead.
     zsock_set_sndhwm (sock, 0);
@@ -449,9 +524,21 @@ int broker_run (const broker_config_t *config)
 {
     broker_t self = {.config = config};
     int rc = -1;
-    self.frontend = bind_router (config->frontend, config->max_message, "frontend");
-    self.backend = bind_router (config->backend, config->max_message, "backend");
-    self.control = bind_router (config->control, 1u << 20, "control");
+    if (config->auth.cert) {
+        char err[512];
+        self.auth = broker_auth_new (&config->auth, err, sizeof err);
+        if (!self.auth) {
+            log_error ("security cannot start error=\"%s\"", err);
+            goto done;
+        }
+        log_info ("security on: CURVE, clients=%s workers=%s operators=%s acl=%s",
+                  config->auth.clients, config->auth.workers, config->auth.operators,
+                  config->auth.acl ? config->auth.acl : "(none)");
+    }
+    self.client_jobs = zhashx_new ();
+    self.frontend = bind_router (self.auth, config->frontend, config->max_message, "frontend");
+    self.backend = bind_router (self.auth, config->backend, config->max_message, "backend");
+    self.control = bind_router (self.auth, config->control, 1u << 20, "control");
     self.stats.started_ms = clock_now_ms ();
     self.dispatch = dispatch_new (config->max_queue, config->max_lost);
     self.failed = dispatch_job_list_new ();
@@ -539,5 +626,7 @@ done:
     zsock_destroy (&self.frontend);
     zsock_destroy (&self.backend);
     zsock_destroy (&self.control);
+    broker_auth_destroy (&self.auth);
+    zhashx_destroy (&self.client_jobs);
     return rc;
 }

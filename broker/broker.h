@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
+
 typedef struct {
     const char *frontend;       //  client endpoint to bind
     const char *backend;        //  worker endpoint to bind
@@ -20,6 +22,8 @@ typedef struct {
     size_t max_message;         //  largest request accepted, bytes
     size_t max_queue;           //  jobs waiting per model
     uint32_t max_lost;          //  a job lost with this many workers fails
+    auth_config_t auth;         //  security: on when auth.cert is set
+    size_t max_client_jobs;     //  jobs one client may have queued or computing
     bool drain;                 //  on SIGTERM: serve the queued jobs before exiting
     int shutdown_grace_ms;      //  on SIGTERM: longest wait for queued and held jobs
 } broker_config_t;

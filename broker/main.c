@@ -26,6 +26,14 @@ static void usage (FILE *out, const broker_config_t *d)
              "  --max-message BYTES     largest request accepted [%zu]\n"
              "  --max-queue N           jobs waiting per model [%zu]\n"
              "  --max-lost N            a job lost with N workers fails UNAVAILABLE [%u]\n"
+             "  --max-client-jobs N     jobs one client may have queued or computing [%zu]\n"
+             "  --curve-cert FILE       turn security on: CURVE with this broker key pair\n"
+             "                          (FILE and FILE_secret, from 'amaas keygen')\n"
+             "  --clients DIR           with --curve-cert: public keys of clients\n"
+             "  --workers DIR           with --curve-cert: public keys of workers\n"
+             "  --operators DIR         with --curve-cert: public keys of operators\n"
+             "  --acl FILE              with --curve-cert: models each client may call\n"
+             "                          (lines 'NAME: MODEL MODEL', '*' for all)\n"
              "  --drain                 on SIGTERM, serve the queued jobs before exiting\n"
              "                          (default: answer them UNAVAILABLE)\n"
              "  --shutdown-grace-ms N   on SIGTERM, longest wait for jobs to finish [%d]\n"
@@ -38,7 +46,7 @@ static void usage (FILE *out, const broker_config_t *d)
              "serve them, --drain), wait for the jobs workers hold, exit 0.  A second\n"
              "signal stops at once.\n",
              d->frontend, d->backend, d->control, d->heartbeat_ms, d->liveness, d->max_message,
-             d->max_queue, d->max_lost, d->shutdown_grace_ms);
+             d->max_queue, d->max_lost, d->max_client_jobs, d->shutdown_grace_ms);
 }
 
 int main (int argc, char *argv[])
@@ -56,6 +64,12 @@ int main (int argc, char *argv[])
                                             {"max-lost", required_argument, 0, 'R'},
                                             {"endpoints-file", required_argument, 0, 'E'},
                                             {"drain", no_argument, 0, 'D'},
+                                            {"max-client-jobs", required_argument, 0, 'J'},
+                                            {"curve-cert", required_argument, 0, 'K'},
+                                            {"clients", required_argument, 0, '1'},
+                                            {"workers", required_argument, 0, '2'},
+                                            {"operators", required_argument, 0, '3'},
+                                            {"acl", required_argument, 0, 'A'},
                                             {"shutdown-grace-ms", required_argument, 0, 'G'},
                                             {"log-level", required_argument, 0, 'l'},
                                             {"help", no_argument, 0, 'h'},
@@ -85,6 +99,15 @@ int main (int argc, char *argv[])
             config.max_lost = (uint32_t)options_positive ("amaas-broker", "max-lost", optarg, 1000);
             break;
         case 'D': config.drain = true; break;
+        case 'J':
+            config.max_client_jobs =
+                (size_t)options_positive ("amaas-broker", "max-client-jobs", optarg, 100000000);
+            break;
+        case 'K': config.auth.cert = optarg; break;
+        case '1': config.auth.clients = optarg; break;
+        case '2': config.auth.workers = optarg; break;
+        case '3': config.auth.operators = optarg; break;
+        case 'A': config.auth.acl = optarg; break;
         case 'G':
             config.shutdown_grace_ms =
                 (int)options_positive ("amaas-broker", "shutdown-grace-ms", optarg, 3600000);

@@ -120,6 +120,16 @@ typedef struct amaas_client_t amaas_client_t;
 //  says why (UNAVAILABLE when the broker does not answer).
 amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms, amaas_error_t *err);
 
+//  Same, over CURVE (a broker with security on, docs/SECURITY.md): the
+//  connection is encrypted, the broker proves it holds the key whose
+//  public certificate is at server_cert, and the client authenticates with
+//  its key pair at cert (the public file; the secret is cert + "_secret",
+//  as 'amaas keygen' writes them).  On error, NULL is returned and err says
+//  why (INVALID_ARGUMENT for unreadable keys, UNAVAILABLE when the broker
+//  does not answer, e.g. because it refused the key).
+amaas_client_t *amaas_connect_curve (const char *endpoint, int timeout_ms, const char *server_cert,
+                                     const char *cert, amaas_error_t *err);
+
 //  Close the connection and free the client; nulls *self_p.  Cannot fail.
 void amaas_close (amaas_client_t **self_p);
 

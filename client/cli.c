@@ -7,6 +7,7 @@
     JSON in and out goes through jansson; numbers are printed with 17
     significant digits so that FP64 values survive the round trip.
 */
+#include <czmq.h>
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -22,6 +23,8 @@
 
 static const char *broker = AMAAS_DEFAULT_FRONTEND;
 static const char *control = "tcp://127.0.0.1:5557";
+static const char *server_cert = NULL; //  CURVE: the broker's public certificate
+static const char *cert = NULL;        //  CURVE: our key pair
 static int timeout_ms = 10000;
 
 static void usage (FILE *out)
@@ -50,10 +53,17 @@ static void usage (FILE *out)
              "  drain WORKER        the worker finishes its jobs, takes no new one, exits\n"
              "  shutdown            the broker stops gracefully\n"
              "\n"
+             "Security (docs/SECURITY.md):\n"
+             "  keygen NAME [--dir DIR]\n"
+             "      Write a CURVE key pair: DIR/NAME.key (public, give it to the broker's\n"
+             "      allow-list or to its peers) and DIR/NAME.key_secret (keep it private).\n"
+             "\n"
              "Options:\n"
              "  --broker ENDPOINT   broker's frontend [%s, or $AMAAS_BROKER]\n"
              "  --control ENDPOINT  broker's control endpoint [tcp://127.0.0.1:5557, or\n"
              "                      $AMAAS_CONTROL]\n"
+             "  --server-key FILE   CURVE: the broker's public certificate [$AMAAS_SERVER_KEY]\n"
+             "  --cert FILE         CURVE: our key pair, FILE and FILE_secret [$AMAAS_CERT]\n"
              "  --timeout MS        how long to wait for the broker [%d]\n"
              "  -h, --help          show this help (also: amaas COMMAND --help)\n"
              "\n"
@@ -62,10 +72,54 @@ static void usage (FILE *out)
              AMAAS_DEFAULT_FRONTEND, timeout_ms);
 }
 
+//  amaas keygen NAME [--dir DIR]
+static int keygen_main (int argc, char *argv[])
+{
+    const char *dir = ".";
+    static const struct option options[] = {
+        {"dir", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long (argc, argv, "h", options, NULL)) != -1) {
+        if (c == 'd')
+            dir = optarg;
+        else if (c == 'h') {
+            usage (stdout);
+            return 0;
+        } else
+            return 2;
+    }
+    const char *name = optind < argc ? argv[optind] : NULL;
+    if (!name || !*name || strchr (name, '/')) {
+        fprintf (stderr, "amaas keygen: give the key a NAME (no '/'), e.g. 'amaas keygen alice'\n");
+        return 2;
+    }
+    char path[4096], secret[4200];
+    snprintf (path, sizeof path, "%s/%s.key", dir, name);
+    snprintf (secret, sizeof secret, "%s_secret", path);
+    if (zsys_file_exists (path) || zsys_file_exists (secret)) {
+        fprintf (stderr, "amaas keygen: %s exists; not overwriting a key\n", path);
+        return 1;
+    }
+    zcert_t *key = zcert_new ();
+    zcert_set_meta (key, "name", "%s", name);
+    zcert_set_meta (key, "created-by", "amaas keygen");
+    int rc = zcert_save (key, path);
+    if (rc == 0)
+        printf ("wrote %s (public) and %s (secret: keep it private)\npublic key: %s\n", path,
+                secret, zcert_public_txt (key));
+    else
+        fprintf (stderr, "amaas keygen: cannot write %s: %s\n", path, strerror (errno));
+    zcert_destroy (&key);
+    return rc == 0 ? 0 : 1;
+}
+
 static amaas_client_t *connect_or_die (void)
 {
     amaas_error_t err;
-    amaas_client_t *client = amaas_connect (broker, timeout_ms, &err);
+    amaas_client_t *client = server_cert || cert
+                                 ? amaas_connect_curve (broker, timeout_ms, server_cert, cert, &err)
+                                 : amaas_connect (broker, timeout_ms, &err);
     if (!client) {
         fprintf (stderr, "amaas: %s: %s\n", amaas_code_name (err.code), err.message);
         exit (1);
@@ -339,6 +393,10 @@ int main (int argc, char *argv[])
         broker = getenv ("AMAAS_BROKER");
     if (getenv ("AMAAS_CONTROL"))
         control = getenv ("AMAAS_CONTROL");
+    if (getenv ("AMAAS_SERVER_KEY"))
+        server_cert = getenv ("AMAAS_SERVER_KEY");
+    if (getenv ("AMAAS_CERT"))
+        cert = getenv ("AMAAS_CERT");
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp (argv[i], "-h") == 0 || strcmp (argv[i], "--help") == 0) {
@@ -348,6 +406,10 @@ int main (int argc, char *argv[])
             broker = argv[++i];
         else if (strcmp (argv[i], "--control") == 0 && i + 1 < argc)
             control = argv[++i];
+        else if (strcmp (argv[i], "--server-key") == 0 && i + 1 < argc)
+            server_cert = argv[++i];
+        else if (strcmp (argv[i], "--cert") == 0 && i + 1 < argc)
+            cert = argv[++i];
         else if (strcmp (argv[i], "--timeout") == 0 && i + 1 < argc) {
             timeout_ms = atoi (argv[++i]);
             if (timeout_ms < 1) {
@@ -370,7 +432,9 @@ int main (int argc, char *argv[])
         return cmd_predict (sub_argc, sub_argv);
     if (strcmp (command, "status") == 0 || strcmp (command, "workers") == 0 ||
         strcmp (command, "drain") == 0 || strcmp (command, "shutdown") == 0)
-        return control_main (control, timeout_ms, sub_argc, sub_argv);
+        return control_main (control, timeout_ms, server_cert, cert, sub_argc, sub_argv);
+    if (strcmp (command, "keygen") == 0)
+        return keygen_main (sub_argc, sub_argv);
     if (strcmp (command, "bench") == 0)
         return bench_main (connect_or_die, sub_argc, sub_argv);
     if (strcmp (command, "models") == 0)

@@ -19,6 +19,7 @@
 
 #include "clock.h"
 #include "codec.h"
+#include "curve.h"
 #include "table.h"
 
 #define BACKOFF_FIRST_MS 50 //  first wait before resending an UNAVAILABLE job
@@ -344,7 +345,9 @@ static amaas_result_t *pump (amaas_client_t *self, uint64_t id, int64_t until_ms
         zframe_t *payload;
         char why[CODEC_MESSAGE_MAX];
         if (codec_msg_parse (msg, &cmd, &self->header, &payload, why, sizeof why) == 0) {
-            if (ctl_cmd && cmd == ctl_cmd && self->header.id == ctl_id) {
+            //  An ERROR while waiting for a control answer is the answer: the
+            //  broker refused what we sent (e.g. our key)
+            if (ctl_cmd && ((cmd == ctl_cmd && self->header.id == ctl_id) || cmd == CMD_ERROR)) {
                 *ctl_p = msg;
                 return NULL;
             }
@@ -355,7 +358,8 @@ static amaas_result_t *pump (amaas_client_t *self, uint64_t id, int64_t until_ms
     }
 }
 
-amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms, amaas_error_t *err)
+static amaas_client_t *connect_with (const char *endpoint, int timeout_ms, const char *server_cert,
+                                     const char *cert, amaas_error_t *err)
 {
     amaas_client_t *self = calloc (1, sizeof *self);
     if (!self) {
@@ -379,6 +383,12 @@ amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms, amaas_error
     zsock_set_linger (self->sock, 0);
     zsock_set_sndhwm (self->sock, 0);
     zsock_set_rcvhwm (self->sock, 0);
+    char why[512];
+    if ((server_cert || cert) &&
+        curve_client_apply (self->sock, server_cert, cert, why, sizeof why)) {
+        set_error (err, AMAAS_INVALID_ARGUMENT, "%s", why);
+        goto err;
+    }
     if (zsock_connect (self->sock, "%s", endpoint) == -1) {
         set_error (err, AMAAS_INVALID_ARGUMENT, "bad broker endpoint '%s': %s", endpoint,
                    zmq_strerror (zmq_errno ()));
@@ -389,6 +399,11 @@ amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms, amaas_error
     zmsg_t *pong = NULL;
     if (send_command (self, CMD_PING, id) == 0)
         pump (self, 0, clock_now_ms () + self->timeout_ms, CMD_PONG, id, &pong);
+    if (pong && self->header.fields & HDR_CODE && self->header.code != AMAAS_OK) {
+        set_error (err, (amaas_code_t)self->header.code, "%s", self->header.message);
+        zmsg_destroy (&pong);
+        goto err;
+    }
     if (pong) {
         zmsg_destroy (&pong);
         return self;
@@ -398,6 +413,22 @@ amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms, amaas_error
 err:
     amaas_close (&self);
     return NULL;
+}
+
+amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms, amaas_error_t *err)
+{
+    return connect_with (endpoint, timeout_ms, NULL, NULL, err);
+}
+
+amaas_client_t *amaas_connect_curve (const char *endpoint, int timeout_ms, const char *server_cert,
+                                     const char *cert, amaas_error_t *err)
+{
+    if (!server_cert || !cert) {
+        set_error (err, AMAAS_INVALID_ARGUMENT,
+                   "CURVE needs the broker's public certificate and a key pair");
+        return NULL;
+    }
+    return connect_with (endpoint, timeout_ms, server_cert, cert, err);
 }
 
 void amaas_close (amaas_client_t **self_p)
@@ -550,6 +581,11 @@ int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max, 
     if (!reply) {
         set_error (err, AMAAS_UNAVAILABLE, "the broker did not answer within %d ms",
                    self->timeout_ms);
+        return -1;
+    }
+    if (self->header.fields & HDR_CODE && self->header.code != AMAAS_OK) {
+        set_error (err, (amaas_code_t)self->header.code, "%s", self->header.message);
+        zmsg_destroy (&reply);
         return -1;
     }
     zmsg_destroy (&reply);

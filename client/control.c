@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "curve.h"
 
 //  A msgpack object as JSON (maps with str keys, arrays, scalars)
 static json_t *to_json (const msgpack_object *o)
@@ -51,12 +52,19 @@ static json_t *to_json (const msgpack_object *o)
 
 //  Sends one CONTROL command and returns its answer as JSON (NULL on error,
 //  with a message printed).  *code_p gets the answer's code.
-static json_t *control_call (const char *endpoint, int timeout_ms, const char *command,
-                             const char *worker, char *message, size_t message_size, int *code_p)
+static json_t *control_call (const char *endpoint, int timeout_ms, const char *server_cert,
+                             const char *cert, const char *command, const char *worker,
+                             char *message, size_t message_size, int *code_p)
 {
     json_t *answer = NULL;
     zsock_t *sock = zsock_new (ZMQ_DEALER);
     zsock_set_linger (sock, 0);
+    char why[512];
+    if ((server_cert || cert) && curve_client_apply (sock, server_cert, cert, why, sizeof why)) {
+        fprintf (stderr, "amaas: %s\n", why);
+        zsock_destroy (&sock);
+        return NULL;
+    }
     if (zsock_connect (sock, "%s", endpoint)) {
         fprintf (stderr, "amaas: bad control endpoint '%s'\n", endpoint);
         zsock_destroy (&sock);
@@ -151,7 +159,8 @@ static void print_workers (json_t *a)
     }
 }
 
-int control_main (const char *endpoint, int timeout_ms, int argc, char *argv[])
+int control_main (const char *endpoint, int timeout_ms, const char *server_cert, const char *cert,
+                  int argc, char *argv[])
 {
     const char *command = argv[0];
     bool as_json = false;
@@ -183,8 +192,8 @@ int control_main (const char *endpoint, int timeout_ms, int argc, char *argv[])
     }
     char message[CODEC_MESSAGE_MAX] = "";
     int code = 0;
-    json_t *answer =
-        control_call (endpoint, timeout_ms, command, worker, message, sizeof message, &code);
+    json_t *answer = control_call (endpoint, timeout_ms, server_cert, cert, command, worker,
+                                   message, sizeof message, &code);
     if (!answer)
         return 1;
     int rc = 0;

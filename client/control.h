@@ -5,6 +5,7 @@
 
 //  Runs `amaas COMMAND ...` (argv[0] is the command) against the control
 //  endpoint.  Returns the exit status.
-int control_main (const char *endpoint, int timeout_ms, int argc, char *argv[]);
+int control_main (const char *endpoint, int timeout_ms, const char *server_cert, const char *cert,
+                  int argc, char *argv[]);
 
 #endif

@@ -23,14 +23,15 @@ import time
 
 
 class Cluster:
-    def __init__(self, build_dir, models_dir, workers=1, heartbeat_ms=200,
-                 broker_args=(), worker_args=(), ready_timeout=15.0):
+    def __init__(self, build_dir, models_dir, workers=1, heartbeat_ms=500,
+                 broker_args=(), worker_args=(), ready_timeout=15.0, cli_args=()):
         self.build_dir = os.path.abspath(build_dir)
         self.models_dir = models_dir
         self.n_workers = workers
         self.heartbeat_ms = heartbeat_ms
         self.broker_args = list(broker_args)
         self.worker_args = list(worker_args)
+        self.cli_args = list(cli_args)  # e.g. CURVE keys for `amaas models`
         self.ready_timeout = ready_timeout
         self.tmp = tempfile.mkdtemp(prefix="amaas-test-")
         self.broker = None
@@ -94,8 +95,9 @@ class Cluster:
 
     def models(self):
         """Models the broker serves, from `amaas models --json`."""
-        out = subprocess.run([self.bin("amaas"), "--broker", self.frontend, "--timeout", "2000",
-                              "models", "--json"], capture_output=True, timeout=10)
+        out = subprocess.run([self.bin("amaas"), "--broker", self.frontend, "--timeout", "2000"]
+                             + self.cli_args + ["models", "--json"], capture_output=True,
+                             timeout=10)
         if out.returncode != 0:
             return []
         return json.loads(out.stdout)

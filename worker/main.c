@@ -20,6 +20,8 @@ static void usage (FILE *out, const worker_config_t *d)
              "Options (default in brackets):\n"
              "  --broker ENDPOINT      broker's backend endpoint [%s]\n"
              "  --models DIR           folder of model files (required)\n"
+             "  --server-key FILE      CURVE: the broker's public certificate\n"
+             "  --cert FILE            CURVE: this worker's key pair (FILE, FILE_secret)\n"
              "  --credit N             jobs the worker may hold at once [%u]\n"
              "  --heartbeat-ms N       heartbeat interval, same as the broker's [%d]\n"
              "  --liveness N           silent intervals before the broker is dead [%d]\n"
@@ -50,6 +52,8 @@ int main (int argc, char *argv[])
     static const struct option options[] = {{"broker", required_argument, 0, 'b'},
                                             {"models", required_argument, 0, 'm'},
                                             {"credit", required_argument, 0, 'c'},
+                                            {"server-key", required_argument, 0, 'S'},
+                                            {"cert", required_argument, 0, 'K'},
                                             {"heartbeat-ms", required_argument, 0, 'H'},
                                             {"liveness", required_argument, 0, 'L'},
                                             {"max-elements", required_argument, 0, 'E'},
@@ -64,6 +68,8 @@ int main (int argc, char *argv[])
         switch (c) {
         case 'b': config.broker = optarg; break;
         case 'm': config.models_dir = optarg; break;
+        case 'S': config.server_cert = optarg; break;
+        case 'K': config.cert = optarg; break;
         case 'c':
             config.credit = (uint32_t)options_positive ("amaas-worker", "credit", optarg, 65535);
             break;

@@ -24,6 +24,7 @@
 #include "codec.h"
 #include "log.h"
 #include "compute.h"
+#include "curve.h"
 #include "model.h"
 #include "signals.h"
 
@@ -45,6 +46,7 @@ typedef struct {
     size_t stale_results;            //  results of a replaced connection, to drop
     bool draining;                   //  stopping: no new jobs, finish those held
     bool drain_acked;                //  the broker knows: no JOB is on its way
+    bool refused;                    //  the broker refused our key
     uint64_t jobs_done;
 } worker_t;
 
@@ -54,7 +56,7 @@ void worker_config_defaults (worker_config_t *config)
     config->broker = "tcp://127.0.0.1:5556";
     config->heartbeat_ms = 1000;
     config->liveness = 3;
-    config->credit = 4;
+    config->credit = 32;
     config->max_elements = 1u << 24;
     config->max_message = 256u << 20;
     config->max_batch = 256;
@@ -148,6 +150,14 @@ static int connect_broker (worker_t *self)
     if (!self->sock)
         return -1;
     zsock_set_linger (self->sock, 1000);
+    if (self->config->server_cert || self->config->cert) {
+        char err[512];
+        if (curve_client_apply (self->sock, self->config->server_cert, self->config->cert, err,
+                                sizeof err)) {
+            log_error ("security: %s", err);
+            return -1;
+        }
+    }
     zsock_set_maxmsgsize (self->sock, (int64_t)self->config->max_message);
     zsock_set_sndhwm (self->sock, 0);
     if (zsock_connect (self->sock, "%s", self->config->broker) == -1) {
@@ -205,9 +215,13 @@ static void on_broker_message (worker_t *self)
             log_info ("worker draining on the broker's request jobs_held=%zu", self->held);
         self->draining = true;
         self->drain_acked = true;
-    } else if (cmd == CMD_ERROR)
+    } else if (cmd == CMD_ERROR) {
         log_error ("broker reported an error code=%s message=\"%s\"", amaas_code_name (h->code),
                    h->message);
+        //  Our key may not serve: nothing to do here
+        if (h->code == AMAAS_PERMISSION_DENIED)
+            self->refused = true;
+    }
     zmsg_destroy (&msg);
 }
 
@@ -299,6 +313,10 @@ int worker_run (const worker_config_t *config)
     while (true) {
         if (signals_stop_requests () > 1)
             break;
+        if (self.refused) {
+            log_error ("the broker refused this worker's key: stopping");
+            goto done;
+        }
         if (signals_stop_requests () && !self.draining) {
             log_info ("worker draining jobs_held=%zu", self.held);
             self.draining = true;

@@ -16,6 +16,8 @@
 typedef struct {
     const char *broker;       //  broker backend endpoint
     const char *models_dir;   //  folder of .amm files
+    const char *server_cert;  //  CURVE: the broker's public certificate, or NULL
+    const char *cert;         //  CURVE: our key pair (public file; secret in FILE_secret)
     int heartbeat_ms;         //  heartbeat interval (same as the broker's)
     int liveness;             //  silent intervals before the broker is dead
     uint32_t credit;          //  jobs the worker may hold at once

@@ -1,0 +1,218 @@
+/*  auth.c - the broker's security: CURVE encryption, three roles, model ACLs.
+
+    zauth takes one folder of certificates; the broker gives it a private
+    folder holding links to the three allow-lists, so that zauth admits the
+    union and still sees changes to any list (czmq's certificate store
+    reloads a folder when it changes).  The role of a key comes from three
+    certificate stores of its own, one per list.
+*/
+#include "auth.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CACHE_MAX 65536 //  connections whose role is remembered
+
+typedef struct {
+    int roles;      //  auth_role_t bits the key holds
+    char name[128]; //  for logs and ACLs
+} peer_t;
+
+struct broker_auth_t {
+    zcert_t *cert;            //  the broker's key pair
+    zactor_t *zauth;          //  czmq's ZAP handler
+    zcertstore_t *stores[3];  //  client, worker, operator keys
+    char union_dir[PATH_MAX]; //  links to the three folders, for zauth
+    zhashx_t *peers;          //  peer_t * by socket tag and identity
+    zhashx_t *acl;            //  client name -> " model model " (or " * ")
+};
+
+static const char *role_dirs[3] = {"clients", "workers", "operators"};
+
+static void peer_destructor (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+//  Reads the ACL file: lines "NAME: MODEL MODEL ..." ("*" = every model);
+//  '#' starts a comment.  Returns 0, or -1 with a message.
+static int load_acl (broker_auth_t *self, const char *path, char *err, size_t err_size)
+{
+    FILE *f = fopen (path, "r");
+    if (!f) {
+        snprintf (err, err_size, "cannot read ACL file %s: %s", path, strerror (errno));
+        return -1;
+    }
+    self->acl = zhashx_new ();
+    zhashx_set_destructor (self->acl, (zhashx_destructor_fn *)zstr_free);
+    char line[4096];
+    int number = 0;
+    while (fgets (line, sizeof line, f)) {
+        number++;
+        char *hash = strchr (line, '#');
+        if (hash)
+            *hash = 0;
+        char *colon = strchr (line, ':');
+        char name[128], *p = line;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == 0 || *p == '\n')
+            continue;
+        if (!colon || sscanf (p, "%127[^: \t]", name) != 1) {
+            snprintf (err, err_size, "%s:%d: want 'NAME: MODEL MODEL ...'", path, number);
+            fclose (f);
+            return -1;
+        }
+        char models[4096 + 2];
+        snprintf (models, sizeof models, " %s ", colon + 1);
+        for (char *c = models; *c; c++)
+            if (*c == '\t' || *c == '\n' || *c == ',')
+                *c = ' ';
+        zhashx_update (self->acl, name, strdup (models));
+    }
+    fclose (f);
+    return 0;
+}
+
+broker_auth_t *broker_auth_new (const auth_config_t *config, char *err, size_t err_size)
+{
+    broker_auth_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    char secret[PATH_MAX];
+    snprintf (secret, sizeof secret, "%s_secret", config->cert);
+    if (!zsys_file_exists (config->cert) || !zsys_file_exists (secret)) {
+        snprintf (err, err_size,
+                  "broker certificate %s (and its secret %s) not found; make one with "
+                  "'amaas keygen'",
+                  config->cert, secret);
+        goto err;
+    }
+    self->cert = zcert_load (config->cert);
+    if (!self->cert) {
+        snprintf (err, err_size, "cannot read the broker certificate %s", config->cert);
+        goto err;
+    }
+    const char *dirs[3] = {config->clients, config->workers, config->operators};
+    snprintf (self->union_dir, sizeof self->union_dir, "/tmp/amaas-keys-XXXXXX");
+    if (!mkdtemp (self->union_dir)) {
+        snprintf (err, err_size, "cannot make a private folder in /tmp: %s", strerror (errno));
+        self->union_dir[0] = 0;
+        goto err;
+    }
+    for (int i = 0; i < 3; i++) {
+        char real[PATH_MAX], link[PATH_MAX + 32];
+        if (!dirs[i] || !realpath (dirs[i], real) || !zsys_file_exists (real)) {
+            snprintf (err, err_size, "the %s allow-list folder %s cannot be read", role_dirs[i],
+                      dirs[i] ? dirs[i]
+                              : "(none: --clients, --workers and --operators are "
+                                "required with --curve-cert)");
+            goto err;
+        }
+        snprintf (link, sizeof link, "%s/%s", self->union_dir, role_dirs[i]);
+        if (symlink (real, link)) {
+            snprintf (err, err_size, "cannot link %s: %s", link, strerror (errno));
+            goto err;
+        }
+        self->stores[i] = zcertstore_new (real);
+    }
+    if (config->acl && load_acl (self, config->acl, err, err_size))
+        goto err;
+    self->peers = zhashx_new ();
+    zhashx_set_destructor (self->peers, peer_destructor);
+    self->zauth = zactor_new (zauth, NULL);
+    if (!self->zauth || !self->peers)
+        goto err;
+    zstr_sendx (self->zauth, "CURVE", self->union_dir, NULL);
+    zsock_wait (self->zauth);
+    return self;
+err:
+    broker_auth_destroy (&self);
+    return NULL;
+}
+
+void broker_auth_destroy (broker_auth_t **self_p)
+{
+    broker_auth_t *self = *self_p;
+    if (!self)
+        return;
+    zactor_destroy (&self->zauth);
+    for (int i = 0; i < 3; i++) {
+        zcertstore_destroy (&self->stores[i]);
+        if (*self->union_dir) {
+            char link[PATH_MAX + 32];
+            snprintf (link, sizeof link, "%s/%s", self->union_dir, role_dirs[i]);
+            unlink (link);
+        }
+    }
+    if (*self->union_dir)
+        rmdir (self->union_dir);
+    zcert_destroy (&self->cert);
+    zhashx_destroy (&self->peers);
+    zhashx_destroy (&self->acl);
+    free (self);
+    *self_p = NULL;
+}
+
+void broker_auth_apply (broker_auth_t *self, zsock_t *sock)
+{
+    zcert_apply (self->cert, sock);
+    zsock_set_curve_server (sock, 1);
+    zsock_set_zap_domain (sock, "amaas");
+}
+
+bool broker_auth_check (broker_auth_t *self, char socket_tag, zframe_t *identity, zframe_t *frame,
+                        auth_role_t role, const char **name)
+{
+    //  The cache key: which socket, and the connection's identity in hex
+    char key[2 + 2 * 255 + 1];
+    static const char hex[] = "0123456789ABCDEF";
+    size_t size = zframe_size (identity);
+    if (size > 255)
+        size = 255;
+    key[0] = socket_tag;
+    key[1] = ':';
+    for (size_t i = 0; i < size; i++) {
+        key[2 + 2 * i] = hex[zframe_data (identity)[i] >> 4];
+        key[3 + 2 * i] = hex[zframe_data (identity)[i] & 15];
+    }
+    key[2 + 2 * size] = 0;
+    peer_t *peer = zhashx_lookup (self->peers, key);
+    if (!peer) {
+        peer = calloc (1, sizeof *peer);
+        if (!peer)
+            return false;
+        const char *user = zframe_meta (frame, "User-Id");
+        snprintf (peer->name, sizeof peer->name, "%s", user ? user : "(no key)");
+        for (int i = 0; user && i < 3; i++) {
+            zcert_t *cert = zcertstore_lookup (self->stores[i], user);
+            if (cert) {
+                peer->roles |= 1 << i;
+                const char *cert_name = zcert_meta (cert, "name");
+                if (cert_name && *cert_name)
+                    snprintf (peer->name, sizeof peer->name, "%s", cert_name);
+            }
+        }
+        if (zhashx_size (self->peers) >= CACHE_MAX)
+            zhashx_purge (self->peers);
+        zhashx_insert (self->peers, key, peer);
+    }
+    *name = peer->name;
+    return (peer->roles & role) != 0;
+}
+
+bool broker_auth_model_allowed (broker_auth_t *self, const char *name, const char *model)
+{
+    if (!self->acl)
+        return true;
+    const char *models = zhashx_lookup (self->acl, name);
+    if (!models)
+        return false;
+    char needle[160];
+    snprintf (needle, sizeof needle, " %s ", model);
+    return strstr (models, " * ") || strstr (models, needle);
+}

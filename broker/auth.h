@@ -1,0 +1,50 @@
+/*  auth.h - the broker's security: CURVE encryption, three roles, model ACLs.
+
+    With security on, the broker's three sockets are CURVE servers and
+    czmq's zauth admits only the public keys found in the allow-lists (the
+    clients, workers and operators folders of czmq certificates).  zauth
+    knows one list; the three roles are told apart here: every message
+    carries its peer's public key (ZeroMQ's "User-Id" property, set by
+    zauth), and each socket accepts only the keys of its own role.  A
+    peer's role is looked up once per connection and cached.
+
+    Optionally, an ACL file says which models each client key (by its
+    certificate's name) may call.
+*/
+#ifndef AMAAS_AUTH_H_INCLUDED
+#define AMAAS_AUTH_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+
+typedef enum { ROLE_CLIENT = 1, ROLE_WORKER = 2, ROLE_OPERATOR = 4 } auth_role_t;
+
+typedef struct broker_auth_t broker_auth_t;
+
+typedef struct {
+    const char *cert;      //  broker's certificate (public file; the secret is FILE_secret)
+    const char *clients;   //  folder of client public certificates
+    const char *workers;   //  folder of worker public certificates
+    const char *operators; //  folder of operator public certificates
+    const char *acl;       //  per-client model ACL file, or NULL: every model
+} auth_config_t;
+
+//  Starts zauth and loads the keys.  NULL with a message in err when a file
+//  or folder cannot be read.
+broker_auth_t *broker_auth_new (const auth_config_t *config, char *err, size_t err_size);
+void broker_auth_destroy (broker_auth_t **self_p);
+
+//  Makes sock a CURVE server with the broker's key, checked by zauth.  Call
+//  before binding.
+void broker_auth_apply (broker_auth_t *self, zsock_t *sock);
+
+//  Whether the peer that sent `frame` (any frame of its message) through
+//  the connection `identity` holds a key of `role`.  *name is set to the
+//  key's name (its certificate's "name", else the key) for logs.
+bool broker_auth_check (broker_auth_t *self, char socket_tag, zframe_t *identity, zframe_t *frame,
+                        auth_role_t role, const char **name);
+
+//  Whether the client named `name` may call `model` (true without an ACL).
+bool broker_auth_model_allowed (broker_auth_t *self, const char *name, const char *model);
+
+#endif

@@ -1,0 +1,114 @@
+#!/usr/bin/python3
+"""Integration: security.  A broker with CURVE on and three allow-lists; the
+allowed paths work, and plaintext clients, unknown keys, keys of the wrong
+role and calls outside the ACL are refused, the refusals logged with the key's
+name.  Usage: test_security.py BUILD_DIR"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import runner  # noqa: E402
+from harness import Cluster  # noqa: E402
+
+BUILD = os.path.abspath(sys.argv[1])
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
+KEYS = tempfile.mkdtemp(prefix="amaas-keys-")
+
+
+def keygen(name, folder=None):
+    r = subprocess.run([os.path.join(BUILD, "amaas"), "keygen", name, "--dir", KEYS],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    if folder:
+        os.makedirs(os.path.join(KEYS, folder), exist_ok=True)
+        shutil.copy(os.path.join(KEYS, name + ".key"), os.path.join(KEYS, folder))
+    return os.path.join(KEYS, name + ".key")
+
+
+BROKER = keygen("broker")
+ALICE = keygen("alice", "clients")
+BOB = keygen("bob", "clients")
+WORKER = keygen("w1", "workers")
+OPERATOR = keygen("ops", "operators")
+MALLORY = keygen("mallory")  # in no list
+with open(os.path.join(KEYS, "acl"), "w") as f:
+    f.write("# client: models\nalice: *\nbob: iris\nops: *\n")
+
+
+def secured(**kw):
+    return Cluster(BUILD, EXAMPLES, workers=1,
+                   broker_args=["--curve-cert", BROKER, "--clients", os.path.join(KEYS, "clients"),
+                                "--workers", os.path.join(KEYS, "workers"),
+                                "--operators", os.path.join(KEYS, "operators"),
+                                "--acl", os.path.join(KEYS, "acl")],
+                   worker_args=["--server-key", BROKER, "--cert", WORKER],
+                   cli_args=["--server-key", BROKER, "--cert", ALICE], **kw)
+
+
+def amaas(c, key, *args, timeout_ms=2000):
+    keys = ["--server-key", BROKER, "--cert", key] if key else []
+    return subprocess.run([os.path.join(BUILD, "amaas"), "--broker", c.frontend, "--control",
+                           c.control, "--timeout", str(timeout_ms)] + keys + list(args),
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_allowed_paths_work():
+    with secured() as c:
+        r = amaas(c, ALICE, "predict", "--model", "linear", "--input", "[[0.5]]")
+        assert r.returncode == 0 and "predictions" in r.stdout, r.stderr
+        r = amaas(c, BOB, "predict", "--model", "iris", "--input", "[[5.1,3.5,1.4,0.2]]")
+        assert r.returncode == 0 and "label" in r.stdout, r.stderr
+        r = amaas(c, OPERATOR, "status", "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["workers"] == 1, r.stderr
+
+
+def test_plaintext_and_unknown_keys_are_refused():
+    with secured() as c:
+        r = amaas(c, None, "predict", "--model", "linear", "--input", "[[0.5]]")
+        assert r.returncode == 1 and "UNAVAILABLE" in r.stderr, (r.stdout, r.stderr)
+        r = amaas(c, MALLORY, "predict", "--model", "linear", "--input", "[[0.5]]")
+        assert r.returncode == 1 and "UNAVAILABLE" in r.stderr, (r.stdout, r.stderr)
+        r = amaas(c, MALLORY, "status")
+        assert r.returncode == 1, r.stdout
+
+
+def test_wrong_roles_are_refused_and_logged():
+    with secured() as c:
+        # a worker with a client key cannot register, gets no job, and stops
+        w = c.start_worker(extra_args=["--cert", ALICE])
+        c.expected_exits.add(w)
+        assert w.wait(timeout=15) == 1
+        r = amaas(c, ALICE, "predict", "--model", "linear", "--input", "[[0.5]]")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(amaas(c, OPERATOR, "status", "--json").stdout)["workers"] == 1
+        # a worker key cannot send jobs
+        r = amaas(c, WORKER, "predict", "--model", "linear", "--input", "[[0.5]]")
+        assert r.returncode == 1 and "PERMISSION_DENIED" in r.stderr, r.stderr
+        # a client key cannot drive the control endpoint
+        r = amaas(c, ALICE, "shutdown")
+        assert r.returncode == 1 and "PERMISSION_DENIED" in r.stderr, r.stderr
+        assert c.broker.poll() is None
+        # the model ACL: bob may call iris only
+        r = amaas(c, BOB, "predict", "--model", "linear", "--input", "[[0.5]]")
+        assert r.returncode == 1 and "PERMISSION_DENIED" in r.stderr, r.stderr
+        time.sleep(0.2)
+        log = c.logs()
+        for needle in ("refused key=alice socket=worker", "refused key=w1 socket=client",
+                       "refused key=alice socket=operator", "job refused key=bob model=linear"):
+            assert needle in log, needle + "\n" + log
+        wlog = open(os.path.join(c.tmp, "worker-%d.log" % (len(c._log_files) - 1))).read()
+        assert "PERMISSION_DENIED" in wlog and "JOB" not in wlog, wlog
+
+
+if __name__ == "__main__":
+    try:
+        runner.run([test_allowed_paths_work, test_plaintext_and_unknown_keys_are_refused,
+                    test_wrong_roles_are_refused_and_logged])
+    finally:
+        shutil.rmtree(KEYS, ignore_errors=True)
