@@ -22,16 +22,32 @@ struct dispatch_t {
     uint64_t next_given; //  dispatch sequence number
 };
 
-//  A job's handle in the list that holds it (queue or worker) is kept by
+//  A lane: the jobs of one client for one model and priority, FIFO.  The
+//  lanes of a priority take turns, so that a client with many jobs waiting
+//  cannot make another wait behind all of them.
+typedef struct {
+    zlistx_t *jobs;            //  broker_job_t *, owned while queued
+    void *handle;              //  in the model's lanes list
+    uint32_t priority;         //  its priority
+    char key[2 + 2 * 255 + 1]; //  priority and client identity, in hex
+} lane_t;
+
+//  A job's handle in the list that holds it (lane or worker) is kept by
 //  storing it beside the job: zlistx handles are stable.
 typedef struct {
     broker_job_t job;
-    void *handle; //  handle in the queue or worker list holding it
+    void *handle; //  handle in the lane or worker list holding it
+    lane_t *lane; //  the lane holding it while queued
 } job_node_t;
 
 static void **job_handle (broker_job_t *job)
 {
     return &((job_node_t *)job)->handle;
+}
+
+static lane_t **job_lane (broker_job_t *job)
+{
+    return &((job_node_t *)job)->lane;
 }
 
 static void model_destroy (broker_model_t **self_p)
@@ -40,7 +56,8 @@ static void model_destroy (broker_model_t **self_p)
     if (!self)
         return;
     for (int p = 0; p < CODEC_PRIORITIES; p++)
-        zlistx_destroy (&self->queue[p]);
+        zlistx_destroy (&self->lanes[p]);
+    zhashx_destroy (&self->lane_of);
     zlistx_destroy (&self->workers);
     free (self);
     *self_p = NULL;
@@ -54,6 +71,20 @@ static void model_destructor (void **item)
 static void job_destructor (void **item)
 {
     dispatch_job_destroy ((broker_job_t **)item);
+}
+
+static void lane_destroy (lane_t **self_p)
+{
+    if (!*self_p)
+        return;
+    zlistx_destroy (&(*self_p)->jobs);
+    free (*self_p);
+    *self_p = NULL;
+}
+
+static void lane_destructor (void **item)
+{
+    lane_destroy ((lane_t **)item);
 }
 
 static void worker_destroy (broker_worker_t **self_p)
@@ -190,8 +221,12 @@ static broker_model_t *model_require (dispatch_t *self, const char *name)
         return NULL;
     snprintf (model->name, sizeof model->name, "%s", name);
     bool ok = (model->workers = zlistx_new ()) != NULL;
-    for (int p = 0; p < CODEC_PRIORITIES; p++)
-        ok &= (model->queue[p] = dispatch_job_list_new ()) != NULL;
+    ok &= (model->lane_of = zhashx_new ()) != NULL;
+    for (int p = 0; p < CODEC_PRIORITIES; p++) {
+        ok &= (model->lanes[p] = zlistx_new ()) != NULL;
+        if (model->lanes[p])
+            zlistx_set_destructor (model->lanes[p], lane_destructor);
+    }
     if (!ok) {
         model_destroy (&model);
         return NULL;
@@ -200,34 +235,84 @@ static broker_model_t *model_require (dispatch_t *self, const char *name)
     return model;
 }
 
-//  Queues a job at the end (or the front) of its priority's queue.
+//  The lane key of a job: its priority and its client's identity in hex.
+static void lane_key (const broker_job_t *job, char *key)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t size = job->client ? zframe_size (job->client) : 0;
+    if (size > 255)
+        size = 255;
+    key[0] = (char)('0' + job->priority);
+    key[1] = ':';
+    for (size_t i = 0; i < size; i++) {
+        key[2 + 2 * i] = hex[zframe_data (job->client)[i] >> 4];
+        key[3 + 2 * i] = hex[zframe_data (job->client)[i] & 15];
+    }
+    key[2 + 2 * size] = 0;
+}
+
+//  Queues a job at the end of its client's lane, or, for a job coming back
+//  from a lost worker, at the front of its lane with the lane first in turn.
 //  Returns 0, -1 on out-of-memory.
 static int queue_push (broker_model_t *model, broker_job_t *job, bool front)
 {
-    zlistx_t *queue = model->queue[job->priority];
-    void *handle = front ? zlistx_add_start (queue, job) : zlistx_add_end (queue, job);
+    char key[sizeof ((lane_t *)0)->key];
+    lane_key (job, key);
+    zlistx_t *lanes = model->lanes[job->priority];
+    lane_t *lane = zhashx_lookup (model->lane_of, key);
+    if (!lane) {
+        lane = calloc (1, sizeof *lane);
+        if (!lane || !(lane->jobs = dispatch_job_list_new ())) {
+            free (lane);
+            return -1;
+        }
+        memcpy (lane->key, key, sizeof key);
+        lane->priority = job->priority;
+        lane->handle = front ? zlistx_add_start (lanes, lane) : zlistx_add_end (lanes, lane);
+        zhashx_insert (model->lane_of, lane->key, lane);
+    } else if (front)
+        zlistx_move_start (lanes, lane->handle);
+    void *handle = front ? zlistx_add_start (lane->jobs, job) : zlistx_add_end (lane->jobs, job);
     if (!handle)
         return -1;
     *job_handle (job) = handle;
+    *job_lane (job) = lane;
     model->queued++;
     return 0;
 }
 
-//  The job that goes next: the oldest of the most urgent priority; NULL if
-//  none waits.
+//  The job that goes next: of the most urgent priority, the oldest job of
+//  the lane whose turn it is; NULL if none waits.
 static broker_job_t *queue_head (broker_model_t *model)
 {
-    for (int p = CODEC_PRIORITIES - 1; p >= 0; p--)
-        if (zlistx_size (model->queue[p]))
-            return zlistx_head (model->queue[p]);
+    for (int p = CODEC_PRIORITIES - 1; p >= 0; p--) {
+        lane_t *lane = zlistx_head (model->lanes[p]);
+        if (lane)
+            return zlistx_head (lane->jobs);
+    }
     return NULL;
 }
 
-//  Takes a queued job out of its queue.
+//  Takes a queued job out of its lane; a lane left empty goes away.  With
+//  rotate, the lane goes to the end of the turn.
+static void queue_take (broker_model_t *model, broker_job_t *job, bool rotate)
+{
+    lane_t *lane = *job_lane (job);
+    zlistx_detach (lane->jobs, *job_handle (job));
+    *job_lane (job) = NULL;
+    model->queued--;
+    zlistx_t *lanes = model->lanes[lane->priority];
+    if (zlistx_size (lane->jobs) == 0) {
+        zhashx_delete (model->lane_of, lane->key);
+        zlistx_delete (lanes, lane->handle);
+    } else if (rotate)
+        zlistx_move_end (lanes, lane->handle);
+}
+
+//  Takes a queued job out of its lane, the turn unchanged.
 static void queue_remove (broker_model_t *model, broker_job_t *job)
 {
-    zlistx_detach (model->queue[job->priority], *job_handle (job));
-    model->queued--;
+    queue_take (model, job, false);
 }
 
 //  Fails every queued job of a model with `code`.
@@ -456,7 +541,7 @@ size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint6
                 break;
             if (send (job, worker, arg))
                 break;
-            queue_remove (model, job);
+            queue_take (model, job, true); //  the next job comes from the next lane
             job->worker = worker;
             job->dispatched_us = now_us;
             worker->last_given = ++self->next_given;
@@ -506,16 +591,20 @@ size_t dispatch_expire (dispatch_t *self, uint64_t now_us, zlistx_t *failed)
     for (broker_model_t *model = zhashx_first (self->models); model;
          model = zhashx_next (self->models))
         for (int p = 0; p < CODEC_PRIORITIES; p++) {
-            broker_job_t *job = zlistx_first (model->queue[p]);
-            while (job) {
-                broker_job_t *next = zlistx_next (model->queue[p]);
-                if (expired (job, now_us)) {
-                    queue_remove (model, job);
-                    fail_expired (job, now_us, failed);
-                    count++;
-                }
-                job = next;
+            //  Collect first: taking jobs out may delete lanes
+            zlistx_t *late = zlistx_new ();
+            for (lane_t *lane = zlistx_first (model->lanes[p]); lane;
+                 lane = zlistx_next (model->lanes[p]))
+                for (broker_job_t *job = zlistx_first (lane->jobs); job;
+                     job = zlistx_next (lane->jobs))
+                    if (expired (job, now_us))
+                        zlistx_add_end (late, job);
+            for (broker_job_t *job = zlistx_first (late); job; job = zlistx_next (late)) {
+                queue_remove (model, job);
+                fail_expired (job, now_us, failed);
+                count++;
             }
+            zlistx_destroy (&late);
         }
     return count;
 }

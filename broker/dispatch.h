@@ -48,7 +48,8 @@ struct broker_model_t {
     char name[CODEC_NAME_MAX];         //  model name
     char version[CODEC_VERSION_MAX];   //  version of the last worker that announced it
     uint32_t width;                    //  input width the last worker announced
-    zlistx_t *queue[CODEC_PRIORITIES]; //  broker_job_t *, FIFO per priority
+    zlistx_t *lanes[CODEC_PRIORITIES]; //  per priority: one lane of jobs per client, in turn
+    zhashx_t *lane_of;                 //  lanes by priority and client identity
     size_t queued;                     //  jobs in all its queues
     zlistx_t *workers;                 //  broker_worker_t * that serve it
 };

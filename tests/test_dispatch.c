@@ -379,6 +379,57 @@ START_TEST (test_deadlines)
 }
 END_TEST
 
+//  A job from the client whose identity is `who`
+static broker_job_t *job_from (dispatch_t *d, const char *who, uint64_t id)
+{
+    codec_header_t request = {0};
+    codec_header_set_model (&request, "m");
+    zframe_t *client = zframe_new (who, strlen (who));
+    return dispatch_job_new (d, id, &request, &client, NULL, 0);
+}
+
+START_TEST (test_clients_take_turns)
+{
+    dispatch_t *d = dispatch_new (100, 2);
+    zlistx_t *failed = dispatch_job_list_new ();
+    sent_t sent = {0};
+    broker_worker_t *w = add_worker (d, "w1", "m", 1, failed);
+    //  A floods with 10 jobs, then B sends 3: they take turns, A's flood
+    //  does not make B wait behind it
+    for (uint64_t i = 0; i < 10; i++)
+        ck_assert_int_eq (dispatch_submit (d, job_from (d, "A", 100 + i), NULL), AMAAS_OK);
+    for (uint64_t i = 0; i < 3; i++)
+        ck_assert_int_eq (dispatch_submit (d, job_from (d, "B", 200 + i), NULL), AMAAS_OK);
+    for (int n = 0; n < 13; n++) {
+        ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
+        broker_job_t *done = dispatch_complete (d, w, sent.job[n]->token);
+        //  keep the id for the order check, then free
+        sent.job[n] = (broker_job_t *)(uintptr_t)done->id;
+        dispatch_job_destroy (&done);
+    }
+    uint64_t expect[13] = {100, 200, 101, 201, 102, 202, 103, 104, 105, 106, 107, 108, 109};
+    for (int n = 0; n < 13; n++)
+        ck_assert_uint_eq ((uint64_t)(uintptr_t)sent.job[n], expect[n]);
+    ck_assert_uint_eq (dispatch_queued (d, "m"), 0);
+    //  A job requeued after its worker died goes first again, in its lane
+    broker_worker_t *w2 = add_worker (d, "w2", "m", 1, failed);
+    ck_assert_int_eq (dispatch_submit (d, job_from (d, "A", 1), NULL), AMAAS_OK);
+    ck_assert_int_eq (dispatch_submit (d, job_from (d, "B", 2), NULL), AMAAS_OK);
+    ck_assert_int_eq (dispatch_submit (d, job_from (d, "B", 3), NULL), AMAAS_OK);
+    sent.n = 0;
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 2); //  A1 and B2 out
+    ck_assert_uint_eq (sent.job[0]->id, 1);
+    dispatch_worker_remove (d, sent.worker[0], failed); //  A1's worker dies
+    broker_worker_t *alive = sent.worker[0] == w ? w2 : w;
+    broker_job_t *done = dispatch_complete (d, alive, sent.job[1]->token);
+    dispatch_job_destroy (&done);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
+    ck_assert_uint_eq (sent.job[2]->id, 1);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d); //  frees B3, still queued, and A1, held
+}
+END_TEST
+
 int main (void)
 {
     Suite *s = suite_create ("dispatch");
@@ -393,6 +444,7 @@ int main (void)
     tcase_add_test (tc, test_reregistration_and_shutdown);
     tcase_add_test (tc, test_priorities);
     tcase_add_test (tc, test_deadlines);
+    tcase_add_test (tc, test_clients_take_turns);
     suite_add_tcase (s, tc);
     SRunner *sr = srunner_create (s);
     srunner_run_all (sr, CK_NORMAL);

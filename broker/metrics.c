@@ -1,0 +1,523 @@
+/*  metrics.c - the broker's Prometheus metrics, served over HTTP.
+
+    Each model has one block of counters, allocated the first time the
+    model is seen and found again through a small open-addressing hash
+    table, so that counting a job is a hash, a few additions and no
+    allocation.  A histogram keeps the count of each bucket on its own;
+    the cumulative counts Prometheus wants are summed when rendering.
+
+    Publishing renders the text into a new buffer and swaps it, under the
+    mutex, for the one the HTTP server serves.  The server is libmicrohttpd
+    with its own polling thread; it copies the published text into each
+    response while holding the mutex, and never looks at the counters.
+
+    Model names come from clients: they may be any bytes.  Prometheus wants
+    label values in UTF-8, so a name is first made valid UTF-8 (each byte
+    that is not part of a valid sequence becomes U+FFFD) and the model is
+    keyed by that label, so two names can never render as the same series.
+*/
+#include "metrics.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#if MHD_VERSION < 0x00097002
+typedef int mhd_result_t;
+#else
+typedef enum MHD_Result mhd_result_t;
+#endif
+
+#define NAME_MAX_BYTES 127                 //  bytes of a model name kept
+#define LABEL_MAX (3 * NAME_MAX_BYTES + 1) //  as UTF-8: a bad byte takes 3
+#define MAX_CODES 24                       //  distinct codes; the last is "OTHER"
+#define MAX_BUCKETS 18                     //  finite bucket bounds of a histogram
+#define HASH_SLOTS 1024                    //  power of 2, over 2 * METRICS_MAX_MODELS
+#define OTHER_MODEL "(other)"              //  label of the models past the limit
+#define CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+typedef enum { H_QUEUE, H_COMPUTE, H_LATENCY, H_BATCH, N_HISTOGRAMS } histogram_id_t;
+
+typedef struct {
+    const char *name;     //  metric name
+    const char *help;     //  its HELP text
+    const double *bounds; //  upper bounds of the finite buckets, ascending
+    size_t n_bounds;      //  how many
+} histogram_kind_t;
+
+static const double seconds_bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                        0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
+                                        0.5,     1,      2.5,     5,      10};
+static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+#define N_OF(a) (sizeof (a) / sizeof (a)[0])
+
+static const histogram_kind_t histogram_kinds[N_HISTOGRAMS] = {
+    {"amaas_queue_seconds", "Time jobs waited in the broker before a worker took them.",
+     seconds_bounds, N_OF (seconds_bounds)},
+    {"amaas_compute_seconds", "Time workers spent computing jobs, as they report it.",
+     seconds_bounds, N_OF (seconds_bounds)},
+    {"amaas_latency_seconds", "Time from a job's arrival at the broker to its answer.",
+     seconds_bounds, N_OF (seconds_bounds)},
+    {"amaas_batch_size", "Size of the batch each job was computed in.", batch_bounds,
+     N_OF (batch_bounds)},
+};
+
+typedef struct {
+    uint64_t buckets[MAX_BUCKETS + 1]; //  observations per bucket (not cumulative); last: +Inf
+    uint64_t count;                    //  observations
+    double sum;                        //  their sum
+} histogram_t;
+
+typedef struct {
+    char label[LABEL_MAX];                //  model name as valid UTF-8, not escaped
+    uint64_t jobs[MAX_CODES];             //  jobs answered, by index in metrics_t.codes
+    histogram_t histograms[N_HISTOGRAMS]; //  by histogram_id_t
+    bool has_gauges;                      //  metrics_set_model was called for it
+    size_t queued;                        //  jobs waiting
+    size_t in_flight;                     //  jobs held by workers
+} model_t;
+
+struct metrics_t {
+    model_t *models[METRICS_MAX_MODELS + 1]; //  in order of first sight; the last: "(other)"
+    size_t n_models;                         //  models[0 .. n_models-1] in use, "(other)" aside
+    int16_t slots[HASH_SLOTS];               //  index in models + 1 by hash of label; 0: free
+    char codes[MAX_CODES][32];               //  code names in order of first sight
+    size_t n_codes;                          //  codes in use
+    size_t workers;                          //  workers connected
+    struct timespec started;                 //  monotonic time metrics_new ran
+    struct MHD_Daemon *daemon;               //  HTTP server, or NULL
+    int port;                                //  its port
+    pthread_mutex_t lock;                    //  guards text and text_size
+    char *text;                              //  the published exposition
+    size_t text_size;                        //  its length
+};
+
+//  Copies name into label as valid UTF-8 (RFC 3629: no overlong forms, no
+//  surrogates, nothing over U+10FFFF), each byte that does not belong to a
+//  valid sequence replaced by U+FFFD; at most NAME_MAX_BYTES of name are
+//  read.  label holds LABEL_MAX bytes.
+static void label_from_name (char *label, const char *name)
+{
+    const unsigned char *s = (const unsigned char *)name;
+    size_t n = strnlen (name, NAME_MAX_BYTES), out = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        size_t len = c < 0x80                 ? 1
+                     : c >= 0xC2 && c <= 0xDF ? 2
+                     : c >= 0xE0 && c <= 0xEF ? 3
+                     : c >= 0xF0 && c <= 0xF4 ? 4
+                                              : 0;
+        //  The second byte's range rules out overlong forms, surrogates and
+        //  code points past U+10FFFF; the others are plain continuations
+        unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+        unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+        bool valid = len > 0 && i + len <= n;
+        for (size_t k = 1; valid && k < len; k++)
+            valid = k == 1 ? s[i + 1] >= lo && s[i + 1] <= hi : (s[i + k] & 0xC0) == 0x80;
+        if (valid) {
+            memcpy (label + out, s + i, len);
+            out += len;
+            i += len;
+        } else {
+            memcpy (label + out, "\xEF\xBF\xBD", 3);
+            out += 3;
+            i++;
+        }
+    }
+    label[out] = 0;
+}
+
+static uint32_t hash (const char *s)
+{
+    uint32_t h = 2166136261u; //  FNV-1a
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+//  The counters of a model, added on first sight; past METRICS_MAX_MODELS
+//  models, those of "(other)".  NULL on out-of-memory.
+static model_t *model_get (metrics_t *self, const char *name)
+{
+    char label[LABEL_MAX];
+    label_from_name (label, name);
+    uint32_t slot = hash (label) & (HASH_SLOTS - 1);
+    while (self->slots[slot]) {
+        model_t *model = self->models[self->slots[slot] - 1];
+        if (strcmp (model->label, label) == 0)
+            return model;
+        slot = (slot + 1) & (HASH_SLOTS - 1);
+    }
+    //  A model named "(other)" shares its counters with the models past
+    //  the limit: one label, one series
+    bool other = self->n_models == METRICS_MAX_MODELS || strcmp (label, OTHER_MODEL) == 0;
+    size_t index = other ? METRICS_MAX_MODELS : self->n_models;
+    if (!self->models[index]) {
+        self->models[index] = calloc (1, sizeof (model_t));
+        if (!self->models[index])
+            return NULL;
+        strcpy (self->models[index]->label, other ? OTHER_MODEL : label);
+    }
+    if (!other) {
+        self->slots[slot] = (int16_t)(index + 1);
+        self->n_models++;
+    }
+    return self->models[index];
+}
+
+//  Index of a code name in self->codes, added on first sight; when they
+//  are all taken, that of the last one, "OTHER".
+static size_t code_index (metrics_t *self, const char *code)
+{
+    for (size_t i = 0; i < self->n_codes; i++)
+        if (strcmp (self->codes[i], code) == 0)
+            return i;
+    if (self->n_codes == MAX_CODES - 1) {
+        snprintf (self->codes[MAX_CODES - 1], sizeof self->codes[0], "OTHER");
+        self->n_codes = MAX_CODES;
+        return MAX_CODES - 1;
+    }
+    if (self->n_codes == MAX_CODES)
+        return MAX_CODES - 1;
+    snprintf (self->codes[self->n_codes], sizeof self->codes[0], "%.31s", code);
+    return self->n_codes++;
+}
+
+static void histogram_observe (histogram_t *h, histogram_id_t id, double value)
+{
+    if (!(value >= 0) || isinf (value)) //  negative, NaN or infinite: not observed
+        return;
+    const histogram_kind_t *kind = &histogram_kinds[id];
+    size_t b = 0;
+    while (b < kind->n_bounds && value > kind->bounds[b])
+        b++;
+    h->buckets[b]++;
+    h->count++;
+    h->sum += value;
+}
+
+void metrics_observe_job (metrics_t *self, const char *model_name, const char *code, double queue_s,
+                          double compute_s, double latency_s, unsigned batch)
+{
+    model_t *model = model_get (self, model_name);
+    if (!model)
+        return;
+    model->jobs[code_index (self, code)]++;
+    histogram_observe (&model->histograms[H_QUEUE], H_QUEUE, queue_s);
+    histogram_observe (&model->histograms[H_COMPUTE], H_COMPUTE, compute_s);
+    histogram_observe (&model->histograms[H_LATENCY], H_LATENCY, latency_s);
+    if (batch > 0)
+        histogram_observe (&model->histograms[H_BATCH], H_BATCH, batch);
+}
+
+void metrics_set_model (metrics_t *self, const char *model_name, size_t queued, size_t in_flight)
+{
+    model_t *model = model_get (self, model_name);
+    if (!model)
+        return;
+    model->has_gauges = true;
+    model->queued = queued;
+    model->in_flight = in_flight;
+}
+
+void metrics_set_workers (metrics_t *self, size_t workers)
+{
+    self->workers = workers;
+}
+
+//  A number as Prometheus reads it: the shortest %g that reads back the
+//  same, or +Inf, -Inf, NaN.
+static void put_number (FILE *f, double v)
+{
+    if (isnan (v)) {
+        fputs ("NaN", f);
+        return;
+    }
+    if (isinf (v)) {
+        fputs (v > 0 ? "+Inf" : "-Inf", f);
+        return;
+    }
+    char buf[32];
+    for (int precision = 6; precision <= 17; precision++) {
+        snprintf (buf, sizeof buf, "%.*g", precision, v);
+        if (strtod (buf, NULL) == v)
+            break;
+    }
+    fputs (buf, f);
+}
+
+//  A label value, escaped as the text format requires: \ " and newline.
+static void put_label (FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\')
+            fputs ("\\\\", f);
+        else if (*s == '"')
+            fputs ("\\\"", f);
+        else if (*s == '\n')
+            fputs ("\\n", f);
+        else
+            fputc (*s, f);
+    }
+}
+
+static void put_header (FILE *f, const char *name, const char *type, const char *help)
+{
+    fprintf (f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+//  Every model counted so far, "(other)" last if it was used
+static model_t *model_at (metrics_t *self, size_t i)
+{
+    return i < self->n_models ? self->models[i] : self->models[METRICS_MAX_MODELS];
+}
+
+static void put_histograms (metrics_t *self, FILE *f, histogram_id_t id)
+{
+    const histogram_kind_t *kind = &histogram_kinds[id];
+    put_header (f, kind->name, "histogram", kind->help);
+    for (size_t i = 0; i <= self->n_models; i++) {
+        model_t *model = model_at (self, i);
+        if (!model)
+            continue;
+        const histogram_t *h = &model->histograms[id];
+        uint64_t cumulative = 0;
+        for (size_t b = 0; b <= kind->n_bounds; b++) {
+            cumulative += h->buckets[b];
+            fprintf (f, "%s_bucket{model=\"", kind->name);
+            put_label (f, model->label);
+            fputs ("\",le=\"", f);
+            put_number (f, b < kind->n_bounds ? kind->bounds[b] : INFINITY);
+            fprintf (f, "\"} %" PRIu64 "\n", cumulative);
+        }
+        fprintf (f, "%s_sum{model=\"", kind->name);
+        put_label (f, model->label);
+        fputs ("\"} ", f);
+        put_number (f, h->sum);
+        fprintf (f, "\n%s_count{model=\"", kind->name);
+        put_label (f, model->label);
+        fprintf (f, "\"} %" PRIu64 "\n", h->count);
+    }
+}
+
+//  One gauge line per model that has gauges; which: 0 queued, 1 in flight
+static void put_model_gauges (metrics_t *self, FILE *f, const char *name, int which)
+{
+    for (size_t i = 0; i <= self->n_models; i++) {
+        model_t *model = model_at (self, i);
+        if (!model || !model->has_gauges)
+            continue;
+        fprintf (f, "%s{model=\"", name);
+        put_label (f, model->label);
+        fprintf (f, "\"} %zu\n", which == 0 ? model->queued : model->in_flight);
+    }
+}
+
+char *metrics_render (metrics_t *self)
+{
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream (&text, &size);
+    if (!f)
+        return NULL;
+    put_header (f, "amaas_jobs_total", "counter", "Jobs answered, by model and code.");
+    for (size_t i = 0; i <= self->n_models; i++) {
+        model_t *model = model_at (self, i);
+        for (size_t c = 0; model && c < self->n_codes; c++) {
+            if (!model->jobs[c])
+                continue;
+            fputs ("amaas_jobs_total{model=\"", f);
+            put_label (f, model->label);
+            fputs ("\",code=\"", f);
+            put_label (f, self->codes[c]);
+            fprintf (f, "\"} %" PRIu64 "\n", model->jobs[c]);
+        }
+    }
+    for (histogram_id_t id = 0; id < N_HISTOGRAMS; id++)
+        put_histograms (self, f, id);
+    put_header (f, "amaas_queue_depth", "gauge", "Jobs waiting in the broker, by model.");
+    put_model_gauges (self, f, "amaas_queue_depth", 0);
+    put_header (f, "amaas_jobs_in_flight", "gauge", "Jobs held by workers, by model.");
+    put_model_gauges (self, f, "amaas_jobs_in_flight", 1);
+    put_header (f, "amaas_workers", "gauge", "Workers connected to the broker.");
+    fprintf (f, "amaas_workers %zu\n", self->workers);
+    struct timespec now;
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    put_header (f, "amaas_uptime_seconds", "gauge", "Seconds since the broker started.");
+    fputs ("amaas_uptime_seconds ", f);
+    put_number (f, (double)(now.tv_sec - self->started.tv_sec) +
+                       (double)(now.tv_nsec - self->started.tv_nsec) / 1e9);
+    fputc ('\n', f);
+    bool failed = ferror (f) != 0;
+    if (fclose (f) || failed) {
+        free (text);
+        return NULL;
+    }
+    return text;
+}
+
+int metrics_publish (metrics_t *self)
+{
+    char *text = metrics_render (self);
+    if (!text)
+        return -1;
+    size_t size = strlen (text);
+    pthread_mutex_lock (&self->lock);
+    char *old = self->text;
+    self->text = text;
+    self->text_size = size;
+    pthread_mutex_unlock (&self->lock);
+    free (old);
+    return 0;
+}
+
+//  libmicrohttpd's request handler, on the server's thread
+static mhd_result_t on_request (void *cls, struct MHD_Connection *connection, const char *url,
+                                const char *method, const char *version, const char *upload_data,
+                                size_t *upload_data_size, void **con_cls)
+{
+    (void)version, (void)upload_data, (void)upload_data_size, (void)con_cls;
+    metrics_t *self = cls;
+    static char not_found[] = "not found: the metrics are at /metrics\n";
+    static char not_allowed[] = "method not allowed: use GET\n";
+    struct MHD_Response *response;
+    unsigned int status = MHD_HTTP_OK;
+    if (strcmp (method, MHD_HTTP_METHOD_GET) != 0 && strcmp (method, MHD_HTTP_METHOD_HEAD) != 0) {
+        status = MHD_HTTP_METHOD_NOT_ALLOWED;
+        response = MHD_create_response_from_buffer (strlen (not_allowed), not_allowed,
+                                                    MHD_RESPMEM_PERSISTENT);
+        if (response)
+            MHD_add_response_header (response, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    } else if (strcmp (url, "/metrics") != 0) {
+        status = MHD_HTTP_NOT_FOUND;
+        response =
+            MHD_create_response_from_buffer (strlen (not_found), not_found, MHD_RESPMEM_PERSISTENT);
+    } else {
+        pthread_mutex_lock (&self->lock);
+        response =
+            MHD_create_response_from_buffer (self->text_size, self->text, MHD_RESPMEM_MUST_COPY);
+        pthread_mutex_unlock (&self->lock);
+    }
+    if (!response)
+        return MHD_NO; //  out of memory: the connection is closed
+    MHD_add_response_header (response, MHD_HTTP_HEADER_CONTENT_TYPE,
+                             status == MHD_HTTP_OK ? CONTENT_TYPE : "text/plain; charset=utf-8");
+    mhd_result_t rc = MHD_queue_response (connection, status, response);
+    MHD_destroy_response (response);
+    return rc;
+}
+
+//  Starts the HTTP server on "ADDRESS:PORT".  Returns 0, or -1 with the
+//  reason in err.
+static int start_server (metrics_t *self, const char *listen, char *err, size_t err_size)
+{
+    const char *colon = strrchr (listen, ':');
+    char *end;
+    long port = colon ? strtol (colon + 1, &end, 10) : -1;
+    if (!colon || colon[1] == 0 || *end || port < 0 || port > 65535) {
+        snprintf (err, err_size, "'%s' is not ADDRESS:PORT (e.g. 127.0.0.1:9464)", listen);
+        return -1;
+    }
+    char host[256];
+    const char *start = listen;
+    size_t host_len = (size_t)(colon - listen);
+    if (host_len >= 2 && listen[0] == '[' && colon[-1] == ']') { //  [::1]:9464
+        start++;
+        host_len -= 2;
+    }
+    if (host_len == 0 || host_len >= sizeof host) {
+        snprintf (err, err_size, "'%s' is not ADDRESS:PORT (e.g. 127.0.0.1:9464)", listen);
+        return -1;
+    }
+    memcpy (host, start, host_len);
+    host[host_len] = 0;
+
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *found = NULL;
+    int gai = getaddrinfo (host, NULL, &hints, &found);
+    if (gai) {
+        snprintf (err, err_size, "cannot resolve '%s': %s", host, gai_strerror (gai));
+        return -1;
+    }
+    struct sockaddr_storage address;
+    memcpy (&address, found->ai_addr, found->ai_addrlen);
+    bool ipv6 = found->ai_family == AF_INET6;
+    freeaddrinfo (found);
+    if (ipv6)
+        ((struct sockaddr_in6 *)&address)->sin6_port = htons ((uint16_t)port);
+    else
+        ((struct sockaddr_in *)&address)->sin_port = htons ((uint16_t)port);
+
+    unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD | (ipv6 ? MHD_USE_IPv6 : 0);
+    errno = 0;
+    self->daemon = MHD_start_daemon (
+        flags, (uint16_t)port, NULL, NULL, on_request, self, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&address, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)16,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10, MHD_OPTION_END);
+    if (!self->daemon) {
+        snprintf (err, err_size, "cannot serve metrics on %s: %s", listen,
+                  errno ? strerror (errno) : "libmicrohttpd could not start");
+        return -1;
+    }
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info (self->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    self->port = info ? info->port : (int)port;
+    return 0;
+}
+
+metrics_t *metrics_new (const char *listen, char *err, size_t err_size)
+{
+    metrics_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        snprintf (err, err_size, "out of memory");
+        return NULL;
+    }
+    clock_gettime (CLOCK_MONOTONIC, &self->started);
+    if (pthread_mutex_init (&self->lock, NULL)) {
+        snprintf (err, err_size, "cannot create a mutex");
+        free (self);
+        return NULL;
+    }
+    //  The server serves a complete exposition from the first request on
+    if (metrics_publish (self)) {
+        snprintf (err, err_size, "out of memory");
+        goto err;
+    }
+    if (listen && start_server (self, listen, err, err_size))
+        goto err;
+    return self;
+err:
+    metrics_destroy (&self);
+    return NULL;
+}
+
+void metrics_destroy (metrics_t **self_p)
+{
+    metrics_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->daemon)
+        MHD_stop_daemon (self->daemon);
+    for (size_t i = 0; i <= METRICS_MAX_MODELS; i++)
+        free (self->models[i]);
+    pthread_mutex_destroy (&self->lock);
+    free (self->text);
+    free (self);
+    *self_p = NULL;
+}
+
+int metrics_port (metrics_t *self)
+{
+    return self->daemon ? self->port : 0;
+}

@@ -1,0 +1,67 @@
+/*  metrics.h - the broker's Prometheus metrics, served over HTTP.
+
+    The broker thread counts every answered job and sets the gauges; about
+    once a second it publishes them, rendered as Prometheus text, and the
+    HTTP server's own thread serves that text at GET /metrics.  The HTTP
+    thread never reads the live counters, so nothing on the broker's hot
+    path takes a lock or allocates (a model's counters are allocated once,
+    the first time the model is seen).
+
+    Metrics: amaas_jobs_total{model,code}; histograms amaas_queue_seconds,
+    amaas_compute_seconds, amaas_latency_seconds and amaas_batch_size, by
+    model; gauges amaas_queue_depth{model}, amaas_jobs_in_flight{model},
+    amaas_workers, amaas_uptime_seconds.
+
+    Every function but metrics_new and metrics_destroy is for the broker
+    thread only (one thread; the module has no lock around its counters).
+*/
+#ifndef AMAAS_METRICS_H_INCLUDED
+#define AMAAS_METRICS_H_INCLUDED
+
+#include <stddef.h>
+
+//  Distinct models counted; the jobs of any further model are counted
+//  under model="(other)", so that clients sending made-up model names
+//  cannot grow the broker's memory or the number of series without bound.
+#define METRICS_MAX_MODELS 256
+
+typedef struct metrics_t metrics_t;
+
+//  New metrics.  With `listen` ("ADDRESS:PORT", e.g. "127.0.0.1:9464" or
+//  "[::1]:9464"; port 0 takes a free port) an HTTP server is started on its
+//  own thread, bound to that address only, that answers GET /metrics with
+//  the text last published, and 404 for any other path.  With listen NULL
+//  there is no server (metrics_render still works).  On error, NULL is
+//  returned and the reason is written to err.
+metrics_t *metrics_new (const char *listen, char *err, size_t err_size);
+
+//  Stops the HTTP server and frees everything.  Nulls *self_p.
+void metrics_destroy (metrics_t **self_p);
+
+//  The TCP port the HTTP server listens on, or 0 without a server.
+int metrics_port (metrics_t *self);
+
+//  Counts one answered job of `model` with `code` ("OK", "NOT_FOUND", ...).
+//  The durations are in seconds; a negative one was not observed (e.g. a
+//  job that failed before it was dispatched has no compute time), as is a
+//  batch of 0.  Allocates only the first time a model is seen; when that
+//  fails, the job goes uncounted.  Cannot otherwise fail.
+void metrics_observe_job (metrics_t *self, const char *model, const char *code, double queue_s,
+                          double compute_s, double latency_s, unsigned batch);
+
+//  Sets the gauges of a model: jobs queued and jobs held by workers.
+//  Cannot fail (as metrics_observe_job, it may leave a new model out).
+void metrics_set_model (metrics_t *self, const char *model, size_t queued, size_t in_flight);
+
+//  Sets the number of workers connected.  Cannot fail.
+void metrics_set_workers (metrics_t *self, size_t workers);
+
+//  The Prometheus text exposition (format 0.0.4) of the metrics now, a
+//  string that belongs to the caller.  NULL on out-of-memory.
+char *metrics_render (metrics_t *self);
+
+//  Renders the metrics and makes that the text the HTTP server serves.
+//  Returns 0, or -1 on out-of-memory (the previous text is served still).
+int metrics_publish (metrics_t *self);
+
+#endif
