@@ -106,9 +106,24 @@ def test_wrong_roles_are_refused_and_logged():
         assert "PERMISSION_DENIED" in wlog and "JOB" not in wlog, wlog
 
 
+def test_a_key_added_to_a_list_works_without_restart():
+    with secured() as c:
+        carol = keygen("carol")
+        r = amaas(c, carol, "predict", "--model", "linear", "--input", "[[0.5]]")
+        assert r.returncode == 1 and "UNAVAILABLE" in r.stderr, r.stderr  # handshake refused
+        time.sleep(1.1)  # a new modification time for the folder
+        shutil.copy(carol, os.path.join(KEYS, "clients"))
+        # now admitted: past the handshake and the role check, stopped only
+        # by the ACL (read at start), which does not list carol
+        r = amaas(c, carol, "predict", "--model", "linear", "--input", "[[0.5]]")
+        assert r.returncode == 1 and "PERMISSION_DENIED" in r.stderr and "ACL" in r.stderr, \
+            r.stderr
+
+
 if __name__ == "__main__":
     try:
         runner.run([test_allowed_paths_work, test_plaintext_and_unknown_keys_are_refused,
-                    test_wrong_roles_are_refused_and_logged])
+                    test_wrong_roles_are_refused_and_logged,
+                    test_a_key_added_to_a_list_works_without_restart])
     finally:
         shutil.rmtree(KEYS, ignore_errors=True)
