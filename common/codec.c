@@ -70,8 +70,17 @@ size_t amaas_dtype_size (amaas_dtype_t dtype)
 
 void codec_header_reset (codec_header_t *self)
 {
+    //  Field by field: the struct holds kilobytes of string buffers, and
+    //  this runs for every message; an empty string is one zero byte
     free (self->models);
-    memset (self, 0, sizeof *self);
+    self->fields = 0;
+    self->id = self->job = self->queue_us = self->compute_us = 0;
+    self->code = self->credit = self->pid = self->batch = 0;
+    self->priority = self->deadline_ms = 0;
+    self->model[0] = self->version[0] = self->message[0] = self->host[0] = 0;
+    self->command[0] = self->worker[0] = 0;
+    self->n_outputs = self->n_models = 0;
+    self->models = NULL;
 }
 
 static void copy_str (char *dest, size_t dest_size, const char *src)
