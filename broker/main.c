@@ -1,5 +1,6 @@
 /*  main.c - amaas-broker: command line of the broker daemon.  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,12 @@ static void usage (FILE *out, const broker_config_t *d)
              "                          (default: answer them UNAVAILABLE)\n"
              "  --shutdown-grace-ms N   on SIGTERM, longest wait for jobs to finish [%d]\n"
              "  --endpoints-file PATH   write the bound endpoints there (useful with port *)\n"
+             "  --config FILE           read settings from FILE (zconfig format): every\n"
+             "                          option here is a setting, under 'broker', e.g.\n"
+             "                            broker\n"
+             "                                heartbeat-ms = 500\n"
+             "                          flags on the command line win over the file\n"
+             "  --log-syslog            log to syslog (daemon facility), not stderr\n"
              "  --log-level LEVEL       error, warn, info or debug [info]\n"
              "  -h, --help              show this help\n"
              "\n"
@@ -54,6 +61,7 @@ int main (int argc, char *argv[])
     broker_config_t config;
     broker_config_defaults (&config);
     int level = LOG_LEVEL_INFO;
+    bool syslog = false;
     static const struct option options[] = {{"frontend", required_argument, 0, 'f'},
                                             {"backend", required_argument, 0, 'b'},
                                             {"control", required_argument, 0, 'C'},
@@ -72,8 +80,11 @@ int main (int argc, char *argv[])
                                             {"acl", required_argument, 0, 'A'},
                                             {"shutdown-grace-ms", required_argument, 0, 'G'},
                                             {"log-level", required_argument, 0, 'l'},
+                                            {"log-syslog", no_argument, 0, 'Y'},
+                                            {"config", required_argument, 0, 'F'},
                                             {"help", no_argument, 0, 'h'},
                                             {0, 0, 0, 0}};
+    argv = options_with_config ("amaas-broker", "broker", &argc, argv);
     int c;
     while ((c = getopt_long (argc, argv, "h", options, NULL)) != -1) {
         switch (c) {
@@ -113,6 +124,8 @@ int main (int argc, char *argv[])
                 (int)options_positive ("amaas-broker", "shutdown-grace-ms", optarg, 3600000);
             break;
         case 'E': config.endpoints_file = optarg; break;
+        case 'Y': syslog = true; break;
+        case 'F': break; //  read by options_with_config
         case 'l': level = options_log_level ("amaas-broker", optarg); break;
         case 'h': usage (stdout, &config); return 0;
         default: fprintf (stderr, "Try 'amaas-broker --help'.\n"); return 2;
@@ -124,6 +137,8 @@ int main (int argc, char *argv[])
         return 2;
     }
     log_setup ("amaas-broker", (log_level_t)level);
+    if (syslog)
+        log_to_syslog ();
     signals_catch_stop ();
     zsys_init ();
     zsys_catch_interrupts ();

@@ -6,15 +6,24 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 log_level_t log_threshold = LOG_LEVEL_INFO;
 static char log_program[64] = "amaas";
 static const char *level_names[] = {"error", "warn", "info", "debug"};
+static bool to_syslog = false;
+
+void log_to_syslog (void)
+{
+    openlog (log_program, LOG_PID, LOG_DAEMON);
+    to_syslog = true;
+}
 
 void log_setup (const char *program, log_level_t level)
 {
@@ -46,6 +55,12 @@ void log_print (log_level_t level, const char *fmt, ...)
     va_start (args, fmt);
     int body = vsnprintf (line + n, sizeof line - (size_t)n - 1, fmt, args);
     va_end (args);
+    if (to_syslog) {
+        //  syslog stamps time, program and pid itself: the level and the event
+        static const int priorities[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+        syslog (priorities[level], "%s %s", level_names[level], line + n);
+        return;
+    }
     if (body < 0)
         body = 0;
     n += body;

@@ -17,6 +17,10 @@ void log_setup (const char *program, log_level_t level);
 //  Level by name ("error", "warn", "info", "debug"); -1 if unknown.
 int log_level_from_name (const char *name);
 
+//  From now on, lines go to syslog (daemon facility, with the program name
+//  and pid) instead of stderr.  Cannot fail.
+void log_to_syslog (void);
+
 void log_print (log_level_t level, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
 
 extern log_level_t log_threshold;

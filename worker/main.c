@@ -1,5 +1,6 @@
 /*  main.c - amaas-worker: command line of the worker daemon.  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <czmq.h>
@@ -31,6 +32,12 @@ static void usage (FILE *out, const worker_config_t *d)
              "  --batch-delay-us N     wait up to N us for more jobs to stack [%llu]\n"
              "  --model-batch NAME=ROWS[:DELAY_US]\n"
              "                         the same for one model (repeatable)\n"
+             "  --config FILE           read settings from FILE (zconfig format): every\n"
+             "                          option here is a setting, under 'worker', e.g.\n"
+             "                            worker\n"
+             "                                heartbeat-ms = 500\n"
+             "                          flags on the command line win over the file\n"
+             "  --log-syslog            log to syslog (daemon facility), not stderr\n"
              "  --log-level LEVEL      error, warn, info or debug [info]\n"
              "  -h, --help             show this help\n"
              "\n"
@@ -46,6 +53,7 @@ int main (int argc, char *argv[])
     worker_config_t config;
     worker_config_defaults (&config);
     int level = LOG_LEVEL_INFO;
+    bool syslog = false;
     static const char *model_batch[64];
     size_t n_model_batch = 0;
     config.model_batch = model_batch;
@@ -61,8 +69,11 @@ int main (int argc, char *argv[])
                                             {"batch-delay-us", required_argument, 0, 'D'},
                                             {"model-batch", required_argument, 0, 'P'},
                                             {"log-level", required_argument, 0, 'l'},
+                                            {"log-syslog", no_argument, 0, 'Y'},
+                                            {"config", required_argument, 0, 'F'},
                                             {"help", no_argument, 0, 'h'},
                                             {0, 0, 0, 0}};
+    argv = options_with_config ("amaas-worker", "worker", &argc, argv);
     int c;
     while ((c = getopt_long (argc, argv, "h", options, NULL)) != -1) {
         switch (c) {
@@ -90,6 +101,8 @@ int main (int argc, char *argv[])
             break;
         case 'D': config.batch_delay_us = (uint64_t)strtoull (optarg, NULL, 10); break;
         case 'P': model_batch[n_model_batch < 63 ? n_model_batch++ : n_model_batch] = optarg; break;
+        case 'Y': syslog = true; break;
+        case 'F': break; //  read by options_with_config
         case 'l': level = options_log_level ("amaas-worker", optarg); break;
         case 'h': usage (stdout, &config); return 0;
         default: fprintf (stderr, "Try 'amaas-worker --help'.\n"); return 2;
@@ -101,6 +114,8 @@ int main (int argc, char *argv[])
         return 2;
     }
     log_setup ("amaas-worker", (log_level_t)level);
+    if (syslog)
+        log_to_syslog ();
     signals_catch_stop ();
     zsys_init ();
     return worker_run (&config) == 0 ? 0 : 1;

@@ -4,6 +4,7 @@ amaas status, workers, models, drain WORKER, shutdown (tables and --json).
 Usage: test_control.py BUILD_DIR"""
 import json
 import os
+import tempfile
 import subprocess
 import sys
 import time
@@ -82,6 +83,38 @@ def test_shutdown():
         c.expected_exits.add(c.broker)
 
 
+def test_config_files_and_flags():
+    tmp = tempfile.mkdtemp(prefix="amaas-config-")
+    broker_conf = os.path.join(tmp, "broker.conf")
+    worker_conf = os.path.join(tmp, "worker.conf")
+    with open(broker_conf, "w") as f:
+        f.write("# amaas broker settings\nbroker\n    max-queue = 2\n    max-lost = 5\n"
+                "    log-level = \"warn\"\n")
+    with open(worker_conf, "w") as f:
+        f.write("worker\n    credit = 3\n    max-batch = 1\n")
+    # the command line wins over the file: credit 3 from the file, then 1
+    with Cluster(BUILD, EXAMPLES, workers=1, broker_args=["--config", broker_conf],
+                 worker_args=["--config", worker_conf, "--credit", "1"]) as c:
+        workers = json.loads(amaas(c, "workers", "--json").stdout)["workers"]
+        assert workers[0]["credit"] == 1, workers
+        with pyamaas.Client(c.frontend) as client:
+            # credit 1 and a queue of 2: of 6 big jobs sent at once, some are
+            # refused at once
+            ids = [client.send("iris", {"input": np.ones((20000, 4))}) for _ in range(6)]
+            codes = []
+            for j in ids:
+                try:
+                    client.recv(j, 30000)
+                    codes.append("OK")
+                except pyamaas.AmaasError as e:
+                    codes.append(e.name)
+            assert "RESOURCE_EXHAUSTED" in codes and "OK" in codes, codes
+        assert "info" not in open(os.path.join(c.tmp, "broker-0.log")).read()  # log-level warn
+    r = subprocess.run([os.path.join(BUILD, "amaas-worker"), "--config", "/nonexistent"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "config" in r.stderr, r.stderr
+
+
 def test_control_defaults_to_loopback():
     r = subprocess.run([os.path.join(BUILD, "amaas-broker"), "--help"], capture_output=True,
                        text=True, timeout=10)
@@ -90,4 +123,4 @@ def test_control_defaults_to_loopback():
 
 if __name__ == "__main__":
     runner.run([test_status_and_workers, test_drain_a_worker_under_load, test_shutdown,
-                test_control_defaults_to_loopback])
+                test_config_files_and_flags, test_control_defaults_to_loopback])
