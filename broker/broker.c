@@ -20,10 +20,12 @@
 #include "control.h"
 #include "dispatch.h"
 #include "log.h"
+#include "metrics.h"
 #include "signals.h"
 
-#define EXPIRE_MS 50 //  how often queues are swept for expired deadlines
-#define BURST 256    //  messages handled from one socket before the other's turn
+#define EXPIRE_MS 50    //  how often queues are swept for expired deadlines
+#define METRICS_MS 1000 //  how often the metrics are published
+#define BURST 256       //  messages handled from one socket before the other's turn
 
 typedef struct {
     const broker_config_t *config;
@@ -41,6 +43,7 @@ typedef struct {
     uint64_t jobs_ok;      //  jobs answered with a result
     uint64_t jobs_failed;  //  jobs answered with an error
     bool stopping;         //  signalled: no new jobs
+    metrics_t *metrics;    //  Prometheus metrics, or NULL without --metrics
 } broker_t;
 
 void broker_config_defaults (broker_config_t *config)
@@ -135,6 +138,9 @@ static void answer_failed (broker_t *self, broker_job_t **job_p)
         send_error (self, self->frontend, job->client, job->id, job->fail_code, job->fail_message);
     self->jobs_failed++;
     self->stats.answered[job->fail_code < 32 ? job->fail_code : AMAAS_UNKNOWN]++;
+    if (self->metrics)
+        metrics_observe_job (self->metrics, job->model, amaas_code_name (job->fail_code), -1, -1,
+                             -1, 0);
     if (job->client)
         client_jobs_add (self, job->client, -1);
     dispatch_job_destroy (job_p);
@@ -308,6 +314,14 @@ static void on_result (broker_t *self, broker_worker_t *worker, zframe_t *payloa
     }
     send_to (self->frontend, job->client, CMD_REPLY, r, payload);
     self->stats.answered[r->code < 32 ? r->code : AMAAS_UNKNOWN]++;
+    if (self->metrics) {
+        uint64_t now = clock_now_us ();
+        metrics_observe_job (self->metrics, job->model, amaas_code_name (r->code),
+                             (double)(job->dispatched_us - job->received_us) / 1e6,
+                             (h->fields & HDR_COMPUTE_US) ? (double)h->compute_us / 1e6 : -1,
+                             (double)(now - job->received_us) / 1e6,
+                             (h->fields & HDR_BATCH) ? h->batch : 0);
+    }
     client_jobs_add (self, job->client, -1);
     dispatch_job_destroy (&job);
 }
@@ -498,6 +512,24 @@ static void on_heartbeat (broker_t *self)
     pump (self);
 }
 
+//  Sets the gauges and publishes the metrics.  Jobs in flight by model are
+//  counted from the workers' lists: O(jobs held), once a second.
+static void publish_metrics (broker_t *self)
+{
+    for (broker_model_t *m = dispatch_model_first (self->dispatch); m;
+         m = dispatch_model_next (self->dispatch)) {
+        size_t in_flight = 0;
+        for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
+             w = dispatch_worker_next (self->dispatch))
+            for (broker_job_t *j = zlistx_first (w->jobs); j; j = zlistx_next (w->jobs))
+                in_flight += streq (j->model, m->name);
+        metrics_set_model (self->metrics, m->name, m->queued, in_flight);
+    }
+    metrics_set_workers (self->metrics, dispatch_worker_count (self->dispatch));
+    if (metrics_publish (self->metrics))
+        log_warn ("out of memory for the metrics: the last ones are served still");
+}
+
 static zsock_t *bind_router (broker_auth_t *auth, const char *endpoint, size_t max_message,
                              const char *role)
 {
@@ -524,6 +556,7 @@ int broker_run (const broker_config_t *config)
 {
     broker_t self = {.config = config};
     int rc = -1;
+    char metrics_at[300] = ""; //  ADDRESS:PORT the metrics are served on
     if (config->auth.cert) {
         char err[512];
         self.auth = broker_auth_new (&config->auth, err, sizeof err);
@@ -544,6 +577,19 @@ int broker_run (const broker_config_t *config)
     self.failed = dispatch_job_list_new ();
     if (!self.frontend || !self.backend || !self.control || !self.dispatch || !self.failed)
         goto done;
+    if (config->metrics) {
+        char err[512];
+        self.metrics = metrics_new (config->metrics, err, sizeof err);
+        if (!self.metrics) {
+            log_error ("metrics cannot start error=\"%s\"", err);
+            goto done;
+        }
+        //  metrics_new checked that it is ADDRESS:PORT; the port may have been 0
+        const char *colon = strrchr (config->metrics, ':');
+        snprintf (metrics_at, sizeof metrics_at, "%.*s:%d", (int)(colon - config->metrics),
+                  config->metrics, metrics_port (self.metrics));
+        log_info ("metrics served url=http://%s/metrics", metrics_at);
+    }
     char *front = zsock_last_endpoint (self.frontend);
     char *back = zsock_last_endpoint (self.backend);
     log_info ("broker listening frontend=%s backend=%s heartbeat=%dms", front, back,
@@ -552,7 +598,10 @@ int broker_run (const broker_config_t *config)
         FILE *f = fopen (config->endpoints_file, "w");
         if (f) {
             char *ctl = zsock_last_endpoint (self.control);
-            fprintf (f, "frontend=%s\nbackend=%s\ncontrol=%s\n", front, back, ctl);
+            fprintf (f, "frontend=%s\nbackend=%s\n", front, back);
+            if (self.metrics)
+                fprintf (f, "metrics=%s\n", metrics_at);
+            fprintf (f, "control=%s\n", ctl); //  last: the harness waits for it
             zstr_free (&ctl);
             fclose (f);
         } else
@@ -564,6 +613,7 @@ int broker_run (const broker_config_t *config)
 
     int64_t next_beat = clock_now_ms () + config->heartbeat_ms;
     int64_t next_expire = clock_now_ms () + EXPIRE_MS;
+    int64_t next_metrics = clock_now_ms ();
     int64_t stop_by = 0; //  when stopping: give up waiting for jobs then
     while (signals_stop_requests () < 2) {
         if ((signals_stop_requests () || self.shutdown) && !self.stopping) {
@@ -585,6 +635,8 @@ int broker_run (const broker_config_t *config)
                               clock_now_ms () >= stop_by))
             break;
         int64_t wake = next_beat < next_expire ? next_beat : next_expire;
+        if (self.metrics && next_metrics < wake)
+            wake = next_metrics;
         int64_t wait = wake - clock_now_ms ();
         zmq_pollitem_t items[] = {{zsock_resolve (self.frontend), 0, ZMQ_POLLIN, 0},
                                   {zsock_resolve (self.backend), 0, ZMQ_POLLIN, 0},
@@ -606,6 +658,10 @@ int broker_run (const broker_config_t *config)
             answer_failed_list (&self);
             next_expire = clock_now_ms () + EXPIRE_MS;
         }
+        if (self.metrics && clock_now_ms () >= next_metrics) {
+            publish_metrics (&self);
+            next_metrics = clock_now_ms () + METRICS_MS;
+        }
         if (clock_now_ms () >= next_beat) {
             on_heartbeat (&self);
             next_beat = clock_now_ms () + config->heartbeat_ms;
@@ -619,6 +675,7 @@ int broker_run (const broker_config_t *config)
     answer_failed_list (&self);
     rc = 0;
 done:
+    metrics_destroy (&self.metrics);
     zlistx_destroy (&self.failed);
     dispatch_destroy (&self.dispatch);
     codec_header_reset (&self.header);

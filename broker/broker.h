@@ -26,6 +26,7 @@ typedef struct {
     size_t max_client_jobs;     //  jobs one client may have queued or computing
     bool drain;                 //  on SIGTERM: serve the queued jobs before exiting
     int shutdown_grace_ms;      //  on SIGTERM: longest wait for queued and held jobs
+    const char *metrics;        //  if set, serve Prometheus metrics on ADDRESS:PORT
 } broker_config_t;
 
 //  Fills a config with the defaults.  Cannot fail.

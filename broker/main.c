@@ -38,6 +38,7 @@ static void usage (FILE *out, const broker_config_t *d)
              "  --drain                 on SIGTERM, serve the queued jobs before exiting\n"
              "                          (default: answer them UNAVAILABLE)\n"
              "  --shutdown-grace-ms N   on SIGTERM, longest wait for jobs to finish [%d]\n"
+             "  --metrics ADDRESS:PORT  serve Prometheus metrics at http://ADDRESS:PORT/metrics\n"
              "  --endpoints-file PATH   write the bound endpoints there (useful with port *)\n"
              "  --config FILE           read settings from FILE (zconfig format): every\n"
              "                          option here is a setting, under 'broker', e.g.\n"
@@ -79,6 +80,7 @@ int main (int argc, char *argv[])
                                             {"operators", required_argument, 0, '3'},
                                             {"acl", required_argument, 0, 'A'},
                                             {"shutdown-grace-ms", required_argument, 0, 'G'},
+                                            {"metrics", required_argument, 0, 'P'},
                                             {"log-level", required_argument, 0, 'l'},
                                             {"log-syslog", no_argument, 0, 'Y'},
                                             {"config", required_argument, 0, 'F'},
@@ -124,6 +126,7 @@ int main (int argc, char *argv[])
                 (int)options_positive ("amaas-broker", "shutdown-grace-ms", optarg, 3600000);
             break;
         case 'E': config.endpoints_file = optarg; break;
+        case 'P': config.metrics = optarg; break;
         case 'Y': syslog = true; break;
         case 'F': break; //  read by options_with_config
         case 'l': level = options_log_level ("amaas-broker", optarg); break;

@@ -12,8 +12,8 @@
     model; gauges amaas_queue_depth{model}, amaas_jobs_in_flight{model},
     amaas_workers, amaas_uptime_seconds.
 
-    Every function but metrics_new and metrics_destroy is for the broker
-    thread only (one thread; the module has no lock around its counters).
+    Call every function from one thread, the broker's: there is no lock
+    around the counters.  The HTTP thread only ever reads the published text.
 */
 #ifndef AMAAS_METRICS_H_INCLUDED
 #define AMAAS_METRICS_H_INCLUDED

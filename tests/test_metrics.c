@@ -31,8 +31,25 @@ static bool has_line (const char *text, const char *line)
     return false;
 }
 
+//  The line of text for the same series as `line` (all but its value), for
+//  failure messages: "" if there is none
+static const char *same_series (const char *text, const char *line)
+{
+    static char found[512];
+    const char *space = strrchr (line, ' ');
+    size_t len = space ? (size_t)(space - line) + 1 : strlen (line);
+    found[0] = 0;
+    for (const char *p = text; (p = strstr (p, "\n")); p++)
+        if (strncmp (p + 1, line, len) == 0) {
+            snprintf (found, sizeof found, "%.*s", (int)strcspn (p + 1, "\n"), p + 1);
+            break;
+        }
+    return found;
+}
+
 #define ck_assert_line(text, line)                                                                 \
-    ck_assert_msg (has_line (text, line), "no line '%s' in:\n%s", line, text)
+    ck_assert_msg (has_line (text, line), "no line '%s' (found '%s')", line,                       \
+                   same_series (text, line))
 
 static metrics_t *new_metrics (void)
 {
