@@ -57,7 +57,7 @@ void broker_config_defaults (broker_config_t *config)
     config->max_message = 64u << 20;
     config->max_queue = 10000;
     config->max_lost = 2;
-    config->max_client_jobs = 1000;
+    config->max_client_jobs = 5000;
     config->shutdown_grace_ms = 5000;
 }
 

@@ -87,6 +87,7 @@ START_TEST (test_pipelined_send_recv)
     amaas_tensor_t t = rows_tensor (AMAAS_FP64, &mid, 1);
     amaas_result_t *r = amaas_predict (client, "linear", &t, 1, &err);
     ck_assert_ptr_nonnull (r);
+    ck_assert_msg (r->error.code == AMAAS_OK, "%s", r->error.message);
     ck_assert_double_eq_tol (prediction (r, 0), slope * 123.0 + intercept, 1e-9);
     amaas_result_destroy (&r);
     for (int n = 0; n < JOBS; n++) {
