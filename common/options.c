@@ -65,6 +65,8 @@ char **options_with_config (const char *program, const char *section, int *argc_
     args[n++] = argv[0];
     for (zconfig_t *s = settings ? zconfig_child (settings) : NULL; s; s = zconfig_next (s)) {
         const char *value = zconfig_value (s);
+        if (value && strcmp (value, "false") == 0)
+            continue; //  a flag switched off: as if not given
         args[n++] = zsys_sprintf ("--%s", zconfig_name (s));
         if (!value || strcmp (value, "true") != 0)
             args[n++] = (char *)(value ? value : "");
