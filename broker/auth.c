@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "table.h"
+
 #define CACHE_MAX 65536 //  connections whose role is remembered
 
 typedef struct {
@@ -169,18 +171,8 @@ bool broker_auth_check (broker_auth_t *self, char socket_tag, zframe_t *identity
                         auth_role_t role, const char **name)
 {
     //  The cache key: which socket, and the connection's identity in hex
-    char key[2 + 2 * 255 + 1];
-    static const char hex[] = "0123456789ABCDEF";
-    size_t size = zframe_size (identity);
-    if (size > 255)
-        size = 255;
-    key[0] = socket_tag;
-    key[1] = ':';
-    for (size_t i = 0; i < size; i++) {
-        key[2 + 2 * i] = hex[zframe_data (identity)[i] >> 4];
-        key[3 + 2 * i] = hex[zframe_data (identity)[i] & 15];
-    }
-    key[2 + 2 * size] = 0;
+    char key[TABLE_KEY_MAX];
+    table_identity_key (key, socket_tag, identity);
     peer_t *peer = zhashx_lookup (self->peers, key);
     if (!peer) {
         peer = calloc (1, sizeof *peer);

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "signals.h"
+#include "table.h"
 
 #define EXPIRE_MS 50    //  how often queues are swept for expired deadlines
 #define METRICS_MS 1000 //  how often the metrics are published
@@ -61,19 +62,12 @@ void broker_config_defaults (broker_config_t *config)
     config->shutdown_grace_ms = 5000;
 }
 
-//  Sends [identity][message] on a ROUTER socket; destroys msg.
 //  Adds delta to the count of jobs a client has in flight; returns the new
 //  count.  A client at zero is forgotten.
 static size_t client_jobs_add (broker_t *self, zframe_t *client, int delta)
 {
-    char key[2 * 255 + 1];
-    static const char hex[] = "0123456789ABCDEF";
-    size_t size = zframe_size (client) > 255 ? 255 : zframe_size (client);
-    for (size_t i = 0; i < size; i++) {
-        key[2 * i] = hex[zframe_data (client)[i] >> 4];
-        key[2 * i + 1] = hex[zframe_data (client)[i] & 15];
-    }
-    key[2 * size] = 0;
+    char key[TABLE_KEY_MAX];
+    table_identity_key (key, 0, client);
     size_t count = (size_t)(uintptr_t)zhashx_lookup (self->client_jobs, key) + (size_t)delta;
     if (count == 0)
         zhashx_delete (self->client_jobs, key);
@@ -326,30 +320,14 @@ static void on_result (broker_t *self, broker_worker_t *worker, zframe_t *payloa
     dispatch_job_destroy (&job);
 }
 
-//  A ROUTER identity as hex, into buf; NULL if it does not fit.
-static char *identity_key (zframe_t *identity, char *buf, size_t buf_size)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    const uint8_t *data = zframe_data (identity);
-    size_t size = zframe_size (identity);
-    if (2 * size + 1 > buf_size)
-        return NULL;
-    for (size_t i = 0; i < size; i++) {
-        buf[2 * i] = hex[data[i] >> 4];
-        buf[2 * i + 1] = hex[data[i] & 15];
-    }
-    buf[2 * size] = 0;
-    return buf;
-}
-
 static void on_backend (broker_t *self)
 {
     zmsg_t *msg = zmsg_recv (self->backend);
     if (!msg)
         return;
     zframe_t *identity = zmsg_pop (msg);
-    char key_buffer[2 * 255 + 1];
-    char *key = identity ? identity_key (identity, key_buffer, sizeof key_buffer) : NULL;
+    char key_buffer[TABLE_KEY_MAX];
+    char *key = identity ? table_identity_key (key_buffer, 0, identity) : NULL;
     char err[CODEC_MESSAGE_MAX];
     codec_cmd_t cmd;
     zframe_t *payload;

@@ -26,10 +26,10 @@ struct dispatch_t {
 //  lanes of a priority take turns, so that a client with many jobs waiting
 //  cannot make another wait behind all of them.
 typedef struct {
-    zlistx_t *jobs;            //  broker_job_t *, owned while queued
-    void *handle;              //  in the model's lanes list
-    uint32_t priority;         //  its priority
-    char key[2 + 2 * 255 + 1]; //  priority and client identity, in hex
+    zlistx_t *jobs;          //  broker_job_t *, owned while queued
+    void *handle;            //  in the model's lanes list
+    uint32_t priority;       //  its priority
+    char key[TABLE_KEY_MAX]; //  priority and client identity, in hex
 } lane_t;
 
 //  A job's handle in the list that holds it (lane or worker) is kept by
@@ -238,17 +238,7 @@ static broker_model_t *model_require (dispatch_t *self, const char *name)
 //  The lane key of a job: its priority and its client's identity in hex.
 static void lane_key (const broker_job_t *job, char *key)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    size_t size = job->client ? zframe_size (job->client) : 0;
-    if (size > 255)
-        size = 255;
-    key[0] = (char)('0' + job->priority);
-    key[1] = ':';
-    for (size_t i = 0; i < size; i++) {
-        key[2 + 2 * i] = hex[zframe_data (job->client)[i] >> 4];
-        key[3 + 2 * i] = hex[zframe_data (job->client)[i] & 15];
-    }
-    key[2 + 2 * size] = 0;
+    table_identity_key (key, (char)('0' + job->priority), job->client);
 }
 
 //  Queues a job at the end of its client's lane, or, for a job coming back

@@ -15,6 +15,26 @@ static int u64_compare (const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+char *table_identity_key (char *key, char tag, zframe_t *identity)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const uint8_t *data = identity ? zframe_data (identity) : NULL;
+    size_t size = identity ? zframe_size (identity) : 0;
+    if (size > 255)
+        size = 255;
+    char *p = key;
+    if (tag) {
+        *p++ = tag;
+        *p++ = ':';
+    }
+    for (size_t i = 0; i < size; i++) {
+        *p++ = hex[data[i] >> 4];
+        *p++ = hex[data[i] & 15];
+    }
+    *p = 0;
+    return key;
+}
+
 zhashx_t *table_u64_new (void)
 {
     zhashx_t *table = zhashx_new ();
