@@ -1,13 +1,17 @@
 /*  broker.c - the amaas broker's event loop.
 
-    One thread, one zpoller over the frontend and backend ROUTER sockets.
-    A client REQUEST becomes a job: its header is decoded, its payload frame
-    is kept as it is and later sent on to the worker in a JOB.  A worker's
-    RESULT is matched to the job by token and becomes the client's REPLY.
-    Every heartbeat interval the broker heartbeats its workers, purges those
-    that went silent (their jobs are requeued) and answers the jobs that
-    failed.  Bad messages are answered with an error and logged; they never
-    stop the loop.
+    One thread, one zmq_poll over the frontend (clients), backend (workers)
+    and control (operators) ROUTER sockets, each served in bounded bursts so
+    that no side starves another.  A client REQUEST becomes a job: its
+    header is decoded, its payload frame is kept as it is and later sent on
+    to the worker in a JOB, by reference.  A worker's RESULT is matched to
+    the job by token and becomes the client's REPLY.  Timers: every 50 ms
+    queued jobs past their deadline are answered; every heartbeat interval
+    the broker heartbeats its workers and purges those that went silent
+    (their jobs are requeued); every second the metrics are published.
+    With security on, each socket admits only the keys of its role
+    (auth.h).  Bad messages are answered with an error and logged; they
+    never stop the loop.
 */
 #include "broker.h"
 

@@ -162,7 +162,9 @@ def test_worker_drain_loses_nothing():
 def test_broker_stop_answers_queued_unavailable():
     with Cluster(BUILD, MODELS, workers=1, worker_args=["--credit", "1"]) as c:
         with pyamaas.Client(c.frontend, timeout_ms=30000) as client:
-            held = client.send("slow", rows(1000))
+            # about a second of compute: the broker, waiting for it, is still
+            # there to refuse the job sent after the signal
+            held = client.send("slow", rows(6000))
             time.sleep(0.05)
             queued = [client.send("slow", rows(100)) for _ in range(5)]
             time.sleep(0.05)
