@@ -57,7 +57,7 @@ def test_deadline_in_the_broker_queue():
     # credit 1: jobs wait in the broker while one computes
     with Cluster(BUILD, MODELS, workers=1, worker_args=["--credit", "1"]) as c:
         with pyamaas.Client(c.frontend) as client:
-            blocker = client.send("slow", rows(1000))
+            blocker = client.send("slow", rows(3000))  # a few hundred ms of compute
             late = [client.send("slow", rows(10), deadline_ms=60) for _ in range(6)]
             t0 = time.monotonic()
             results = [outcome(client, j) for j in late]
@@ -76,7 +76,7 @@ def test_deadline_checked_by_the_worker():
     # long one; the worker answers them without computing them
     with Cluster(BUILD, MODELS, workers=1, worker_args=["--credit", "4"]) as c:
         with pyamaas.Client(c.frontend) as client:
-            blocker = client.send("slow", rows(1000))
+            blocker = client.send("slow", rows(3000))  # a few hundred ms of compute
             time.sleep(0.02)
             late = [client.send("slow", rows(10), deadline_ms=40) for _ in range(3)]
             for j in late:
@@ -129,7 +129,7 @@ def test_overload_is_answered_at_once_and_memory_stays_bounded():
 def test_priorities():
     with Cluster(BUILD, MODELS, workers=1, worker_args=["--credit", "1"]) as c:
         with pyamaas.Client(c.frontend) as client:
-            blocker = client.send("slow", rows(1000))
+            blocker = client.send("slow", rows(3000))  # a few hundred ms of compute
             time.sleep(0.05)
             low = [client.send("slow", rows(100), priority=0) for _ in range(4)]
             high = [client.send("slow", rows(100), priority=3) for _ in range(4)]
