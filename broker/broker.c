@@ -355,11 +355,11 @@ static void on_backend (broker_t *self)
         }
         worker =
             dispatch_worker_ready (self->dispatch, key, &identity, h, expiry (self), self->failed);
-        if (worker)
+        if (worker) {
             worker->seen_ms = clock_now_ms ();
-        if (worker)
             log_info ("worker ready worker=%s host=%s pid=%u credit=%u models=%zu", key,
                       worker->host, worker->pid, worker->credit, worker->n_models);
+        }
         answer_failed_list (self);
         pump (self);
         goto done;
