@@ -435,28 +435,37 @@ err:
     return NULL;
 }
 
+int codec_tensors_pack (const codec_tensor_t *tensors, size_t n, msgpack_sbuffer *sbuf)
+{
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, sbuf, sbuffer_write);
+    int rc = msgpack_pack_array (&pk, n);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const codec_tensor_t *t = &tensors[i];
+        rc |= msgpack_pack_map (&pk, 4);
+        pack_key (&pk, "name");
+        rc |= msgpack_pack_str (&pk, t->name_len);
+        rc |= msgpack_pack_str_body (&pk, t->name, t->name_len);
+        pack_key (&pk, "datatype");
+        pack_cstr (&pk, amaas_dtype_name (t->datatype));
+        pack_key (&pk, "shape");
+        rc |= msgpack_pack_array (&pk, (size_t)t->ndim);
+        for (int d = 0; d < t->ndim; d++)
+            rc |= msgpack_pack_int64 (&pk, t->shape[d]);
+        pack_key (&pk, "data");
+        rc |= msgpack_pack_bin (&pk, t->size);
+        rc |= msgpack_pack_bin_body (&pk, t->data, t->size);
+    }
+    return rc ? -1 : 0;
+}
+
 zframe_t *codec_tensors_encode (const codec_tensor_t *tensors, size_t n)
 {
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init (&pk, &sbuf, sbuffer_write);
-    msgpack_pack_array (&pk, n);
-    for (size_t i = 0; i < n; i++) {
-        const codec_tensor_t *t = &tensors[i];
-        msgpack_pack_map (&pk, 4);
-        pack_key (&pk, "name");
-        msgpack_pack_str (&pk, t->name_len);
-        msgpack_pack_str_body (&pk, t->name, t->name_len);
-        pack_key (&pk, "datatype");
-        pack_cstr (&pk, amaas_dtype_name (t->datatype));
-        pack_key (&pk, "shape");
-        msgpack_pack_array (&pk, (size_t)t->ndim);
-        for (int d = 0; d < t->ndim; d++)
-            msgpack_pack_int64 (&pk, t->shape[d]);
-        pack_key (&pk, "data");
-        msgpack_pack_bin (&pk, t->size);
-        msgpack_pack_bin_body (&pk, t->data, t->size);
+    if (codec_tensors_pack (tensors, n, &sbuf)) {
+        msgpack_sbuffer_destroy (&sbuf);
+        return NULL;
     }
     return frame_from_sbuffer (&sbuf);
 }
@@ -651,23 +660,68 @@ static int decode_field (codec_header_t *self, const msgpack_object *key, const 
     return 0;
 }
 
-//  Checks the bounds of buf, then unpacks it into *unpacked (initialised
-//  here; the caller destroys it).  Returns 0, or -1 with "WHAT: reason".
-static int unpack_checked (const void *buf, size_t size, msgpack_unpacked *unpacked,
+//  Each thread decodes into its own msgpack zone, cleared after each decode
+//  and kept for the next: after the first messages, decoding allocates
+//  nothing.  (msgpack_zone_clear keeps the zone's first chunk.)
+#define ZONE_CHUNK 8192
+static pthread_key_t zone_key;
+static pthread_once_t zone_once = PTHREAD_ONCE_INIT;
+
+static void zone_free (void *zone)
+{
+    msgpack_zone_free (zone);
+}
+
+static void zone_init (void)
+{
+    pthread_key_create (&zone_key, zone_free);
+}
+
+static msgpack_zone *thread_zone (void)
+{
+    pthread_once (&zone_once, zone_init);
+    msgpack_zone *zone = pthread_getspecific (zone_key);
+    if (!zone) {
+        zone = msgpack_zone_new (ZONE_CHUNK);
+        if (zone && pthread_setspecific (zone_key, zone)) {
+            msgpack_zone_free (zone);
+            zone = NULL;
+        }
+    }
+    return zone;
+}
+
+//  Checks the bounds of buf, then unpacks it into *object, which lives in
+//  the thread's zone until release_zone.  Returns 0, or -1 with "WHAT:
+//  reason".
+static int unpack_checked (const void *buf, size_t size, msgpack_object *object,
                            const char *what, char *err, size_t err_size)
 {
     char why[CODEC_MESSAGE_MAX];
     size_t offset = 0;
-    msgpack_unpacked_init (unpacked);
     if (codec_mp_check (buf, size, why, sizeof why)) {
         snprintf (err, err_size, "%s: %s", what, why);
         return -1;
     }
-    if (msgpack_unpack_next (unpacked, buf, size, &offset) != MSGPACK_UNPACK_SUCCESS) {
+    msgpack_zone *zone = thread_zone ();
+    if (!zone) {
+        snprintf (err, err_size, "%s: out of memory", what);
+        return -1;
+    }
+    if (msgpack_unpack (buf, size, &offset, zone, object) != MSGPACK_UNPACK_SUCCESS) {
         snprintf (err, err_size, "%s: malformed msgpack", what);
         return -1;
     }
     return 0;
+}
+
+//  Frees what the last unpack_checked put in the thread's zone.
+static void release_zone (void)
+{
+    pthread_once (&zone_once, zone_init);
+    msgpack_zone *zone = pthread_getspecific (zone_key);
+    if (zone)
+        msgpack_zone_clear (zone);
 }
 
 int codec_header_decode (codec_header_t *self, const void *buf, size_t size, char *err,
@@ -676,11 +730,11 @@ int codec_header_decode (codec_header_t *self, const void *buf, size_t size, cha
     uint64_t id = 0;
     uint32_t has_id = 0;
     codec_header_reset (self);
-    msgpack_unpacked unpacked;
+    msgpack_object object;
     int rc = -1;
-    if (unpack_checked (buf, size, &unpacked, "header", err, err_size))
+    if (unpack_checked (buf, size, &object, "header", err, err_size))
         goto done;
-    const msgpack_object *root = &unpacked.data;
+    const msgpack_object *root = &object;
     if (root->type != MSGPACK_OBJECT_MAP) {
         snprintf (err, err_size, "header must be a msgpack map");
         goto done;
@@ -699,7 +753,7 @@ int codec_header_decode (codec_header_t *self, const void *buf, size_t size, cha
             goto done;
     rc = 0;
 done:
-    msgpack_unpacked_destroy (&unpacked);
+    release_zone ();
     if (rc) {
         codec_header_reset (self);
         if (has_id && id) {
@@ -710,27 +764,28 @@ done:
     return rc;
 }
 
-int codec_msg_parse (zmsg_t *msg, codec_cmd_t *cmd, codec_header_t *header, zframe_t **payload_p,
-                     char *err, size_t err_size)
+//  Parses the frames of a message, given as their bytes: the work of
+//  codec_msg_parse and codec_frames_parse.  *payload is set to the index of
+//  the payload frame, or 0 if there is none.
+static int parse_frames (const uint8_t *const data[], const size_t size[], size_t frames,
+                         codec_cmd_t *cmd, codec_header_t *header, size_t *payload, char *err,
+                         size_t err_size)
 {
-    *payload_p = NULL;
+    *payload = 0;
     codec_header_reset (header);
-    size_t frames = zmsg_size (msg);
-    zframe_t *sig = zmsg_first (msg);
-    if (!sig || zframe_size (sig) != CODEC_SIGNATURE_LEN ||
-        memcmp (zframe_data (sig), CODEC_SIGNATURE, CODEC_SIGNATURE_LEN) != 0) {
+    if (frames < 1 || size[0] != CODEC_SIGNATURE_LEN ||
+        memcmp (data[0], CODEC_SIGNATURE, CODEC_SIGNATURE_LEN) != 0) {
         snprintf (err, err_size,
                   "not an amaas message: the first frame must be the protocol signature "
                   "'%s' (this endpoint speaks amaas protocol v1, docs/PROTOCOL.md)",
                   CODEC_SIGNATURE);
         return -1;
     }
-    zframe_t *cmd_frame = zmsg_next (msg);
-    if (!cmd_frame || zframe_size (cmd_frame) != 1) {
+    if (frames < 2 || size[1] != 1) {
         snprintf (err, err_size, "frame 1 must be a one-byte command");
         return -1;
     }
-    uint8_t c = zframe_data (cmd_frame)[0];
+    uint8_t c = data[1][0];
     bool has_payload = c == CMD_REQUEST || c == CMD_REPLY || c == CMD_JOB || c == CMD_RESULT ||
                        c == CMD_CONTROL_REPLY;
     bool known = has_payload || c == CMD_MODELS || c == CMD_MODELS_REPLY || c == CMD_PING ||
@@ -741,12 +796,11 @@ int codec_msg_parse (zmsg_t *msg, codec_cmd_t *cmd, codec_header_t *header, zfra
         return -1;
     }
     *cmd = (codec_cmd_t)c;
-    zframe_t *hdr = zmsg_next (msg);
-    if (!hdr) {
+    if (frames < 3) {
         snprintf (err, err_size, "frame 2 (header) is missing");
         return -1;
     }
-    if (codec_header_decode (header, zframe_data (hdr), zframe_size (hdr), err, err_size))
+    if (codec_header_decode (header, data[2], size[2], err, err_size))
         return -1;
     //  REPLY and RESULT carry a payload only on success
     bool needs_payload = c == CMD_REQUEST || c == CMD_JOB;
@@ -756,7 +810,102 @@ int codec_msg_parse (zmsg_t *msg, codec_cmd_t *cmd, codec_header_t *header, zfra
         return -1;
     }
     if (frames == 4)
-        *payload_p = zmsg_next (msg);
+        *payload = 3;
+    return 0;
+}
+
+int codec_msg_parse (zmsg_t *msg, codec_cmd_t *cmd, codec_header_t *header, zframe_t **payload_p,
+                     char *err, size_t err_size)
+{
+    const uint8_t *data[5];
+    size_t size[5];
+    zframe_t *frame[5];
+    size_t frames = zmsg_size (msg), n = 0, payload;
+    for (zframe_t *f = zmsg_first (msg); f && n < 5; f = zmsg_next (msg), n++) {
+        frame[n] = f;
+        data[n] = zframe_data (f);
+        size[n] = zframe_size (f);
+    }
+    *payload_p = NULL;
+    if (parse_frames (data, size, frames, cmd, header, &payload, err, err_size))
+        return -1;
+    if (payload)
+        *payload_p = frame[payload];
+    return 0;
+}
+
+int codec_frames_recv (codec_frames_t *self, void *socket)
+{
+    self->count = self->n = self->size = 0;
+    while (true) {
+        zmq_msg_t spill, *part = self->n < CODEC_MAX_FRAMES ? &self->frames[self->n] : &spill;
+        zmq_msg_init (part);
+        if (zmq_msg_recv (part, socket, self->count ? 0 : ZMQ_DONTWAIT) == -1) {
+            zmq_msg_close (part);
+            //  Only a context being terminated breaks a message in the middle
+            codec_frames_close (self);
+            return -1;
+        }
+        self->count++;
+        self->size += zmq_msg_size (part);
+        bool more = zmq_msg_more (part);
+        if (part == &spill)
+            zmq_msg_close (part);
+        else
+            self->n++;
+        if (!more)
+            return 0;
+    }
+}
+
+void codec_frames_close (codec_frames_t *self)
+{
+    for (size_t i = 0; i < self->n; i++)
+        zmq_msg_close (&self->frames[i]);
+    self->n = self->count = self->size = 0;
+}
+
+int codec_frames_parse (codec_frames_t *self, size_t first, codec_cmd_t *cmd,
+                        codec_header_t *header, zmq_msg_t **payload_p, char *err,
+                        size_t err_size)
+{
+    const uint8_t *data[CODEC_MAX_FRAMES];
+    size_t size[CODEC_MAX_FRAMES];
+    size_t n = 0, payload;
+    for (size_t i = first; i < self->n; i++, n++) {
+        data[n] = zmq_msg_data (&self->frames[i]);
+        size[n] = zmq_msg_size (&self->frames[i]);
+    }
+    *payload_p = NULL;
+    size_t frames = self->count > first ? self->count - first : 0;
+    if (parse_frames (data, size, frames, cmd, header, &payload, err, err_size))
+        return -1;
+    if (payload)
+        *payload_p = &self->frames[first + payload];
+    return 0;
+}
+
+int codec_send_frames (void *socket, const void *identity, size_t identity_size, codec_cmd_t cmd,
+                       const codec_header_t *header, zmq_msg_t *payload)
+{
+    msgpack_sbuffer *packed = pack_header (header);
+    uint8_t cmd_byte = (uint8_t)cmd;
+    if (identity && zmq_send (socket, identity, identity_size, ZMQ_SNDMORE) == -1)
+        return -1;
+    if (zmq_send (socket, CODEC_SIGNATURE, CODEC_SIGNATURE_LEN, ZMQ_SNDMORE) == -1 ||
+        zmq_send (socket, &cmd_byte, 1, ZMQ_SNDMORE) == -1 ||
+        zmq_send (socket, packed->data, packed->size, payload ? ZMQ_SNDMORE : 0) == -1)
+        return -1;
+    if (payload) {
+        //  A copy of a zmq_msg_t shares its bytes (a reference count); the
+        //  copy is what libzmq consumes
+        zmq_msg_t shared;
+        zmq_msg_init (&shared);
+        if (zmq_msg_copy (&shared, payload) == -1 || zmq_msg_send (&shared, socket, 0) == -1) {
+            zmq_msg_close (&shared);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -844,11 +993,11 @@ int codec_tensors_decode (const void *buf, size_t size, codec_tensor_t *tensors,
                           uint64_t max_elements, char *err, size_t err_size)
 {
     char why[CODEC_MESSAGE_MAX];
-    msgpack_unpacked unpacked;
+    msgpack_object object;
     int rc = -1;
-    if (unpack_checked (buf, size, &unpacked, "payload", err, err_size))
+    if (unpack_checked (buf, size, &object, "payload", err, err_size))
         goto done;
-    const msgpack_object *root = &unpacked.data;
+    const msgpack_object *root = &object;
     if (root->type != MSGPACK_OBJECT_ARRAY || root->via.array.size == 0 ||
         root->via.array.size > max) {
         snprintf (err, err_size, "payload must be an array of 1..%zu tensors", max);
@@ -861,7 +1010,7 @@ int codec_tensors_decode (const void *buf, size_t size, codec_tensor_t *tensors,
         }
     rc = (int)root->via.array.size;
 done:
-    msgpack_unpacked_destroy (&unpacked);
+    release_zone ();
     return rc;
 }
 

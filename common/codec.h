@@ -163,6 +163,37 @@ int codec_send (zsock_t *sock, zframe_t *identity, codec_cmd_t cmd, const codec_
 int codec_msg_parse (zmsg_t *msg, codec_cmd_t *cmd, codec_header_t *header, zframe_t **payload_p,
                      char *err, size_t err_size);
 
+//  A received message as zmq_msg_t's, without czmq objects: receiving and
+//  parsing one allocates nothing in amaas (libzmq hands received frames out
+//  of its own receive buffers).  Frames past CODEC_MAX_FRAMES are received
+//  and dropped, but counted, so that the parse refuses the message.
+#define CODEC_MAX_FRAMES 5 //  ROUTER identity + signature, command, header, payload
+typedef struct {
+    zmq_msg_t frames[CODEC_MAX_FRAMES];
+    size_t n;     //  frames held
+    size_t count; //  frames the message had
+    size_t size;  //  bytes in all its frames
+} codec_frames_t;
+
+//  Receive the next whole message from socket without waiting.  Returns 0,
+//  or -1 when none is waiting (EAGAIN) or on an error; then nothing is held.
+int codec_frames_recv (codec_frames_t *self, void *socket);
+
+//  Release the frames held.  Cannot fail.
+void codec_frames_close (codec_frames_t *self);
+
+//  As codec_msg_parse, on the frames from index `first` (1 after a ROUTER
+//  identity).  *payload_p points to the payload frame, still held by self.
+int codec_frames_parse (codec_frames_t *self, size_t first, codec_cmd_t *cmd,
+                        codec_header_t *header, zmq_msg_t **payload_p, char *err,
+                        size_t err_size);
+
+//  As codec_send, on a libzmq socket with an identity given as bytes, and
+//  a payload as a zmq_msg_t that libzmq shares (no copy) and that stays the
+//  caller's.  identity and payload may be NULL.
+int codec_send_frames (void *socket, const void *identity, size_t identity_size, codec_cmd_t cmd,
+                       const codec_header_t *header, zmq_msg_t *payload);
+
 //  Decode a payload: an array of at most max tensors.  Returns the count, or
 //  -1 with a message in err.  Checks datatype names, shapes (1..8 dims,
 //  element count without overflow, at most max_elements per tensor) and that
@@ -172,6 +203,10 @@ int codec_tensors_decode (const void *buf, size_t size, codec_tensor_t *tensors,
 
 //  Encode n tensors into a payload frame.  NULL on out-of-memory.
 zframe_t *codec_tensors_encode (const codec_tensor_t *tensors, size_t n);
+
+//  Encode n tensors as a payload appended to sbuf (a buffer the caller
+//  reuses).  Returns 0, -1 on out-of-memory.
+int codec_tensors_pack (const codec_tensor_t *tensors, size_t n, msgpack_sbuffer *sbuf);
 
 //  Size in bytes that a BYTES tensor of `elements` elements at data needs:
 //  walks the length prefixes.  Returns -1 if they do not fit in size.
