@@ -167,18 +167,18 @@ void broker_auth_apply (broker_auth_t *self, zsock_t *sock)
     zsock_set_zap_domain (sock, "amaas");
 }
 
-bool broker_auth_check (broker_auth_t *self, char socket_tag, zframe_t *identity, zframe_t *frame,
-                        auth_role_t role, const char **name)
+bool broker_auth_check (broker_auth_t *self, char socket_tag, const void *identity, size_t size,
+                        const char *user_id, auth_role_t role, const char **name)
 {
     //  The cache key: which socket, and the connection's identity in hex
     char key[TABLE_KEY_MAX];
-    table_identity_key (key, socket_tag, identity);
+    table_identity_key (key, socket_tag, identity, size);
     peer_t *peer = zhashx_lookup (self->peers, key);
     if (!peer) {
         peer = calloc (1, sizeof *peer);
         if (!peer)
             return false;
-        const char *user = zframe_meta (frame, "User-Id");
+        const char *user = user_id;
         snprintf (peer->name, sizeof peer->name, "%s", user ? user : "(no key)");
         for (int i = 0; user && i < 3; i++) {
             zcert_t *cert = zcertstore_lookup (self->stores[i], user);

@@ -38,11 +38,13 @@ void broker_auth_destroy (broker_auth_t **self_p);
 //  before binding.
 void broker_auth_apply (broker_auth_t *self, zsock_t *sock);
 
-//  Whether the peer that sent `frame` (any frame of its message) through
-//  the connection `identity` holds a key of `role`.  *name is set to the
-//  key's name (its certificate's "name", else the key) for logs.
-bool broker_auth_check (broker_auth_t *self, char socket_tag, zframe_t *identity, zframe_t *frame,
-                        auth_role_t role, const char **name);
+//  Whether the peer of the connection `identity` (size bytes), whose
+//  messages carry the CURVE key `user_id` (their "User-Id" property, or
+//  NULL), holds a key of `role`.  The answer is cached by connection.
+//  *name is set to the key's name (its certificate's "name", else the key)
+//  for logs.
+bool broker_auth_check (broker_auth_t *self, char socket_tag, const void *identity, size_t size,
+                        const char *user_id, auth_role_t role, const char **name);
 
 //  Whether the client named `name` may call `model` (true without an ACL).
 bool broker_auth_model_allowed (broker_auth_t *self, const char *name, const char *model);

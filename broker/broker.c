@@ -2,9 +2,12 @@
 
     One thread, one zmq_poll over the frontend (clients), backend (workers)
     and control (operators) ROUTER sockets, each served in bounded bursts so
-    that no side starves another.  A client REQUEST becomes a job: its
-    header is decoded, its payload frame is kept as it is and later sent on
-    to the worker in a JOB, by reference.  A worker's RESULT is matched to
+    that no side starves another.  Messages are received as zmq_msg_t
+    frames (codec_frames_t), without czmq objects.  A client REQUEST becomes
+    a job from the dispatcher's pool: its header is decoded, its payload
+    frame is moved into the job as it is and later sent on to the worker in
+    a JOB, by reference.  In the steady state a job allocates nothing in
+    the broker's own code.  A worker's RESULT is matched to
     the job by token and becomes the client's REPLY.  Timers: every 50 ms
     queued jobs past their deadline are answered; every heartbeat interval
     the broker heartbeats its workers and purges those that went silent
@@ -29,16 +32,29 @@
 #include "table.h"
 
 #define EXPIRE_MS 50    //  how often queues are swept for expired deadlines
-#define METRICS_MS 1000 //  how often the metrics are published
+#define METRICS_MS 1000 //  how often the metrics are published and idle clients forgotten
 #define BURST 256       //  messages handled from one socket before the other's turn
+
+//  A client with jobs queued or computing, or lately: jobs point to it, so
+//  counting them needs no lookup, and it is kept a while after its last
+//  job, so that a client with one job at a time does not allocate per job.
+typedef struct {
+    size_t jobs;             //  queued or computing
+    int64_t idle_since_ms;   //  when jobs went to 0
+    char key[TABLE_KEY_MAX]; //  its identity in hex
+} client_t;
 
 typedef struct {
     const broker_config_t *config;
-    zsock_t *frontend;     //  ROUTER for clients
-    zsock_t *backend;      //  ROUTER for workers
-    zsock_t *control;      //  ROUTER for operators
+    zsock_t *frontend; //  ROUTER for clients
+    zsock_t *backend;  //  ROUTER for workers
+    zsock_t *control;  //  ROUTER for operators
+    void *front;       //  their libzmq sockets
+    void *back;
+    void *ctl;
     broker_auth_t *auth;   //  CURVE and roles, or NULL without security
-    zhashx_t *client_jobs; //  jobs in flight by client identity (hex), as counts
+    zhashx_t *clients;     //  client_t * by identity (hex)
+    codec_frames_t in;     //  the message at hand
     broker_stats_t stats;  //  counters for status
     bool shutdown;         //  an operator asked for a shutdown
     dispatch_t *dispatch;  //  queues and workers
@@ -66,29 +82,63 @@ void broker_config_defaults (broker_config_t *config)
     config->shutdown_grace_ms = 5000;
 }
 
-//  Adds delta to the count of jobs a client has in flight; returns the new
-//  count.  A client at zero is forgotten.
-static size_t client_jobs_add (broker_t *self, zframe_t *client, int delta)
+#define CLIENT_IDLE_MS 1000 //  a client without jobs is forgotten after this long
+
+//  The record of the client with this identity, made if need be; NULL on
+//  out-of-memory.
+static client_t *client_require (broker_t *self, const void *identity, size_t size)
 {
     char key[TABLE_KEY_MAX];
-    table_identity_key (key, 0, client);
-    size_t count = (size_t)(uintptr_t)zhashx_lookup (self->client_jobs, key) + (size_t)delta;
-    if (count == 0)
-        zhashx_delete (self->client_jobs, key);
-    else
-        zhashx_update (self->client_jobs, key, (void *)(uintptr_t)count);
-    return count;
+    table_identity_key (key, 0, identity, size);
+    client_t *client = zhashx_lookup (self->clients, key);
+    if (!client && (client = calloc (1, sizeof *client))) {
+        memcpy (client->key, key, sizeof key);
+        zhashx_insert (self->clients, client->key, client);
+    }
+    return client;
 }
 
-//  Sends a message to the peer `identity` of a ROUTER socket.  A peer that
-//  is gone is not an error: ROUTER drops what cannot be routed.
-static void send_to (zsock_t *sock, zframe_t *identity, codec_cmd_t cmd,
-                     const codec_header_t *header, zframe_t *payload)
+//  A job of this client ended (answered either way).
+static void client_job_done (broker_job_t *job)
 {
-    codec_send (sock, identity, cmd, header, payload);
+    client_t *client = job->owner;
+    if (client && --client->jobs == 0)
+        client->idle_since_ms = clock_now_ms ();
 }
 
-static void send_error (broker_t *self, zsock_t *sock, zframe_t *identity, uint64_t id,
+//  Forgets the clients that have had no job for CLIENT_IDLE_MS.
+static void clients_sweep (broker_t *self)
+{
+    int64_t now = clock_now_ms ();
+    zlistx_t *idle = NULL;
+    for (client_t *c = zhashx_first (self->clients); c; c = zhashx_next (self->clients))
+        if (c->jobs == 0 && now - c->idle_since_ms >= CLIENT_IDLE_MS) {
+            if (!idle && !(idle = zlistx_new ()))
+                return;
+            zlistx_add_end (idle, c->key);
+        }
+    if (!idle)
+        return;
+    for (const char *key = zlistx_first (idle); key; key = zlistx_next (idle))
+        zhashx_delete (self->clients, key);
+    zlistx_destroy (&idle);
+}
+
+static void client_destructor (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+//  Sends a message to the peer `identity` (size bytes) of a ROUTER socket.
+//  A peer that is gone is not an error: ROUTER drops what cannot be routed.
+static void send_to (void *sock, const void *identity, size_t size, codec_cmd_t cmd,
+                     const codec_header_t *header, zmq_msg_t *payload)
+{
+    codec_send_frames (sock, identity, size, cmd, header, payload);
+}
+
+static void send_error (broker_t *self, void *sock, const void *identity, size_t size, uint64_t id,
                         amaas_code_t code, const char *message)
 {
     codec_header_t *h = &self->reply;
@@ -100,29 +150,32 @@ static void send_error (broker_t *self, zsock_t *sock, zframe_t *identity, uint6
     if (id) {
         h->id = id;
         h->fields |= HDR_ID;
-        cmd = sock == self->frontend ? CMD_REPLY : CMD_ERROR;
+        cmd = sock == self->front ? CMD_REPLY : CMD_ERROR;
     }
-    send_to (sock, identity, cmd, h, NULL);
+    send_to (sock, identity, size, cmd, h, NULL);
 }
 
 //  With security on: whether the peer of this message holds a key of the
 //  role this socket serves.  If not, it is told PERMISSION_DENIED and the
 //  refusal is logged with the key's name.
-static bool allowed (broker_t *self, char tag, zframe_t *identity, zmsg_t *msg, auth_role_t role,
-                     const char *role_name, const char **name)
+static bool allowed (broker_t *self, char tag, auth_role_t role, const char *role_name,
+                     const char **name)
 {
     if (!self->auth)
         return true;
-    zframe_t *first = zmsg_first (msg);
-    if (first && broker_auth_check (self->auth, tag, identity, first, role, name))
+    codec_frames_t *in = &self->in;
+    const void *identity = zmq_msg_data (&in->frames[0]);
+    size_t size = zmq_msg_size (&in->frames[0]);
+    const char *user = in->n > 1 ? zmq_msg_gets (&in->frames[1], "User-Id") : NULL;
+    if (in->n > 1 && broker_auth_check (self->auth, tag, identity, size, user, role, name))
         return true;
     log_warn ("refused key=%s socket=%s reason=\"not a %s key\"", *name ? *name : "?", role_name,
               role_name);
     char err[CODEC_MESSAGE_MAX];
     snprintf (err, sizeof err, "key '%.64s' is not a %s key: refused", *name ? *name : "?",
               role_name);
-    zsock_t *sock = tag == 'f' ? self->frontend : tag == 'b' ? self->backend : self->control;
-    send_error (self, sock, identity, 0, AMAAS_PERMISSION_DENIED, err);
+    void *sock = tag == 'f' ? self->front : tag == 'b' ? self->back : self->ctl;
+    send_error (self, sock, identity, size, 0, AMAAS_PERMISSION_DENIED, err);
     return false;
 }
 
@@ -132,15 +185,15 @@ static void answer_failed (broker_t *self, broker_job_t **job_p)
     broker_job_t *job = *job_p;
     log_debug ("job failed model=%s id=%" PRIu64 " code=%s message=\"%s\"", job->model, job->id,
                amaas_code_name (job->fail_code), job->fail_message);
-    if (job->client)
-        send_error (self, self->frontend, job->client, job->id, job->fail_code, job->fail_message);
+    if (job->client_size)
+        send_error (self, self->front, job->client, job->client_size, job->id, job->fail_code,
+                    job->fail_message);
     self->jobs_failed++;
     self->stats.answered[job->fail_code < 32 ? job->fail_code : AMAAS_UNKNOWN]++;
     if (self->metrics)
         metrics_observe_job (self->metrics, job->model, amaas_code_name (job->fail_code), -1, -1,
                              -1, 0);
-    if (job->client)
-        client_jobs_add (self, job->client, -1);
+    client_job_done (job);
     dispatch_job_destroy (job_p);
 }
 
@@ -173,7 +226,11 @@ static int send_job (broker_job_t *job, broker_worker_t *worker, void *arg)
     }
     //  The payload goes by reference: the job keeps it, in case the worker
     //  dies and the job must go to another
-    return codec_send (self->backend, worker->identity, CMD_JOB, h, job->payload) ? -1 : 0;
+    return codec_send_frames (self->back, zframe_data (worker->identity),
+                              zframe_size (worker->identity), CMD_JOB, h,
+                              job->has_payload ? &job->payload : NULL)
+               ? -1
+               : 0;
 }
 
 static void pump (broker_t *self)
@@ -182,26 +239,26 @@ static void pump (broker_t *self)
     answer_failed_list (self);
 }
 
+//  A message from a client: self->in, identity first.
 static void on_frontend (broker_t *self)
 {
-    zmsg_t *msg = zmsg_recv (self->frontend);
-    if (!msg)
-        return;
-    zframe_t *identity = zmsg_pop (msg);
+    codec_frames_t *in = &self->in;
     char err[CODEC_MESSAGE_MAX];
     codec_cmd_t cmd;
-    zframe_t *payload;
+    zmq_msg_t *payload;
     codec_header_t *h = &self->header;
-    size_t size = zmsg_content_size (msg);
-    if (!identity)
-        goto done;
+    if (in->n < 1)
+        return;
+    const void *identity = zmq_msg_data (&in->frames[0]);
+    size_t identity_size = zmq_msg_size (&in->frames[0]);
+    size_t size = in->size - identity_size;
     const char *name = NULL;
-    if (!allowed (self, 'f', identity, msg, ROLE_CLIENT, "client", &name))
-        goto done;
-    if (codec_msg_parse (msg, &cmd, h, &payload, err, sizeof err)) {
+    if (!allowed (self, 'f', ROLE_CLIENT, "client", &name))
+        return;
+    if (codec_frames_parse (in, 1, &cmd, h, &payload, err, sizeof err)) {
         log_warn ("bad client message peer=%s error=\"%s\"", "frontend", err);
-        send_error (self, self->frontend, identity, h->id, AMAAS_INVALID_ARGUMENT, err);
-        goto done;
+        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT, err);
+        return;
     }
     if (cmd == CMD_PING || cmd == CMD_MODELS) {
         codec_header_t *r = &self->reply;
@@ -209,66 +266,69 @@ static void on_frontend (broker_t *self)
         r->fields = HDR_ID;
         r->id = h->id;
         if (cmd == CMD_MODELS && dispatch_models (self->dispatch, r))
-            goto done;
-        send_to (self->frontend, identity, cmd == CMD_PING ? CMD_PONG : CMD_MODELS_REPLY, r, NULL);
+            return;
+        send_to (self->front, identity, identity_size,
+                 cmd == CMD_PING ? CMD_PONG : CMD_MODELS_REPLY, r, NULL);
         codec_header_reset (r);
-        goto done;
+        return;
     }
     if (cmd != CMD_REQUEST) {
         snprintf (err, sizeof err, "command 0x%02x is not a client command", cmd);
-        send_error (self, self->frontend, identity, h->id, AMAAS_INVALID_ARGUMENT, err);
-        goto done;
+        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT, err);
+        return;
     }
     if (!(h->fields & HDR_ID) || !(h->fields & HDR_MODEL)) {
-        send_error (self, self->frontend, identity, h->id, AMAAS_INVALID_ARGUMENT,
+        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
                     "REQUEST header needs 'id' (uint64 >= 1) and 'model' (str)");
-        goto done;
+        return;
     }
     if (size > self->config->max_message) {
         snprintf (err, sizeof err,
                   "request of %zu bytes exceeds the broker's limit of %zu bytes (--max-message)",
                   size, self->config->max_message);
-        send_error (self, self->frontend, identity, h->id, AMAAS_INVALID_ARGUMENT, err);
-        goto done;
+        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT, err);
+        return;
     }
     if (self->stopping) {
-        send_error (self, self->frontend, identity, h->id, AMAAS_UNAVAILABLE,
+        send_error (self, self->front, identity, identity_size, h->id, AMAAS_UNAVAILABLE,
                     "the broker is shutting down: retry later or elsewhere");
-        goto done;
+        return;
     }
     if (self->auth && !broker_auth_model_allowed (self->auth, name, h->model)) {
         log_warn ("job refused key=%s model=%s reason=acl", name, h->model);
         snprintf (err, sizeof err, "client '%.64s' may not call model '%.64s' (see the ACL)", name,
                   h->model);
-        send_error (self, self->frontend, identity, h->id, AMAAS_PERMISSION_DENIED, err);
-        goto done;
+        send_error (self, self->front, identity, identity_size, h->id, AMAAS_PERMISSION_DENIED,
+                    err);
+        return;
     }
-    if (client_jobs_add (self, identity, 0) >= self->config->max_client_jobs) {
+    client_t *client = client_require (self, identity, identity_size);
+    if (client && client->jobs >= self->config->max_client_jobs) {
         snprintf (err, sizeof err,
                   "this client has %zu jobs queued or computing, the most allowed "
                   "(--max-client-jobs): wait for some to finish",
                   self->config->max_client_jobs);
-        send_error (self, self->frontend, identity, h->id, AMAAS_RESOURCE_EXHAUSTED, err);
-        goto done;
+        send_error (self, self->front, identity, identity_size, h->id, AMAAS_RESOURCE_EXHAUSTED,
+                    err);
+        return;
     }
-    zmsg_remove (msg, payload);
-    broker_job_t *job =
-        dispatch_job_new (self->dispatch, h->id, h, &identity, &payload, clock_now_us ());
-    zframe_destroy (&payload);
+    broker_job_t *job = client ? dispatch_job_new (self->dispatch, h->id, h, identity,
+                                                   identity_size, payload, clock_now_us ())
+                               : NULL;
     if (!job) {
         log_error ("out of memory for a job");
-        goto done;
+        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INTERNAL,
+                    "broker out of memory: retry later");
+        return;
     }
-    client_jobs_add (self, job->client, 1);
+    job->owner = client;
+    client->jobs++;
     amaas_code_t code =
         dispatch_submit (self->dispatch, job, (h->fields & HDR_VERSION) ? h->version : NULL);
     if (code != AMAAS_OK)
         answer_failed (self, &job);
     else
         pump (self);
-done:
-    zframe_destroy (&identity);
-    zmsg_destroy (&msg);
 }
 
 static int64_t expiry (broker_t *self)
@@ -276,7 +336,7 @@ static int64_t expiry (broker_t *self)
     return clock_now_ms () + (int64_t)self->config->heartbeat_ms * self->config->liveness;
 }
 
-static void on_result (broker_t *self, broker_worker_t *worker, zframe_t *payload)
+static void on_result (broker_t *self, broker_worker_t *worker, zmq_msg_t *payload)
 {
     codec_header_t *h = &self->header;
     broker_job_t *job = NULL;
@@ -310,7 +370,7 @@ static void on_result (broker_t *self, broker_worker_t *worker, zframe_t *payloa
         }
         self->jobs_ok++;
     }
-    send_to (self->frontend, job->client, CMD_REPLY, r, payload);
+    send_to (self->front, job->client, job->client_size, CMD_REPLY, r, payload);
     self->stats.answered[r->code < 32 ? r->code : AMAAS_UNKNOWN]++;
     if (self->metrics) {
         uint64_t now = clock_now_us ();
@@ -320,41 +380,44 @@ static void on_result (broker_t *self, broker_worker_t *worker, zframe_t *payloa
                              (double)(now - job->received_us) / 1e6,
                              (h->fields & HDR_BATCH) ? h->batch : 0);
     }
-    client_jobs_add (self, job->client, -1);
+    client_job_done (job);
     dispatch_job_destroy (&job);
 }
 
+//  A message from a worker: self->in, identity first.
 static void on_backend (broker_t *self)
 {
-    zmsg_t *msg = zmsg_recv (self->backend);
-    if (!msg)
+    codec_frames_t *in = &self->in;
+    if (in->n < 1)
         return;
-    zframe_t *identity = zmsg_pop (msg);
-    char key_buffer[TABLE_KEY_MAX];
-    char *key = identity ? table_identity_key (key_buffer, 0, identity) : NULL;
+    const void *identity = zmq_msg_data (&in->frames[0]);
+    size_t identity_size = zmq_msg_size (&in->frames[0]);
+    char key[TABLE_KEY_MAX];
+    table_identity_key (key, 0, identity, identity_size);
     char err[CODEC_MESSAGE_MAX];
     codec_cmd_t cmd;
-    zframe_t *payload;
+    zmq_msg_t *payload;
     codec_header_t *h = &self->header;
-    if (!key)
-        goto done;
-    if (codec_msg_parse (msg, &cmd, h, &payload, err, sizeof err)) {
+    if (codec_frames_parse (in, 1, &cmd, h, &payload, err, sizeof err)) {
         log_warn ("bad worker message worker=%s error=\"%s\"", key, err);
-        send_error (self, self->backend, identity, 0, AMAAS_INVALID_ARGUMENT, err);
-        goto done;
+        send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
+        return;
     }
     broker_worker_t *worker = dispatch_worker_find (self->dispatch, key);
     const char *name = NULL;
-    if (cmd == CMD_READY && !allowed (self, 'b', identity, msg, ROLE_WORKER, "worker", &name))
-        goto done;
+    if (cmd == CMD_READY && !allowed (self, 'b', ROLE_WORKER, "worker", &name))
+        return;
     if (cmd == CMD_READY) {
         if (!(h->fields & HDR_MODELS) || h->n_models == 0) {
-            send_error (self, self->backend, identity, 0, AMAAS_INVALID_ARGUMENT,
+            send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT,
                         "READY needs 'models', a non-empty array");
-            goto done;
+            return;
         }
-        worker =
-            dispatch_worker_ready (self->dispatch, key, &identity, h, expiry (self), self->failed);
+        zframe_t *frame = zframe_new (identity, identity_size);
+        worker = frame ? dispatch_worker_ready (self->dispatch, key, &frame, h, expiry (self),
+                                                self->failed)
+                       : NULL;
+        zframe_destroy (&frame);
         if (worker) {
             worker->seen_ms = clock_now_ms ();
             log_info ("worker ready worker=%s host=%s pid=%u credit=%u models=%zu", key,
@@ -362,7 +425,7 @@ static void on_backend (broker_t *self)
         }
         answer_failed_list (self);
         pump (self);
-        goto done;
+        return;
     }
     if (!worker) {
         //  A worker we do not know (we restarted, or declared it dead):
@@ -372,9 +435,9 @@ static void on_backend (broker_t *self)
             codec_header_reset (r);
             r->fields = HDR_REASON;
             snprintf (r->message, sizeof r->message, "unknown worker: send READY");
-            send_to (self->backend, identity, CMD_DISCONNECT, r, NULL);
+            send_to (self->back, identity, identity_size, CMD_DISCONNECT, r, NULL);
         }
-        goto done;
+        return;
     }
     worker->expires_ms = expiry (self);
     worker->seen_ms = clock_now_ms ();
@@ -384,46 +447,42 @@ static void on_backend (broker_t *self)
     } else if (cmd == CMD_DRAIN) {
         //  The worker finishes what it holds and takes nothing new; the
         //  answer tells it that no JOB is on its way any more
-        log_info ("worker draining worker=%s jobs_held=%zu", key, zlistx_size (worker->jobs));
+        log_info ("worker draining worker=%s jobs_held=%zu", key, worker->jobs.size);
         dispatch_worker_drain (self->dispatch, worker, self->failed);
         answer_failed_list (self);
         codec_header_t *r = &self->reply;
         codec_header_reset (r);
-        send_to (self->backend, identity, CMD_DRAIN, r, NULL);
+        send_to (self->back, identity, identity_size, CMD_DRAIN, r, NULL);
     } else if (cmd == CMD_DISCONNECT) {
-        log_info ("worker left worker=%s jobs_held=%zu", key, zlistx_size (worker->jobs));
+        log_info ("worker left worker=%s jobs_held=%zu", key, worker->jobs.size);
         dispatch_worker_remove (self->dispatch, worker, self->failed);
         answer_failed_list (self);
         pump (self);
     } else if (cmd != CMD_HEARTBEAT) {
         snprintf (err, sizeof err, "command 0x%02x is not a worker command", cmd);
-        send_error (self, self->backend, identity, 0, AMAAS_INVALID_ARGUMENT, err);
+        send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
     }
-done:
-    zframe_destroy (&identity);
-    zmsg_destroy (&msg);
 }
 
 //  A command from an operator on the control endpoint
 static void on_control (broker_t *self)
 {
-    zmsg_t *msg = zmsg_recv (self->control);
-    if (!msg)
+    codec_frames_t *in = &self->in;
+    if (codec_frames_recv (in, self->ctl))
         return;
-    zframe_t *identity = zmsg_pop (msg);
     char err[CODEC_MESSAGE_MAX];
     codec_cmd_t cmd;
-    zframe_t *payload;
+    zmq_msg_t *payload;
     codec_header_t *h = &self->header;
     codec_header_t *r = &self->reply;
     zframe_t *answer = NULL;
-    if (!identity)
-        goto done;
+    const void *identity = zmq_msg_data (&in->frames[0]);
+    size_t identity_size = zmq_msg_size (&in->frames[0]);
     const char *name = NULL;
-    if (!allowed (self, 'c', identity, msg, ROLE_OPERATOR, "operator", &name))
+    if (!allowed (self, 'c', ROLE_OPERATOR, "operator", &name))
         goto done;
-    if (codec_msg_parse (msg, &cmd, h, &payload, err, sizeof err)) {
-        send_error (self, self->control, identity, 0, AMAAS_INVALID_ARGUMENT, err);
+    if (codec_frames_parse (in, 1, &cmd, h, &payload, err, sizeof err)) {
+        send_error (self, self->ctl, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
         goto done;
     }
     codec_header_reset (r);
@@ -431,11 +490,11 @@ static void on_control (broker_t *self)
     r->id = h->id;
     if (cmd == CMD_PING) {
         r->fields = HDR_ID;
-        send_to (self->control, identity, CMD_PONG, r, NULL);
+        send_to (self->ctl, identity, identity_size, CMD_PONG, r, NULL);
         goto done;
     }
     if (cmd != CMD_CONTROL || !(h->fields & HDR_COMMAND)) {
-        send_error (self, self->control, identity, h->id, AMAAS_INVALID_ARGUMENT,
+        send_error (self, self->ctl, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
                     "the control endpoint takes CONTROL with a 'command'");
         goto done;
     }
@@ -454,13 +513,13 @@ static void on_control (broker_t *self)
             codec_header_set_message (r, "no worker '%.64s' (see 'amaas workers')", h->worker);
         } else {
             //  It finishes what it holds, takes nothing new, and leaves
-            log_info ("operator drains worker=%s jobs_held=%zu", worker->key,
-                      zlistx_size (worker->jobs));
+            log_info ("operator drains worker=%s jobs_held=%zu", worker->key, worker->jobs.size);
             dispatch_worker_drain (self->dispatch, worker, self->failed);
             answer_failed_list (self);
             codec_header_t *d = &self->header;
             codec_header_reset (d);
-            send_to (self->backend, worker->identity, CMD_DRAIN, d, NULL);
+            send_to (self->back, zframe_data (worker->identity), zframe_size (worker->identity),
+                     CMD_DRAIN, d, NULL);
             codec_header_set_message (r, "worker %.64s is draining", worker->key);
         }
     } else if (streq (h->command, "shutdown")) {
@@ -474,11 +533,16 @@ static void on_control (broker_t *self)
                                   "shutdown)",
                                   h->command);
     }
-    send_to (self->control, identity, CMD_CONTROL_REPLY, r, answer);
+    zmq_msg_t body;
+    if (answer && zmq_msg_init_size (&body, zframe_size (answer)) == 0) {
+        memcpy (zmq_msg_data (&body), zframe_data (answer), zframe_size (answer));
+        send_to (self->ctl, identity, identity_size, CMD_CONTROL_REPLY, r, &body);
+        zmq_msg_close (&body);
+    } else
+        send_to (self->ctl, identity, identity_size, CMD_CONTROL_REPLY, r, NULL);
 done:
     zframe_destroy (&answer);
-    zframe_destroy (&identity);
-    zmsg_destroy (&msg);
+    codec_frames_close (in);
 }
 
 static void on_heartbeat (broker_t *self)
@@ -491,7 +555,8 @@ static void on_heartbeat (broker_t *self)
     codec_header_reset (r);
     for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
          w = dispatch_worker_next (self->dispatch)) {
-        send_to (self->backend, w->identity, CMD_HEARTBEAT, r, NULL);
+        send_to (self->back, zframe_data (w->identity), zframe_size (w->identity), CMD_HEARTBEAT, r,
+                 NULL);
     }
     pump (self);
 }
@@ -505,7 +570,7 @@ static void publish_metrics (broker_t *self)
         size_t in_flight = 0;
         for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
              w = dispatch_worker_next (self->dispatch))
-            for (broker_job_t *j = zlistx_first (w->jobs); j; j = zlistx_next (w->jobs))
+            for (broker_job_t *j = dispatch_held_first (w); j; j = dispatch_held_next (w, j))
                 in_flight += streq (j->model, m->name);
         metrics_set_model (self->metrics, m->name, m->queued, in_flight);
     }
@@ -552,15 +617,21 @@ int broker_run (const broker_config_t *config)
                   config->auth.clients, config->auth.workers, config->auth.operators,
                   config->auth.acl ? config->auth.acl : "(none)");
     }
-    self.client_jobs = zhashx_new ();
+    self.clients = zhashx_new ();
+    if (self.clients)
+        zhashx_set_destructor (self.clients, client_destructor);
     self.frontend = bind_router (self.auth, config->frontend, config->max_message, "frontend");
     self.backend = bind_router (self.auth, config->backend, config->max_message, "backend");
     self.control = bind_router (self.auth, config->control, 1u << 20, "control");
     self.stats.started_ms = clock_now_ms ();
     self.dispatch = dispatch_new (config->max_queue, config->max_lost);
     self.failed = dispatch_job_list_new ();
-    if (!self.frontend || !self.backend || !self.control || !self.dispatch || !self.failed)
+    if (!self.clients || !self.frontend || !self.backend || !self.control || !self.dispatch ||
+        !self.failed)
         goto done;
+    self.front = zsock_resolve (self.frontend);
+    self.back = zsock_resolve (self.backend);
+    self.ctl = zsock_resolve (self.control);
     if (config->metrics) {
         char err[512];
         self.metrics = metrics_new (config->metrics, err, sizeof err);
@@ -619,21 +690,27 @@ int broker_run (const broker_config_t *config)
                               clock_now_ms () >= stop_by))
             break;
         int64_t wake = next_beat < next_expire ? next_beat : next_expire;
-        if (self.metrics && next_metrics < wake)
+        if (next_metrics < wake)
             wake = next_metrics;
         int64_t wait = wake - clock_now_ms ();
-        zmq_pollitem_t items[] = {{zsock_resolve (self.frontend), 0, ZMQ_POLLIN, 0},
-                                  {zsock_resolve (self.backend), 0, ZMQ_POLLIN, 0},
-                                  {zsock_resolve (self.control), 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[] = {{self.front, 0, ZMQ_POLLIN, 0},
+                                  {self.back, 0, ZMQ_POLLIN, 0},
+                                  {self.ctl, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll (items, 3, (long)(wait > 0 ? wait : 0)) > 0) {
             if (items[2].revents & ZMQ_POLLIN)
                 on_control (&self);
             //  Both sides get a turn, a bounded one, so that a flood of
-            //  requests cannot starve the results that free workers
-            for (int i = 0; i < BURST && (zsock_events (self.backend) & ZMQ_POLLIN); i++)
+            //  requests cannot starve the results that free workers.  Each
+            //  message is received into self.in, without waiting, until
+            //  none is left or the burst is over.
+            for (int i = 0; i < BURST && codec_frames_recv (&self.in, self.back) == 0; i++) {
                 on_backend (&self);
-            for (int i = 0; i < BURST && (zsock_events (self.frontend) & ZMQ_POLLIN); i++)
+                codec_frames_close (&self.in);
+            }
+            for (int i = 0; i < BURST && codec_frames_recv (&self.in, self.front) == 0; i++) {
                 on_frontend (&self);
+                codec_frames_close (&self.in);
+            }
         }
         if (clock_now_ms () >= next_expire) {
             //  Queued jobs past their deadline are answered within this
@@ -642,8 +719,10 @@ int broker_run (const broker_config_t *config)
             answer_failed_list (&self);
             next_expire = clock_now_ms () + EXPIRE_MS;
         }
-        if (self.metrics && clock_now_ms () >= next_metrics) {
-            publish_metrics (&self);
+        if (clock_now_ms () >= next_metrics) {
+            if (self.metrics)
+                publish_metrics (&self);
+            clients_sweep (&self);
             next_metrics = clock_now_ms () + METRICS_MS;
         }
         if (clock_now_ms () >= next_beat) {
@@ -668,6 +747,6 @@ done:
     zsock_destroy (&self.backend);
     zsock_destroy (&self.control);
     broker_auth_destroy (&self.auth);
-    zhashx_destroy (&self.client_jobs);
+    zhashx_destroy (&self.clients);
     return rc;
 }

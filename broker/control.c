@@ -89,7 +89,7 @@ zframe_t *control_workers (dispatch_t *dispatch, int64_t now_ms)
         pack_str (&pk, "credit");
         msgpack_pack_uint32 (&pk, w->credit);
         pack_str (&pk, "in_flight");
-        msgpack_pack_uint64 (&pk, zlistx_size (w->jobs));
+        msgpack_pack_uint64 (&pk, w->jobs.size);
         pack_str (&pk, "done");
         msgpack_pack_uint64 (&pk, w->done);
         pack_str (&pk, "last_heartbeat_ms");

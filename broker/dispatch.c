@@ -1,62 +1,149 @@
 /*  dispatch.c - the broker's jobs, per-model queues and worker registry.
 
-    Three tables: models by name, workers by identity key, and jobs held by
-    workers by token.  A queued job sits in its model's zlistx; a held job in
-    its worker's zlistx and in the token table.  Workers are found for a
-    model by walking the model's worker list, which is short (the workers
-    that serve one model).
+    Tables: models by name, workers by identity key, and a slot table that
+    finds a held job from its token (the token carries its slot).  A queued
+    job sits in its client's lane of its model; a held job in its worker's
+    list.  Both lists are intrusive (the link is in the job), jobs come from
+    a pool and lanes stay allocated while their client is active, so that in
+    the steady state queueing, dispatching and completing a job allocate
+    nothing.  Workers are found for a model by walking the model's worker
+    list, which is short (the workers that serve one model).
 */
 #include "dispatch.h"
 
 #include "table.h"
 
+#include <stddef.h>
 #include <string.h>
 
-struct dispatch_t {
-    zhashx_t *models;    //  broker_model_t * by name
-    zhashx_t *workers;   //  broker_worker_t * by key
-    zhashx_t *held;      //  broker_job_t * by &token, jobs held by workers
-    size_t max_queue;    //  bound of each model's queue
-    uint32_t max_lost;   //  a job lost with this many workers fails
-    uint64_t next_token; //  token of the next job
-    uint64_t next_given; //  dispatch sequence number
-};
+#define SLOT_BITS 24                //  a token is (sequence << SLOT_BITS) | slot
+#define SLOTS_MAX (1u << SLOT_BITS) //  jobs alive at once, at most
+#define SPARE_MAX 1024              //  free jobs kept for reuse
+#define LANE_IDLE_US 1000000        //  an empty lane is freed after this long
+
+typedef struct job_node_t job_node_t;
 
 //  A lane: the jobs of one client for one model and priority, FIFO.  The
-//  lanes of a priority take turns, so that a client with many jobs waiting
-//  cannot make another wait behind all of them.
+//  lanes of a priority that have jobs take turns, so that a client with
+//  many jobs waiting cannot make another wait behind all of them.  An empty
+//  lane leaves the turn but stays in the model's table a while, so that a
+//  client with one job at a time does not create a lane per job.
 typedef struct {
-    zlistx_t *jobs;          //  broker_job_t *, owned while queued
-    void *handle;            //  in the model's lanes list
+    dispatch_link_t turn;    //  in the model's turns while it has jobs
+    dispatch_list_t jobs;    //  its jobs, through job_node_t.link
     uint32_t priority;       //  its priority
+    uint64_t empty_since_us; //  when it was emptied
     char key[TABLE_KEY_MAX]; //  priority and client identity, in hex
 } lane_t;
 
-//  A job's handle in the list that holds it (lane or worker) is kept by
-//  storing it beside the job: zlistx handles are stable.
-typedef struct {
+//  A job and what only the dispatcher needs
+struct job_node_t {
     broker_job_t job;
-    void *handle; //  handle in the lane or worker list holding it
-    lane_t *lane; //  the lane holding it while queued
-} job_node_t;
+    dispatch_link_t link; //  in a lane or a worker's list
+    lane_t *lane;         //  the lane holding it while queued
+    dispatch_t *owner;    //  the dispatcher whose pool it returns to
+    uint32_t slot;        //  its index in the slot table
+    job_node_t *spare;    //  next free job, while in the pool
+};
 
-static void **job_handle (broker_job_t *job)
+struct dispatch_t {
+    zhashx_t *models;     //  broker_model_t * by name
+    zhashx_t *workers;    //  broker_worker_t * by key
+    job_node_t **slots;   //  live jobs by slot; NULL where free
+    uint32_t *free_slots; //  stack of free slot indices
+    size_t n_free;        //  in that stack
+    size_t n_slots;       //  slots ever used
+    size_t slots_size;    //  allocated entries of slots and free_slots
+    job_node_t *spares;   //  free jobs
+    size_t n_spares;      //  how many
+    size_t held;          //  jobs held by workers
+    size_t max_queue;     //  bound of each model's queue
+    uint32_t max_lost;    //  a job lost with this many workers fails
+    uint64_t next_seq;    //  sequence number of the next job's token
+    uint64_t next_given;  //  dispatch sequence number
+    uint64_t lanes_swept; //  when empty lanes were last freed
+};
+
+//  --------------------------------------------------------------------------
+//  Intrusive lists
+
+static void list_init (dispatch_list_t *list)
 {
-    return &((job_node_t *)job)->handle;
+    list->head.prev = list->head.next = &list->head;
+    list->size = 0;
 }
 
-static lane_t **job_lane (broker_job_t *job)
+static bool list_empty (const dispatch_list_t *list)
 {
-    return &((job_node_t *)job)->lane;
+    return list->size == 0;
 }
+
+static void link_insert (dispatch_list_t *list, dispatch_link_t *before, dispatch_link_t *link)
+{
+    link->next = before;
+    link->prev = before->prev;
+    before->prev->next = link;
+    before->prev = link;
+    list->size++;
+}
+
+static void list_push_back (dispatch_list_t *list, dispatch_link_t *link)
+{
+    link_insert (list, &list->head, link);
+}
+
+static void list_push_front (dispatch_list_t *list, dispatch_link_t *link)
+{
+    link_insert (list, list->head.next, link);
+}
+
+static void list_remove (dispatch_list_t *list, dispatch_link_t *link)
+{
+    link->prev->next = link->next;
+    link->next->prev = link->prev;
+    link->prev = link->next = NULL;
+    list->size--;
+}
+
+static dispatch_link_t *list_first (dispatch_list_t *list)
+{
+    return list->size ? list->head.next : NULL;
+}
+
+static dispatch_link_t *list_last (dispatch_list_t *list)
+{
+    return list->size ? list->head.prev : NULL;
+}
+
+static dispatch_link_t *list_after (dispatch_list_t *list, dispatch_link_t *link)
+{
+    return link->next == &list->head ? NULL : link->next;
+}
+
+#define CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof (type, member)))
+
+static job_node_t *node_of (broker_job_t *job)
+{
+    return (job_node_t *)job;
+}
+
+static broker_job_t *job_at (dispatch_link_t *link)
+{
+    return link ? &CONTAINER_OF (link, job_node_t, link)->job : NULL;
+}
+
+static lane_t *lane_at (dispatch_link_t *link)
+{
+    return link ? CONTAINER_OF (link, lane_t, turn) : NULL;
+}
+
+//  --------------------------------------------------------------------------
 
 static void model_destroy (broker_model_t **self_p)
 {
     broker_model_t *self = *self_p;
     if (!self)
         return;
-    for (int p = 0; p < CODEC_PRIORITIES; p++)
-        zlistx_destroy (&self->lanes[p]);
     zhashx_destroy (&self->lane_of);
     zlistx_destroy (&self->workers);
     free (self);
@@ -73,18 +160,19 @@ static void job_destructor (void **item)
     dispatch_job_destroy ((broker_job_t **)item);
 }
 
-static void lane_destroy (lane_t **self_p)
-{
-    if (!*self_p)
-        return;
-    zlistx_destroy (&(*self_p)->jobs);
-    free (*self_p);
-    *self_p = NULL;
-}
-
+//  Frees a lane and the jobs still in it.
 static void lane_destructor (void **item)
 {
-    lane_destroy ((lane_t **)item);
+    lane_t *lane = *item;
+    if (!lane)
+        return;
+    broker_job_t *job;
+    while ((job = job_at (list_first (&lane->jobs)))) {
+        list_remove (&lane->jobs, &node_of (job)->link);
+        dispatch_job_destroy (&job);
+    }
+    free (lane);
+    *item = NULL;
 }
 
 static void worker_destroy (broker_worker_t **self_p)
@@ -92,8 +180,12 @@ static void worker_destroy (broker_worker_t **self_p)
     broker_worker_t *self = *self_p;
     if (!self)
         return;
+    broker_job_t *job;
+    while ((job = job_at (list_first (&self->jobs)))) {
+        list_remove (&self->jobs, &node_of (job)->link);
+        dispatch_job_destroy (&job);
+    }
     zframe_destroy (&self->identity);
-    zlistx_destroy (&self->jobs);
     free (self->models);
     free (self);
     *self_p = NULL;
@@ -111,14 +203,13 @@ dispatch_t *dispatch_new (size_t max_queue, uint32_t max_lost)
         return NULL;
     self->models = zhashx_new ();
     self->workers = zhashx_new ();
-    self->held = table_u64_new ();
-    if (!self->models || !self->workers || !self->held)
+    if (!self->models || !self->workers)
         goto err;
     zhashx_set_destructor (self->models, model_destructor);
     zhashx_set_destructor (self->workers, worker_destructor);
     self->max_queue = max_queue;
     self->max_lost = max_lost ? max_lost : 1;
-    self->next_token = 1;
+    self->next_seq = 1;
     return self;
 err:
     dispatch_destroy (&self);
@@ -130,50 +221,103 @@ void dispatch_destroy (dispatch_t **self_p)
     dispatch_t *self = *self_p;
     if (!self)
         return;
-    //  Held jobs are destroyed by their workers' lists, queued ones by
-    //  their queues
-    if (self->workers)
-        for (broker_worker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers))
-            zlistx_set_destructor (w->jobs, job_destructor);
-    zhashx_destroy (&self->held);
+    //  Held jobs go with their workers, queued ones with their lanes; both
+    //  return to the pool, which goes last
     zhashx_destroy (&self->workers);
     zhashx_destroy (&self->models);
+    while (self->spares) {
+        job_node_t *node = self->spares;
+        self->spares = node->spare;
+        free (node);
+    }
+    free (self->slots);
+    free (self->free_slots);
     free (self);
     *self_p = NULL;
 }
 
-broker_job_t *dispatch_job_new (dispatch_t *self, uint64_t id, const codec_header_t *request,
-                                zframe_t **client_p, zframe_t **payload_p, uint64_t now_us)
+//  A free slot for a new job, or -1 when none can be had.
+static int64_t slot_take (dispatch_t *self)
 {
-    job_node_t *node = calloc (1, sizeof *node);
-    if (!node)
+    if (self->n_free)
+        return self->free_slots[--self->n_free];
+    if (self->n_slots == self->slots_size) {
+        size_t size = self->slots_size ? 2 * self->slots_size : 256;
+        if (size > SLOTS_MAX)
+            return -1;
+        job_node_t **slots = realloc (self->slots, size * sizeof *slots);
+        if (!slots)
+            return -1;
+        self->slots = slots;
+        uint32_t *free_slots = realloc (self->free_slots, size * sizeof *free_slots);
+        if (!free_slots)
+            return -1;
+        self->free_slots = free_slots;
+        self->slots_size = size;
+    }
+    return (int64_t)self->n_slots++;
+}
+
+broker_job_t *dispatch_job_new (dispatch_t *self, uint64_t id, const codec_header_t *request,
+                                const void *client, size_t client_size, zmq_msg_t *payload,
+                                uint64_t now_us)
+{
+    int64_t slot = slot_take (self);
+    if (slot < 0)
         return NULL;
+    job_node_t *node = self->spares;
+    if (node) {
+        self->spares = node->spare;
+        self->n_spares--;
+    } else if (!(node = malloc (sizeof *node))) {
+        self->free_slots[self->n_free++] = (uint32_t)slot;
+        return NULL;
+    }
+    //  Clear what a job reads before it writes; the long strings and the
+    //  fail message are written when used
     broker_job_t *job = &node->job;
-    job->token = self->next_token++;
-    job->id = id;
-    snprintf (job->model, sizeof job->model, "%s", request->model);
+    job->n_outputs = 0;
+    job->outputs = NULL;
     if (request->n_outputs) {
-        job->outputs = calloc (request->n_outputs, CODEC_NAME_MAX);
+        job->outputs = malloc (request->n_outputs * CODEC_NAME_MAX);
         if (!job->outputs) {
-            free (node);
+            node->spare = self->spares;
+            self->spares = node;
+            self->n_spares++;
+            self->free_slots[self->n_free++] = (uint32_t)slot;
             return NULL;
         }
         memcpy (job->outputs, request->outputs, request->n_outputs * CODEC_NAME_MAX);
         job->n_outputs = request->n_outputs;
     }
+    node->link.prev = node->link.next = NULL;
+    node->lane = NULL;
+    node->owner = self;
+    node->slot = (uint32_t)slot;
+    self->slots[slot] = node;
+    job->token = (self->next_seq++ << SLOT_BITS) | (uint64_t)slot;
+    job->id = id;
+    job->client_size = client && client_size <= sizeof job->client ? client_size : 0;
+    if (job->client_size)
+        memcpy (job->client, client, job->client_size);
+    zmq_msg_init (&job->payload);
+    job->has_payload = payload != NULL;
+    if (payload)
+        zmq_msg_move (&job->payload, payload);
+    job->owner = NULL;
+    snprintf (job->model, sizeof job->model, "%s", request->model);
     job->received_us = now_us;
+    job->dispatched_us = 0;
+    job->lost = 0;
+    job->priority = 0;
     if (request->fields & HDR_PRIORITY)
         job->priority = request->priority < CODEC_PRIORITIES ? request->priority : 0;
+    job->deadline_us = 0;
     if (request->fields & HDR_DEADLINE_MS)
         job->deadline_us = now_us + (uint64_t)request->deadline_ms * 1000u;
-    if (client_p) {
-        job->client = *client_p;
-        *client_p = NULL;
-    }
-    if (payload_p) {
-        job->payload = *payload_p;
-        *payload_p = NULL;
-    }
+    job->worker = NULL;
+    job->fail_code = AMAAS_OK;
+    job->fail_message[0] = 0;
     return job;
 }
 
@@ -182,11 +326,30 @@ void dispatch_job_destroy (broker_job_t **job_p)
     broker_job_t *job = *job_p;
     if (!job)
         return;
-    zframe_destroy (&job->client);
-    zframe_destroy (&job->payload);
+    job_node_t *node = node_of (job);
+    dispatch_t *self = node->owner;
+    zmq_msg_close (&job->payload);
     free (job->outputs);
-    free ((job_node_t *)job);
+    job->outputs = NULL;
+    self->slots[node->slot] = NULL;
+    self->free_slots[self->n_free++] = node->slot;
+    if (self->n_spares < SPARE_MAX) {
+        node->spare = self->spares;
+        self->spares = node;
+        self->n_spares++;
+    } else
+        free (node);
     *job_p = NULL;
+}
+
+broker_job_t *dispatch_held_first (broker_worker_t *worker)
+{
+    return job_at (list_first (&worker->jobs));
+}
+
+broker_job_t *dispatch_held_next (broker_worker_t *worker, broker_job_t *job)
+{
+    return job_at (list_after (&worker->jobs, &node_of (job)->link));
 }
 
 zlistx_t *dispatch_job_list_new (void)
@@ -208,7 +371,7 @@ static void fail_job (broker_job_t *job, amaas_code_t code, zlistx_t *failed, co
     va_end (args);
     job->fail_code = code;
     job->worker = NULL;
-    *job_handle (job) = zlistx_add_end (failed, job);
+    zlistx_add_end (failed, job);
 }
 
 static broker_model_t *model_require (dispatch_t *self, const char *name)
@@ -222,11 +385,10 @@ static broker_model_t *model_require (dispatch_t *self, const char *name)
     snprintf (model->name, sizeof model->name, "%s", name);
     bool ok = (model->workers = zlistx_new ()) != NULL;
     ok &= (model->lane_of = zhashx_new ()) != NULL;
-    for (int p = 0; p < CODEC_PRIORITIES; p++) {
-        ok &= (model->lanes[p] = zlistx_new ()) != NULL;
-        if (model->lanes[p])
-            zlistx_set_destructor (model->lanes[p], lane_destructor);
-    }
+    if (model->lane_of)
+        zhashx_set_destructor (model->lane_of, lane_destructor);
+    for (int p = 0; p < CODEC_PRIORITIES; p++)
+        list_init (&model->turns[p]);
     if (!ok) {
         model_destroy (&model);
         return NULL;
@@ -238,7 +400,7 @@ static broker_model_t *model_require (dispatch_t *self, const char *name)
 //  The lane key of a job: its priority and its client's identity in hex.
 static void lane_key (const broker_job_t *job, char *key)
 {
-    table_identity_key (key, (char)('0' + job->priority), job->client);
+    table_identity_key (key, (char)('0' + job->priority), job->client, job->client_size);
 }
 
 //  Queues a job at the end of its client's lane, or, for a job coming back
@@ -246,27 +408,35 @@ static void lane_key (const broker_job_t *job, char *key)
 //  Returns 0, -1 on out-of-memory.
 static int queue_push (broker_model_t *model, broker_job_t *job, bool front)
 {
-    char key[sizeof ((lane_t *)0)->key];
+    char key[TABLE_KEY_MAX];
     lane_key (job, key);
-    zlistx_t *lanes = model->lanes[job->priority];
+    dispatch_list_t *turns = &model->turns[job->priority];
     lane_t *lane = zhashx_lookup (model->lane_of, key);
     if (!lane) {
         lane = calloc (1, sizeof *lane);
-        if (!lane || !(lane->jobs = dispatch_job_list_new ())) {
-            free (lane);
+        if (!lane)
             return -1;
-        }
+        list_init (&lane->jobs);
         memcpy (lane->key, key, sizeof key);
         lane->priority = job->priority;
-        lane->handle = front ? zlistx_add_start (lanes, lane) : zlistx_add_end (lanes, lane);
         zhashx_insert (model->lane_of, lane->key, lane);
-    } else if (front)
-        zlistx_move_start (lanes, lane->handle);
-    void *handle = front ? zlistx_add_start (lane->jobs, job) : zlistx_add_end (lane->jobs, job);
-    if (!handle)
-        return -1;
-    *job_handle (job) = handle;
-    *job_lane (job) = lane;
+    }
+    if (list_empty (&lane->jobs)) {
+        //  Its turn comes after the lanes waiting, or first for a requeue
+        if (front)
+            list_push_front (turns, &lane->turn);
+        else
+            list_push_back (turns, &lane->turn);
+    } else if (front) {
+        list_remove (turns, &lane->turn);
+        list_push_front (turns, &lane->turn);
+    }
+    job_node_t *node = node_of (job);
+    if (front)
+        list_push_front (&lane->jobs, &node->link);
+    else
+        list_push_back (&lane->jobs, &node->link);
+    node->lane = lane;
     model->queued++;
     return 0;
 }
@@ -276,33 +446,37 @@ static int queue_push (broker_model_t *model, broker_job_t *job, bool front)
 static broker_job_t *queue_head (broker_model_t *model)
 {
     for (int p = CODEC_PRIORITIES - 1; p >= 0; p--) {
-        lane_t *lane = zlistx_head (model->lanes[p]);
+        lane_t *lane = lane_at (list_first (&model->turns[p]));
         if (lane)
-            return zlistx_head (lane->jobs);
+            return job_at (list_first (&lane->jobs));
     }
     return NULL;
 }
 
-//  Takes a queued job out of its lane; a lane left empty goes away.  With
-//  rotate, the lane goes to the end of the turn.
-static void queue_take (broker_model_t *model, broker_job_t *job, bool rotate)
+//  Takes a queued job out of its lane; a lane left empty leaves the turn
+//  (it is freed later, if its client sends nothing more).  With rotate, the
+//  lane goes to the end of the turn.
+static void queue_take (broker_model_t *model, broker_job_t *job, bool rotate, uint64_t now_us)
 {
-    lane_t *lane = *job_lane (job);
-    zlistx_detach (lane->jobs, *job_handle (job));
-    *job_lane (job) = NULL;
+    job_node_t *node = node_of (job);
+    lane_t *lane = node->lane;
+    list_remove (&lane->jobs, &node->link);
+    node->lane = NULL;
     model->queued--;
-    zlistx_t *lanes = model->lanes[lane->priority];
-    if (zlistx_size (lane->jobs) == 0) {
-        zhashx_delete (model->lane_of, lane->key);
-        zlistx_delete (lanes, lane->handle);
-    } else if (rotate)
-        zlistx_move_end (lanes, lane->handle);
+    dispatch_list_t *turns = &model->turns[lane->priority];
+    if (list_empty (&lane->jobs)) {
+        list_remove (turns, &lane->turn);
+        lane->empty_since_us = now_us;
+    } else if (rotate) {
+        list_remove (turns, &lane->turn);
+        list_push_back (turns, &lane->turn);
+    }
 }
 
 //  Takes a queued job out of its lane, the turn unchanged.
-static void queue_remove (broker_model_t *model, broker_job_t *job)
+static void queue_remove (broker_model_t *model, broker_job_t *job, uint64_t now_us)
 {
-    queue_take (model, job, false);
+    queue_take (model, job, false, now_us);
 }
 
 //  Fails every queued job of a model with `code`.
@@ -311,7 +485,7 @@ static void queue_fail_all (broker_model_t *model, amaas_code_t code, zlistx_t *
 {
     broker_job_t *job;
     while ((job = queue_head (model))) {
-        queue_remove (model, job);
+        queue_remove (model, job, 0);
         fail_job (job, code, failed, "%s", message);
     }
 }
@@ -347,9 +521,10 @@ static broker_model_t **worker_unlink_models (broker_worker_t *worker, size_t *n
 //  order they were given, or into failed.
 static void worker_requeue_jobs (dispatch_t *self, broker_worker_t *worker, zlistx_t *failed)
 {
-    while (zlistx_last (worker->jobs)) {
-        broker_job_t *job = zlistx_detach_cur (worker->jobs);
-        zhashx_delete (self->held, &job->token);
+    broker_job_t *job;
+    while ((job = job_at (list_last (&worker->jobs)))) {
+        list_remove (&worker->jobs, &node_of (job)->link);
+        self->held--;
         job->worker = NULL;
         job->lost++;
         broker_model_t *model = zhashx_lookup (self->models, job->model);
@@ -391,11 +566,7 @@ broker_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfram
         if (!worker)
             return NULL;
         snprintf (worker->key, sizeof worker->key, "%s", key);
-        worker->jobs = zlistx_new ();
-        if (!worker->jobs) {
-            free (worker);
-            return NULL;
-        }
+        list_init (&worker->jobs);
         zhashx_insert (self->workers, worker->key, worker);
     }
     zframe_destroy (&worker->identity);
@@ -491,11 +662,11 @@ static broker_worker_t *pick_worker (broker_model_t *model)
 {
     broker_worker_t *best = NULL;
     for (broker_worker_t *w = zlistx_first (model->workers); w; w = zlistx_next (model->workers)) {
-        size_t held = zlistx_size (w->jobs);
+        size_t held = w->jobs.size;
         if (held >= w->credit)
             continue;
-        if (!best || held < zlistx_size (best->jobs) ||
-            (held == zlistx_size (best->jobs) && w->last_given < best->last_given))
+        if (!best || held < best->jobs.size ||
+            (held == best->jobs.size && w->last_given < best->last_given))
             best = w;
     }
     return best;
@@ -522,7 +693,7 @@ size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint6
         broker_job_t *job;
         while ((job = queue_head (model))) {
             if (expired (job, now_us)) {
-                queue_remove (model, job);
+                queue_remove (model, job, now_us);
                 fail_expired (job, now_us, failed);
                 continue;
             }
@@ -531,12 +702,12 @@ size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint6
                 break;
             if (send (job, worker, arg))
                 break;
-            queue_take (model, job, true); //  the next job comes from the next lane
+            queue_take (model, job, true, now_us); //  the next job comes from the next lane
             job->worker = worker;
             job->dispatched_us = now_us;
             worker->last_given = ++self->next_given;
-            *job_handle (job) = zlistx_add_end (worker->jobs, job);
-            zhashx_insert (self->held, &job->token, job);
+            list_push_back (&worker->jobs, &node_of (job)->link);
+            self->held++;
             sent++;
         }
     }
@@ -545,11 +716,13 @@ size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint6
 
 broker_job_t *dispatch_complete (dispatch_t *self, broker_worker_t *worker, uint64_t token)
 {
-    broker_job_t *job = zhashx_lookup (self->held, &token);
-    if (!job || job->worker != worker)
+    uint64_t slot = token & (SLOTS_MAX - 1);
+    job_node_t *node = slot < self->n_slots ? self->slots[slot] : NULL;
+    broker_job_t *job = node ? &node->job : NULL;
+    if (!job || job->token != token || job->worker != worker)
         return NULL;
-    zlistx_detach (worker->jobs, *job_handle (job));
-    zhashx_delete (self->held, &token);
+    list_remove (&worker->jobs, &node->link);
+    self->held--;
     job->worker = NULL;
     worker->done++;
     return job;
@@ -575,27 +748,54 @@ void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message
         queue_fail_all (model, code, failed, message);
 }
 
+//  Frees the lanes of a model that have been empty for LANE_IDLE_US.
+static void sweep_lanes (broker_model_t *model, uint64_t now_us)
+{
+    zlistx_t *idle = NULL;
+    for (lane_t *lane = zhashx_first (model->lane_of); lane; lane = zhashx_next (model->lane_of))
+        if (list_empty (&lane->jobs) && now_us - lane->empty_since_us >= LANE_IDLE_US) {
+            if (!idle && !(idle = zlistx_new ()))
+                return;
+            zlistx_add_end (idle, lane->key);
+        }
+    if (!idle)
+        return;
+    for (const char *key = zlistx_first (idle); key; key = zlistx_next (idle))
+        zhashx_delete (model->lane_of, key);
+    zlistx_destroy (&idle);
+}
+
 size_t dispatch_expire (dispatch_t *self, uint64_t now_us, zlistx_t *failed)
 {
     size_t count = 0;
+    bool sweep = now_us - self->lanes_swept >= LANE_IDLE_US;
+    if (sweep)
+        self->lanes_swept = now_us;
     for (broker_model_t *model = zhashx_first (self->models); model;
-         model = zhashx_next (self->models))
+         model = zhashx_next (self->models)) {
         for (int p = 0; p < CODEC_PRIORITIES; p++) {
-            //  Collect first: taking jobs out may delete lanes
-            zlistx_t *late = zlistx_new ();
-            for (lane_t *lane = zlistx_first (model->lanes[p]); lane;
-                 lane = zlistx_next (model->lanes[p]))
-                for (broker_job_t *job = zlistx_first (lane->jobs); job;
-                     job = zlistx_next (lane->jobs))
-                    if (expired (job, now_us))
-                        zlistx_add_end (late, job);
-            for (broker_job_t *job = zlistx_first (late); job; job = zlistx_next (late)) {
-                queue_remove (model, job);
-                fail_expired (job, now_us, failed);
-                count++;
+            //  Each lane's jobs, oldest first; taking the last job out of a
+            //  lane takes the lane out of the turn, so step first
+            dispatch_list_t *turns = &model->turns[p];
+            dispatch_link_t *lane_link = list_first (turns);
+            while (lane_link) {
+                lane_t *lane = lane_at (lane_link);
+                lane_link = list_after (turns, lane_link);
+                dispatch_link_t *link = list_first (&lane->jobs);
+                while (link) {
+                    broker_job_t *job = job_at (link);
+                    link = list_after (&lane->jobs, link);
+                    if (expired (job, now_us)) {
+                        queue_remove (model, job, now_us);
+                        fail_expired (job, now_us, failed);
+                        count++;
+                    }
+                }
             }
-            zlistx_destroy (&late);
         }
+        if (sweep)
+            sweep_lanes (model, now_us);
+    }
     return count;
 }
 
@@ -603,8 +803,9 @@ void dispatch_shutdown (dispatch_t *self, zlistx_t *failed)
 {
     for (broker_worker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers)) {
         broker_job_t *job;
-        while ((job = zlistx_detach (w->jobs, NULL))) {
-            zhashx_delete (self->held, &job->token);
+        while ((job = job_at (list_first (&w->jobs)))) {
+            list_remove (&w->jobs, &node_of (job)->link);
+            self->held--;
             fail_job (job, AMAAS_UNAVAILABLE, failed,
                       "the broker shut down before the job completed: retry");
         }
@@ -686,5 +887,5 @@ size_t dispatch_queued_total (dispatch_t *self)
 
 size_t dispatch_in_flight (dispatch_t *self)
 {
-    return zhashx_size (self->held);
+    return self->held;
 }

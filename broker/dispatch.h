@@ -13,6 +13,9 @@
     Every job ends in exactly one of: completed (dispatch_complete returns it),
     failed (handed back in a list with a code and a message).  The caller
     answers the client and destroys the job.
+
+    Jobs come from a pool and sit in intrusive lists: in the steady state,
+    a job that is queued, dispatched and completed allocates nothing.
 */
 #ifndef AMAAS_DISPATCH_H_INCLUDED
 #define AMAAS_DISPATCH_H_INCLUDED
@@ -26,32 +29,49 @@ typedef struct dispatch_t dispatch_t;
 typedef struct broker_model_t broker_model_t;
 typedef struct broker_worker_t broker_worker_t;
 
+//  Intrusive doubly linked lists: an item holds its own link, so putting it
+//  in a list or taking it out allocates nothing.  A list is circular around
+//  its head; an item is in at most one list through a given link.
+typedef struct dispatch_link_t {
+    struct dispatch_link_t *prev, *next;
+} dispatch_link_t;
+
 typedef struct {
-    uint64_t token;                  //  broker's own id of the job, unique
-    uint64_t id;                     //  client's job id
-    zframe_t *client;                //  client's ROUTER identity (owned)
-    zframe_t *payload;               //  inputs, forwarded untouched (owned)
-    char model[CODEC_NAME_MAX];      //  model name
-    size_t n_outputs;                //  outputs asked for, 0 = all
-    char (*outputs)[CODEC_NAME_MAX]; //  their names (owned)
-    uint64_t received_us;            //  when the broker received it
-    uint64_t dispatched_us;          //  when it was last sent to a worker
-    uint32_t lost;                   //  workers lost while holding it
-    uint32_t priority;               //  0 .. CODEC_PRIORITIES-1, higher first
-    uint64_t deadline_us;            //  answer DEADLINE_EXCEEDED after this; 0: none
-    broker_worker_t *worker;         //  worker holding it, or NULL if queued
-    amaas_code_t fail_code;          //  when failed: why
+    dispatch_link_t head;
+    size_t size;
+} dispatch_list_t;
+
+#define DISPATCH_IDENTITY_MAX 255 //  bytes of a ROUTER identity at most
+
+typedef struct {
+    uint64_t token;                        //  broker's own id of the job, unique
+    uint64_t id;                           //  client's job id
+    uint8_t client[DISPATCH_IDENTITY_MAX]; //  client's ROUTER identity
+    size_t client_size;                    //  its bytes; 0 if none
+    zmq_msg_t payload;                     //  inputs, forwarded untouched (owned)
+    bool has_payload;                      //  whether payload holds inputs
+    void *owner;                           //  the caller's record of the client, or NULL
+    char model[CODEC_NAME_MAX];            //  model name
+    size_t n_outputs;                      //  outputs asked for, 0 = all
+    char (*outputs)[CODEC_NAME_MAX];       //  their names (owned; only when asked for)
+    uint64_t received_us;                  //  when the broker received it
+    uint64_t dispatched_us;                //  when it was last sent to a worker
+    uint32_t lost;                         //  workers lost while holding it
+    uint32_t priority;                     //  0 .. CODEC_PRIORITIES-1, higher first
+    uint64_t deadline_us;                  //  answer DEADLINE_EXCEEDED after this; 0: none
+    broker_worker_t *worker;               //  worker holding it, or NULL if queued
+    amaas_code_t fail_code;                //  when failed: why
     char fail_message[CODEC_MESSAGE_MAX];
 } broker_job_t;
 
 struct broker_model_t {
-    char name[CODEC_NAME_MAX];         //  model name
-    char version[CODEC_VERSION_MAX];   //  version of the last worker that announced it
-    uint32_t width;                    //  input width the last worker announced
-    zlistx_t *lanes[CODEC_PRIORITIES]; //  per priority: one lane of jobs per client, in turn
-    zhashx_t *lane_of;                 //  lanes by priority and client identity
-    size_t queued;                     //  jobs in all its queues
-    zlistx_t *workers;                 //  broker_worker_t * that serve it
+    char name[CODEC_NAME_MAX];               //  model name
+    char version[CODEC_VERSION_MAX];         //  version of the last worker that announced it
+    uint32_t width;                          //  input width the last worker announced
+    dispatch_list_t turns[CODEC_PRIORITIES]; //  per priority: the lanes with jobs, in turn
+    zhashx_t *lane_of;                       //  lanes by priority and client identity
+    size_t queued;                           //  jobs in all its queues
+    zlistx_t *workers;                       //  broker_worker_t * that serve it
 };
 
 struct broker_worker_t {
@@ -60,7 +80,7 @@ struct broker_worker_t {
     uint32_t credit;           //  jobs it may hold
     uint32_t pid;              //  its process id
     char host[CODEC_HOST_MAX]; //  its host name
-    zlistx_t *jobs;            //  broker_job_t * it holds
+    dispatch_list_t jobs;      //  jobs it holds, in the order given
     size_t n_models;           //  models it serves
     broker_model_t **models;   //  them
     uint64_t done;             //  jobs it completed
@@ -81,11 +101,19 @@ dispatch_t *dispatch_new (size_t max_queue, uint32_t max_lost);
 //  Free the dispatcher, its workers and every job it holds.  Nulls *self_p.
 void dispatch_destroy (dispatch_t **self_p);
 
-//  New job with a fresh token; takes *client_p and *payload_p (may be NULL).
-//  NULL on out-of-memory.
+//  New job with a fresh token, from the dispatcher's pool: in the steady
+//  state no job allocates.  Copies the client identity (may be NULL), moves
+//  *payload into the job (payload may be NULL).  NULL on out-of-memory.
 broker_job_t *dispatch_job_new (dispatch_t *self, uint64_t id, const codec_header_t *request,
-                                zframe_t **client_p, zframe_t **payload_p, uint64_t now_us);
+                                const void *client, size_t client_size, zmq_msg_t *payload,
+                                uint64_t now_us);
+
+//  Give a job back to its dispatcher's pool (which must still exist).
 void dispatch_job_destroy (broker_job_t **job_p);
+
+//  Iterate over the jobs a worker holds (no change meanwhile); NULL at the end.
+broker_job_t *dispatch_held_first (broker_worker_t *worker);
+broker_job_t *dispatch_held_next (broker_worker_t *worker, broker_job_t *job);
 
 //  Register a worker from its READY header, or replace the registration of
 //  the worker with the same key (its held jobs are requeued first, into
@@ -121,7 +149,8 @@ size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint6
                       zlistx_t *failed);
 
 //  Move every queued job past its deadline to `failed` (DEADLINE_EXCEEDED).
-//  Returns how many.
+//  Also frees the lanes of clients that have had no job queued for a
+//  second.  Returns how many jobs.
 size_t dispatch_expire (dispatch_t *self, uint64_t now_us, zlistx_t *failed);
 
 //  A worker finished job `token`: returns the job, now owned by the caller,
@@ -157,7 +186,8 @@ size_t dispatch_queued (dispatch_t *self, const char *model);
 size_t dispatch_in_flight (dispatch_t *self);
 size_t dispatch_queued_total (dispatch_t *self);
 
-//  A new zlistx for `failed` lists: destroying it destroys the jobs left in it.
+//  A new zlistx for `failed` lists: destroying it destroys the jobs left in
+//  it, so destroy it before the dispatcher.
 zlistx_t *dispatch_job_list_new (void);
 
 #endif

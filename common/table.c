@@ -15,11 +15,12 @@ static int u64_compare (const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-char *table_identity_key (char *key, char tag, zframe_t *identity)
+char *table_identity_key (char *key, char tag, const void *identity, size_t size)
 {
     static const char hex[] = "0123456789ABCDEF";
-    const uint8_t *data = identity ? zframe_data (identity) : NULL;
-    size_t size = identity ? zframe_size (identity) : 0;
+    const uint8_t *data = identity;
+    if (!data)
+        size = 0;
     if (size > 255)
         size = 255;
     char *p = key;

@@ -479,6 +479,102 @@ START_TEST (test_msg_round_trip_and_refusals)
 }
 END_TEST
 
+//  Sends frames on a libzmq socket, the last without ZMQ_SNDMORE
+static void send_parts (void *sock, const char *const *parts, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_ge (zmq_send (sock, parts[i], strlen (parts[i]), i + 1 < n ? ZMQ_SNDMORE : 0),
+                          0);
+}
+
+START_TEST (test_frames_recv_parse_and_send)
+{
+    zsock_t *a = zsock_new_pair ("@inproc://codec-frames");
+    zsock_t *b = zsock_new_pair (">inproc://codec-frames");
+    void *sa = zsock_resolve (a), *sb = zsock_resolve (b);
+    codec_frames_t in = {0};
+    //  Nothing waiting: -1 at once, nothing held
+    ck_assert_int_eq (codec_frames_recv (&in, sb), -1);
+    ck_assert_uint_eq (in.n, 0);
+
+    //  A REQUEST sent with codec_send_frames: the payload is shared and
+    //  stays the sender's
+    codec_header_t h = {0}, out = {0};
+    h.fields = HDR_ID;
+    h.id = 9;
+    codec_header_set_model (&h, "linear");
+    double d[2] = {0.5, 1};
+    codec_tensor_t t = tensor ("input", AMAAS_FP64, 2, 1, d, sizeof d);
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    ck_assert_int_eq (codec_tensors_pack (&t, 1, &sbuf), 0);
+    zmq_msg_t payload;
+    zmq_msg_init_size (&payload, sbuf.size);
+    memcpy (zmq_msg_data (&payload), sbuf.data, sbuf.size);
+    ck_assert_int_eq (codec_send_frames (sa, NULL, 0, CMD_REQUEST, &h, &payload), 0);
+    ck_assert_uint_eq (zmq_msg_size (&payload), sbuf.size);
+    ck_assert_int_eq (codec_send_frames (sa, NULL, 0, CMD_REQUEST, &h, &payload), 0);
+    zmq_msg_close (&payload);
+    for (int round = 0; round < 2; round++) {
+        ck_assert_int_eq (codec_frames_recv (&in, sb), 0);
+        ck_assert_uint_eq (in.count, 4);
+        codec_cmd_t cmd;
+        zmq_msg_t *got;
+        ck_assert_int_eq (codec_frames_parse (&in, 0, &cmd, &out, &got, err, sizeof err), 0);
+        ck_assert_int_eq (cmd, CMD_REQUEST);
+        ck_assert_uint_eq (out.id, 9);
+        ck_assert_str_eq (out.model, "linear");
+        ck_assert_ptr_eq (got, &in.frames[3]);
+        ck_assert_uint_eq (zmq_msg_size (got), sbuf.size);
+        ck_assert_mem_eq (zmq_msg_data (got), sbuf.data, sbuf.size);
+        codec_frames_close (&in);
+        ck_assert_uint_eq (in.n, 0);
+    }
+
+    //  Parsing after an identity frame: index 1 on
+    const char *routed[] = {"ID", CODEC_SIGNATURE, "\x05", "\x81\xa2id\x07"};
+    send_parts (sa, routed, 4);
+    ck_assert_int_eq (codec_frames_recv (&in, sb), 0);
+    codec_cmd_t cmd;
+    zmq_msg_t *got;
+    ck_assert_int_eq (codec_frames_parse (&in, 1, &cmd, &out, &got, err, sizeof err), 0);
+    ck_assert_int_eq (cmd, CMD_PING);
+    ck_assert_uint_eq (out.id, 7);
+    ck_assert_ptr_null (got);
+    codec_frames_close (&in);
+
+    //  Seven frames: those past CODEC_MAX_FRAMES are dropped but counted,
+    //  and the message is refused
+    const char *many[] = {CODEC_SIGNATURE, "\x01", "\x80", "p", "x", "y", "z"};
+    send_parts (sa, many, 7);
+    ck_assert_int_eq (codec_frames_recv (&in, sb), 0);
+    ck_assert_uint_eq (in.count, 7);
+    ck_assert_uint_eq (in.n, CODEC_MAX_FRAMES);
+    ck_assert_int_eq (codec_frames_parse (&in, 0, &cmd, &out, &got, err, sizeof err), -1);
+    ck_assert_ptr_nonnull (strstr (err, "frame count"));
+    codec_frames_close (&in);
+
+    //  Another protocol
+    const char *http[] = {"GET / HTTP/1.1"};
+    send_parts (sa, http, 1);
+    ck_assert_int_eq (codec_frames_recv (&in, sb), 0);
+    ck_assert_int_eq (codec_frames_parse (&in, 0, &cmd, &out, &got, err, sizeof err), -1);
+    ck_assert_ptr_nonnull (strstr (err, "signature"));
+    codec_frames_close (&in);
+    //  Identity alone: nothing to parse
+    const char *alone[] = {"ID"};
+    send_parts (sa, alone, 1);
+    ck_assert_int_eq (codec_frames_recv (&in, sb), 0);
+    ck_assert_int_eq (codec_frames_parse (&in, 1, &cmd, &out, &got, err, sizeof err), -1);
+    codec_frames_close (&in);
+
+    msgpack_sbuffer_destroy (&sbuf);
+    codec_header_reset (&out);
+    zsock_destroy (&b);
+    zsock_destroy (&a);
+}
+END_TEST
+
 START_TEST (test_random_bytes)
 {
     //  Random buffers, and random mutations of a valid payload: never a
@@ -553,6 +649,7 @@ int main (void)
     tcase_add_test (tc, test_tensors_refused);
     tcase_add_test (tc, test_tensor_fields_refused);
     tcase_add_test (tc, test_msg_round_trip_and_refusals);
+    tcase_add_test (tc, test_frames_recv_parse_and_send);
     tcase_add_test (tc, test_random_bytes);
     tcase_add_test (tc, test_names);
     suite_add_tcase (s, tc);

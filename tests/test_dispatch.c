@@ -53,7 +53,7 @@ static broker_job_t *new_job (dispatch_t *d, const char *model, uint64_t id)
 {
     codec_header_t request = {0};
     codec_header_set_model (&request, model);
-    return dispatch_job_new (d, id, &request, NULL, NULL, 0);
+    return dispatch_job_new (d, id, &request, NULL, 0, NULL, 0);
 }
 
 //  Submits a job that must be accepted
@@ -315,7 +315,7 @@ START_TEST (test_priorities)
     add_worker (d, "w1", "m", 10, failed);
     for (uint64_t i = 0; i < 6; i++) {
         request.priority = levels[i];
-        broker_job_t *job = dispatch_job_new (d, i, &request, NULL, NULL, 0);
+        broker_job_t *job = dispatch_job_new (d, i, &request, NULL, 0, NULL, 0);
         ck_assert_int_eq (dispatch_submit (d, job, NULL), AMAAS_OK);
     }
     ck_assert_uint_eq (dispatch_queued (d, "m"), 6);
@@ -328,7 +328,7 @@ START_TEST (test_priorities)
     add_worker (small, "w", "m", 1, failed);
     for (uint64_t i = 0; i < 3; i++) {
         request.priority = (uint32_t)i;
-        broker_job_t *job = dispatch_job_new (small, i, &request, NULL, NULL, 0);
+        broker_job_t *job = dispatch_job_new (small, i, &request, NULL, 0, NULL, 0);
         amaas_code_t code = dispatch_submit (small, job, NULL);
         ck_assert_int_eq (code, i < 2 ? AMAAS_OK : AMAAS_RESOURCE_EXHAUSTED);
         if (code != AMAAS_OK)
@@ -351,11 +351,11 @@ START_TEST (test_deadlines)
     //  Received at t = 1 s: job 1 with 100 ms, job 2 with 5 s, job 3 none
     request.fields |= HDR_DEADLINE_MS;
     request.deadline_ms = 100;
-    broker_job_t *j1 = dispatch_job_new (d, 1, &request, NULL, NULL, 1000000);
+    broker_job_t *j1 = dispatch_job_new (d, 1, &request, NULL, 0, NULL, 1000000);
     request.deadline_ms = 5000;
-    broker_job_t *j2 = dispatch_job_new (d, 2, &request, NULL, NULL, 1000000);
+    broker_job_t *j2 = dispatch_job_new (d, 2, &request, NULL, 0, NULL, 1000000);
     request.fields &= ~(uint32_t)HDR_DEADLINE_MS;
-    broker_job_t *j3 = dispatch_job_new (d, 3, &request, NULL, NULL, 1000000);
+    broker_job_t *j3 = dispatch_job_new (d, 3, &request, NULL, 0, NULL, 1000000);
     ck_assert_uint_eq (j1->deadline_us, 1100000);
     ck_assert_uint_eq (j3->deadline_us, 0);
     ck_assert_int_eq (dispatch_submit (d, j1, NULL), AMAAS_OK);
@@ -384,8 +384,7 @@ static broker_job_t *job_from (dispatch_t *d, const char *who, uint64_t id)
 {
     codec_header_t request = {0};
     codec_header_set_model (&request, "m");
-    zframe_t *client = zframe_new (who, strlen (who));
-    return dispatch_job_new (d, id, &request, &client, NULL, 0);
+    return dispatch_job_new (d, id, &request, who, strlen (who), NULL, 0);
 }
 
 START_TEST (test_clients_take_turns)
@@ -430,6 +429,53 @@ START_TEST (test_clients_take_turns)
 }
 END_TEST
 
+//  Jobs come from a pool: a finished job's slot is reused, and its old
+//  token no longer finds anything.  A client's empty lane is kept a while
+//  and freed when it has been idle for a second.
+START_TEST (test_pool_tokens_and_idle_lanes)
+{
+    dispatch_t *d = dispatch_new (100, 2);
+    zlistx_t *failed = dispatch_job_list_new ();
+    sent_t sent = {0};
+    broker_worker_t *w = add_worker (d, "w1", "m", 1, failed);
+    broker_model_t *m = dispatch_model_first (d);
+    uint64_t now = 5000000; //  µs
+    uint64_t tokens[50];
+    for (uint64_t i = 0; i < 50; i++) {
+        ck_assert_int_eq (dispatch_submit (d, job_from (d, "A", 1 + i), NULL), AMAAS_OK);
+        ck_assert_uint_eq (dispatch_pump (d, record, &sent, now, failed), 1);
+        tokens[i] = sent.job[i]->token;
+        for (uint64_t j = 0; j < i; j++)
+            ck_assert_uint_ne (tokens[j], tokens[i]);
+        //  Every earlier token, its slot reused, is stale
+        for (uint64_t j = 0; j < i; j++)
+            ck_assert_ptr_null (dispatch_complete (d, w, tokens[j]));
+        broker_job_t *done = dispatch_complete (d, w, tokens[i]);
+        ck_assert_ptr_eq (done, sent.job[i]);
+        ck_assert_uint_eq (done->id, 1 + i);
+        ck_assert_ptr_null (dispatch_complete (d, w, tokens[i])); //  only once
+        dispatch_job_destroy (&done);
+    }
+    ck_assert_uint_eq (dispatch_in_flight (d), 0);
+    //  A token whose slot is out of range, or garbage, finds nothing
+    ck_assert_ptr_null (dispatch_complete (d, w, 0));
+    ck_assert_ptr_null (dispatch_complete (d, w, UINT64_MAX));
+    //  A's lane outlived its jobs; idle for 0.5 s it stays, for 1.5 s it goes
+    ck_assert_uint_eq (zhashx_size (m->lane_of), 1);
+    ck_assert_uint_eq (dispatch_expire (d, now + 500000, failed), 0);
+    ck_assert_uint_eq (zhashx_size (m->lane_of), 1);
+    ck_assert_uint_eq (dispatch_expire (d, now + 1500000, failed), 0);
+    ck_assert_uint_eq (zhashx_size (m->lane_of), 0);
+    //  and the client is served as before
+    ck_assert_int_eq (dispatch_submit (d, job_from (d, "A", 99), NULL), AMAAS_OK);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, now, failed), 1);
+    ck_assert_uint_eq (sent.job[50]->id, 99);
+    ck_assert_uint_eq (zlistx_size (failed), 0);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d); //  frees the held job
+}
+END_TEST
+
 int main (void)
 {
     Suite *s = suite_create ("dispatch");
@@ -445,6 +491,7 @@ int main (void)
     tcase_add_test (tc, test_priorities);
     tcase_add_test (tc, test_deadlines);
     tcase_add_test (tc, test_clients_take_turns);
+    tcase_add_test (tc, test_pool_tokens_and_idle_lanes);
     suite_add_tcase (s, tc);
     SRunner *sr = srunner_create (s);
     srunner_run_all (sr, CK_NORMAL);
