@@ -694,8 +694,8 @@ static msgpack_zone *thread_zone (void)
 //  Checks the bounds of buf, then unpacks it into *object, which lives in
 //  the thread's zone until release_zone.  Returns 0, or -1 with "WHAT:
 //  reason".
-static int unpack_checked (const void *buf, size_t size, msgpack_object *object,
-                           const char *what, char *err, size_t err_size)
+static int unpack_checked (const void *buf, size_t size, msgpack_object *object, const char *what,
+                           char *err, size_t err_size)
 {
     char why[CODEC_MESSAGE_MAX];
     size_t offset = 0;
@@ -866,8 +866,7 @@ void codec_frames_close (codec_frames_t *self)
 }
 
 int codec_frames_parse (codec_frames_t *self, size_t first, codec_cmd_t *cmd,
-                        codec_header_t *header, zmq_msg_t **payload_p, char *err,
-                        size_t err_size)
+                        codec_header_t *header, zmq_msg_t **payload_p, char *err, size_t err_size)
 {
     const uint8_t *data[CODEC_MAX_FRAMES];
     size_t size[CODEC_MAX_FRAMES];

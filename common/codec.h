@@ -185,8 +185,7 @@ void codec_frames_close (codec_frames_t *self);
 //  As codec_msg_parse, on the frames from index `first` (1 after a ROUTER
 //  identity).  *payload_p points to the payload frame, still held by self.
 int codec_frames_parse (codec_frames_t *self, size_t first, codec_cmd_t *cmd,
-                        codec_header_t *header, zmq_msg_t **payload_p, char *err,
-                        size_t err_size);
+                        codec_header_t *header, zmq_msg_t **payload_p, char *err, size_t err_size);
 
 //  As codec_send, on a libzmq socket with an identity given as bytes, and
 //  a payload as a zmq_msg_t that libzmq shares (no copy) and that stays the
