@@ -5,52 +5,93 @@
     is what lets the library resend it, with the same id, when an attempt
     gets no answer in time or comes back UNAVAILABLE, and drop a second
     answer to a job already answered.  Pending jobs sit in a table by id and
-    in a list ordered by when their attempt times out.
+    in one of two timer lists, each ordered by when its jobs are due: the
+    attempts waiting for an answer, and the jobs waiting out a backoff after
+    UNAVAILABLE.  Every attempt waits as long, so a new one goes to the end
+    of its list: timers cost O(1) per job.
 
     All waiting goes through pump(), which reads the socket, fires the
     retry timers, and parks results that nobody asked for yet in a FIFO that
     amaas_recv serves first; so pipelined and synchronous calls mix freely
     on one client.
+
+    The path of a job allocates only its payload and its result: finished
+    pending jobs are kept for reuse, the inputs are packed into a buffer
+    reused from job to job, each attempt shares the payload with libzmq by
+    reference, replies are read as zmq_msg_t frames without czmq objects,
+    and a result is one block (the caller frees it with
+    amaas_result_destroy).  The socket is read without a poll while
+    messages are waiting; pump polls only when there is nothing to read.
 */
 #include "amaas.h"
 
 #include <czmq.h>
+#include <errno.h>
+#include <poll.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "clock.h"
 #include "codec.h"
 #include "curve.h"
-#include "table.h"
 
 #define BACKOFF_FIRST_MS 50 //  first wait before resending an UNAVAILABLE job
 #define BACKOFF_MAX_MS 2000
+#define TABLE_FIRST_SLOTS 64 //  slots of the pending table at first; a power of two
 
+typedef struct pending_t pending_t;
+
+//  Pending jobs in order of when they are due
 typedef struct {
+    pending_t *first; //  due first
+    pending_t *last;  //  due last
+} timers_t;
+
+struct pending_t {
     uint64_t id;                     //  job id, also the table key
     char model[CODEC_NAME_MAX];      //  model name
+    size_t model_len;                //  its length
     char version[CODEC_VERSION_MAX]; //  required version, or ""
     uint32_t priority;               //  0..3
     uint32_t deadline_ms;            //  budget from the first send, 0 = none
-    zframe_t *payload;               //  encoded inputs, kept for resends
+    zmq_msg_t payload;               //  encoded inputs, kept for resends
     int64_t first_sent_ms;           //  first attempt
     int64_t next_try_ms;             //  resend (or give up) then
     int attempts;                    //  attempts sent
     int backoff_ms;                  //  next wait after UNAVAILABLE
-    void *handle;                    //  in the timers list
-} pending_t;
+    timers_t *timers;                //  timer list it is in, or NULL
+    pending_t *prev, *next;          //  neighbours in it (next: in the pool)
+};
+
+//  Pending jobs by id: open addressing with linear probing, at most half
+//  full, so that a lookup reads one or two slots
+typedef struct {
+    pending_t **slots; //  NULL where free
+    size_t mask;       //  slots - 1; slots is a power of two
+    int shift;         //  64 - log2 (slots), for the hash
+    size_t count;      //  jobs in the table
+} table_t;
 
 struct amaas_client_t {
-    zsock_t *sock;          //  DEALER to the broker's frontend
-    int timeout_ms;         //  default wait of recv and predict
-    int attempts;           //  most attempts per job
-    int attempt_timeout_ms; //  resend after this long without an answer
-    uint64_t next_id;       //  id of the next job
-    zhashx_t *pending;      //  pending_t * by &id
-    zlistx_t *timers;       //  pending_t *, by next_try_ms
-    zlistx_t *parked;       //  amaas_result_t * ready for the caller
-    codec_header_t header;  //  header of the message at hand
-    uint64_t resent;        //  attempts resent
-    uint64_t duplicates;    //  answers dropped as duplicates
+    zsock_t *sock;               //  DEALER to the broker's frontend
+    void *socket;                //  its libzmq socket
+    int fd;                      //  its ZMQ_FD, readable when libzmq has news
+    int timeout_ms;              //  default wait of recv and predict
+    int attempts;                //  most attempts per job
+    int attempt_timeout_ms;      //  resend after this long without an answer
+    uint64_t next_id;            //  id of the next job
+    table_t pending;             //  pending_t * by id
+    timers_t attempt_timers;     //  jobs waiting for an answer
+    timers_t backoff_timers;     //  jobs waiting to be resent after UNAVAILABLE
+    pending_t *pool;             //  finished pending_t's for reuse, linked by next
+    amaas_result_t *parked;      //  results ready for the caller, linked by _priv
+    amaas_result_t *parked_last; //  the last of them
+    codec_frames_t frames;       //  message at hand
+    codec_header_t header;       //  header of the message at hand
+    codec_header_t out;          //  header of the message being sent
+    msgpack_sbuffer packed;      //  inputs being encoded, reused
+    uint64_t resent;             //  attempts resent
+    uint64_t duplicates;         //  answers dropped as duplicates
 };
 
 static void set_error (amaas_error_t *err, amaas_code_t code, const char *fmt, ...)
@@ -67,25 +108,264 @@ static void set_error (amaas_error_t *err, amaas_code_t code, const char *fmt, .
     va_end (args);
 }
 
-static void result_destructor (void **item)
+//  --------------------------------------------------------------------------
+//  Pending jobs by id
+
+//  Makes an empty table of `slots` slots (a power of two).  Returns 0, -1
+//  on out-of-memory.
+static int table_init (table_t *self, size_t slots)
 {
-    amaas_result_destroy ((amaas_result_t **)item);
+    self->slots = calloc (slots, sizeof *self->slots);
+    if (!self->slots)
+        return -1;
+    self->mask = slots - 1;
+    self->shift = 64 - __builtin_ctzll (slots);
+    self->count = 0;
+    return 0;
 }
 
-static int timer_compare (const void *a, const void *b)
+//  Slot where job `id` belongs (Fibonacci hashing).  Cannot fail.
+static size_t table_home (const table_t *self, uint64_t id)
 {
-    int64_t x = ((const pending_t *)a)->next_try_ms, y = ((const pending_t *)b)->next_try_ms;
-    return x < y ? -1 : x > y;
+    return (size_t)((id * 0x9E3779B97F4A7C15ULL) >> self->shift) & self->mask;
 }
 
-static void pending_destroy (pending_t **self_p)
+//  Slot that holds job `id`, or the free slot where it would go.
+static size_t table_slot (const table_t *self, uint64_t id)
 {
-    if (!*self_p)
+    size_t i = table_home (self, id);
+    while (self->slots[i] && self->slots[i]->id != id)
+        i = (i + 1) & self->mask;
+    return i;
+}
+
+//  The pending job `id`, or NULL.
+static pending_t *table_lookup (const table_t *self, uint64_t id)
+{
+    return self->slots[table_slot (self, id)];
+}
+
+//  Adds a job not in the table yet, doubling the table when it is half
+//  full.  Returns 0; -1 on out-of-memory, and nothing is changed.
+static int table_insert (table_t *self, pending_t *p)
+{
+    if ((self->count + 1) * 2 > self->mask + 1) {
+        table_t grown;
+        if (table_init (&grown, (self->mask + 1) * 2))
+            return -1;
+        for (size_t i = 0; i <= self->mask; i++)
+            if (self->slots[i])
+                grown.slots[table_slot (&grown, self->slots[i]->id)] = self->slots[i];
+        grown.count = self->count;
+        free (self->slots);
+        *self = grown;
+    }
+    self->slots[table_slot (self, p->id)] = p;
+    self->count++;
+    return 0;
+}
+
+//  Removes job `id` if it is there.  The jobs after it in its run move back
+//  into the hole when their home slot allows, so that no lookup stops
+//  short of them.  Cannot fail.
+static void table_delete (table_t *self, uint64_t id)
+{
+    size_t hole = table_slot (self, id);
+    if (!self->slots[hole])
         return;
-    zframe_destroy (&(*self_p)->payload);
-    free (*self_p);
-    *self_p = NULL;
+    self->slots[hole] = NULL;
+    self->count--;
+    for (size_t i = (hole + 1) & self->mask; self->slots[i]; i = (i + 1) & self->mask) {
+        size_t home = table_home (self, self->slots[i]->id);
+        if (((i - home) & self->mask) >= ((i - hole) & self->mask)) {
+            self->slots[hole] = self->slots[i];
+            self->slots[i] = NULL;
+            hole = i;
+        }
+    }
 }
+
+//  --------------------------------------------------------------------------
+//  Timers
+
+//  Takes a job out of its timer list, if it is in one.  Cannot fail.
+static void timer_cancel (pending_t *p)
+{
+    timers_t *list = p->timers;
+    if (!list)
+        return;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        list->first = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        list->last = p->prev;
+    p->timers = NULL;
+    p->prev = p->next = NULL;
+}
+
+//  Moves a job into `list`, due at at_ms.  It is placed from the end of
+//  the list: at the end, in one step, when it is due no earlier than the
+//  rest.  Cannot fail.
+static void timer_set (timers_t *list, pending_t *p, int64_t at_ms)
+{
+    timer_cancel (p);
+    p->next_try_ms = at_ms;
+    pending_t *before = list->last;
+    while (before && before->next_try_ms > at_ms)
+        before = before->prev;
+    p->timers = list;
+    p->prev = before;
+    p->next = before ? before->next : list->first;
+    if (p->next)
+        p->next->prev = p;
+    else
+        list->last = p;
+    if (before)
+        before->next = p;
+    else
+        list->first = p;
+}
+
+//  The job due first in either list, or NULL.
+static pending_t *timer_first (const amaas_client_t *self)
+{
+    pending_t *a = self->attempt_timers.first, *b = self->backoff_timers.first;
+    if (!a || (b && b->next_try_ms < a->next_try_ms))
+        return b;
+    return a;
+}
+
+//  --------------------------------------------------------------------------
+//  Results
+
+//  A result in one block, with its outputs' data (each aligned for any
+//  type) and strings after it; outs may be NULL when n is 0.  Error code
+//  AMAAS_OK and an empty message.  NULL on out-of-memory.
+static amaas_result_t *result_new (uint64_t id, const char *model, const char *version,
+                                   const codec_tensor_t *outs, size_t n)
+{
+    const size_t align = _Alignof(max_align_t);
+    size_t model_len = strlen (model), version_len = strlen (version);
+    size_t at = sizeof (amaas_result_t) + n * sizeof (amaas_tensor_t);
+    size_t text = model_len + 1 + version_len + 1;
+    for (size_t i = 0; i < n; i++) {
+        at = (at + align - 1) / align * align + outs[i].size;
+        text += outs[i].name_len + 1;
+    }
+    char *block = malloc (at + text);
+    if (!block)
+        return NULL;
+    amaas_result_t *r = (amaas_result_t *)block;
+    memset (r, 0, sizeof *r);
+    r->id = id;
+    r->n_outputs = n;
+    r->outputs = n ? (amaas_tensor_t *)(block + sizeof *r) : NULL;
+    at = sizeof (amaas_result_t) + n * sizeof (amaas_tensor_t);
+    char *string = block + at;
+    for (size_t i = 0; i < n; i++) {
+        at = (at + align - 1) / align * align;
+        if (outs[i].size)
+            memcpy (block + at, outs[i].data, outs[i].size);
+        amaas_tensor_t *t = &r->outputs[i];
+        t->data = block + at;
+        t->size = outs[i].size;
+        t->datatype = outs[i].datatype;
+        t->ndim = outs[i].ndim;
+        memcpy (t->shape, outs[i].shape, sizeof t->shape);
+        at += outs[i].size;
+        string = block + at;
+    }
+    for (size_t i = 0; i < n; i++) {
+        memcpy (string, outs[i].name, outs[i].name_len);
+        string[outs[i].name_len] = 0;
+        r->outputs[i].name = string;
+        string += outs[i].name_len + 1;
+    }
+    r->model = memcpy (string, model, model_len + 1);
+    r->version = memcpy (string + model_len + 1, version, version_len + 1);
+    return r;
+}
+
+//  A result made by the library itself (no answer from the service).  NULL
+//  on out-of-memory.
+static amaas_result_t *local_result (const pending_t *p, amaas_code_t code, const char *message)
+{
+    amaas_result_t *r = result_new (p->id, p->model, "", NULL, 0);
+    if (!r)
+        return NULL;
+    r->error.code = code;
+    snprintf (r->error.message, sizeof r->error.message, "%s", message);
+    return r;
+}
+
+//  Builds a result from the REPLY (or ERROR) whose header is self->header
+//  and whose payload, if any, is `payload`.  NULL on out-of-memory.
+static amaas_result_t *result_from (amaas_client_t *self, zmq_msg_t *payload)
+{
+    codec_header_t *h = &self->header;
+    codec_tensor_t outs[CODEC_MAX_TENSORS];
+    char why[CODEC_MESSAGE_MAX];
+    int n = 0;
+    if (h->code == AMAAS_OK && payload)
+        n = codec_tensors_decode (zmq_msg_data (payload), zmq_msg_size (payload), outs,
+                                  CODEC_MAX_TENSORS, UINT64_MAX / 16, why, sizeof why);
+    amaas_result_t *result = result_new (h->id, h->model, h->version, outs, n > 0 ? (size_t)n : 0);
+    if (!result) {
+        //  Out of memory for the outputs: say so, if memory allows that
+        result = result_new (h->id, h->model, h->version, NULL, 0);
+        if (!result)
+            return NULL;
+        n = 0;
+        h->code = AMAAS_INTERNAL;
+        snprintf (h->message, sizeof h->message, "client out of memory");
+    }
+    result->error.code = (amaas_code_t)h->code;
+    memcpy (result->error.message, h->message, strnlen (h->message, sizeof h->message - 1));
+    result->queue_us = h->queue_us;
+    result->compute_us = h->compute_us;
+    result->batch = h->batch;
+    if (n < 0) {
+        result->error.code = AMAAS_INTERNAL;
+        snprintf (result->error.message, sizeof result->error.message,
+                  "the broker sent outputs the client cannot read: %.200s", why);
+    }
+    return result;
+}
+
+//  Parks a result for the caller, at the end of the FIFO.  Cannot fail.
+static void park (amaas_client_t *self, amaas_result_t *r)
+{
+    r->_priv = NULL;
+    if (self->parked_last)
+        self->parked_last->_priv = r;
+    else
+        self->parked = r;
+    self->parked_last = r;
+}
+
+//  Takes the parked result of job `id` (0: the oldest of any), or NULL.
+static amaas_result_t *take_parked (amaas_client_t *self, uint64_t id)
+{
+    amaas_result_t *prev = NULL;
+    for (amaas_result_t *r = self->parked; r; prev = r, r = r->_priv)
+        if (id == 0 || r->id == id) {
+            if (prev)
+                prev->_priv = r->_priv;
+            else
+                self->parked = r->_priv;
+            if (self->parked_last == r)
+                self->parked_last = prev;
+            r->_priv = NULL;
+            return r;
+        }
+    return NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Jobs
 
 void amaas_set_timeout (amaas_client_t *self, int timeout_ms)
 {
@@ -100,7 +380,7 @@ void amaas_set_retry (amaas_client_t *self, int attempts, int attempt_timeout_ms
 
 size_t amaas_pending (const amaas_client_t *self)
 {
-    return zhashx_size (self->pending);
+    return self->pending.count;
 }
 
 void amaas_stats (const amaas_client_t *self, uint64_t *resent, uint64_t *duplicates)
@@ -114,48 +394,20 @@ void amaas_stats (const amaas_client_t *self, uint64_t *resent, uint64_t *duplic
 //  Sends a header-only command.  Returns 0 or -1.
 static int send_command (amaas_client_t *self, codec_cmd_t cmd, uint64_t id)
 {
-    codec_header_t *h = &self->header;
-    codec_header_reset (h);
+    codec_header_t *h = &self->out;
     h->fields = HDR_ID;
     h->id = id;
-    zmsg_t *msg = codec_msg_new (cmd, h, NULL);
-    if (!msg || zmsg_send (&msg, self->sock)) {
-        zmsg_destroy (&msg);
-        return -1;
-    }
-    return 0;
+    return codec_send_frames (self->socket, NULL, 0, cmd, h, NULL);
 }
 
-//  Moves a pending job in the timers list to its new next_try_ms.
-static void timer_set (amaas_client_t *self, pending_t *p, int64_t at_ms)
-{
-    p->next_try_ms = at_ms;
-    if (p->handle)
-        zlistx_reorder (self->timers, p->handle, false);
-    else
-        p->handle = zlistx_insert (self->timers, p, false);
-}
-
-//  A result made by the library itself (no answer from the service).
-static amaas_result_t *local_result (const pending_t *p, amaas_code_t code, const char *message)
-{
-    amaas_result_t *r = calloc (1, sizeof *r);
-    if (!r)
-        return NULL;
-    r->id = p->id;
-    r->error.code = code;
-    snprintf (r->error.message, sizeof r->error.message, "%s", message);
-    r->model = strdup (p->model);
-    r->version = strdup ("");
-    return r;
-}
-
-//  Forgets a pending job.
+//  Forgets a pending job and keeps it for reuse.  Cannot fail.
 static void pending_finish (amaas_client_t *self, pending_t *p)
 {
-    zlistx_detach (self->timers, p->handle);
-    zhashx_delete (self->pending, &p->id);
-    pending_destroy (&p);
+    timer_cancel (p);
+    table_delete (&self->pending, p->id);
+    zmq_msg_close (&p->payload);
+    p->next = self->pool;
+    self->pool = p;
 }
 
 //  The job ends here with a result the library made; parked for the caller.
@@ -164,22 +416,22 @@ static void pending_fail (amaas_client_t *self, pending_t *p, amaas_code_t code,
 {
     amaas_result_t *r = local_result (p, code, message);
     if (r)
-        zlistx_add_end (self->parked, r);
+        park (self, r);
     pending_finish (self, p);
 }
 
-//  Sends one attempt of a pending job.  The deadline counts from the first
-//  attempt: a resend carries what is left of it.
-static void send_attempt (amaas_client_t *self, pending_t *p)
+//  Sends one attempt of a pending job, at `now`.  The deadline counts from
+//  the first attempt: a resend carries what is left of it.
+static void send_attempt (amaas_client_t *self, pending_t *p, int64_t now)
 {
-    int64_t now = clock_now_ms ();
-    codec_header_t *h = &self->header;
-    codec_header_reset (h);
-    h->fields = HDR_ID;
+    codec_header_t *h = &self->out;
+    h->fields = HDR_ID | HDR_MODEL;
     h->id = p->id;
-    codec_header_set_model (h, p->model);
-    if (*p->version)
-        codec_header_set_version (h, p->version);
+    memcpy (h->model, p->model, p->model_len + 1);
+    if (*p->version) {
+        h->fields |= HDR_VERSION;
+        snprintf (h->version, sizeof h->version, "%s", p->version);
+    }
     if (p->priority) {
         h->fields |= HDR_PRIORITY;
         h->priority = p->priority;
@@ -194,78 +446,18 @@ static void send_attempt (amaas_client_t *self, pending_t *p)
         h->fields |= HDR_DEADLINE_MS;
         h->deadline_ms = (uint32_t)left;
     }
-    zframe_t *payload = zframe_dup (p->payload);
-    zmsg_t *msg = codec_msg_new (CMD_REQUEST, h, &payload);
-    zframe_destroy (&payload);
     //  A send that fails (it cannot, with no high-water mark, short of
     //  out-of-memory) is handled like a lost attempt: it times out
-    if (msg && zmsg_send (&msg, self->sock))
-        zmsg_destroy (&msg);
+    codec_send_frames (self->socket, NULL, 0, CMD_REQUEST, h, &p->payload);
     p->attempts++;
-    timer_set (self, p, now + self->attempt_timeout_ms);
+    timer_set (&self->attempt_timers, p, now + self->attempt_timeout_ms);
 }
 
-//  Builds a result from a REPLY (or ERROR) message.  NULL on out-of-memory
-//  or for a message that is not a reply.
-static amaas_result_t *result_from (amaas_client_t *self, zmsg_t *msg, codec_cmd_t cmd)
+//  A REPLY or ERROR arrived, its header in self->header: hand it on, retry
+//  it, or drop it as a duplicate.
+static void on_reply (amaas_client_t *self, zmq_msg_t *payload)
 {
-    codec_header_t *h = &self->header;
-    zframe_t *payload = zmsg_size (msg) == 4 ? zmsg_last (msg) : NULL;
-    char why[CODEC_MESSAGE_MAX];
-    if (cmd != CMD_REPLY && cmd != CMD_ERROR)
-        return NULL;
-    amaas_result_t *result = calloc (1, sizeof *result);
-    if (!result)
-        return NULL;
-    result->id = h->id;
-    result->error.code = (amaas_code_t)h->code;
-    snprintf (result->error.message, sizeof result->error.message, "%s", h->message);
-    result->model = strdup (h->model);
-    result->version = strdup (h->version);
-    result->queue_us = h->queue_us;
-    result->compute_us = h->compute_us;
-    result->batch = h->batch;
-    if (h->code != AMAAS_OK || !payload)
-        return result;
-    codec_tensor_t outs[CODEC_MAX_TENSORS];
-    int n = codec_tensors_decode (zframe_data (payload), zframe_size (payload), outs,
-                                  CODEC_MAX_TENSORS, UINT64_MAX / 16, why, sizeof why);
-    if (n < 0) {
-        result->error.code = AMAAS_INTERNAL;
-        snprintf (result->error.message, sizeof result->error.message,
-                  "the broker sent outputs the client cannot read: %.200s", why);
-        return result;
-    }
-    result->outputs = calloc ((size_t)n, sizeof (amaas_tensor_t));
-    if (!result->outputs)
-        goto oom;
-    result->n_outputs = (size_t)n;
-    for (int i = 0; i < n; i++) {
-        amaas_tensor_t *t = &result->outputs[i];
-        char *name = strndup (outs[i].name, outs[i].name_len);
-        //  Own, aligned copy: the frame's bytes need not be aligned
-        void *data = malloc (outs[i].size ? outs[i].size : 1);
-        t->name = name;
-        t->data = data;
-        if (!name || !data)
-            goto oom;
-        memcpy (data, outs[i].data, outs[i].size);
-        t->datatype = outs[i].datatype;
-        t->ndim = outs[i].ndim;
-        memcpy (t->shape, outs[i].shape, sizeof t->shape);
-        t->size = outs[i].size;
-    }
-    return result;
-oom:
-    result->error.code = AMAAS_INTERNAL;
-    snprintf (result->error.message, sizeof result->error.message, "client out of memory");
-    return result;
-}
-
-//  A REPLY or ERROR arrived: hand it on, retry it, or drop it as a duplicate.
-static void on_reply (amaas_client_t *self, zmsg_t *msg, codec_cmd_t cmd)
-{
-    pending_t *p = zhashx_lookup (self->pending, &self->header.id);
+    pending_t *p = table_lookup (&self->pending, self->header.id);
     if (!p) {
         //  An answer to a job already answered (a resend crossed a late
         //  answer), or to nothing we sent: never shown to the caller
@@ -274,26 +466,25 @@ static void on_reply (amaas_client_t *self, zmsg_t *msg, codec_cmd_t cmd)
     }
     if (self->header.code == AMAAS_UNAVAILABLE && p->attempts < self->attempts) {
         //  Worker lost, broker restarting: try again after a backoff
-        timer_set (self, p, clock_now_ms () + p->backoff_ms);
+        timer_set (&self->backoff_timers, p, clock_now_ms () + p->backoff_ms);
         p->backoff_ms = p->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : p->backoff_ms * 2;
         return;
     }
-    amaas_result_t *result = result_from (self, msg, cmd);
+    amaas_result_t *result = result_from (self, payload);
     if (result)
-        zlistx_add_end (self->parked, result);
+        park (self, result);
     pending_finish (self, p);
 }
 
-//  Fires the timers that are due: resend, or give up.
-static void on_timers (amaas_client_t *self)
+//  Fires the timers due at `now`: resend, or give up.
+static void on_timers (amaas_client_t *self, int64_t now)
 {
-    int64_t now = clock_now_ms ();
     pending_t *p;
-    while ((p = zlistx_first (self->timers)) && p->next_try_ms <= now) {
+    while ((p = timer_first (self)) && p->next_try_ms <= now) {
         if (p->attempts < self->attempts) {
             if (p->attempts > 0)
                 self->resent++;
-            send_attempt (self, p);
+            send_attempt (self, p, now);
         } else {
             char message[CODEC_MESSAGE_MAX];
             snprintf (message, sizeof message, "no answer from the broker after %d attempt%s",
@@ -303,58 +494,67 @@ static void on_timers (amaas_client_t *self)
     }
 }
 
-//  Takes the parked result of job `id` (0: the oldest of any), or NULL.
-static amaas_result_t *take_parked (amaas_client_t *self, uint64_t id)
+//  Handles the message in self->frames, then releases it.  Returns true if
+//  it is the control answer waited for (ctl_cmd with id ctl_id, or an
+//  ERROR), its header left in self->header.
+static bool on_message (amaas_client_t *self, codec_cmd_t ctl_cmd, uint64_t ctl_id)
 {
-    for (amaas_result_t *r = zlistx_first (self->parked); r; r = zlistx_next (self->parked))
-        if (id == 0 || r->id == id)
-            return zlistx_detach_cur (self->parked);
-    return NULL;
+    codec_cmd_t cmd;
+    zmq_msg_t *payload;
+    char why[CODEC_MESSAGE_MAX];
+    bool answer = false;
+    if (codec_frames_parse (&self->frames, 0, &cmd, &self->header, &payload, why, sizeof why) ==
+        0) {
+        //  An ERROR while waiting for a control answer is the answer: the
+        //  broker refused what we sent (e.g. our key)
+        if (ctl_cmd && ((cmd == ctl_cmd && self->header.id == ctl_id) || cmd == CMD_ERROR))
+            answer = true;
+        else if (cmd == CMD_REPLY || cmd == CMD_ERROR)
+            on_reply (self, payload);
+    }
+    codec_frames_close (&self->frames);
+    return answer;
 }
 
 //  Reads the socket and runs the timers until a result for `id` (0: any
 //  job) is ready, or, when ctl_cmd is set, until a message of that command
-//  with id ctl_id arrives (returned in *ctl_p), or until until_ms.
-static amaas_result_t *pump (amaas_client_t *self, uint64_t id, int64_t until_ms,
-                             codec_cmd_t ctl_cmd, uint64_t ctl_id, zmsg_t **ctl_p)
+//  with id ctl_id arrives (then *answered is set, and its header is in
+//  self->header), or for timeout_ms.
+//
+//  A message waiting is read at once.  Only when a read finds none does
+//  pump wait, in poll(2) on the socket's ZMQ_FD: that read has taken in
+//  libzmq's pending commands, so the FD signals the next message (zmq_poll
+//  would cost several more system calls per wait).
+static amaas_result_t *pump (amaas_client_t *self, uint64_t id, int timeout_ms, codec_cmd_t ctl_cmd,
+                             uint64_t ctl_id, bool *answered)
 {
+    int64_t now = clock_now_ms ();
+    int64_t until_ms = now + timeout_ms;
     while (true) {
-        on_timers (self);
+        on_timers (self, now);
         if (!ctl_cmd) {
             amaas_result_t *r = take_parked (self, id);
             if (r)
                 return r;
         }
-        int64_t now = clock_now_ms ();
         if (now >= until_ms)
             return NULL;
-        int64_t wake = until_ms;
-        pending_t *first = zlistx_first (self->timers);
-        if (first && first->next_try_ms < wake)
-            wake = first->next_try_ms;
-        zmq_pollitem_t item = {zsock_resolve (self->sock), 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll (&item, 1, (long)(wake > now ? wake - now : 0));
-        if (rc < 0 && zmq_errno () != EINTR)
-            return NULL;
-        if (rc <= 0)
-            continue;
-        zmsg_t *msg = zmsg_recv (self->sock);
-        if (!msg)
-            continue;
-        codec_cmd_t cmd;
-        zframe_t *payload;
-        char why[CODEC_MESSAGE_MAX];
-        if (codec_msg_parse (msg, &cmd, &self->header, &payload, why, sizeof why) == 0) {
-            //  An ERROR while waiting for a control answer is the answer: the
-            //  broker refused what we sent (e.g. our key)
-            if (ctl_cmd && ((cmd == ctl_cmd && self->header.id == ctl_id) || cmd == CMD_ERROR)) {
-                *ctl_p = msg;
+        if (codec_frames_recv (&self->frames, self->socket) == 0) {
+            if (on_message (self, ctl_cmd, ctl_id)) {
+                *answered = true;
                 return NULL;
             }
-            if (cmd == CMD_REPLY || cmd == CMD_ERROR)
-                on_reply (self, msg, cmd);
-        }
-        zmsg_destroy (&msg);
+        } else if (zmq_errno () == EAGAIN) {
+            int64_t wake = until_ms;
+            pending_t *first = timer_first (self);
+            if (first && first->next_try_ms < wake)
+                wake = first->next_try_ms;
+            struct pollfd item = {self->fd, POLLIN, 0};
+            if (poll (&item, 1, (int)(wake > now ? wake - now : 0)) < 0 && errno != EINTR)
+                return NULL;
+        } else if (zmq_errno () != EINTR)
+            return NULL;
+        now = clock_now_ms ();
     }
 }
 
@@ -370,16 +570,14 @@ static amaas_client_t *connect_with (const char *endpoint, int timeout_ms, const
     self->attempts = 3;
     self->attempt_timeout_ms = 2000;
     self->next_id = 1;
-    self->parked = zlistx_new ();
-    self->timers = zlistx_new ();
-    self->pending = table_u64_new ();
+    msgpack_sbuffer_init (&self->packed);
     self->sock = zsock_new (ZMQ_DEALER);
-    if (!self->parked || !self->timers || !self->pending || !self->sock) {
+    if (table_init (&self->pending, TABLE_FIRST_SLOTS) || !self->sock) {
         set_error (err, AMAAS_INTERNAL, "cannot create a ZeroMQ socket");
         goto err;
     }
-    zlistx_set_destructor (self->parked, result_destructor);
-    zlistx_set_comparator (self->timers, timer_compare);
+    self->socket = zsock_resolve (self->sock);
+    self->fd = zsock_fd (self->sock);
     zsock_set_linger (self->sock, 0);
     zsock_set_sndhwm (self->sock, 0);
     zsock_set_rcvhwm (self->sock, 0);
@@ -396,18 +594,15 @@ static amaas_client_t *connect_with (const char *endpoint, int timeout_ms, const
     }
     //  ZeroMQ connects in the background: a PING proves the broker is there
     uint64_t id = self->next_id++;
-    zmsg_t *pong = NULL;
+    bool pong = false;
     if (send_command (self, CMD_PING, id) == 0)
-        pump (self, 0, clock_now_ms () + self->timeout_ms, CMD_PONG, id, &pong);
+        pump (self, 0, self->timeout_ms, CMD_PONG, id, &pong);
     if (pong && self->header.fields & HDR_CODE && self->header.code != AMAAS_OK) {
         set_error (err, (amaas_code_t)self->header.code, "%s", self->header.message);
-        zmsg_destroy (&pong);
         goto err;
     }
-    if (pong) {
-        zmsg_destroy (&pong);
+    if (pong)
         return self;
-    }
     set_error (err, AMAAS_UNAVAILABLE, "no amaas broker answered at %s within %d ms", endpoint,
                self->timeout_ms);
 err:
@@ -437,14 +632,23 @@ void amaas_close (amaas_client_t **self_p)
     if (!self)
         return;
     zsock_destroy (&self->sock);
-    if (self->timers) {
-        pending_t *p;
-        while ((p = zlistx_detach (self->timers, NULL)))
-            pending_destroy (&p);
+    for (size_t i = 0; self->pending.slots && i <= self->pending.mask; i++) {
+        pending_t *p = self->pending.slots[i];
+        if (p) {
+            zmq_msg_close (&p->payload);
+            free (p);
+        }
     }
-    zlistx_destroy (&self->timers);
-    zhashx_destroy (&self->pending);
-    zlistx_destroy (&self->parked);
+    free (self->pending.slots);
+    while (self->pool) {
+        pending_t *p = self->pool;
+        self->pool = p->next;
+        free (p);
+    }
+    amaas_result_t *r;
+    while ((r = take_parked (self, 0)))
+        amaas_result_destroy (&r);
+    msgpack_sbuffer_destroy (&self->packed);
     codec_header_reset (&self->header);
     free (self);
     *self_p = NULL;
@@ -453,7 +657,8 @@ void amaas_close (amaas_client_t **self_p)
 uint64_t amaas_send_opts (amaas_client_t *self, const char *model, const amaas_tensor_t *inputs,
                           size_t n_inputs, const amaas_options_t *opts, amaas_error_t *err)
 {
-    if (!model || !*model || strlen (model) >= CODEC_NAME_MAX) {
+    size_t model_len = model ? strlen (model) : 0;
+    if (model_len == 0 || model_len >= CODEC_NAME_MAX) {
         set_error (err, AMAAS_INVALID_ARGUMENT, "model name must be 1..%d bytes",
                    CODEC_NAME_MAX - 1);
         return 0;
@@ -475,41 +680,68 @@ uint64_t amaas_send_opts (amaas_client_t *self, const char *model, const amaas_t
     for (size_t i = 0; i < n_inputs; i++) {
         const amaas_tensor_t *in = &inputs[i];
         codec_tensor_t *t = &tensors[i];
-        if (in->ndim < 1 || in->ndim > AMAAS_MAX_DIMS || !in->name || !*in->name ||
-            strlen (in->name) >= CODEC_NAME_MAX || in->datatype <= AMAAS_DTYPE_INVALID ||
+        size_t name_len = in->name ? strlen (in->name) : 0;
+        if (in->ndim < 1 || in->ndim > AMAAS_MAX_DIMS || name_len == 0 ||
+            name_len >= CODEC_NAME_MAX || in->datatype <= AMAAS_DTYPE_INVALID ||
             in->datatype > AMAAS_BYTES || (in->size && !in->data)) {
             set_error (err, AMAAS_INVALID_ARGUMENT,
                        "input %zu needs a name, a datatype, 1..%d dimensions and its data", i,
                        AMAAS_MAX_DIMS);
             return 0;
         }
-        memset (t, 0, sizeof *t);
         t->name = in->name;
-        t->name_len = strlen (in->name);
+        t->name_len = name_len;
         t->datatype = in->datatype;
         t->ndim = in->ndim;
         memcpy (t->shape, in->shape, sizeof t->shape);
+        t->elements = 0;
         t->data = in->data;
         t->size = in->size;
     }
-    pending_t *p = calloc (1, sizeof *p);
-    if (!p || !(p->payload = codec_tensors_encode (tensors, n_inputs))) {
-        free (p);
+    //  Encode into the reused buffer, then into the payload the job keeps
+    self->packed.size = 0;
+    pending_t *p = self->pool;
+    if (p)
+        self->pool = p->next;
+    else
+        p = malloc (sizeof *p);
+    if (!p || codec_tensors_pack (tensors, n_inputs, &self->packed) ||
+        zmq_msg_init_size (&p->payload, self->packed.size)) {
+        if (p) {
+            p->next = self->pool;
+            self->pool = p;
+        }
         set_error (err, AMAAS_INTERNAL, "out of memory");
         return 0;
     }
-    p->id = self->next_id++;
-    snprintf (p->model, sizeof p->model, "%s", model);
+    memcpy (zmq_msg_data (&p->payload), self->packed.data, self->packed.size);
+    p->id = self->next_id;
+    if (table_insert (&self->pending, p)) {
+        zmq_msg_close (&p->payload);
+        p->next = self->pool;
+        self->pool = p;
+        set_error (err, AMAAS_INTERNAL, "out of memory");
+        return 0;
+    }
+    self->next_id++;
+    memcpy (p->model, model, model_len + 1);
+    p->model_len = model_len;
+    p->version[0] = 0;
+    p->priority = p->deadline_ms = 0;
     if (opts) {
-        snprintf (p->version, sizeof p->version, "%s", opts->version ? opts->version : "");
+        if (opts->version)
+            snprintf (p->version, sizeof p->version, "%s", opts->version);
         p->priority = opts->priority;
         p->deadline_ms = opts->deadline_ms;
     }
-    p->first_sent_ms = clock_now_ms ();
+    int64_t now = clock_now_ms ();
+    p->first_sent_ms = now;
+    p->attempts = 0;
     p->backoff_ms = BACKOFF_FIRST_MS;
-    zhashx_insert (self->pending, &p->id, p);
+    p->timers = NULL;
+    p->prev = p->next = NULL;
     uint64_t id = p->id;
-    send_attempt (self, p);
+    send_attempt (self, p, now);
     return id;
 }
 
@@ -523,7 +755,7 @@ amaas_result_t *amaas_recv (amaas_client_t *self, int timeout_ms, amaas_error_t 
 {
     if (timeout_ms < 0)
         timeout_ms = self->timeout_ms;
-    amaas_result_t *r = pump (self, 0, clock_now_ms () + timeout_ms, 0, 0, NULL);
+    amaas_result_t *r = pump (self, 0, timeout_ms, 0, 0, NULL);
     if (!r)
         set_error (err, AMAAS_DEADLINE_EXCEEDED, "no result within %d ms (%zu jobs pending)",
                    timeout_ms, amaas_pending (self));
@@ -536,10 +768,10 @@ amaas_result_t *amaas_predict (amaas_client_t *self, const char *model,
     uint64_t id = amaas_send (self, model, inputs, n_inputs, err);
     if (!id)
         return NULL;
-    amaas_result_t *r = pump (self, id, clock_now_ms () + self->timeout_ms, 0, 0, NULL);
+    amaas_result_t *r = pump (self, id, self->timeout_ms, 0, 0, NULL);
     if (!r) {
         //  Given up: forget the job, so that a late answer is dropped
-        pending_t *p = zhashx_lookup (self->pending, &id);
+        pending_t *p = table_lookup (&self->pending, id);
         if (p)
             pending_finish (self, p);
         set_error (err, AMAAS_DEADLINE_EXCEEDED, "no result for job %" PRIu64 " within %d ms", id,
@@ -550,17 +782,8 @@ amaas_result_t *amaas_predict (amaas_client_t *self, const char *model,
 
 void amaas_result_destroy (amaas_result_t **self_p)
 {
-    amaas_result_t *self = *self_p;
-    if (!self)
-        return;
-    for (size_t i = 0; i < self->n_outputs; i++) {
-        free ((char *)self->outputs[i].name);
-        free ((void *)self->outputs[i].data);
-    }
-    free (self->outputs);
-    free (self->model);
-    free (self->version);
-    free (self);
+    //  One block: result_new
+    free (*self_p);
     *self_p = NULL;
 }
 
@@ -575,20 +798,18 @@ const amaas_tensor_t *amaas_result_output (const amaas_result_t *self, const cha
 int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max, amaas_error_t *err)
 {
     uint64_t id = self->next_id++;
-    zmsg_t *reply = NULL;
+    bool answered = false;
     if (send_command (self, CMD_MODELS, id) == 0)
-        pump (self, 0, clock_now_ms () + self->timeout_ms, CMD_MODELS_REPLY, id, &reply);
-    if (!reply) {
+        pump (self, 0, self->timeout_ms, CMD_MODELS_REPLY, id, &answered);
+    if (!answered) {
         set_error (err, AMAAS_UNAVAILABLE, "the broker did not answer within %d ms",
                    self->timeout_ms);
         return -1;
     }
     if (self->header.fields & HDR_CODE && self->header.code != AMAAS_OK) {
         set_error (err, (amaas_code_t)self->header.code, "%s", self->header.message);
-        zmsg_destroy (&reply);
         return -1;
     }
-    zmsg_destroy (&reply);
     //  self->header still holds the reply's header
     size_t n = self->header.n_models;
     for (size_t i = 0; i < n && i < max; i++) {
