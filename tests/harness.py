@@ -24,7 +24,7 @@ import time
 
 class Cluster:
     def __init__(self, build_dir, models_dir, workers=1, heartbeat_ms=500,
-                 broker_args=(), worker_args=(), ready_timeout=15.0, cli_args=()):
+                 broker_args=(), worker_args=(), ready_timeout=15.0, cli_args=(), env=None):
         self.build_dir = os.path.abspath(build_dir)
         self.models_dir = models_dir
         self.n_workers = workers
@@ -32,6 +32,7 @@ class Cluster:
         self.broker_args = list(broker_args)
         self.worker_args = list(worker_args)
         self.cli_args = list(cli_args)  # e.g. CURVE keys for `amaas models`
+        self.env = dict(os.environ, **env) if env else None  # broker and workers only
         self.ready_timeout = ready_timeout
         self.tmp = tempfile.mkdtemp(prefix="amaas-test-")
         self.broker = None
@@ -49,7 +50,7 @@ class Cluster:
         self._log_files.append(path)
         self._last_spawn = time.monotonic()
         return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, env=self.env)
 
     def start_broker(self):
         ep_file = os.path.join(self.tmp, "endpoints")

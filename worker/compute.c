@@ -1,33 +1,46 @@
 /*  compute.c - the worker's compute thread, with dynamic batching.
 
-    Jobs arrive on the actor's pipe in the order the broker sent them.  The
-    thread takes the oldest job, then every other job for the same model
+    Jobs arrive on the incoming queue in the order the broker sent them.
+    The thread takes the oldest job, then every other job for the same model
     that is already waiting (and, with a batch delay, that arrives within
     it), up to the model's batch size in rows.  Each job's inputs are
     checked on their own, and a job that fails a check is answered at once;
     the rows of the others are stacked into the workspace's input buffer,
     the model runs once (one GEMM per dense layer for the whole batch), and
-    the outputs are cut back into one RESULT per job.  Jobs for other models
+    the outputs are cut back into one result per job.  Jobs for other models
     keep their place for the next round.
 
-    Inputs are decoded in place (pointers into the JOB's payload frame);
-    buffers are the workspace's and the batch's own, reused from batch to
-    batch.
+    Answered jobs gather on the thread's own list and go to the finished
+    queue together, after each batch and before any wait or model run (so
+    that errors are not held up): one lock, and at most one wake-up of the
+    I/O thread, for a batch of results.  The I/O
+    thread is woken through an eventfd only when it has not been woken
+    already; the compute thread waits on its condition variable only when
+    it has nothing to do, and is signalled only then.
+
+    Nothing is allocated per job: jobs come from a pool, inputs are decoded
+    in place (pointers into the JOB's payload), outputs are packed into one
+    buffer reused from job to job and copied into the job's result message,
+    and the workspace's buffers are reused from batch to batch.
 */
 #include "compute.h"
 
+#include <errno.h>
 #include <pthread.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "log.h"
 
 #define MAX_BATCH_JOBS 1024 //  jobs in one batch, whatever their rows
 #define COMPUTE_NICE 5      //  the compute thread's priority below the I/O thread
+#define WAIT_FOREVER UINT64_MAX
 
 //  A job taking part in a batch
 typedef struct {
@@ -37,50 +50,172 @@ typedef struct {
     size_t first_row;     //  where its rows start in the batch
 } member_t;
 
-//  The compute thread's state
-typedef struct {
+struct compute_t {
     compute_config_t *config;
-    model_workspace_t *ws;
-    zsock_t *pipe;
-    zlistx_t *waiting; //  wrk_job_t * received, not yet computed, in order
-    member_t members[MAX_BATCH_JOBS];
+    pthread_t thread;
+    int wake_fd; //  eventfd: readable when finished jobs wait
+    //  Shared by both threads, under lock
+    pthread_mutex_t lock;
+    pthread_cond_t arrived; //  jobs came, or stop was asked
+    wrk_queue_t incoming;   //  submitted, not yet seen by the compute thread
+    wrk_queue_t finished;   //  answered, not yet taken by the I/O thread
+    bool sleeping;          //  the compute thread waits on arrived
+    bool woken;             //  wake_fd written, finished not yet taken
+    bool stop;              //  the compute thread is to stop
+    //  The I/O thread's
+    wrk_job_t *pool; //  jobs free for reuse, linked by next
+    wrk_job_t *all;  //  every job allocated, linked by all
+    //  The compute thread's
+    bool stopping;            //  stop seen
+    wrk_queue_t waiting;      //  received, not yet computed, in order
+    wrk_queue_t answered;     //  answered, not yet on the finished queue
+    model_workspace_t *ws;    //  buffers of the model runs
+    msgpack_sbuffer packed;   //  a job's outputs, encoded
     size_t *byte_offsets;     //  BYTES outputs: offset of each row
     size_t byte_offsets_size; //  entries allocated
-    bool terminated;          //  $TERM received
-} compute_t;
+    member_t members[MAX_BATCH_JOBS];
+};
 
-wrk_job_t *wrk_job_new (const codec_header_t *header, zframe_t **payload_p, uint64_t now_us)
+void wrk_queue_push (wrk_queue_t *self, wrk_job_t *job)
 {
-    wrk_job_t *self = calloc (1, sizeof *self);
-    if (!self)
-        return NULL;
-    self->token = header->job;
-    snprintf (self->model, sizeof self->model, "%s", header->model);
-    if (header->n_outputs) {
-        self->outputs = calloc (header->n_outputs, CODEC_NAME_MAX);
-        if (!self->outputs) {
-            free (self);
-            return NULL;
-        }
-        memcpy (self->outputs, header->outputs, header->n_outputs * CODEC_NAME_MAX);
-        self->n_outputs = header->n_outputs;
-    }
-    if (header->fields & HDR_DEADLINE_MS)
-        self->deadline_us = now_us + (uint64_t)header->deadline_ms * 1000u;
-    self->payload = *payload_p;
-    *payload_p = NULL;
-    return self;
+    job->next = NULL;
+    if (self->last)
+        self->last->next = job;
+    else
+        self->first = job;
+    self->last = job;
 }
 
-void wrk_job_destroy (wrk_job_t **self_p)
+//  Moves every job of from to the end of self.  Cannot fail.
+static void queue_append (wrk_queue_t *self, wrk_queue_t *from)
 {
-    wrk_job_t *self = *self_p;
-    if (!self)
+    if (!from->first)
         return;
-    zframe_destroy (&self->payload);
-    free (self->outputs);
-    free (self);
-    *self_p = NULL;
+    if (self->last)
+        self->last->next = from->first;
+    else
+        self->first = from->first;
+    self->last = from->last;
+    from->first = from->last = NULL;
+}
+
+//  Takes job, which follows prev (NULL: job is first), out of self.
+static void queue_unlink (wrk_queue_t *self, wrk_job_t *prev, wrk_job_t *job)
+{
+    if (prev)
+        prev->next = job->next;
+    else
+        self->first = job->next;
+    if (self->last == job)
+        self->last = prev;
+    job->next = NULL;
+}
+
+wrk_job_t *compute_job_take (compute_t *self)
+{
+    wrk_job_t *job = self->pool;
+    if (job)
+        self->pool = job->next;
+    else {
+        job = malloc (sizeof *job);
+        if (!job)
+            return NULL;
+        zmq_msg_init (&job->payload);
+        zmq_msg_init (&job->result);
+        job->all = self->all;
+        self->all = job;
+    }
+    job->next = NULL;
+    job->token = job->connection = job->deadline_us = job->compute_us = 0;
+    job->model[0] = 0;
+    job->n_outputs = 0;
+    job->served_by = NULL;
+    job->code = AMAAS_OK;
+    job->message[0] = 0;
+    job->batch = 0;
+    return job;
+}
+
+void compute_job_give_back (compute_t *self, wrk_job_t *job)
+{
+    //  Closing releases the bytes; an empty message holds nothing
+    zmq_msg_close (&job->payload);
+    zmq_msg_init (&job->payload);
+    zmq_msg_close (&job->result);
+    zmq_msg_init (&job->result);
+    job->next = self->pool;
+    self->pool = job;
+}
+
+void compute_submit (compute_t *self, wrk_queue_t *jobs)
+{
+    if (!jobs->first)
+        return;
+    pthread_mutex_lock (&self->lock);
+    queue_append (&self->incoming, jobs);
+    if (self->sleeping) {
+        self->sleeping = false;
+        pthread_cond_signal (&self->arrived);
+    }
+    pthread_mutex_unlock (&self->lock);
+}
+
+wrk_job_t *compute_take_finished (compute_t *self)
+{
+    //  Clears the eventfd.  EAGAIN (it was not written) is no matter:
+    //  whatever is finished is taken
+    uint64_t count;
+    ssize_t rc = read (self->wake_fd, &count, sizeof count);
+    (void)rc;
+    pthread_mutex_lock (&self->lock);
+    wrk_job_t *jobs = self->finished.first;
+    self->finished.first = self->finished.last = NULL;
+    self->woken = false;
+    pthread_mutex_unlock (&self->lock);
+    return jobs;
+}
+
+int compute_wake_fd (compute_t *self)
+{
+    return self->wake_fd;
+}
+
+//  Compute thread: moves the answered jobs to the finished queue, and wakes
+//  the I/O thread unless it is woken already.
+static void publish (compute_t *self)
+{
+    if (!self->answered.first)
+        return;
+    pthread_mutex_lock (&self->lock);
+    queue_append (&self->finished, &self->answered);
+    bool wake = !self->woken;
+    self->woken = true;
+    pthread_mutex_unlock (&self->lock);
+    uint64_t one = 1;
+    if (wake && write (self->wake_fd, &one, sizeof one) < 0)
+        log_error ("cannot wake the I/O thread error=\"%s\"", strerror (errno));
+}
+
+//  Compute thread: moves the jobs submitted to the waiting list; if none
+//  came, waits for them until `until_us` (monotonic; 0: not at all,
+//  WAIT_FOREVER: no limit) or until stop is asked.
+static void receive (compute_t *self, uint64_t until_us)
+{
+    pthread_mutex_lock (&self->lock);
+    if (!self->incoming.first && !self->stop && until_us) {
+        self->sleeping = true;
+        if (until_us == WAIT_FOREVER)
+            pthread_cond_wait (&self->arrived, &self->lock);
+        else {
+            struct timespec until = {.tv_sec = (time_t)(until_us / 1000000),
+                                     .tv_nsec = (long)(until_us % 1000000) * 1000};
+            pthread_cond_timedwait (&self->arrived, &self->lock, &until);
+        }
+        self->sleeping = false;
+    }
+    queue_append (&self->waiting, &self->incoming);
+    self->stopping = self->stop;
+    pthread_mutex_unlock (&self->lock);
 }
 
 static model_t *find_model (const compute_config_t *config, const char *name, size_t *index)
@@ -94,45 +229,16 @@ static model_t *find_model (const compute_config_t *config, const char *name, si
     return NULL;
 }
 
-//  Builds a job's RESULT message; outputs may be NULL (error).
-static zmsg_t *result_msg (const wrk_job_t *job, const model_t *model, amaas_code_t code,
-                           const char *message, uint64_t compute_us, uint32_t batch,
-                           zframe_t **outputs_p)
-{
-    codec_header_t r;
-    memset (&r, 0, sizeof r);
-    r.fields = HDR_JOB | HDR_CODE | HDR_COMPUTE_US;
-    r.job = job->token;
-    r.code = code;
-    r.compute_us = compute_us;
-    if (model) {
-        codec_header_set_model (&r, model_name (model));
-        codec_header_set_version (&r, model_version (model));
-    }
-    if (code != AMAAS_OK) {
-        codec_header_set_message (&r, "%s", message);
-        log_debug ("job failed model=%s code=%s error=\"%s\"", job->model, amaas_code_name (code),
-                   message);
-    } else {
-        r.fields |= HDR_BATCH;
-        r.batch = batch;
-    }
-    return codec_msg_new (CMD_RESULT, &r, outputs_p);
-}
-
-static void send_result (compute_t *self, zmsg_t **msg_p)
-{
-    if (*msg_p && zmsg_send (msg_p, self->pipe))
-        zmsg_destroy (msg_p);
-}
-
-//  Answers a job with an error and destroys it.
-static void fail_job (compute_t *self, wrk_job_t **job_p, const model_t *model, amaas_code_t code,
+//  Answers a job with an error (its result holds no outputs).
+static void fail_job (compute_t *self, wrk_job_t *job, const model_t *model, amaas_code_t code,
                       const char *message)
 {
-    zmsg_t *msg = result_msg (*job_p, model, code, message, 0, 0, NULL);
-    send_result (self, &msg);
-    wrk_job_destroy (job_p);
+    job->served_by = model;
+    job->code = code;
+    snprintf (job->message, sizeof job->message, "%s", message);
+    log_debug ("job failed model=%s code=%s error=\"%s\"", job->model, amaas_code_name (code),
+               message);
+    wrk_queue_push (&self->answered, job);
 }
 
 //  Checks a job against its model: one input of the right shape and
@@ -148,8 +254,8 @@ static amaas_code_t check_job (const compute_config_t *config, const model_t *mo
     }
     codec_tensor_t inputs[CODEC_MAX_TENSORS];
     char why[CODEC_MESSAGE_MAX];
-    int n = codec_tensors_decode (zframe_data (job->payload), zframe_size (job->payload), inputs,
-                                  CODEC_MAX_TENSORS, config->max_elements, why, sizeof why);
+    int n = codec_tensors_decode (zmq_msg_data (&job->payload), zmq_msg_size (&job->payload),
+                                  inputs, CODEC_MAX_TENSORS, config->max_elements, why, sizeof why);
     if (n < 0) {
         snprintf (err, err_size, "%s", why);
         return AMAAS_INVALID_ARGUMENT;
@@ -217,11 +323,12 @@ static int bytes_offsets (compute_t *self, const model_output_t *out, size_t row
     return 0;
 }
 
-//  Cuts a member's rows out of the batch outputs and encodes them.
-static zframe_t *member_outputs (compute_t *self, const model_t *model, const member_t *m,
-                                 const model_output_t *outs, size_t batch_rows)
+//  Cuts a member's rows out of the batch outputs and encodes them into its
+//  job's result.  Returns 0, -1 on out-of-memory.
+static int member_outputs (compute_t *self, const model_t *model, const member_t *m,
+                           const model_output_t *outs, size_t batch_rows)
 {
-    const wrk_job_t *job = m->job;
+    wrk_job_t *job = m->job;
     size_t n_outputs = model_output_count (model);
     size_t wanted = job->n_outputs ? job->n_outputs : n_outputs;
     codec_tensor_t results[CODEC_MAX_OUTPUTS];
@@ -241,7 +348,7 @@ static zframe_t *member_outputs (compute_t *self, const model_t *model, const me
         t->shape[1] = o->shape[1];
         if (o->datatype == AMAAS_BYTES) {
             if (bytes_offsets (self, o, batch_rows))
-                return NULL;
+                return -1;
             size_t start = self->byte_offsets[m->first_row];
             t->data = (const uint8_t *)o->data + start;
             t->size = self->byte_offsets[m->first_row + m->rows] - start;
@@ -251,7 +358,15 @@ static zframe_t *member_outputs (compute_t *self, const model_t *model, const me
             t->size = m->rows * row_bytes;
         }
     }
-    return codec_tensors_encode (results, wanted);
+    self->packed.size = 0;
+    if (codec_tensors_pack (results, wanted, &self->packed))
+        return -1;
+    if (zmq_msg_init_size (&job->result, self->packed.size)) {
+        zmq_msg_init (&job->result); //  empty again, as the pool expects
+        return -1;
+    }
+    memcpy (zmq_msg_data (&job->result), self->packed.data, self->packed.size);
+    return 0;
 }
 
 //  Computes the members [0, n) of a batch for one model and answers each.
@@ -275,57 +390,29 @@ static void run_batch (compute_t *self, model_t *model, size_t n, size_t rows)
     self->config->batches++;
     for (size_t i = 0; i < n; i++) {
         member_t *m = &self->members[i];
-        zframe_t *outputs = rc == 0 ? member_outputs (self, model, m, outs, rows) : NULL;
-        zmsg_t *msg;
-        if (outputs)
-            msg = result_msg (m->job, model, AMAAS_OK, NULL, compute_us, (uint32_t)n, &outputs);
-        else
-            msg = result_msg (m->job, model, AMAAS_INTERNAL,
-                              rc ? err : "out of memory encoding the outputs", compute_us, 0, NULL);
-        zframe_destroy (&outputs);
-        send_result (self, &msg);
-        wrk_job_destroy (&m->job);
+        m->job->compute_us = compute_us;
+        if (rc == 0 && member_outputs (self, model, m, outs, rows) == 0) {
+            m->job->served_by = model;
+            m->job->batch = (uint32_t)n;
+            wrk_queue_push (&self->answered, m->job);
+        } else
+            fail_job (self, m->job, model, AMAAS_INTERNAL,
+                      rc ? err : "out of memory encoding the outputs");
     }
-}
-
-//  Receives what the pipe holds into the waiting list; with wait_ms > 0,
-//  waits that long for the first message.  Returns how many jobs came.
-static size_t receive (compute_t *self, int wait_ms)
-{
-    size_t count = 0;
-    while (!self->terminated) {
-        zmq_pollitem_t item = {zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0};
-        if (zmq_poll (&item, 1, count ? 0 : wait_ms) <= 0)
-            break;
-        zmsg_t *msg = zmsg_recv (self->pipe);
-        if (!msg)
-            break;
-        zframe_t *first = zmsg_first (msg);
-        wrk_job_t *job = NULL;
-        if (zframe_streq (first, "$TERM"))
-            self->terminated = true;
-        else if (zframe_size (first) == sizeof job) {
-            memcpy (&job, zframe_data (first), sizeof job);
-            zlistx_add_end (self->waiting, job);
-            count++;
-        }
-        zmsg_destroy (&msg);
-    }
-    return count;
 }
 
 //  Takes the oldest waiting job, gathers the others for its model, and
 //  computes them as one batch.
 static void compute_next (compute_t *self)
 {
-    wrk_job_t *job = zlistx_first (self->waiting);
+    wrk_job_t *job = self->waiting.first;
     size_t index = 0;
     model_t *model = find_model (self->config, job->model, &index);
     char err[CODEC_MESSAGE_MAX];
     if (!model) {
-        zlistx_detach_cur (self->waiting);
+        queue_unlink (&self->waiting, NULL, job);
         snprintf (err, sizeof err, "this worker does not serve model '%.128s'", job->model);
-        fail_job (self, &job, NULL, AMAAS_NOT_FOUND, err);
+        fail_job (self, job, NULL, AMAAS_NOT_FOUND, err);
         return;
     }
     size_t max_rows = self->config->max_batch[index];
@@ -334,19 +421,22 @@ static void compute_next (compute_t *self)
     size_t n = 0, rows = 0;
     while (true) {
         //  Take every waiting job for this model that fits, in order
-        for (job = zlistx_first (self->waiting); job && n < MAX_BATCH_JOBS;
-             job = zlistx_next (self->waiting)) {
-            if (strcmp (job->model, model_name (model)) != 0)
+        wrk_job_t *prev = NULL, *next;
+        for (job = self->waiting.first; job && n < MAX_BATCH_JOBS; job = next) {
+            next = job->next;
+            if (strcmp (job->model, model_name (model)) != 0) {
+                prev = job;
                 continue;
+            }
             member_t m;
             amaas_code_t code = check_job (self->config, model, job, &m, err, sizeof err);
             if (code == AMAAS_OK && n > 0 && rows + m.rows > max_rows)
                 break; //  full: this job leads the next batch
-            zlistx_detach_cur (self->waiting);
+            queue_unlink (&self->waiting, prev, job);
             if (code != AMAAS_OK) {
                 if (code == AMAAS_DEADLINE_EXCEEDED)
                     self->config->expired++;
-                fail_job (self, &job, model, code, err);
+                fail_job (self, job, model, code, err);
             } else {
                 m.first_row = rows;
                 self->members[n++] = m;
@@ -354,45 +444,112 @@ static void compute_next (compute_t *self)
             }
         }
         uint64_t now = clock_now_us ();
-        if (rows >= max_rows || n == MAX_BATCH_JOBS || now >= gather_until || self->terminated)
+        if (rows >= max_rows || n == MAX_BATCH_JOBS || now >= gather_until || self->stopping)
             break;
-        receive (self, (int)((gather_until - now + 999) / 1000));
+        //  Errors are answered before the wait, not after it
+        publish (self);
+        receive (self, gather_until);
     }
+    //  ... and before the batch computes
+    publish (self);
     if (n)
         run_batch (self, model, n, rows);
 }
 
-void compute_actor (zsock_t *pipe, void *args)
+static void *compute_thread (void *args)
 {
-    //  Signals are the main thread's business
-    sigset_t signals;
-    sigemptyset (&signals);
-    sigaddset (&signals, SIGINT);
-    sigaddset (&signals, SIGTERM);
-    pthread_sigmask (SIG_BLOCK, &signals, NULL);
+    compute_t *self = args;
     //  The I/O thread must win the CPU whenever it has something to do
     //  (heartbeats, results), even when every core computes: compute runs
     //  at a lower priority.  Best effort: a failure changes nothing else.
     int rc = setpriority (PRIO_PROCESS, (id_t)syscall (SYS_gettid), COMPUTE_NICE);
     (void)rc;
-    compute_t self = {.config = args, .pipe = pipe};
-    self.ws = model_workspace_new ();
-    self.waiting = zlistx_new ();
-    zsock_signal (pipe, self.ws && self.waiting ? 0 : 1);
-    while (self.ws && self.waiting && !self.terminated) {
-        if (zlistx_size (self.waiting) == 0)
-            receive (&self, -1);
+    while (!self->stopping) {
+        publish (self);
+        receive (self, self->waiting.first ? 0 : WAIT_FOREVER);
+        if (self->waiting.first && !self->stopping)
+            compute_next (self);
+    }
+    return NULL;
+}
+
+compute_t *compute_new (compute_config_t *config)
+{
+    compute_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->config = config;
+    self->wake_fd = -1;
+    msgpack_sbuffer_init (&self->packed);
+    pthread_condattr_t attr;
+    sigset_t signals, saved;
+    bool locks = false;
+    int rc;
+    if (pthread_condattr_init (&attr))
+        goto err;
+    //  Batch delays are deadlines on the monotonic clock (clock_now_us)
+    rc = pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
+    if (rc == 0 && pthread_mutex_init (&self->lock, NULL) == 0) {
+        if (pthread_cond_init (&self->arrived, &attr) == 0)
+            locks = true;
         else
-            receive (&self, 0);
-        while (zlistx_size (self.waiting) && !self.terminated)
-            compute_next (&self);
+            pthread_mutex_destroy (&self->lock);
     }
-    if (self.waiting) {
-        wrk_job_t *job;
-        while ((job = zlistx_detach (self.waiting, NULL)))
-            wrk_job_destroy (&job);
+    pthread_condattr_destroy (&attr);
+    if (!locks)
+        goto err;
+    self->wake_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+    self->ws = model_workspace_new ();
+    if (self->wake_fd == -1 || !self->ws)
+        goto err;
+    //  Signals are the main thread's business: the thread starts with them
+    //  blocked
+    sigemptyset (&signals);
+    sigaddset (&signals, SIGINT);
+    sigaddset (&signals, SIGTERM);
+    pthread_sigmask (SIG_BLOCK, &signals, &saved);
+    rc = pthread_create (&self->thread, NULL, compute_thread, self);
+    pthread_sigmask (SIG_SETMASK, &saved, NULL);
+    if (rc) {
+        log_error ("cannot start the compute thread error=\"%s\"", strerror (rc));
+        goto err;
     }
-    zlistx_destroy (&self.waiting);
-    free (self.byte_offsets);
-    model_workspace_destroy (&self.ws);
+    return self;
+err:
+    if (locks) {
+        pthread_cond_destroy (&self->arrived);
+        pthread_mutex_destroy (&self->lock);
+    }
+    if (self->wake_fd != -1)
+        close (self->wake_fd);
+    model_workspace_destroy (&self->ws);
+    free (self);
+    return NULL;
+}
+
+void compute_destroy (compute_t **self_p)
+{
+    compute_t *self = *self_p;
+    if (!self)
+        return;
+    pthread_mutex_lock (&self->lock);
+    self->stop = true;
+    pthread_cond_signal (&self->arrived);
+    pthread_mutex_unlock (&self->lock);
+    pthread_join (self->thread, NULL);
+    pthread_cond_destroy (&self->arrived);
+    pthread_mutex_destroy (&self->lock);
+    while (self->all) {
+        wrk_job_t *job = self->all;
+        self->all = job->all;
+        zmq_msg_close (&job->payload);
+        zmq_msg_close (&job->result);
+        free (job);
+    }
+    close (self->wake_fd);
+    model_workspace_destroy (&self->ws);
+    msgpack_sbuffer_destroy (&self->packed);
+    free (self->byte_offsets);
+    free (self);
+    *self_p = NULL;
 }

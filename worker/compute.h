@@ -1,13 +1,22 @@
-/*  compute.h - the worker's compute thread.
+/*  compute.h - the worker's compute thread, and the jobs it computes.
 
-    The worker's main thread talks to the broker; the compute thread runs
-    the models, so that heartbeats keep flowing while a long batch computes.
-    The main thread hands each JOB over as a wrk_job_t pointer on the actor's
-    pipe; the compute thread answers every job with exactly one RESULT
-    message on the pipe, which the main thread sends on to the broker.  A job
+    The worker's main thread (the I/O thread) talks to the broker; the
+    compute thread runs the models, so that heartbeats keep flowing while a
+    long batch computes.  The I/O thread takes a job from the pool
+    (compute_job_take), fills it from a JOB and submits it; the compute
+    thread answers every job exactly once, by filling in its result (code,
+    message, outputs) and handing it back as finished.  The I/O thread sends
+    each finished job's RESULT and gives the job back to the pool.  A job
     whose deadline has passed when its turn comes is answered
     DEADLINE_EXCEEDED without being computed.  Jobs for one model that wait
     together are computed as one batch (dynamic batching).
+
+    Jobs travel between the threads on two queues under one mutex: nothing
+    is allocated per job once the pool holds as many jobs as are in flight
+    (the worker's credit).  The compute thread sleeps on a condition variable
+    only when it has nothing to do; it wakes the I/O thread through an
+    eventfd (compute_wake_fd, for zmq_poll), written once per burst of
+    finished jobs, not once per job.
 */
 #ifndef AMAAS_COMPUTE_H_INCLUDED
 #define AMAAS_COMPUTE_H_INCLUDED
@@ -17,17 +26,35 @@
 #include "codec.h"
 #include "model.h"
 
+typedef struct wrk_job_t wrk_job_t;
+struct wrk_job_t {
+    wrk_job_t *next; //  next in the queue or the pool it is in
+    wrk_job_t *all;  //  next in the list of every job (to free them at the end)
+    //  The request, filled by the I/O thread
+    uint64_t token;                                  //  broker's job token
+    uint64_t connection;                             //  connection it came on
+    char model[CODEC_NAME_MAX];                      //  model asked for
+    size_t n_outputs;                                //  outputs asked for, 0 = all
+    char outputs[CODEC_MAX_OUTPUTS][CODEC_NAME_MAX]; //  their names
+    uint64_t deadline_us;                            //  monotonic; 0 = none
+    zmq_msg_t payload;                               //  inputs
+    //  The result, filled by the compute thread
+    const model_t *served_by;        //  model that answered, NULL if none
+    amaas_code_t code;               //  AMAAS_OK or the error
+    char message[CODEC_MESSAGE_MAX]; //  error message
+    uint64_t compute_us;             //  time the batch computed
+    uint32_t batch;                  //  jobs in the batch
+    zmq_msg_t result;                //  encoded outputs (AMAAS_OK only)
+};
+
+//  A queue of jobs linked by next, oldest first
 typedef struct {
-    uint64_t token;                  //  broker's job token
-    char model[CODEC_NAME_MAX];      //  model asked for
-    size_t n_outputs;                //  outputs asked for, 0 = all
-    char (*outputs)[CODEC_NAME_MAX]; //  their names (owned)
-    uint64_t deadline_us;            //  monotonic; 0 = none
-    zframe_t *payload;               //  inputs (owned)
-} wrk_job_t;
+    wrk_job_t *first;
+    wrk_job_t *last;
+} wrk_queue_t;
 
 typedef struct {
-    model_t **models; //  models served (read-only while the actor runs)
+    model_t **models; //  models served (read-only while the thread runs)
     size_t n_models;
     uint64_t max_elements;    //  largest input tensor, elements
     size_t *max_batch;        //  per model: rows stacked into one run at most (1: no batching)
@@ -37,13 +64,39 @@ typedef struct {
     uint64_t batches;         //  model runs
 } compute_config_t;
 
-//  New job from a decoded JOB header; takes *payload_p.  NULL on
-//  out-of-memory.
-wrk_job_t *wrk_job_new (const codec_header_t *header, zframe_t **payload_p, uint64_t now_us);
-void wrk_job_destroy (wrk_job_t **self_p);
+typedef struct compute_t compute_t;
 
-//  The compute actor (zactor_new (compute_actor, config)): receives
-//  wrk_job_t pointers ("p"), takes ownership, sends back RESULT messages.
-void compute_actor (zsock_t *pipe, void *config);
+//  Starts the compute thread (niced, SIGINT and SIGTERM blocked) on config,
+//  which must outlive it.  NULL on out-of-memory or if the thread cannot
+//  start (logged).
+compute_t *compute_new (compute_config_t *config);
+
+//  Stops the compute thread after the batch at hand, joins it, frees every
+//  job wherever it is, nulls *self_p.  Jobs not answered yet are dropped.
+//  Cannot fail.  After this, the config's counters are final.
+void compute_destroy (compute_t **self_p);
+
+//  A file descriptor that is readable when finished jobs wait (for a
+//  zmq_pollitem_t).  Cannot fail.
+int compute_wake_fd (compute_t *self);
+
+//  I/O thread: an empty job from the pool, a new one if the pool is empty.
+//  NULL on out-of-memory.
+wrk_job_t *compute_job_take (compute_t *self);
+
+//  I/O thread: gives a job back to the pool; releases its messages.  Cannot
+//  fail.
+void compute_job_give_back (compute_t *self, wrk_job_t *job);
+
+//  Appends a job at the end of a queue.  Cannot fail.
+void wrk_queue_push (wrk_queue_t *self, wrk_job_t *job);
+
+//  I/O thread: hands the jobs of a queue to the compute thread, which owns
+//  them until they come back finished; empties the queue.  Cannot fail.
+void compute_submit (compute_t *self, wrk_queue_t *jobs);
+
+//  I/O thread: takes every finished job (linked by next, in the order they
+//  finished), NULL if none; clears the wake fd.  Cannot fail.
+wrk_job_t *compute_take_finished (compute_t *self);
 
 #endif

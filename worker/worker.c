@@ -11,6 +11,13 @@
     it holds, says DISCONNECT and exits 0.  A second signal stops at once.
     Models compute on a separate thread (compute.h), so heartbeats flow
     while a long batch runs.
+
+    The steady state allocates nothing per job: JOBs are received in bursts
+    as libzmq frames (codec_frames_recv), each into a job from the compute
+    thread's pool that keeps the payload frame; the burst goes to the
+    compute thread in one hand-off; finished jobs come back together when
+    its eventfd wakes the poll, and each RESULT is sent frame by frame
+    (codec_send_frames) before the job returns to the pool.
 */
 #include "worker.h"
 
@@ -30,20 +37,22 @@
 
 #define MAX_MODELS CODEC_MAX_MODELS
 #define BACKOFF_MAX_MS 30000
+#define RECV_BURST 256 //  messages received in a row before the loop looks elsewhere
 
 typedef struct {
     const worker_config_t *config;
     model_t *models[MAX_MODELS]; //  loaded models
     size_t n_models;
     compute_config_t compute_config; //  what the compute thread needs
-    zactor_t *compute;               //  the compute thread
+    compute_t *compute;              //  the compute thread
     zsock_t *sock;                   //  DEALER to the broker
+    uint64_t connection;             //  count of connections made: the current one
+    codec_frames_t frames;           //  message at hand
     codec_header_t header;           //  header of the message at hand
     codec_header_t reply;            //  header being built
     int64_t broker_expires_ms;       //  broker dead after this without a message
     int backoff_ms;                  //  next reconnect delay
     size_t held;                     //  jobs at the compute thread
-    size_t stale_results;            //  results of a replaced connection, to drop
     bool draining;                   //  stopping: no new jobs, finish those held
     bool drain_acked;                //  the broker knows: no JOB is on its way
     bool refused;                    //  the broker refused our key
@@ -114,11 +123,12 @@ static size_t load_models (worker_t *self, const char *dir_path)
     return self->n_models;
 }
 
-static void send_msg (worker_t *self, codec_cmd_t cmd, codec_header_t *h, zframe_t **payload_p)
+//  Sends a message to the broker.  A message the socket refuses is lost,
+//  as any message on the way to a broker that is gone.
+static void send_msg (worker_t *self, codec_cmd_t cmd, const codec_header_t *h, zmq_msg_t *payload)
 {
-    zmsg_t *msg = codec_msg_new (cmd, h, payload_p);
-    if (msg && zmsg_send (&msg, self->sock))
-        zmsg_destroy (&msg);
+    if (codec_send_frames (zsock_resolve (self->sock), NULL, 0, cmd, h, payload))
+        log_debug ("cannot send to the broker error=\"%s\"", zmq_strerror (zmq_errno ()));
 }
 
 static void send_ready (worker_t *self)
@@ -146,6 +156,9 @@ static void send_ready (worker_t *self)
 static int connect_broker (worker_t *self)
 {
     zsock_destroy (&self->sock);
+    //  Results of jobs from an older connection mean nothing to the broker
+    //  we reach now: they are dropped
+    self->connection++;
     self->sock = zsock_new (ZMQ_DEALER);
     if (!self->sock)
         return -1;
@@ -171,35 +184,43 @@ static int connect_broker (worker_t *self)
     return 0;
 }
 
-static void on_broker_message (worker_t *self)
+//  A JOB becomes a job for the compute thread, queued on jobs; it keeps the
+//  payload frame.
+static void on_job (worker_t *self, const codec_header_t *h, zmq_msg_t *payload, wrk_queue_t *jobs)
 {
-    zmsg_t *msg = zmsg_recv (self->sock);
-    if (!msg)
+    if (!(h->fields & HDR_JOB) || !(h->fields & HDR_MODEL)) {
+        log_warn ("JOB without job token or model: dropped");
         return;
+    }
+    wrk_job_t *job = compute_job_take (self->compute);
+    if (!job) {
+        log_error ("out of memory for a job: dropped");
+        return;
+    }
+    job->token = h->job;
+    job->connection = self->connection;
+    memcpy (job->model, h->model, sizeof job->model);
+    job->n_outputs = h->n_outputs;
+    memcpy (job->outputs, h->outputs, h->n_outputs * sizeof h->outputs[0]);
+    if (h->fields & HDR_DEADLINE_MS)
+        job->deadline_us = clock_now_us () + (uint64_t)h->deadline_ms * 1000u;
+    zmq_msg_move (&job->payload, payload);
+    wrk_queue_push (jobs, job);
+    self->held++;
+}
+
+//  Handles the message in self->frames; a JOB is queued on jobs.
+static void on_broker_message (worker_t *self, wrk_queue_t *jobs)
+{
     char err[CODEC_MESSAGE_MAX];
     codec_cmd_t cmd;
-    zframe_t *payload;
+    zmq_msg_t *payload;
     codec_header_t *h = &self->header;
-    self->broker_expires_ms =
-        clock_now_ms () + (int64_t)self->config->heartbeat_ms * self->config->liveness;
-    self->backoff_ms = self->config->heartbeat_ms;
-    if (codec_msg_parse (msg, &cmd, h, &payload, err, sizeof err))
+    if (codec_frames_parse (&self->frames, 0, &cmd, h, &payload, err, sizeof err))
         log_warn ("bad message from the broker error=\"%s\"", err);
-    else if (cmd == CMD_JOB) {
-        if (!(h->fields & HDR_JOB) || !(h->fields & HDR_MODEL))
-            log_warn ("JOB without job token or model: dropped");
-        else {
-            zmsg_remove (msg, payload);
-            wrk_job_t *job = wrk_job_new (h, &payload, clock_now_us ());
-            zframe_destroy (&payload);
-            if (job && zsock_send (self->compute, "p", job) == 0)
-                self->held++;
-            else {
-                log_error ("cannot hand a job to the compute thread");
-                wrk_job_destroy (&job);
-            }
-        }
-    } else if (cmd == CMD_DISCONNECT) {
+    else if (cmd == CMD_JOB)
+        on_job (self, h, payload, jobs);
+    else if (cmd == CMD_DISCONNECT) {
         //  While draining, "I do not know you" means no job of ours is on
         //  its way either: the drain is acknowledged
         if (self->draining)
@@ -222,23 +243,65 @@ static void on_broker_message (worker_t *self)
         if (h->code == AMAAS_PERMISSION_DENIED)
             self->refused = true;
     }
-    zmsg_destroy (&msg);
 }
 
-//  A RESULT from the compute thread goes to the broker, unless it belongs
-//  to a job of a connection that was replaced since.
-static void on_result (worker_t *self)
+//  Receives what the broker sent, up to a burst, and hands the JOBs among
+//  it to the compute thread at once.
+static void on_broker_messages (worker_t *self)
 {
-    zmsg_t *msg = zmsg_recv (self->compute);
-    if (!msg)
-        return;
-    self->held--;
-    self->jobs_done++;
-    if (self->stale_results) {
-        self->stale_results--;
-        zmsg_destroy (&msg);
-    } else if (zmsg_send (&msg, self->sock))
-        zmsg_destroy (&msg);
+    wrk_queue_t jobs = {NULL, NULL};
+    size_t count = 0;
+    while (count < RECV_BURST &&
+           codec_frames_recv (&self->frames, zsock_resolve (self->sock)) == 0) {
+        on_broker_message (self, &jobs);
+        codec_frames_close (&self->frames);
+        count++;
+    }
+    compute_submit (self->compute, &jobs);
+    if (count) {
+        self->broker_expires_ms =
+            clock_now_ms () + (int64_t)self->config->heartbeat_ms * self->config->liveness;
+        self->backoff_ms = self->config->heartbeat_ms;
+    }
+}
+
+//  A finished job's RESULT: the outputs on success, the error otherwise.
+static void send_result (worker_t *self, wrk_job_t *job)
+{
+    codec_header_t *r = &self->reply;
+    codec_header_reset (r);
+    r->fields = HDR_JOB | HDR_CODE | HDR_COMPUTE_US;
+    r->job = job->token;
+    r->code = job->code;
+    r->compute_us = job->compute_us;
+    if (job->served_by) {
+        codec_header_set_model (r, model_name (job->served_by));
+        codec_header_set_version (r, model_version (job->served_by));
+    }
+    if (job->code != AMAAS_OK)
+        codec_header_set_message (r, "%s", job->message);
+    else {
+        r->fields |= HDR_BATCH;
+        r->batch = job->batch;
+    }
+    send_msg (self, CMD_RESULT, r, job->code == AMAAS_OK ? &job->result : NULL);
+}
+
+//  The jobs the compute thread finished go to the broker as RESULTs,
+//  unless they came on a connection that was replaced since; then back to
+//  the pool.
+static void on_finished (worker_t *self)
+{
+    wrk_job_t *job = compute_take_finished (self->compute);
+    while (job) {
+        wrk_job_t *next = job->next;
+        self->held--;
+        self->jobs_done++;
+        if (job->connection == self->connection)
+            send_result (self, job);
+        compute_job_give_back (self->compute, job);
+        job = next;
+    }
 }
 
 //  Batch size and delay of each model: the defaults, then the overrides.
@@ -303,8 +366,7 @@ int worker_run (const worker_config_t *config)
     self.compute_config.max_elements = config->max_elements;
     if (batch_settings (&self))
         goto done;
-    zsys_set_pipehwm (0); //  jobs at the compute thread are bounded by credit
-    self.compute = zactor_new (compute_actor, &self.compute_config);
+    self.compute = compute_new (&self.compute_config);
     if (!self.compute || connect_broker (&self))
         goto done;
     log_info ("worker started broker=%s models=%zu credit=%u", config->broker, self.n_models,
@@ -329,12 +391,12 @@ int worker_run (const worker_config_t *config)
             break;
         int64_t wait = next_beat - clock_now_ms ();
         zmq_pollitem_t items[] = {{zsock_resolve (self.sock), 0, ZMQ_POLLIN, 0},
-                                  {zsock_resolve (self.compute), 0, ZMQ_POLLIN, 0}};
+                                  {NULL, compute_wake_fd (self.compute), ZMQ_POLLIN, 0}};
         if (zmq_poll (items, 2, (long)(wait > 0 ? wait : 0)) > 0) {
             if (items[1].revents & ZMQ_POLLIN)
-                on_result (&self);
+                on_finished (&self);
             if (items[0].revents & ZMQ_POLLIN)
-                on_broker_message (&self);
+                on_broker_messages (&self);
         }
         int64_t now = clock_now_ms ();
         if (now >= next_beat) {
@@ -347,21 +409,18 @@ int worker_run (const worker_config_t *config)
             zclock_sleep (self.backoff_ms);
             self.backoff_ms =
                 self.backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self.backoff_ms * 2;
-            //  Results of jobs from the old connection mean nothing to the
-            //  broker we reach next: drop them
-            self.stale_results = self.held;
             if (connect_broker (&self))
                 goto done;
         }
     }
     send_command (&self, CMD_DISCONNECT, "worker stopping");
-    zactor_destroy (&self.compute);
+    compute_destroy (&self.compute);
     log_info ("worker stopping jobs_done=%" PRIu64 " computed=%" PRIu64 " expired=%" PRIu64
               " jobs_held=%zu",
               self.jobs_done, self.compute_config.computed, self.compute_config.expired, self.held);
     rc = 0;
 done:
-    zactor_destroy (&self.compute);
+    compute_destroy (&self.compute);
     codec_header_reset (&self.header);
     codec_header_reset (&self.reply);
     zsock_destroy (&self.sock);
