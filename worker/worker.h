@@ -1,8 +1,10 @@
 /*  worker.h - the amaas worker: holds models in memory and computes the jobs
     the broker sends it.
 
-    One thread: a DEALER socket to the broker's backend, a heartbeat timer,
-    and the model runtime (model.h).  The worker announces its models and
+    Two threads: the I/O thread holds a DEALER socket to the broker's
+    backend and a heartbeat timer; the compute thread (compute.h) runs the
+    models (model.h), so that heartbeats flow during a long batch.  The
+    worker announces its models and
     its credit with READY, answers each JOB with exactly one RESULT,
     heartbeats, and when the broker goes silent reconnects with backoff and
     registers again.
