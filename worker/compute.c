@@ -41,6 +41,7 @@
 #define MAX_BATCH_JOBS 1024 //  jobs in one batch, whatever their rows
 #define COMPUTE_NICE 5      //  the compute thread's priority below the I/O thread
 #define WAIT_FOREVER UINT64_MAX
+#define INLINE_MAX_WORK 16384 //  multiply-adds of a job the I/O thread may compute itself
 
 //  A job taking part in a batch
 typedef struct {
@@ -49,6 +50,23 @@ typedef struct {
     size_t rows;          //  its rows
     size_t first_row;     //  where its rows start in the batch
 } member_t;
+
+//  What a thread needs to compute batches, reused from batch to batch: the
+//  compute thread has one, and the I/O thread one for the small jobs it
+//  computes itself
+typedef struct {
+    compute_config_t *config;
+    model_workspace_t *ws;    //  buffers of the model runs
+    msgpack_sbuffer packed;   //  a job's outputs, encoded
+    size_t *byte_offsets;     //  BYTES outputs: offset of each row
+    size_t byte_offsets_size; //  entries allocated
+    wrk_queue_t answered;     //  answered, not yet handed on
+    uint64_t computed;        //  jobs whose model ran
+    uint64_t expired;         //  jobs answered DEADLINE_EXCEEDED without compute
+    uint64_t batches;         //  model runs
+    size_t max_members;       //  entries of members
+    member_t *members;        //  the jobs of the batch at hand
+} runner_t;
 
 struct compute_t {
     compute_config_t *config;
@@ -60,20 +78,18 @@ struct compute_t {
     wrk_queue_t incoming;   //  submitted, not yet seen by the compute thread
     wrk_queue_t finished;   //  answered, not yet taken by the I/O thread
     bool sleeping;          //  the compute thread waits on arrived
+    bool idle;              //  ... with nothing to compute at all
     bool woken;             //  wake_fd written, finished not yet taken
     bool stop;              //  the compute thread is to stop
     //  The I/O thread's
-    wrk_job_t *pool; //  jobs free for reuse, linked by next
-    wrk_job_t *all;  //  every job allocated, linked by all
+    wrk_job_t *pool;     //  jobs free for reuse, linked by next
+    wrk_job_t *all;      //  every job allocated, linked by all
+    runner_t io;         //  for the jobs it computes itself
+    size_t *inline_work; //  per model: multiply-adds per row, or 0: never inline
     //  The compute thread's
-    bool stopping;            //  stop seen
-    wrk_queue_t waiting;      //  received, not yet computed, in order
-    wrk_queue_t answered;     //  answered, not yet on the finished queue
-    model_workspace_t *ws;    //  buffers of the model runs
-    msgpack_sbuffer packed;   //  a job's outputs, encoded
-    size_t *byte_offsets;     //  BYTES outputs: offset of each row
-    size_t byte_offsets_size; //  entries allocated
-    member_t members[MAX_BATCH_JOBS];
+    bool stopping;       //  stop seen
+    wrk_queue_t waiting; //  received, not yet computed, in order
+    runner_t runner;     //  its batches
 };
 
 void wrk_queue_push (wrk_queue_t *self, wrk_job_t *job)
@@ -184,10 +200,10 @@ int compute_wake_fd (compute_t *self)
 //  the I/O thread unless it is woken already.
 static void publish (compute_t *self)
 {
-    if (!self->answered.first)
+    if (!self->runner.answered.first)
         return;
     pthread_mutex_lock (&self->lock);
-    queue_append (&self->finished, &self->answered);
+    queue_append (&self->finished, &self->runner.answered);
     bool wake = !self->woken;
     self->woken = true;
     pthread_mutex_unlock (&self->lock);
@@ -204,6 +220,7 @@ static void receive (compute_t *self, uint64_t until_us)
     pthread_mutex_lock (&self->lock);
     if (!self->incoming.first && !self->stop && until_us) {
         self->sleeping = true;
+        self->idle = until_us == WAIT_FOREVER && !self->waiting.first;
         if (until_us == WAIT_FOREVER)
             pthread_cond_wait (&self->arrived, &self->lock);
         else {
@@ -211,7 +228,7 @@ static void receive (compute_t *self, uint64_t until_us)
                                      .tv_nsec = (long)(until_us % 1000000) * 1000};
             pthread_cond_timedwait (&self->arrived, &self->lock, &until);
         }
-        self->sleeping = false;
+        self->sleeping = self->idle = false;
     }
     queue_append (&self->waiting, &self->incoming);
     self->stopping = self->stop;
@@ -230,7 +247,7 @@ static model_t *find_model (const compute_config_t *config, const char *name, si
 }
 
 //  Answers a job with an error (its result holds no outputs).
-static void fail_job (compute_t *self, wrk_job_t *job, const model_t *model, amaas_code_t code,
+static void fail_job (runner_t *self, wrk_job_t *job, const model_t *model, amaas_code_t code,
                       const char *message)
 {
     job->served_by = model;
@@ -302,7 +319,7 @@ static amaas_code_t check_job (const compute_config_t *config, const model_t *mo
 
 //  Row byte offsets of a BYTES output of `rows` rows, into self->byte_offsets
 //  (rows + 1 entries).  Returns 0, -1 on out-of-memory.
-static int bytes_offsets (compute_t *self, const model_output_t *out, size_t rows)
+static int bytes_offsets (runner_t *self, const model_output_t *out, size_t rows)
 {
     if (self->byte_offsets_size < rows + 1) {
         size_t *grown = realloc (self->byte_offsets, (rows + 1) * sizeof (size_t));
@@ -325,7 +342,7 @@ static int bytes_offsets (compute_t *self, const model_output_t *out, size_t row
 
 //  Cuts a member's rows out of the batch outputs and encodes them into its
 //  job's result.  Returns 0, -1 on out-of-memory.
-static int member_outputs (compute_t *self, const model_t *model, const member_t *m,
+static int member_outputs (runner_t *self, const model_t *model, const member_t *m,
                            const model_output_t *outs, size_t batch_rows)
 {
     wrk_job_t *job = m->job;
@@ -370,7 +387,7 @@ static int member_outputs (compute_t *self, const model_t *model, const member_t
 }
 
 //  Computes the members [0, n) of a batch for one model and answers each.
-static void run_batch (compute_t *self, model_t *model, size_t n, size_t rows)
+static void run_batch (runner_t *self, model_t *model, size_t n, size_t rows)
 {
     char err[CODEC_MESSAGE_MAX];
     uint64_t start = clock_now_us ();
@@ -386,8 +403,8 @@ static void run_batch (compute_t *self, model_t *model, size_t n, size_t rows)
         rc = model_run_input (model, self->ws, rows, outs, err, sizeof err);
     }
     uint64_t compute_us = clock_now_us () - start;
-    self->config->computed += n;
-    self->config->batches++;
+    self->computed += n;
+    self->batches++;
     for (size_t i = 0; i < n; i++) {
         member_t *m = &self->members[i];
         m->job->compute_us = compute_us;
@@ -412,9 +429,10 @@ static void compute_next (compute_t *self)
     if (!model) {
         queue_unlink (&self->waiting, NULL, job);
         snprintf (err, sizeof err, "this worker does not serve model '%.128s'", job->model);
-        fail_job (self, job, NULL, AMAAS_NOT_FOUND, err);
+        fail_job (&self->runner, job, NULL, AMAAS_NOT_FOUND, err);
         return;
     }
+    runner_t *r = &self->runner;
     size_t max_rows = self->config->max_batch[index];
     uint64_t delay_us = self->config->batch_delay_us[index];
     uint64_t gather_until = clock_now_us () + delay_us;
@@ -435,11 +453,11 @@ static void compute_next (compute_t *self)
             queue_unlink (&self->waiting, prev, job);
             if (code != AMAAS_OK) {
                 if (code == AMAAS_DEADLINE_EXCEEDED)
-                    self->config->expired++;
-                fail_job (self, job, model, code, err);
+                    r->expired++;
+                fail_job (r, job, model, code, err);
             } else {
                 m.first_row = rows;
-                self->members[n++] = m;
+                r->members[n++] = m;
                 rows += m.rows;
             }
         }
@@ -453,7 +471,7 @@ static void compute_next (compute_t *self)
     //  ... and before the batch computes
     publish (self);
     if (n)
-        run_batch (self, model, n, rows);
+        run_batch (r, model, n, rows);
 }
 
 static void *compute_thread (void *args)
@@ -473,6 +491,39 @@ static void *compute_thread (void *args)
     return NULL;
 }
 
+//  Sets up a runner for batches of up to max_members jobs.  Returns 0, -1
+//  on out-of-memory (runner_fini still applies).
+static int runner_init (runner_t *self, compute_config_t *config, size_t max_members)
+{
+    self->config = config;
+    msgpack_sbuffer_init (&self->packed);
+    self->ws = model_workspace_new ();
+    self->members = calloc (max_members, sizeof *self->members);
+    self->max_members = max_members;
+    return self->ws && self->members ? 0 : -1;
+}
+
+static void runner_fini (runner_t *self)
+{
+    model_workspace_destroy (&self->ws);
+    msgpack_sbuffer_destroy (&self->packed);
+    free (self->byte_offsets);
+    free (self->members);
+    memset (self, 0, sizeof *self);
+}
+
+//  Multiply-adds per row of a model, about: a dense layer counts its
+//  weights, any other op its input width.
+static size_t work_per_row (const model_t *model)
+{
+    size_t work = 0;
+    for (size_t i = 0; i < model_op_count (model); i++) {
+        const model_op_t *op = model_op (model, i);
+        work += op->kind == MODEL_OP_DENSE ? op->in_width * op->out_width : op->in_width + 1;
+    }
+    return work;
+}
+
 compute_t *compute_new (compute_config_t *config)
 {
     compute_t *self = calloc (1, sizeof *self);
@@ -480,11 +531,22 @@ compute_t *compute_new (compute_config_t *config)
         return NULL;
     self->config = config;
     self->wake_fd = -1;
-    msgpack_sbuffer_init (&self->packed);
     pthread_condattr_t attr;
     sigset_t signals, saved;
     bool locks = false;
     int rc;
+    if (runner_init (&self->runner, config, MAX_BATCH_JOBS) || runner_init (&self->io, config, 1))
+        goto err;
+    //  A model the I/O thread may run itself, when the compute thread has
+    //  nothing to do: one whose job costs little (microseconds, so that
+    //  heartbeats are not held up) and that is not set to wait for more
+    //  jobs to batch
+    self->inline_work = calloc (config->n_models ? config->n_models : 1, sizeof (size_t));
+    if (!self->inline_work)
+        goto err;
+    for (size_t i = 0; i < config->n_models; i++)
+        if (config->batch_delay_us[i] == 0)
+            self->inline_work[i] = work_per_row (config->models[i]);
     if (pthread_condattr_init (&attr))
         goto err;
     //  Batch delays are deadlines on the monotonic clock (clock_now_us)
@@ -499,8 +561,7 @@ compute_t *compute_new (compute_config_t *config)
     if (!locks)
         goto err;
     self->wake_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
-    self->ws = model_workspace_new ();
-    if (self->wake_fd == -1 || !self->ws)
+    if (self->wake_fd == -1)
         goto err;
     //  Signals are the main thread's business: the thread starts with them
     //  blocked
@@ -522,9 +583,43 @@ err:
     }
     if (self->wake_fd != -1)
         close (self->wake_fd);
-    model_workspace_destroy (&self->ws);
+    runner_fini (&self->runner);
+    runner_fini (&self->io);
+    free (self->inline_work);
     free (self);
     return NULL;
+}
+
+bool compute_run_inline (compute_t *self, wrk_job_t *job)
+{
+    size_t index;
+    model_t *model = find_model (self->config, job->model, &index);
+    if (!model || self->inline_work[index] == 0 || self->inline_work[index] > INLINE_MAX_WORK)
+        return false;
+    //  Only when the compute thread has nothing to do: a job never passes
+    //  jobs queued before it, and jobs that come together still batch
+    pthread_mutex_lock (&self->lock);
+    bool idle = self->idle && !self->incoming.first;
+    pthread_mutex_unlock (&self->lock);
+    if (!idle)
+        return false;
+    runner_t *r = &self->io;
+    member_t m;
+    char err[CODEC_MESSAGE_MAX];
+    amaas_code_t code = check_job (self->config, model, job, &m, err, sizeof err);
+    if (code == AMAAS_OK && m.rows * self->inline_work[index] > INLINE_MAX_WORK)
+        return false;
+    if (code != AMAAS_OK) {
+        r->expired += code == AMAAS_DEADLINE_EXCEEDED;
+        fail_job (r, job, model, code, err);
+    } else {
+        m.first_row = 0;
+        r->members[0] = m;
+        run_batch (r, model, 1, m.rows);
+    }
+    //  Answered: the caller sends the RESULT
+    r->answered.first = r->answered.last = NULL;
+    return true;
 }
 
 void compute_destroy (compute_t **self_p)
@@ -547,9 +642,15 @@ void compute_destroy (compute_t **self_p)
         free (job);
     }
     close (self->wake_fd);
-    model_workspace_destroy (&self->ws);
-    msgpack_sbuffer_destroy (&self->packed);
-    free (self->byte_offsets);
+    //  The counts of both threads, final now
+    compute_config_t *config = self->config;
+    config->computed = self->runner.computed + self->io.computed;
+    config->expired = self->runner.expired + self->io.expired;
+    config->batches = self->runner.batches + self->io.batches;
+    config->inlined = self->io.computed;
+    runner_fini (&self->runner);
+    runner_fini (&self->io);
+    free (self->inline_work);
     free (self);
     *self_p = NULL;
 }

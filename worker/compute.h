@@ -59,9 +59,10 @@ typedef struct {
     uint64_t max_elements;    //  largest input tensor, elements
     size_t *max_batch;        //  per model: rows stacked into one run at most (1: no batching)
     uint64_t *batch_delay_us; //  per model: how long to wait for more jobs to stack
-    uint64_t computed;        //  jobs whose model ran (written by the compute thread only)
-    uint64_t expired;         //  jobs answered DEADLINE_EXCEEDED without compute
-    uint64_t batches;         //  model runs
+    uint64_t computed;        //  jobs whose model ran (set by compute_destroy)
+    uint64_t expired;         //  jobs answered DEADLINE_EXCEEDED without compute (idem)
+    uint64_t batches;         //  model runs (idem)
+    uint64_t inlined;         //  jobs of those computed on the I/O thread (idem)
 } compute_config_t;
 
 typedef struct compute_t compute_t;
@@ -98,5 +99,13 @@ void compute_submit (compute_t *self, wrk_queue_t *jobs);
 //  I/O thread: takes every finished job (linked by next, in the order they
 //  finished), NULL if none; clears the wake fd.  Cannot fail.
 wrk_job_t *compute_take_finished (compute_t *self);
+
+//  I/O thread: computes a job itself, when the compute thread has nothing
+//  to do and the job costs little (a few thousand multiply-adds: a linear
+//  model, a small tree of ops), and its model has no batch delay.  That
+//  saves two hand-offs between threads, most of a small job's latency.
+//  Returns true if the job is answered (result filled: send it), false if
+//  it must go to the compute thread.
+bool compute_run_inline (compute_t *self, wrk_job_t *job);
 
 #endif

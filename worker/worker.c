@@ -245,26 +245,6 @@ static void on_broker_message (worker_t *self, wrk_queue_t *jobs)
     }
 }
 
-//  Receives what the broker sent, up to a burst, and hands the JOBs among
-//  it to the compute thread at once.
-static void on_broker_messages (worker_t *self)
-{
-    wrk_queue_t jobs = {NULL, NULL};
-    size_t count = 0;
-    while (count < RECV_BURST &&
-           codec_frames_recv (&self->frames, zsock_resolve (self->sock)) == 0) {
-        on_broker_message (self, &jobs);
-        codec_frames_close (&self->frames);
-        count++;
-    }
-    compute_submit (self->compute, &jobs);
-    if (count) {
-        self->broker_expires_ms =
-            clock_now_ms () + (int64_t)self->config->heartbeat_ms * self->config->liveness;
-        self->backoff_ms = self->config->heartbeat_ms;
-    }
-}
-
 //  A finished job's RESULT: the outputs on success, the error otherwise.
 static void send_result (worker_t *self, wrk_job_t *job)
 {
@@ -285,6 +265,37 @@ static void send_result (worker_t *self, wrk_job_t *job)
         r->batch = job->batch;
     }
     send_msg (self, CMD_RESULT, r, job->code == AMAAS_OK ? &job->result : NULL);
+}
+
+//  Receives what the broker sent, up to a burst, and hands the JOBs among
+//  it to the compute thread at once.
+static void on_broker_messages (worker_t *self)
+{
+    wrk_queue_t jobs = {NULL, NULL};
+    size_t count = 0;
+    while (count < RECV_BURST &&
+           codec_frames_recv (&self->frames, zsock_resolve (self->sock)) == 0) {
+        on_broker_message (self, &jobs);
+        codec_frames_close (&self->frames);
+        count++;
+    }
+    //  A job that came alone, small, while the compute thread has nothing
+    //  to do, is computed here: no hand-off, no wake-up.  Jobs that come
+    //  together go to the compute thread, to be batched.
+    wrk_job_t *job = jobs.first;
+    if (job && job == jobs.last && compute_run_inline (self->compute, job)) {
+        jobs.first = jobs.last = NULL;
+        self->held--;
+        self->jobs_done++;
+        send_result (self, job);
+        compute_job_give_back (self->compute, job);
+    }
+    compute_submit (self->compute, &jobs);
+    if (count) {
+        self->broker_expires_ms =
+            clock_now_ms () + (int64_t)self->config->heartbeat_ms * self->config->liveness;
+        self->backoff_ms = self->config->heartbeat_ms;
+    }
 }
 
 //  The jobs the compute thread finished go to the broker as RESULTs,
@@ -415,9 +426,10 @@ int worker_run (const worker_config_t *config)
     }
     send_command (&self, CMD_DISCONNECT, "worker stopping");
     compute_destroy (&self.compute);
-    log_info ("worker stopping jobs_done=%" PRIu64 " computed=%" PRIu64 " expired=%" PRIu64
-              " jobs_held=%zu",
-              self.jobs_done, self.compute_config.computed, self.compute_config.expired, self.held);
+    log_info ("worker stopping jobs_done=%" PRIu64 " computed=%" PRIu64 " inlined=%" PRIu64
+              " expired=%" PRIu64 " jobs_held=%zu",
+              self.jobs_done, self.compute_config.computed, self.compute_config.inlined,
+              self.compute_config.expired, self.held);
     rc = 0;
 done:
     compute_destroy (&self.compute);

@@ -163,6 +163,32 @@ def test_batching_gives_identical_results():
         assert list(a["label"]) == list(b["label"])
 
 
+def test_small_job_alone_computed_by_the_io_thread_same_answer():
+    # A small job that comes alone, while the compute thread is idle, is
+    # computed on the worker's I/O thread; pipelined ones go to the compute
+    # thread and batch.  The answers must not depend on which thread
+    # computed them, and the worker must count every job it computed.
+    rng = np.random.default_rng(11)
+    rows = [rng.normal(0, 3, size=(1, 4)) for _ in range(100)]
+    with Cluster(BUILD, EXAMPLES, workers=1) as c:
+        with pyamaas.Client(c.frontend) as client:
+            alone = [client.predict("iris", {"input": x}) for x in rows]
+            ids = [client.send("iris", {"input": x}) for x in rows]
+            together = [client.recv(j) for j in ids]
+        assert not c.stop()
+        log = open(os.path.join(c.tmp, "worker-1.log")).read()
+    for a, (b, _) in zip(alone, together):
+        assert a["probabilities"].tobytes() == b["probabilities"].tobytes()
+        assert list(a["label"]) == list(b["label"])
+    assert max(h.get("batch", 0) for _, h in together) > 1, "pipelined jobs did not batch"
+    line = [l for l in log.splitlines() if "worker stopping" in l][-1]
+    assert "computed=200 " in line, line
+    # most of the jobs sent one at a time were computed on the I/O thread (and
+    # perhaps a pipelined one that came alone), not the batched ones
+    inlined = int(re.search(r"inlined=(\d+)", line).group(1))
+    assert 50 <= inlined < 200, line
+
+
 def test_help_on_every_program():
     for prog in ("amaas-broker", "amaas-worker", "amaas"):
         r = subprocess.run([os.path.join(BUILD, prog), "--help"], capture_output=True, text=True,
@@ -179,4 +205,5 @@ if __name__ == "__main__":
                 test_no_worker_for_model_is_not_found,
                 test_cli_predict_and_models,
                 test_batching_gives_identical_results,
+                test_small_job_alone_computed_by_the_io_thread_same_answer,
                 test_help_on_every_program])
