@@ -18,6 +18,13 @@
     already; the compute thread waits on its condition variable only when
     it has nothing to do, and is signalled only then.
 
+    A small job (a few thousand multiply-adds) that comes alone while the
+    compute thread is idle is computed by the I/O thread itself, with its
+    own runner (workspace and buffers), through compute_run_inline: for
+    such a job the two hand-offs between threads would cost more than the
+    compute.  Jobs that come together still go to the compute thread and
+    batch.
+
     Nothing is allocated per job: jobs come from a pool, inputs are decoded
     in place (pointers into the JOB's payload), outputs are packed into one
     buffer reused from job to job and copied into the job's result message,
