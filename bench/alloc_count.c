@@ -17,6 +17,7 @@
 */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -138,9 +139,11 @@ void *realloc (void *ptr, size_t size)
 int posix_memalign (void **ptr, size_t alignment, size_t size)
 {
     count (__builtin_return_address (0));
+    if (alignment % sizeof (void *) || (alignment & (alignment - 1)))
+        return EINVAL;
     void *p = __libc_memalign (alignment, size);
     if (!p)
-        return 12; //  ENOMEM
+        return ENOMEM;
     *ptr = p;
     return 0;
 }
