@@ -64,6 +64,7 @@ typedef struct {
     uint64_t jobs_ok;      //  jobs answered with a result
     uint64_t jobs_failed;  //  jobs answered with an error
     bool stopping;         //  signalled: no new jobs
+    bool pump_due;         //  jobs came or workers freed up since the last pump
     metrics_t *metrics;    //  Prometheus metrics, or NULL without --metrics
 } broker_t;
 
@@ -328,7 +329,7 @@ static void on_frontend (broker_t *self)
     if (code != AMAAS_OK)
         answer_failed (self, &job);
     else
-        pump (self);
+        self->pump_due = true;
 }
 
 static int64_t expiry (broker_t *self)
@@ -443,7 +444,7 @@ static void on_backend (broker_t *self)
     worker->seen_ms = clock_now_ms ();
     if (cmd == CMD_RESULT) {
         on_result (self, worker, payload);
-        pump (self);
+        self->pump_due = true;
     } else if (cmd == CMD_DRAIN) {
         //  The worker finishes what it holds and takes nothing new; the
         //  answer tells it that no JOB is on its way any more
@@ -703,13 +704,24 @@ int broker_run (const broker_config_t *config)
             //  requests cannot starve the results that free workers.  Each
             //  message is received into self.in, without waiting, until
             //  none is left or the burst is over.
+            //  Jobs are dispatched after each burst, not after each message:
+            //  the JOBs of a burst leave together, which lets libzmq write
+            //  them in one go
             for (int i = 0; i < BURST && codec_frames_recv (&self.in, self.back) == 0; i++) {
                 on_backend (&self);
                 codec_frames_close (&self.in);
             }
+            if (self.pump_due) {
+                self.pump_due = false;
+                pump (&self);
+            }
             for (int i = 0; i < BURST && codec_frames_recv (&self.in, self.front) == 0; i++) {
                 on_frontend (&self);
                 codec_frames_close (&self.in);
+            }
+            if (self.pump_due) {
+                self.pump_due = false;
+                pump (&self);
             }
         }
         if (clock_now_ms () >= next_expire) {
