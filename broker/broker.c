@@ -107,22 +107,18 @@ static void client_job_done (broker_job_t *job)
         client->idle_since_ms = clock_now_ms ();
 }
 
+//  Whether a client has had no job for CLIENT_IDLE_MS (arg: now, in ms).
+static bool client_idle (const void *item, const void *arg)
+{
+    const client_t *client = item;
+    return client->jobs == 0 && *(const int64_t *)arg - client->idle_since_ms >= CLIENT_IDLE_MS;
+}
+
 //  Forgets the clients that have had no job for CLIENT_IDLE_MS.
 static void clients_sweep (broker_t *self)
 {
     int64_t now = clock_now_ms ();
-    zlistx_t *idle = NULL;
-    for (client_t *c = zhashx_first (self->clients); c; c = zhashx_next (self->clients))
-        if (c->jobs == 0 && now - c->idle_since_ms >= CLIENT_IDLE_MS) {
-            if (!idle && !(idle = zlistx_new ()))
-                return;
-            zlistx_add_end (idle, c->key);
-        }
-    if (!idle)
-        return;
-    for (const char *key = zlistx_first (idle); key; key = zlistx_next (idle))
-        zhashx_delete (self->clients, key);
-    zlistx_destroy (&idle);
+    table_delete_if (self->clients, client_idle, &now);
 }
 
 static void client_destructor (void **item)

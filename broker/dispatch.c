@@ -748,21 +748,11 @@ void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message
         queue_fail_all (model, code, failed, message);
 }
 
-//  Frees the lanes of a model that have been empty for LANE_IDLE_US.
-static void sweep_lanes (broker_model_t *model, uint64_t now_us)
+//  Whether a lane has been empty for LANE_IDLE_US (arg: now, in µs).
+static bool lane_idle (const void *item, const void *arg)
 {
-    zlistx_t *idle = NULL;
-    for (lane_t *lane = zhashx_first (model->lane_of); lane; lane = zhashx_next (model->lane_of))
-        if (list_empty (&lane->jobs) && now_us - lane->empty_since_us >= LANE_IDLE_US) {
-            if (!idle && !(idle = zlistx_new ()))
-                return;
-            zlistx_add_end (idle, lane->key);
-        }
-    if (!idle)
-        return;
-    for (const char *key = zlistx_first (idle); key; key = zlistx_next (idle))
-        zhashx_delete (model->lane_of, key);
-    zlistx_destroy (&idle);
+    const lane_t *lane = item;
+    return lane->jobs.size == 0 && *(const uint64_t *)arg - lane->empty_since_us >= LANE_IDLE_US;
 }
 
 size_t dispatch_expire (dispatch_t *self, uint64_t now_us, zlistx_t *failed)
@@ -794,7 +784,7 @@ size_t dispatch_expire (dispatch_t *self, uint64_t now_us, zlistx_t *failed)
             }
         }
         if (sweep)
-            sweep_lanes (model, now_us);
+            table_delete_if (model->lane_of, lane_idle, &now_us);
     }
     return count;
 }

@@ -1,19 +1,5 @@
-/*  table.c - hash tables keyed by a uint64 (job tokens, job ids).  */
+/*  table.c - keys for ROUTER identities, and sweeping czmq hash tables.  */
 #include "table.h"
-
-static size_t u64_hash (const void *key)
-{
-    uint64_t x = *(const uint64_t *)key;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    return (size_t)(x ^ (x >> 33));
-}
-
-static int u64_compare (const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 char *table_identity_key (char *key, char tag, const void *identity, size_t size)
 {
@@ -36,14 +22,21 @@ char *table_identity_key (char *key, char tag, const void *identity, size_t size
     return key;
 }
 
-zhashx_t *table_u64_new (void)
+size_t table_delete_if (zhashx_t *table, table_doomed_fn *doomed, const void *arg)
 {
-    zhashx_t *table = zhashx_new ();
-    if (!table)
-        return NULL;
-    zhashx_set_key_hasher (table, u64_hash);
-    zhashx_set_key_comparator (table, u64_compare);
-    zhashx_set_key_duplicator (table, NULL);
-    zhashx_set_key_destructor (table, NULL);
-    return table;
+    //  Collect the keys first: deleting while iterating is not allowed
+    zlistx_t *keys = NULL;
+    for (void *item = zhashx_first (table); item; item = zhashx_next (table))
+        if (doomed (item, arg)) {
+            if (!keys && !(keys = zlistx_new ()))
+                return 0;
+            zlistx_add_end (keys, (void *)zhashx_cursor (table));
+        }
+    if (!keys)
+        return 0;
+    size_t count = zlistx_size (keys);
+    for (const void *key = zlistx_first (keys); key; key = zlistx_next (keys))
+        zhashx_delete (table, key);
+    zlistx_destroy (&keys);
+    return count;
 }

@@ -1,16 +1,8 @@
-/*  table.h - hash tables keyed by a uint64 (job tokens, job ids).
-
-    A zhashx whose keys are pointers to uint64_t values stored inside the
-    items themselves: nothing is copied or allocated per key.
-*/
+/*  table.h - keys for ROUTER identities, and sweeping czmq hash tables.  */
 #ifndef AMAAS_TABLE_H_INCLUDED
 #define AMAAS_TABLE_H_INCLUDED
 
 #include <czmq.h>
-
-//  New table; the caller sets an item destructor if it wants one.  NULL on
-//  out-of-memory.
-zhashx_t *table_u64_new (void);
 
 //  Bytes of a key made by table_identity_key
 #define TABLE_KEY_MAX (2 + 2 * 255 + 1)
@@ -21,5 +13,13 @@ zhashx_t *table_u64_new (void);
 //  Writes into key, which holds TABLE_KEY_MAX bytes, and returns it.
 //  Cannot fail.
 char *table_identity_key (char *key, char tag, const void *identity, size_t size);
+
+//  Whether an item of a table is to go
+typedef bool (table_doomed_fn) (const void *item, const void *arg);
+
+//  Deletes (with the table's item destructor) every item for which doomed
+//  is true.  Returns how many; 0 also when there is no memory to list them
+//  (then nothing is deleted: a later sweep does it).
+size_t table_delete_if (zhashx_t *table, table_doomed_fn *doomed, const void *arg);
 
 #endif
