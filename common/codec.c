@@ -8,6 +8,7 @@
 */
 #include "codec.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -841,9 +842,12 @@ int codec_frames_recv (codec_frames_t *self, void *socket)
         zmq_msg_t spill, *part = self->n < CODEC_MAX_FRAMES ? &self->frames[self->n] : &spill;
         zmq_msg_init (part);
         if (zmq_msg_recv (part, socket, self->count ? 0 : ZMQ_DONTWAIT) == -1) {
+            //  The caller tells EAGAIN from an error by errno: keep it
+            int error = zmq_errno ();
             zmq_msg_close (part);
             //  Only a context being terminated breaks a message in the middle
             codec_frames_close (self);
+            errno = error;
             return -1;
         }
         self->count++;

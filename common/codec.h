@@ -176,7 +176,8 @@ typedef struct {
 } codec_frames_t;
 
 //  Receive the next whole message from socket without waiting.  Returns 0,
-//  or -1 when none is waiting (EAGAIN) or on an error; then nothing is held.
+//  or -1 when none is waiting (errno EAGAIN) or on an error (errno says
+//  which); then nothing is held.
 int codec_frames_recv (codec_frames_t *self, void *socket);
 
 //  Release the frames held.  Cannot fail.
