@@ -77,7 +77,8 @@ void codec_header_reset (codec_header_t *self)
     self->fields = 0;
     self->id = self->job = self->queue_us = self->compute_us = 0;
     self->code = self->credit = self->pid = self->batch = 0;
-    self->priority = self->deadline_ms = 0;
+    self->priority = self->deadline_ms = self->model_errors = 0;
+    self->session = self->epoch = 0;
     self->model[0] = self->version[0] = self->message[0] = self->host[0] = 0;
     self->command[0] = self->worker[0] = 0;
     self->n_outputs = self->n_models = 0;
@@ -260,7 +261,7 @@ static void pack_models (msgpack_packer *pk, const codec_header_t *self)
     msgpack_pack_array (pk, self->n_models);
     for (size_t i = 0; i < self->n_models; i++) {
         const codec_model_t *m = &self->models[i];
-        msgpack_pack_map (pk, 4);
+        msgpack_pack_map (pk, 6);
         pack_key (pk, "name");
         pack_cstr (pk, m->name);
         pack_key (pk, "version");
@@ -269,6 +270,10 @@ static void pack_models (msgpack_packer *pk, const codec_header_t *self)
         msgpack_pack_uint32 (pk, m->workers);
         pack_key (pk, "width");
         msgpack_pack_uint32 (pk, m->width);
+        pack_key (pk, "mapped");
+        msgpack_pack_uint64 (pk, m->mapped);
+        pack_key (pk, "queued");
+        msgpack_pack_uint32 (pk, m->queued);
     }
 }
 
@@ -355,6 +360,18 @@ static void pack_header_fields (const codec_header_t *self, msgpack_sbuffer *sbu
     if (self->fields & HDR_REASON) {
         pack_key (&pk, "reason");
         pack_cstr (&pk, self->message);
+    }
+    if (self->fields & HDR_SESSION) {
+        pack_key (&pk, "session");
+        msgpack_pack_uint64 (&pk, self->session);
+    }
+    if (self->fields & HDR_EPOCH) {
+        pack_key (&pk, "epoch");
+        msgpack_pack_uint64 (&pk, self->epoch);
+    }
+    if (self->fields & HDR_MODEL_ERRORS) {
+        pack_key (&pk, "model_errors");
+        msgpack_pack_uint32 (&pk, self->model_errors);
     }
 }
 
@@ -539,6 +556,14 @@ static int decode_models (codec_header_t *self, const msgpack_object *o, char *e
                 if (get_uint (val, UINT32_MAX, &n))
                     goto bad;
                 model->width = (uint32_t)n;
+            } else if (key_is (key, "mapped")) {
+                if (get_uint (val, UINT64_MAX, &n))
+                    goto bad;
+                model->mapped = n;
+            } else if (key_is (key, "queued")) {
+                if (get_uint (val, UINT32_MAX, &n))
+                    goto bad;
+                model->queued = (uint32_t)n;
             }
         }
         if (!has_name)
@@ -630,6 +655,21 @@ static int decode_field (codec_header_t *self, const msgpack_object *key, const 
             want = "a uint32 (milliseconds)";
         self->deadline_ms = (uint32_t)n;
         self->fields |= HDR_DEADLINE_MS;
+    } else if (key_is (key, "session") || key_is (key, "epoch")) {
+        if (get_uint (val, UINT64_MAX, &n) || n == 0)
+            want = "a uint64 of at least 1";
+        if (key_is (key, "session")) {
+            self->session = n;
+            self->fields |= HDR_SESSION;
+        } else {
+            self->epoch = n;
+            self->fields |= HDR_EPOCH;
+        }
+    } else if (key_is (key, "model_errors")) {
+        if (get_uint (val, UINT32_MAX, &n))
+            want = "a uint32";
+        self->model_errors = (uint32_t)n;
+        self->fields |= HDR_MODEL_ERRORS;
     } else if (key_is (key, "pid")) {
         if (get_uint (val, UINT32_MAX, &n))
             want = "a uint32";
@@ -791,7 +831,8 @@ static int parse_frames (const uint8_t *const data[], const size_t size[], size_
                        c == CMD_CONTROL_REPLY;
     bool known = has_payload || c == CMD_MODELS || c == CMD_MODELS_REPLY || c == CMD_PING ||
                  c == CMD_PONG || c == CMD_ERROR || c == CMD_READY || c == CMD_HEARTBEAT ||
-                 c == CMD_DRAIN || c == CMD_DISCONNECT || c == CMD_CONTROL;
+                 c == CMD_DRAIN || c == CMD_DISCONNECT || c == CMD_CONTROL || c == CMD_CANCEL ||
+                 c == CMD_CANCEL_JOB;
     if (!known) {
         snprintf (err, err_size, "unknown command 0x%02x", c);
         return -1;

@@ -40,6 +40,7 @@ typedef enum {
     CMD_MODELS_REPLY = 0x04,
     CMD_PING = 0x05,
     CMD_PONG = 0x06,
+    CMD_CANCEL = 0x07,
     CMD_ERROR = 0x0F,
     CMD_READY = 0x10,
     CMD_JOB = 0x11,
@@ -47,6 +48,7 @@ typedef enum {
     CMD_HEARTBEAT = 0x13,
     CMD_DISCONNECT = 0x14,
     CMD_DRAIN = 0x15,
+    CMD_CANCEL_JOB = 0x16,
     CMD_CONTROL = 0x20,
     CMD_CONTROL_REPLY = 0x21
 } codec_cmd_t;
@@ -71,7 +73,10 @@ enum {
     HDR_DEADLINE_MS = 1 << 15,
     HDR_BATCH = 1 << 16,
     HDR_COMMAND = 1 << 17,
-    HDR_WORKER = 1 << 18
+    HDR_WORKER = 1 << 18,
+    HDR_SESSION = 1 << 19,
+    HDR_EPOCH = 1 << 20,
+    HDR_MODEL_ERRORS = 1 << 21
 };
 
 #define CODEC_PRIORITIES 4 //  priority levels 0 (default) .. 3 (most urgent)
@@ -81,6 +86,8 @@ typedef struct {
     char version[CODEC_VERSION_MAX];
     uint32_t workers; //  MODELS_REPLY only
     uint32_t width;   //  input width (features per row), 0 if unknown
+    uint64_t mapped;  //  bytes of its file the worker maps, 0 if unknown
+    uint32_t queued;  //  MODELS_REPLY only: jobs waiting for this version
 } codec_model_t;
 
 //  A decoded or to-be-encoded header.  Strings are NUL-terminated copies.
@@ -102,6 +109,9 @@ typedef struct {
     char worker[2 * 255 + 1];        //  CONTROL drain: the worker's id
     uint32_t priority;               //  REQUEST: 0 .. CODEC_PRIORITIES-1, higher first
     uint32_t deadline_ms;            //  REQUEST: budget from receipt; JOB: what is left
+    uint64_t session;                //  REQUEST, CANCEL: the client's session (dedupe key)
+    uint64_t epoch;                  //  PONG: changes with the broker or the connection
+    uint32_t model_errors;           //  READY: model files the worker failed to load
     size_t n_outputs;                //  requested output names
     char outputs[CODEC_MAX_OUTPUTS][CODEC_NAME_MAX];
     size_t n_models;       //  READY / MODELS_REPLY entries
