@@ -21,11 +21,13 @@
 #include <czmq.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "clock.h"
 #include "codec.h"
 #include "control.h"
 #include "dispatch.h"
+#include "idmap.h"
 #include "log.h"
 #include "metrics.h"
 #include "signals.h"
@@ -52,20 +54,22 @@ typedef struct {
     void *front;       //  their libzmq sockets
     void *back;
     void *ctl;
-    broker_auth_t *auth;   //  CURVE and roles, or NULL without security
-    zhashx_t *clients;     //  client_t * by identity (hex)
-    codec_frames_t in;     //  the message at hand
-    broker_stats_t stats;  //  counters for status
-    bool shutdown;         //  an operator asked for a shutdown
-    dispatch_t *dispatch;  //  queues and workers
-    zlistx_t *failed;      //  jobs to answer with an error
-    codec_header_t header; //  decoded header of the message at hand
-    codec_header_t reply;  //  header being built
-    uint64_t jobs_ok;      //  jobs answered with a result
-    uint64_t jobs_failed;  //  jobs answered with an error
-    bool stopping;         //  signalled: no new jobs
-    bool pump_due;         //  jobs came or workers freed up since the last pump
-    metrics_t *metrics;    //  Prometheus metrics, or NULL without --metrics
+    broker_auth_t *auth;     //  CURVE and roles, or NULL without security
+    zhashx_t *clients;       //  client_t * by identity (hex)
+    codec_frames_t in;       //  the message at hand
+    broker_stats_t stats;    //  counters for status
+    bool shutdown;           //  an operator asked for a shutdown
+    dispatch_t *dispatch;    //  queues and workers
+    zlistx_t *failed;        //  jobs to answer with an error
+    codec_header_t header;   //  decoded header of the message at hand
+    codec_header_t reply;    //  header being built
+    uint64_t jobs_ok;        //  jobs answered with a result
+    uint64_t jobs_failed;    //  jobs answered with an error
+    uint64_t incarnation;    //  random, chosen at start: tells this run from others
+    metrics_counts_t counts; //  accepted, deduplicated, cancelled, results
+    bool stopping;           //  signalled: no new jobs
+    bool pump_due;           //  jobs came or workers freed up since the last pump
+    metrics_t *metrics;      //  Prometheus metrics, or NULL without --metrics
 } broker_t;
 
 void broker_config_defaults (broker_config_t *config)
@@ -209,6 +213,7 @@ static int send_job (broker_job_t *job, broker_worker_t *worker, void *arg)
     h->fields = HDR_JOB;
     h->job = job->token;
     codec_header_set_model (h, job->model);
+    codec_header_set_version (h, job->version);
     if (job->deadline_us) {
         //  What is left of the budget, relative: the worker's clock need not
         //  agree with ours.  The pump only sends jobs not yet expired.
@@ -234,6 +239,74 @@ static void pump (broker_t *self)
 {
     dispatch_pump (self->dispatch, send_job, self, clock_now_us (), self->failed);
     answer_failed_list (self);
+}
+
+//  The epoch of a client's connection: the broker's incarnation mixed with
+//  the connection's identity, never 0.
+static uint64_t epoch_of (broker_t *self, const void *identity, size_t size)
+{
+    uint64_t epoch = idmap_hash_bytes (identity, size, self->incarnation);
+    return epoch ? epoch : 1;
+}
+
+//  With security on, a hash of the CURVE key of the message at hand, so that
+//  a job sent again is found only by the key that sent it; 0 without.
+static uint64_t principal_of (broker_t *self)
+{
+    if (!self->auth || self->in.n < 2)
+        return 0;
+    const char *user = zmq_msg_gets (&self->in.frames[1], "User-Id");
+    return user ? idmap_hash_bytes (user, strlen (user), 0) | 1 : 0;
+}
+
+//  A REQUEST for a job the broker has: its answer goes to this connection
+//  now, which counts it among its client's jobs.
+static void attach (broker_t *self, broker_job_t *job, client_t *client, const void *identity,
+                    size_t size)
+{
+    if (size <= sizeof job->client) {
+        memcpy (job->client, identity, size);
+        job->client_size = size;
+    }
+    if (job->owner != client) {
+        client_job_done (job);
+        job->owner = client;
+        client->jobs++;
+    }
+    self->counts.deduplicated++;
+    log_debug ("job sent again, attached model=%s id=%" PRIu64 " at=%s", job->model, job->id,
+               job->worker ? "worker" : "queue");
+}
+
+//  CANCEL: the client gave the job up.  Queued, it is answered CANCELLED
+//  and dropped; at a worker, the worker is told, and skips it if it has
+//  not started it.
+static void on_cancel (broker_t *self, const void *identity, size_t size)
+{
+    codec_header_t *h = &self->header;
+    char key[TABLE_KEY_MAX];
+    table_identity_key (key, 0, identity, size);
+    client_t *client = zhashx_lookup (self->clients, key);
+    broker_job_t *job =
+        (h->fields & HDR_ID) && (client || (h->fields & HDR_SESSION))
+            ? dispatch_find (self->dispatch, (h->fields & HDR_SESSION) ? h->session : 0,
+                             principal_of (self), client, h->id)
+            : NULL;
+    if (!job)
+        return; //  answered already, or never known: nothing to do
+    self->counts.cancelled++;
+    if (dispatch_cancel (self->dispatch, job)) {
+        job->fail_code = AMAAS_CANCELLED;
+        snprintf (job->fail_message, sizeof job->fail_message, "cancelled by the client");
+        answer_failed (self, &job);
+        return;
+    }
+    codec_header_t *r = &self->reply;
+    codec_header_reset (r);
+    r->fields = HDR_JOB;
+    r->job = job->token;
+    send_to (self->back, zframe_data (job->worker->identity), zframe_size (job->worker->identity),
+             CMD_CANCEL_JOB, r, NULL);
 }
 
 //  A message from a client: self->in, identity first.
@@ -262,11 +335,21 @@ static void on_frontend (broker_t *self)
         codec_header_reset (r);
         r->fields = HDR_ID;
         r->id = h->id;
+        if (cmd == CMD_PING) {
+            //  Changes when the broker restarts or the connection is new:
+            //  then the client sends again what it has no answer for
+            r->fields |= HDR_EPOCH;
+            r->epoch = epoch_of (self, identity, identity_size);
+        }
         if (cmd == CMD_MODELS && dispatch_models (self->dispatch, r))
             return;
         send_to (self->front, identity, identity_size,
                  cmd == CMD_PING ? CMD_PONG : CMD_MODELS_REPLY, r, NULL);
         codec_header_reset (r);
+        return;
+    }
+    if (cmd == CMD_CANCEL) {
+        on_cancel (self, identity, identity_size);
         return;
     }
     if (cmd != CMD_REQUEST) {
@@ -300,6 +383,26 @@ static void on_frontend (broker_t *self)
         return;
     }
     client_t *client = client_require (self, identity, identity_size);
+    uint64_t principal = principal_of (self);
+    broker_job_t *known =
+        client ? dispatch_find (self->dispatch, (h->fields & HDR_SESSION) ? h->session : 0,
+                                principal, client, h->id)
+               : NULL;
+    if (known) {
+        //  Sent again (the client lost its connection, or thinks the broker
+        //  restarted): it is the job already queued or computing
+        if (!streq (known->model, h->model)) {
+            snprintf (err, sizeof err,
+                      "job id %" PRIu64 " is already in flight for model '%.64s': ids must be "
+                      "unique among a client's jobs in flight",
+                      h->id, known->model);
+            send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
+                        err);
+            return;
+        }
+        attach (self, known, client, identity, identity_size);
+        return;
+    }
     if (client && client->jobs >= self->config->max_client_jobs) {
         snprintf (err, sizeof err,
                   "this client has %zu jobs queued or computing, the most allowed "
@@ -319,13 +422,16 @@ static void on_frontend (broker_t *self)
         return;
     }
     job->owner = client;
+    job->principal = principal;
     client->jobs++;
     amaas_code_t code =
         dispatch_submit (self->dispatch, job, (h->fields & HDR_VERSION) ? h->version : NULL);
     if (code != AMAAS_OK)
         answer_failed (self, &job);
-    else
+    else {
+        self->counts.accepted++;
         self->pump_due = true;
+    }
 }
 
 static int64_t expiry (broker_t *self)
@@ -337,6 +443,7 @@ static void on_result (broker_t *self, broker_worker_t *worker, zmq_msg_t *paylo
 {
     codec_header_t *h = &self->header;
     broker_job_t *job = NULL;
+    self->counts.results++;
     if (!(h->fields & HDR_JOB) || !(job = dispatch_complete (self->dispatch, worker, h->job))) {
         log_debug ("result for a job the broker does not know worker=%s job=%" PRIu64, worker->key,
                    h->job);
@@ -353,7 +460,7 @@ static void on_result (broker_t *self, broker_worker_t *worker, zmq_msg_t *paylo
         self->jobs_failed++;
     } else {
         codec_header_set_model (r, job->model);
-        codec_header_set_version (r, (h->fields & HDR_VERSION) ? h->version : "1");
+        codec_header_set_version (r, (h->fields & HDR_VERSION) ? h->version : job->version);
         r->fields |= HDR_QUEUE_US | HDR_COMPUTE_US;
         r->queue_us = job->dispatched_us - job->received_us;
         r->compute_us = h->compute_us;
@@ -410,15 +517,27 @@ static void on_backend (broker_t *self)
                         "READY needs 'models', a non-empty array");
             return;
         }
+        bool update = worker != NULL;
         zframe_t *frame = zframe_new (identity, identity_size);
+        size_t refused = 0;
+        char warning[CODEC_MESSAGE_MAX];
         worker = frame ? dispatch_worker_ready (self->dispatch, key, &frame, h, expiry (self),
-                                                self->failed)
+                                                self->failed, &refused, warning, sizeof warning)
                        : NULL;
         zframe_destroy (&frame);
         if (worker) {
             worker->seen_ms = clock_now_ms ();
-            log_info ("worker ready worker=%s host=%s pid=%u credit=%u models=%zu", key,
-                      worker->host, worker->pid, worker->credit, worker->n_models);
+            log_info ("worker %s worker=%s host=%s pid=%u credit=%u models=%zu model_errors=%u",
+                      update ? "updated its models" : "ready", key, worker->host, worker->pid,
+                      worker->credit, worker->n_models, worker->model_errors);
+            if (refused)
+                log_warn ("worker models refused worker=%s count=%zu first=\"%s\"", key, refused,
+                          warning);
+            //  The answer: once the worker has it, no JOB for a model this
+            //  READY did not list is on its way
+            codec_header_t *r = &self->reply;
+            codec_header_reset (r);
+            send_to (self->back, identity, identity_size, CMD_READY, r, NULL);
         }
         answer_failed_list (self);
         pump (self);
@@ -562,15 +681,22 @@ static void on_heartbeat (broker_t *self)
 //  counted from the workers' lists: O(jobs held), once a second.
 static void publish_metrics (broker_t *self)
 {
+    metrics_clear_models (self->metrics);
     for (broker_model_t *m = dispatch_model_first (self->dispatch); m;
          m = dispatch_model_next (self->dispatch)) {
+        //  By name: the versions of a model add up
         size_t in_flight = 0;
         for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
              w = dispatch_worker_next (self->dispatch))
             for (broker_job_t *j = dispatch_held_first (w); j; j = dispatch_held_next (w, j))
-                in_flight += streq (j->model, m->name);
-        metrics_set_model (self->metrics, m->name, m->queued, in_flight);
+                in_flight += streq (j->model, m->name) && streq (j->version, m->version);
+        metrics_add_model (self->metrics, m->name, m->queued, in_flight);
     }
+    self->counts.load_failures = 0;
+    for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
+         w = dispatch_worker_next (self->dispatch))
+        self->counts.load_failures += w->model_errors;
+    metrics_set_counts (self->metrics, &self->counts);
     metrics_set_workers (self->metrics, dispatch_worker_count (self->dispatch));
     if (metrics_publish (self->metrics))
         log_warn ("out of memory for the metrics: the last ones are served still");
@@ -621,6 +747,8 @@ int broker_run (const broker_config_t *config)
     self.backend = bind_router (self.auth, config->backend, config->max_message, "backend");
     self.control = bind_router (self.auth, config->control, 1u << 20, "control");
     self.stats.started_ms = clock_now_ms ();
+    if (getrandom (&self.incarnation, sizeof self.incarnation, 0) != sizeof self.incarnation)
+        self.incarnation = (uint64_t)clock_now_us () ^ ((uint64_t)getpid () << 32);
     self.dispatch = dispatch_new (config->max_queue, config->max_lost);
     self.failed = dispatch_job_list_new ();
     if (!self.clients || !self.frontend || !self.backend || !self.control || !self.dispatch ||

@@ -19,6 +19,12 @@ static void pack_str (msgpack_packer *pk, const char *s)
     msgpack_pack_str_body (pk, s, strlen (s));
 }
 
+static void free_item (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
 static zframe_t *finish (msgpack_sbuffer *sbuf)
 {
     zframe_t *frame = zframe_new (sbuf->data, sbuf->size);
@@ -46,15 +52,28 @@ zframe_t *control_status (dispatch_t *dispatch, const broker_stats_t *stats, int
             msgpack_pack_uint64 (&pk, stats->answered[c]);
         }
     pack_str (&pk, "queued");
-    size_t models = 0;
-    for (broker_model_t *m = dispatch_model_first (dispatch); m; m = dispatch_model_next (dispatch))
-        models++;
-    msgpack_pack_map (&pk, models);
-    for (broker_model_t *m = dispatch_model_first (dispatch); m;
+    //  By model name: its versions add up
+    zhashx_t *by_name = zhashx_new ();
+    for (broker_model_t *m = dispatch_model_first (dispatch); by_name && m;
          m = dispatch_model_next (dispatch)) {
-        pack_str (&pk, m->name);
-        msgpack_pack_uint64 (&pk, m->queued);
+        size_t *queued = zhashx_lookup (by_name, m->name);
+        if (queued)
+            *queued += m->queued;
+        else if ((queued = malloc (sizeof *queued))) {
+            *queued = m->queued;
+            zhashx_insert (by_name, m->name, queued);
+        }
     }
+    if (by_name)
+        zhashx_set_destructor (by_name, free_item);
+    size_t models = by_name ? zhashx_size (by_name) : 0;
+    msgpack_pack_map (&pk, models);
+    for (size_t *queued = by_name ? zhashx_first (by_name) : NULL; queued;
+         queued = zhashx_next (by_name)) {
+        pack_str (&pk, zhashx_cursor (by_name));
+        msgpack_pack_uint64 (&pk, *queued);
+    }
+    zhashx_destroy (&by_name);
     pack_str (&pk, "in_flight");
     msgpack_pack_uint64 (&pk, dispatch_in_flight (dispatch));
     pack_str (&pk, "workers");
@@ -75,7 +94,7 @@ zframe_t *control_workers (dispatch_t *dispatch, int64_t now_ms)
     msgpack_pack_array (&pk, dispatch_worker_count (dispatch));
     for (broker_worker_t *w = dispatch_worker_first (dispatch); w;
          w = dispatch_worker_next (dispatch)) {
-        msgpack_pack_map (&pk, 9);
+        msgpack_pack_map (&pk, 10);
         pack_str (&pk, "id");
         pack_str (&pk, w->key);
         pack_str (&pk, "host");
@@ -84,8 +103,13 @@ zframe_t *control_workers (dispatch_t *dispatch, int64_t now_ms)
         msgpack_pack_uint32 (&pk, w->pid);
         pack_str (&pk, "models");
         msgpack_pack_array (&pk, w->n_models);
-        for (size_t i = 0; i < w->n_models; i++)
-            pack_str (&pk, w->models[i]->name);
+        for (size_t i = 0; i < w->n_models; i++) {
+            char label[CODEC_NAME_MAX + CODEC_VERSION_MAX + 1];
+            snprintf (label, sizeof label, "%s@%s", w->models[i]->name, w->models[i]->version);
+            pack_str (&pk, label);
+        }
+        pack_str (&pk, "model_errors");
+        msgpack_pack_uint32 (&pk, w->model_errors);
         pack_str (&pk, "credit");
         msgpack_pack_uint32 (&pk, w->credit);
         pack_str (&pk, "in_flight");
@@ -119,7 +143,7 @@ zframe_t *control_models (dispatch_t *dispatch)
          m = dispatch_model_next (dispatch)) {
         if (zlistx_size (m->workers) == 0 && m->queued == 0)
             continue;
-        msgpack_pack_map (&pk, 5);
+        msgpack_pack_map (&pk, 6);
         pack_str (&pk, "name");
         pack_str (&pk, m->name);
         pack_str (&pk, "version");
@@ -130,6 +154,8 @@ zframe_t *control_models (dispatch_t *dispatch)
         msgpack_pack_uint64 (&pk, zlistx_size (m->workers));
         pack_str (&pk, "queued");
         msgpack_pack_uint64 (&pk, m->queued);
+        pack_str (&pk, "mapped");
+        msgpack_pack_uint64 (&pk, m->mapped);
     }
     return finish (&sbuf);
 }

@@ -1,7 +1,13 @@
 /*  dispatch.c - the broker's jobs, per-model queues and worker registry.
 
-    Tables: models by name, workers by identity key, and a slot table that
-    finds a held job from its token (the token carries its slot).  A queued
+    Tables: model versions by name and version, the highest version of each
+    name (for jobs that ask for none), workers by identity key, a slot table
+    that finds a held job from its token (the token carries its slot), and
+    an index of live jobs by client and id, which is how a job sent again
+    (after the client lost its connection, or the broker its state) finds
+    the job it already is, and how a cancelled job is found.  A model
+    version is forgotten when no worker serves it and no job waits for it,
+    so that made-up versions cannot grow the tables.  A queued
     job sits in its client's lane of its model; a held job in its worker's
     list.  Both lists are intrusive (the link is in the job), jobs come from
     a pool and lanes stay allocated while their client is active, so that in
@@ -9,8 +15,10 @@
     nothing.  Workers are found for a model by walking the model's worker
     list, which is short (the workers that serve one model).
 */
+#define _GNU_SOURCE //  strverscmp
 #include "dispatch.h"
 
+#include "idmap.h"
 #include "table.h"
 
 #include <stddef.h>
@@ -43,11 +51,14 @@ struct job_node_t {
     lane_t *lane;         //  the lane holding it while queued
     dispatch_t *owner;    //  the dispatcher whose pool it returns to
     uint32_t slot;        //  its index in the slot table
+    bool indexed;         //  in the dispatcher's index by client and id
     job_node_t *spare;    //  next free job, while in the pool
 };
 
 struct dispatch_t {
-    zhashx_t *models;     //  broker_model_t * by name
+    zhashx_t *models;     //  broker_model_t * by name and version (model_key)
+    zhashx_t *latest;     //  the highest version served, broker_model_t * by name
+    idmap_t *index;       //  live jobs by client and id (job_hash)
     zhashx_t *workers;    //  broker_worker_t * by key
     job_node_t **slots;   //  live jobs by slot; NULL where free
     uint32_t *free_slots; //  stack of free slot indices
@@ -202,8 +213,10 @@ dispatch_t *dispatch_new (size_t max_queue, uint32_t max_lost)
     if (!self)
         return NULL;
     self->models = zhashx_new ();
+    self->latest = zhashx_new ();
     self->workers = zhashx_new ();
-    if (!self->models || !self->workers)
+    self->index = idmap_new ();
+    if (!self->models || !self->latest || !self->workers || !self->index)
         goto err;
     zhashx_set_destructor (self->models, model_destructor);
     zhashx_set_destructor (self->workers, worker_destructor);
@@ -224,7 +237,9 @@ void dispatch_destroy (dispatch_t **self_p)
     //  Held jobs go with their workers, queued ones with their lanes; both
     //  return to the pool, which goes last
     zhashx_destroy (&self->workers);
+    zhashx_destroy (&self->latest);
     zhashx_destroy (&self->models);
+    idmap_destroy (&self->index);
     while (self->spares) {
         job_node_t *node = self->spares;
         self->spares = node->spare;
@@ -234,6 +249,38 @@ void dispatch_destroy (dispatch_t **self_p)
     free (self->free_slots);
     free (self);
     *self_p = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  The index of live jobs by client and id
+
+//  What a job is found by: the client's session (and key) when it sent
+//  one, else its connection's record
+typedef struct {
+    uint64_t session;
+    uint64_t principal;
+    const void *owner;
+    uint64_t id;
+} job_key_t;
+
+static uint64_t job_hash (uint64_t session, uint64_t principal, const void *owner, uint64_t id)
+{
+    return idmap_hash_pair (session ? session ^ principal : (uint64_t)(uintptr_t)owner, id);
+}
+
+static bool job_is (const void *item, const void *key_arg)
+{
+    const broker_job_t *job = item;
+    const job_key_t *key = key_arg;
+    return job->id == key->id && job->session == key->session && job->principal == key->principal &&
+           (key->session || job->owner == key->owner);
+}
+
+broker_job_t *dispatch_find (dispatch_t *self, uint64_t session, uint64_t principal,
+                             const void *owner, uint64_t id)
+{
+    job_key_t key = {session, principal, owner, id};
+    return idmap_find (self->index, job_hash (session, principal, owner, id), job_is, &key);
 }
 
 //  A free slot for a new job, or -1 when none can be had.
@@ -294,9 +341,14 @@ broker_job_t *dispatch_job_new (dispatch_t *self, uint64_t id, const codec_heade
     node->lane = NULL;
     node->owner = self;
     node->slot = (uint32_t)slot;
+    node->indexed = false;
     self->slots[slot] = node;
     job->token = (self->next_seq++ << SLOT_BITS) | (uint64_t)slot;
     job->id = id;
+    job->session = (request->fields & HDR_SESSION) ? request->session : 0;
+    job->principal = 0;
+    job->version[0] = 0;
+    job->pinned = false;
     job->client_size = client && client_size <= sizeof job->client ? client_size : 0;
     if (job->client_size)
         memcpy (job->client, client, job->client_size);
@@ -328,6 +380,9 @@ void dispatch_job_destroy (broker_job_t **job_p)
         return;
     job_node_t *node = node_of (job);
     dispatch_t *self = node->owner;
+    if (node->indexed)
+        idmap_delete (self->index, job_hash (job->session, job->principal, job->owner, job->id),
+                      job);
     zmq_msg_close (&job->payload);
     free (job->outputs);
     job->outputs = NULL;
@@ -374,15 +429,64 @@ static void fail_job (broker_job_t *job, amaas_code_t code, zlistx_t *failed, co
     zlistx_add_end (failed, job);
 }
 
-static broker_model_t *model_require (dispatch_t *self, const char *name)
+//  The table key of a model version: "LENGTH:NAMEVERSION", so that no two
+//  pairs of strings make the same key.
+static void model_key (char *key, size_t size, const char *name, const char *version)
 {
-    broker_model_t *model = zhashx_lookup (self->models, name);
+    snprintf (key, size, "%zu:%s%s", strlen (name), name, version);
+}
+
+broker_model_t *dispatch_model_find (dispatch_t *self, const char *name, const char *version)
+{
+    char key[DISPATCH_MODEL_KEY_MAX];
+    model_key (key, sizeof key, name, version);
+    return zhashx_lookup (self->models, key);
+}
+
+//  Versions in order: numbers inside as numbers ("2" < "10", "1.9" < "1.10").
+static int version_compare (const char *a, const char *b)
+{
+    return strverscmp (a, b);
+}
+
+//  Sets the highest version of `name` that a worker serves as its latest,
+//  or forgets the name when none is served.  Runs when the workers of a
+//  version change, not per job.
+static void latest_update (dispatch_t *self, const char *name)
+{
+    broker_model_t *best = NULL;
+    for (broker_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
+        if (zlistx_size (m->workers) && streq (m->name, name) &&
+            (!best || version_compare (m->version, best->version) > 0))
+            best = m;
+    if (best)
+        zhashx_update (self->latest, name, best);
+    else
+        zhashx_delete (self->latest, name);
+}
+
+//  Forgets a model version that no worker serves and no job waits for.
+static void model_release (dispatch_t *self, broker_model_t *model)
+{
+    if (zlistx_size (model->workers) || model->queued)
+        return;
+    char name[CODEC_NAME_MAX];
+    snprintf (name, sizeof name, "%s", model->name);
+    zhashx_delete (self->models, model->key);
+    latest_update (self, name);
+}
+
+static broker_model_t *model_require (dispatch_t *self, const char *name, const char *version)
+{
+    broker_model_t *model = dispatch_model_find (self, name, version);
     if (model)
         return model;
     model = calloc (1, sizeof *model);
     if (!model)
         return NULL;
     snprintf (model->name, sizeof model->name, "%s", name);
+    snprintf (model->version, sizeof model->version, "%s", version);
+    model_key (model->key, sizeof model->key, name, version);
     bool ok = (model->workers = zlistx_new ()) != NULL;
     ok &= (model->lane_of = zhashx_new ()) != NULL;
     if (model->lane_of)
@@ -393,7 +497,7 @@ static broker_model_t *model_require (dispatch_t *self, const char *name)
         model_destroy (&model);
         return NULL;
     }
-    zhashx_insert (self->models, model->name, model);
+    zhashx_insert (self->models, model->key, model);
     return model;
 }
 
@@ -490,20 +594,47 @@ static void queue_fail_all (broker_model_t *model, amaas_code_t code, zlistx_t *
     }
 }
 
-//  Fails the queued jobs of a model that no worker serves any more.
-static void fail_orphaned_queue (broker_model_t *model, zlistx_t *failed)
+//  Puts a job that lost its version (no worker serves it any more) in the
+//  queue of the highest version served, at the front or the back, when the
+//  client did not ask for a version; else, or when no version is served,
+//  fails it UNAVAILABLE with `why`.
+static void requeue_elsewhere (dispatch_t *self, broker_job_t *job, bool front, zlistx_t *failed,
+                               const char *why)
+{
+    broker_model_t *latest = job->pinned ? NULL : zhashx_lookup (self->latest, job->model);
+    if (latest) {
+        snprintf (job->version, sizeof job->version, "%s", latest->version);
+        if (queue_push (latest, job, front) == 0)
+            return;
+    }
+    if (job->pinned)
+        fail_job (job, AMAAS_UNAVAILABLE, failed,
+                  "%s, and no other worker serves model '%.128s' version '%.32s': retry later", why,
+                  job->model, job->version);
+    else
+        fail_job (job, AMAAS_UNAVAILABLE, failed,
+                  "%s, and no other worker serves model '%.128s': retry later", why, job->model);
+}
+
+//  A version that no worker serves any more: its queued jobs go to another
+//  version or fail (requeue_elsewhere), and it is forgotten.
+static void orphan_version (dispatch_t *self, broker_model_t *model, zlistx_t *failed)
 {
     if (zlistx_size (model->workers))
         return;
-    char message[CODEC_MESSAGE_MAX];
-    snprintf (message, sizeof message, "no worker serves model '%.128s' any more: retry later",
-              model->name);
-    queue_fail_all (model, AMAAS_UNAVAILABLE, failed, message);
+    broker_job_t *job;
+    while ((job = queue_head (model))) {
+        queue_remove (model, job, 0);
+        requeue_elsewhere (self, job, false, failed, "its version is no longer served");
+    }
+    model_release (self, model);
 }
 
-//  Detaches the worker from every model it serves, and returns the list of
-//  those models (the caller frees it) for fail_orphaned_queue.
-static broker_model_t **worker_unlink_models (broker_worker_t *worker, size_t *n_models)
+//  Detaches the worker from every model it serves, updates the latest
+//  version of each name, and returns the list of those models (the caller
+//  frees it) for orphan_version.
+static broker_model_t **worker_unlink_models (dispatch_t *self, broker_worker_t *worker,
+                                              size_t *n_models)
 {
     broker_model_t **models = worker->models;
     *n_models = worker->n_models;
@@ -512,9 +643,29 @@ static broker_model_t **worker_unlink_models (broker_worker_t *worker, size_t *n
         if (handle)
             zlistx_detach (models[i]->workers, handle);
     }
+    for (size_t i = 0; i < worker->n_models; i++)
+        latest_update (self, models[i]->name);
     worker->models = NULL;
     worker->n_models = 0;
     return models;
+}
+
+//  Orphans (orphan_version) the models of a list that no worker serves any
+//  more, and frees the list.  A model may be in it twice.
+static void orphan_versions (dispatch_t *self, broker_model_t **models, size_t n_models,
+                             zlistx_t *failed)
+{
+    //  orphan_version may free a model: the list's later entries are
+    //  checked against the table first
+    for (size_t i = 0; i < n_models; i++) {
+        bool alive = false;
+        for (broker_model_t *m = zhashx_first (self->models); m && !alive;
+             m = zhashx_next (self->models))
+            alive = m == models[i];
+        if (alive)
+            orphan_version (self, models[i], failed);
+    }
+    free (models);
 }
 
 //  Puts the worker's held jobs back at the front of their queues, in the
@@ -527,19 +678,14 @@ static void worker_requeue_jobs (dispatch_t *self, broker_worker_t *worker, zlis
         self->held--;
         job->worker = NULL;
         job->lost++;
-        broker_model_t *model = zhashx_lookup (self->models, job->model);
+        broker_model_t *model = dispatch_model_find (self, job->model, job->version);
         if (job->lost >= self->max_lost)
             fail_job (job, AMAAS_UNAVAILABLE, failed,
                       "job lost with %u workers that died or left while holding it; "
                       "not retried, it may be a poison job",
                       job->lost);
-        else if (!model || zlistx_size (model->workers) == 0)
-            fail_job (job, AMAAS_UNAVAILABLE, failed,
-                      "the worker holding the job was lost and no other serves model '%s': "
-                      "retry later",
-                      job->model);
-        else
-            queue_push (model, job, true);
+        else if (!model || zlistx_size (model->workers) == 0 || queue_push (model, job, true))
+            requeue_elsewhere (self, job, true, failed, "the worker holding the job was lost");
     }
 }
 
@@ -550,17 +696,21 @@ broker_worker_t *dispatch_worker_find (dispatch_t *self, const char *key)
 
 broker_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zframe_t **identity_p,
                                         const codec_header_t *ready, int64_t expires_ms,
-                                        zlistx_t *failed)
+                                        zlistx_t *failed, size_t *refused, char *warning,
+                                        size_t warning_size)
 {
+    *refused = 0;
+    if (warning_size)
+        warning[0] = 0;
     broker_worker_t *worker = zhashx_lookup (self->workers, key);
     broker_model_t **old_models = NULL;
     size_t n_old = 0;
     if (worker) {
-        //  Re-registration: the worker lost its state, so the jobs it held
-        //  are gone with it; they go back to the queues while the worker
-        //  still serves their models.
-        worker_requeue_jobs (self, worker, failed);
-        old_models = worker_unlink_models (worker, &n_old);
+        //  An update (the worker reloaded its models): the jobs it holds
+        //  stay with it, and it answers them
+        old_models = worker_unlink_models (self, worker, &n_old);
+        free (worker->models);
+        worker->models = NULL;
     } else {
         worker = calloc (1, sizeof *worker);
         if (!worker)
@@ -574,13 +724,18 @@ broker_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfram
     *identity_p = NULL;
     worker->credit = ready->credit ? ready->credit : 1;
     worker->pid = ready->pid;
+    worker->model_errors = ready->model_errors;
     snprintf (worker->host, sizeof worker->host, "%s", ready->host);
     worker->expires_ms = expires_ms;
-    worker->models = calloc (ready->n_models ? ready->n_models : 1, sizeof (broker_model_t *));
+    //  A draining worker takes no new job: it keeps serving no model
+    size_t n_models = worker->draining ? 0 : ready->n_models;
+    worker->models = calloc (n_models ? n_models : 1, sizeof (broker_model_t *));
     if (!worker->models)
         goto err;
-    for (size_t i = 0; i < ready->n_models; i++) {
-        broker_model_t *model = model_require (self, ready->models[i].name);
+    for (size_t i = 0; i < n_models; i++) {
+        const codec_model_t *announced = &ready->models[i];
+        const char *version = announced->version[0] ? announced->version : "1";
+        broker_model_t *model = model_require (self, announced->name, version);
         if (!model)
             goto err;
         bool dup = false;
@@ -588,20 +743,30 @@ broker_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfram
             dup |= worker->models[j] == model;
         if (dup)
             continue;
-        snprintf (model->version, sizeof model->version, "%s",
-                  ready->models[i].version[0] ? ready->models[i].version : "1");
-        model->width = ready->models[i].width;
+        if (zlistx_size (model->workers) && model->width && announced->width &&
+            model->width != announced->width) {
+            if (*refused == 0 && warning_size)
+                snprintf (warning, warning_size,
+                          "model '%.128s' version '%.32s' announced with input width %u, "
+                          "but other workers serve it with width %u: not served by this worker",
+                          model->name, version, announced->width, model->width);
+            (*refused)++;
+            continue;
+        }
+        if (zlistx_size (model->workers) == 0) {
+            model->width = announced->width;
+            model->mapped = announced->mapped;
+        }
         zlistx_add_end (model->workers, worker);
         worker->models[worker->n_models++] = model;
     }
-    for (size_t i = 0; i < n_old; i++)
-        fail_orphaned_queue (old_models[i], failed);
-    free (old_models);
+    for (size_t i = 0; i < worker->n_models; i++)
+        latest_update (self, worker->models[i]->name);
+    //  Versions the worker no longer serves go if nobody else serves them
+    orphan_versions (self, old_models, n_old, failed);
     return worker;
 err:
-    for (size_t i = 0; i < n_old; i++)
-        fail_orphaned_queue (old_models[i], failed);
-    free (old_models);
+    orphan_versions (self, old_models, n_old, failed);
     dispatch_worker_remove (self, worker, failed);
     return NULL;
 }
@@ -609,39 +774,44 @@ err:
 void dispatch_worker_remove (dispatch_t *self, broker_worker_t *worker, zlistx_t *failed)
 {
     //  Requeue while the worker is unlinked, so that jobs of models it alone
-    //  served fail rather than wait for a worker that will not come.
+    //  served go to another version or fail rather than wait for a worker
+    //  that will not come.
     size_t n_models;
-    broker_model_t **models = worker_unlink_models (worker, &n_models);
+    broker_model_t **models = worker_unlink_models (self, worker, &n_models);
     worker_requeue_jobs (self, worker, failed);
-    for (size_t i = 0; i < n_models; i++)
-        fail_orphaned_queue (models[i], failed);
-    free (models);
+    orphan_versions (self, models, n_models, failed);
     zhashx_delete (self->workers, worker->key);
 }
 
 void dispatch_worker_drain (dispatch_t *self, broker_worker_t *worker, zlistx_t *failed)
 {
-    (void)self;
     size_t n_models;
-    broker_model_t **models = worker_unlink_models (worker, &n_models);
-    for (size_t i = 0; i < n_models; i++)
-        fail_orphaned_queue (models[i], failed);
-    free (models);
+    broker_model_t **models = worker_unlink_models (self, worker, &n_models);
+    orphan_versions (self, models, n_models, failed);
     worker->draining = true;
 }
 
 amaas_code_t dispatch_submit (dispatch_t *self, broker_job_t *job, const char *version)
 {
-    broker_model_t *model = zhashx_lookup (self->models, job->model);
-    if (!model || zlistx_size (model->workers) == 0) {
+    broker_model_t *model;
+    if (version && *version) {
+        model = dispatch_model_find (self, job->model, version);
+        if (!model || zlistx_size (model->workers) == 0) {
+            broker_model_t *latest = zhashx_lookup (self->latest, job->model);
+            if (latest)
+                snprintf (job->fail_message, sizeof job->fail_message,
+                          "no worker serves model '%.64s' in version '%.32s' (the highest "
+                          "served is '%.32s'; see 'amaas models')",
+                          job->model, version, latest->version);
+            else
+                snprintf (job->fail_message, sizeof job->fail_message,
+                          "no worker serves model '%s' (see 'amaas models')", job->model);
+            return job->fail_code = AMAAS_NOT_FOUND;
+        }
+        job->pinned = true;
+    } else if (!(model = zhashx_lookup (self->latest, job->model))) {
         snprintf (job->fail_message, sizeof job->fail_message,
                   "no worker serves model '%s' (see 'amaas models')", job->model);
-        return job->fail_code = AMAAS_NOT_FOUND;
-    }
-    if (version && *version && strcmp (version, model->version) != 0) {
-        snprintf (job->fail_message, sizeof job->fail_message,
-                  "model '%s' is served in version '%s', not '%s'", job->model, model->version,
-                  version);
         return job->fail_code = AMAAS_NOT_FOUND;
     }
     if (model->queued >= self->max_queue) {
@@ -650,11 +820,31 @@ amaas_code_t dispatch_submit (dispatch_t *self, broker_job_t *job, const char *v
                   model->queued);
         return job->fail_code = AMAAS_RESOURCE_EXHAUSTED;
     }
-    if (queue_push (model, job, false)) {
+    snprintf (job->version, sizeof job->version, "%s", model->version);
+    job_node_t *node = node_of (job);
+    if (idmap_insert (self->index, job_hash (job->session, job->principal, job->owner, job->id),
+                      job) ||
+        queue_push (model, job, false)) {
+        if (idmap_delete (self->index, job_hash (job->session, job->principal, job->owner, job->id),
+                          job) == 0)
+            node->indexed = false;
         snprintf (job->fail_message, sizeof job->fail_message, "broker out of memory");
         return job->fail_code = AMAAS_INTERNAL;
     }
+    node->indexed = true;
     return AMAAS_OK;
+}
+
+bool dispatch_cancel (dispatch_t *self, broker_job_t *job)
+{
+    if (job->worker)
+        return false;
+    broker_model_t *model = dispatch_model_find (self, job->model, job->version);
+    if (!model || !node_of (job)->lane)
+        return false; //  not queued: cannot happen for a live job
+    queue_remove (model, job, 0);
+    model_release (self, model);
+    return true;
 }
 
 //  Least-loaded worker of the model with free credit, or NULL.
@@ -829,7 +1019,9 @@ broker_worker_t *dispatch_worker_next (dispatch_t *self)
 
 static int compare_models (const void *a, const void *b)
 {
-    return strcmp (((const codec_model_t *)a)->name, ((const codec_model_t *)b)->name);
+    const codec_model_t *x = a, *y = b;
+    int by_name = strcmp (x->name, y->name);
+    return by_name ? by_name : version_compare (x->version, y->version);
 }
 
 int dispatch_models (dispatch_t *self, codec_header_t *header)
@@ -846,6 +1038,8 @@ int dispatch_models (dispatch_t *self, codec_header_t *header)
         snprintf (list[n].version, sizeof list[n].version, "%s", model->version);
         list[n].workers = (uint32_t)zlistx_size (model->workers);
         list[n].width = model->width;
+        list[n].mapped = model->mapped;
+        list[n].queued = (uint32_t)model->queued;
         n++;
     }
     qsort (list, n, sizeof *list, compare_models);
@@ -863,8 +1057,11 @@ size_t dispatch_worker_count (dispatch_t *self)
 
 size_t dispatch_queued (dispatch_t *self, const char *name)
 {
-    broker_model_t *model = zhashx_lookup (self->models, name);
-    return model ? model->queued : 0;
+    size_t queued = 0;
+    for (broker_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
+        if (streq (m->name, name))
+            queued += m->queued;
+    return queued;
 }
 
 size_t dispatch_queued_total (dispatch_t *self)

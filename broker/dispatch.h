@@ -10,6 +10,9 @@
     queues, or fail when they have already been lost with too many workers or
     when no worker serves their model any more.
 
+    A model has versions, side by side, each with its workers and queue; a
+    job that names no version goes to the highest one served.
+
     Every job ends in exactly one of: completed (dispatch_complete returns it),
     failed (handed back in a list with a code and a message).  The caller
     answers the client and destroys the job.
@@ -42,16 +45,21 @@ typedef struct {
 } dispatch_list_t;
 
 #define DISPATCH_IDENTITY_MAX 255 //  bytes of a ROUTER identity at most
+#define DISPATCH_MODEL_KEY_MAX (CODEC_NAME_MAX + CODEC_VERSION_MAX + 24) //  "LEN:NAMEVERSION"
 
 typedef struct {
     uint64_t token;                        //  broker's own id of the job, unique
     uint64_t id;                           //  client's job id
+    uint64_t session;                      //  client's session, 0 if it sent none
+    uint64_t principal;                    //  hash of the client's key; 0 without security
     uint8_t client[DISPATCH_IDENTITY_MAX]; //  client's ROUTER identity
     size_t client_size;                    //  its bytes; 0 if none
     zmq_msg_t payload;                     //  inputs, forwarded untouched (owned)
     bool has_payload;                      //  whether payload holds inputs
     void *owner;                           //  the caller's record of the client, or NULL
     char model[CODEC_NAME_MAX];            //  model name
+    char version[CODEC_VERSION_MAX];       //  version queued for or sent to
+    bool pinned;                           //  the client asked for that version
     size_t n_outputs;                      //  outputs asked for, 0 = all
     char (*outputs)[CODEC_NAME_MAX];       //  their names (owned; only when asked for)
     uint64_t received_us;                  //  when the broker received it
@@ -64,10 +72,14 @@ typedef struct {
     char fail_message[CODEC_MESSAGE_MAX];
 } broker_job_t;
 
+//  One version of a model: the workers that serve it and its queue.  It
+//  exists while a worker serves it or jobs wait for it.
 struct broker_model_t {
     char name[CODEC_NAME_MAX];               //  model name
-    char version[CODEC_VERSION_MAX];         //  version of the last worker that announced it
-    uint32_t width;                          //  input width the last worker announced
+    char version[CODEC_VERSION_MAX];         //  its version
+    char key[DISPATCH_MODEL_KEY_MAX];        //  name and version, the table key
+    uint32_t width;                          //  input width its first worker announced
+    uint64_t mapped;                         //  bytes of its file a worker maps
     dispatch_list_t turns[CODEC_PRIORITIES]; //  per priority: the lanes with jobs, in turn
     zhashx_t *lane_of;                       //  lanes by priority and client identity
     size_t queued;                           //  jobs in all its queues
@@ -87,6 +99,7 @@ struct broker_worker_t {
     uint64_t last_given;       //  dispatch sequence number of its last job
     int64_t expires_ms;        //  declared dead after this time without a message
     int64_t seen_ms;           //  when its last message came
+    uint32_t model_errors;     //  model files it failed to load, as it reported
     bool draining;             //  finishing its jobs, taking no new one
 };
 
@@ -115,12 +128,19 @@ void dispatch_job_destroy (broker_job_t **job_p);
 broker_job_t *dispatch_held_first (broker_worker_t *worker);
 broker_job_t *dispatch_held_next (broker_worker_t *worker, broker_job_t *job);
 
-//  Register a worker from its READY header, or replace the registration of
-//  the worker with the same key (its held jobs are requeued first, into
-//  `failed` if they cannot be).  Takes *identity_p.  NULL on out-of-memory.
+//  Register a worker from its READY header, or, for a worker already
+//  registered, update the models it serves (a hot reload): the jobs it
+//  holds stay with it.  A model version that another worker serves with
+//  another input width is not linked to this worker: what one worker
+//  announces never changes what another serves; *refused counts such
+//  models (and `warning` names the first).  Queued jobs of a version that
+//  no worker serves any more go to the highest version still served when
+//  they did not ask for one, else fail into `failed`.  Takes *identity_p.
+//  NULL on out-of-memory (then the worker is removed).
 broker_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zframe_t **identity_p,
                                         const codec_header_t *ready, int64_t expires_ms,
-                                        zlistx_t *failed);
+                                        zlistx_t *failed, size_t *refused, char *warning,
+                                        size_t warning_size);
 
 //  Worker by key, or NULL.
 broker_worker_t *dispatch_worker_find (dispatch_t *self, const char *key);
@@ -136,11 +156,28 @@ void dispatch_worker_remove (dispatch_t *self, broker_worker_t *worker, zlistx_t
 //  results come or it is removed.  Cannot fail.
 void dispatch_worker_drain (dispatch_t *self, broker_worker_t *worker, zlistx_t *failed);
 
-//  Queue a job.  Returns AMAAS_OK (the dispatcher owns the job), or
-//  AMAAS_NOT_FOUND (no worker serves the model, or not that version) or
-//  AMAAS_RESOURCE_EXHAUSTED (queue full), with a message in job->fail_message;
-//  then the caller still owns the job.
+//  Queue a job for `version` of its model, or, when version is NULL or "",
+//  for the highest version served (versions compare as strverscmp does:
+//  numbers inside as numbers, 2 < 10).  Returns AMAAS_OK (the dispatcher
+//  owns the job, and dispatch_find finds it), or AMAAS_NOT_FOUND (no worker
+//  serves the model, or not that version) or AMAAS_RESOURCE_EXHAUSTED (queue
+//  full), with a message in job->fail_message; then the caller still owns
+//  the job.
 amaas_code_t dispatch_submit (dispatch_t *self, broker_job_t *job, const char *version);
+
+//  The live job (queued or held) of client job `id` in `session` of the
+//  key `principal`, or, when session is 0, of the client record `owner`;
+//  NULL if none.  A client that sends a job again finds it here.
+broker_job_t *dispatch_find (dispatch_t *self, uint64_t session, uint64_t principal,
+                             const void *owner, uint64_t id);
+
+//  The client gave job up.  A queued job is taken out of its queue: returns
+//  true, and the caller owns it (answers and destroys it).  A held job stays
+//  with its worker (returns false): the caller tells the worker.
+bool dispatch_cancel (dispatch_t *self, broker_job_t *job);
+
+//  A version of a model, or NULL.
+broker_model_t *dispatch_model_find (dispatch_t *self, const char *name, const char *version);
 
 //  Pair queued jobs with workers that have free credit and call send for
 //  each pair, higher priorities first.  A job past its deadline is not sent:
@@ -168,7 +205,8 @@ void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message
 //  forget every worker: the broker is shutting down.
 void dispatch_shutdown (dispatch_t *self, zlistx_t *failed);
 
-//  Iterate over the models ever announced (no change meanwhile).
+//  Iterate over the model versions served or with jobs queued (no change
+//  meanwhile).
 broker_model_t *dispatch_model_first (dispatch_t *self);
 broker_model_t *dispatch_model_next (dispatch_t *self);
 
@@ -176,13 +214,14 @@ broker_model_t *dispatch_model_next (dispatch_t *self);
 broker_worker_t *dispatch_worker_first (dispatch_t *self);
 broker_worker_t *dispatch_worker_next (dispatch_t *self);
 
-//  The models that at least one worker serves, sorted by name, into a
-//  header's models list (HDR_MODELS set).  Returns 0, -1 on out-of-memory.
+//  The model versions that at least one worker serves, sorted by name,
+//  then version, into a header's models list (HDR_MODELS set).  Returns 0,
+//  -1 on out-of-memory.
 int dispatch_models (dispatch_t *self, codec_header_t *header);
 
 //  Counts, for logs and tests
 size_t dispatch_worker_count (dispatch_t *self);
-size_t dispatch_queued (dispatch_t *self, const char *model);
+size_t dispatch_queued (dispatch_t *self, const char *model); //  all its versions
 size_t dispatch_in_flight (dispatch_t *self);
 size_t dispatch_queued_total (dispatch_t *self);
 

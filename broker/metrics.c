@@ -18,6 +18,8 @@
 */
 #include "metrics.h"
 
+#include <stddef.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -95,6 +97,7 @@ struct metrics_t {
     char codes[MAX_CODES][32];               //  code names in order of first sight
     size_t n_codes;                          //  codes in use
     size_t workers;                          //  workers connected
+    metrics_counts_t counts;                 //  job lifecycle
     struct timespec started;                 //  monotonic time metrics_new ran
     struct MHD_Daemon *daemon;               //  HTTP server, or NULL
     int port;                                //  its port
@@ -231,6 +234,36 @@ void metrics_set_model (metrics_t *self, const char *model_name, size_t queued, 
     model->in_flight = in_flight;
 }
 
+//  Every model counted so far, "(other)" last if it was used
+static model_t *model_at (metrics_t *self, size_t i)
+{
+    return i < self->n_models ? self->models[i] : self->models[METRICS_MAX_MODELS];
+}
+
+void metrics_add_model (metrics_t *self, const char *model_name, size_t queued, size_t in_flight)
+{
+    model_t *model = model_get (self, model_name);
+    if (!model)
+        return;
+    model->has_gauges = true;
+    model->queued += queued;
+    model->in_flight += in_flight;
+}
+
+void metrics_clear_models (metrics_t *self)
+{
+    for (size_t i = 0; i <= self->n_models; i++) {
+        model_t *model = model_at (self, i);
+        if (model)
+            model->queued = model->in_flight = 0;
+    }
+}
+
+void metrics_set_counts (metrics_t *self, const metrics_counts_t *counts)
+{
+    self->counts = *counts;
+}
+
 void metrics_set_workers (metrics_t *self, size_t workers)
 {
     self->workers = workers;
@@ -275,12 +308,6 @@ static void put_label (FILE *f, const char *s)
 static void put_header (FILE *f, const char *name, const char *type, const char *help)
 {
     fprintf (f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-//  Every model counted so far, "(other)" last if it was used
-static model_t *model_at (metrics_t *self, size_t i)
-{
-    return i < self->n_models ? self->models[i] : self->models[METRICS_MAX_MODELS];
 }
 
 static void put_histograms (metrics_t *self, FILE *f, histogram_id_t id)
@@ -350,6 +377,29 @@ char *metrics_render (metrics_t *self)
     put_model_gauges (self, f, "amaas_queue_depth", 0);
     put_header (f, "amaas_jobs_in_flight", "gauge", "Jobs held by workers, by model.");
     put_model_gauges (self, f, "amaas_jobs_in_flight", 1);
+    static const struct {
+        const char *name, *type, *help;
+        size_t offset;
+    } counts[] = {
+        {"amaas_jobs_accepted_total", "counter", "REQUESTs that became new jobs.",
+         offsetof (metrics_counts_t, accepted)},
+        {"amaas_jobs_deduplicated_total", "counter",
+         "REQUESTs sent again for a job queued or computing, attached to it (not computed again).",
+         offsetof (metrics_counts_t, deduplicated)},
+        {"amaas_jobs_cancelled_total", "counter", "Jobs their client gave up (CANCEL).",
+         offsetof (metrics_counts_t, cancelled)},
+        {"amaas_results_total", "counter",
+         "RESULTs from workers: jobs a worker computed or answered itself.",
+         offsetof (metrics_counts_t, results)},
+        {"amaas_model_load_failures", "gauge",
+         "Model files the connected workers failed to load or reload since they started.",
+         offsetof (metrics_counts_t, load_failures)},
+    };
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        put_header (f, counts[i].name, counts[i].type, counts[i].help);
+        fprintf (f, "%s %" PRIu64 "\n", counts[i].name,
+                 *(const uint64_t *)(const void *)((const char *)&self->counts + counts[i].offset));
+    }
     put_header (f, "amaas_workers", "gauge", "Workers connected to the broker.");
     fprintf (f, "amaas_workers %zu\n", self->workers);
     struct timespec now;

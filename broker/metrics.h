@@ -10,7 +10,10 @@
     Metrics: amaas_jobs_total{model,code}; histograms amaas_queue_seconds,
     amaas_compute_seconds, amaas_latency_seconds and amaas_batch_size, by
     model; gauges amaas_queue_depth{model}, amaas_jobs_in_flight{model},
-    amaas_workers, amaas_uptime_seconds.
+    amaas_workers, amaas_uptime_seconds; counters of the job lifecycle
+    (amaas_jobs_accepted_total, amaas_jobs_deduplicated_total,
+    amaas_jobs_cancelled_total, amaas_results_total) and the gauge
+    amaas_model_load_failures.
 
     Call every function from one thread, the broker's: there is no lock
     around the counters.  The HTTP thread only ever reads the published text.
@@ -19,6 +22,7 @@
 #define AMAAS_METRICS_H_INCLUDED
 
 #include <stddef.h>
+#include <stdint.h>
 
 //  Distinct models counted; the jobs of any further model are counted
 //  under model="(other)", so that clients sending made-up model names
@@ -26,6 +30,15 @@
 #define METRICS_MAX_MODELS 256
 
 typedef struct metrics_t metrics_t;
+
+//  The broker's counts of the job lifecycle, since it started
+typedef struct {
+    uint64_t accepted;      //  REQUESTs that became new jobs (queued)
+    uint64_t deduplicated;  //  REQUESTs for a job already queued or computing: attached to it
+    uint64_t cancelled;     //  CANCELs for a live job
+    uint64_t results;       //  RESULTs from workers: jobs computed (or refused) by a worker
+    uint64_t load_failures; //  model files the live workers failed to load (a gauge)
+} metrics_counts_t;
 
 //  New metrics.  With `listen` ("ADDRESS:PORT", e.g. "127.0.0.1:9464" or
 //  "[::1]:9464"; port 0 takes a free port) an HTTP server is started on its
@@ -52,6 +65,17 @@ void metrics_observe_job (metrics_t *self, const char *model, const char *code, 
 //  Sets the gauges of a model: jobs queued and jobs held by workers.
 //  Cannot fail (as metrics_observe_job, it may leave a new model out).
 void metrics_set_model (metrics_t *self, const char *model, size_t queued, size_t in_flight);
+
+//  Adds to the gauges of a model (for its versions, one by one).  Cannot
+//  fail (as metrics_set_model).
+void metrics_add_model (metrics_t *self, const char *model, size_t queued, size_t in_flight);
+
+//  Clears the gauges of every model (before they are set anew, so that a
+//  model that is gone shows 0).  Cannot fail.
+void metrics_clear_models (metrics_t *self);
+
+//  Sets the counts of the job lifecycle.  Cannot fail.
+void metrics_set_counts (metrics_t *self, const metrics_counts_t *counts);
 
 //  Sets the number of workers connected.  Cannot fail.
 void metrics_set_workers (metrics_t *self, size_t workers);

@@ -35,15 +35,22 @@ static broker_worker_t *add_worker (dispatch_t *d, const char *key, const char *
     char list[256];
     snprintf (list, sizeof list, "%s", models);
     ready.models = calloc (16, sizeof (codec_model_t));
+    //  "name" serves version 1, "name@version" that version
     for (char *name = strtok (list, ","); name; name = strtok (NULL, ",")) {
-        snprintf (ready.models[ready.n_models].name, CODEC_NAME_MAX, "%s", name);
-        snprintf (ready.models[ready.n_models].version, CODEC_VERSION_MAX, "1");
-        ready.n_models++;
+        codec_model_t *m = &ready.models[ready.n_models++];
+        char *at = strchr (name, '@');
+        if (at)
+            *at = 0;
+        snprintf (m->name, CODEC_NAME_MAX, "%s", name);
+        snprintf (m->version, CODEC_VERSION_MAX, "%s", at ? at + 1 : "1");
     }
     ready.credit = credit;
     ready.pid = 1;
     zframe_t *identity = zframe_new (key, strlen (key));
-    broker_worker_t *w = dispatch_worker_ready (d, key, &identity, &ready, 1000, failed);
+    size_t refused;
+    char warning[256];
+    broker_worker_t *w = dispatch_worker_ready (d, key, &identity, &ready, 1000, failed, &refused,
+                                                warning, sizeof warning);
     codec_header_reset (&ready);
     ck_assert_ptr_nonnull (w);
     return w;
@@ -279,23 +286,242 @@ START_TEST (test_reregistration_and_shutdown)
     dispatch_t *d = dispatch_new (100, 3);
     zlistx_t *failed = dispatch_job_list_new ();
     sent_t sent = {0};
-    add_worker (d, "w1", "m", 2, failed);
+    broker_worker_t *w1 = add_worker (d, "w1", "m", 2, failed);
     submit (d, "m", 1);
     submit (d, "m", 2);
     submit (d, "m", 3);
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 2);
-    //  The same worker says READY again (it restarted): its jobs are requeued
-    add_worker (d, "w1", "m", 2, failed);
+    //  The same worker says READY again (it reloaded its models): the
+    //  jobs it holds stay with it, it answers them
+    ck_assert_ptr_eq (add_worker (d, "w1", "m", 2, failed), w1);
     ck_assert_uint_eq (dispatch_worker_count (d), 1);
-    ck_assert_uint_eq (dispatch_queued (d, "m"), 3);
+    ck_assert_uint_eq (dispatch_queued (d, "m"), 1);
+    ck_assert_uint_eq (dispatch_in_flight (d), 2);
     ck_assert_uint_eq (zlistx_size (failed), 0);
-    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 2);
-    ck_assert_uint_eq (sent.job[2]->id, 1);
+    ck_assert_ptr_eq (dispatch_complete (d, w1, sent.job[0]->token), sent.job[0]);
+    dispatch_job_destroy (&sent.job[0]);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
+    ck_assert_uint_eq (sent.job[2]->id, 3);
     //  Shutdown fails the held and the queued
+    submit (d, "m", 4);
     dispatch_shutdown (d, failed);
     ck_assert_uint_eq (zlistx_size (failed), 3);
     ck_assert_uint_eq (dispatch_worker_count (d), 0);
     ck_assert_uint_eq (dispatch_in_flight (d), 0);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
+//  Submits a job for a version ("" for none) and returns its code; an
+//  accepted job belongs to the dispatcher, a refused one is destroyed
+static amaas_code_t submit_version (dispatch_t *d, const char *model, uint64_t id,
+                                    const char *version, broker_job_t **job_p)
+{
+    broker_job_t *job = new_job (d, model, id);
+    amaas_code_t code = dispatch_submit (d, job, version);
+    if (code != AMAAS_OK)
+        dispatch_job_destroy (&job);
+    if (job_p)
+        *job_p = job;
+    return code;
+}
+
+START_TEST (test_versions_side_by_side)
+{
+    dispatch_t *d = dispatch_new (100, 3);
+    zlistx_t *failed = dispatch_job_list_new ();
+    sent_t sent = {0};
+    broker_worker_t *w1 = add_worker (d, "w1", "linear@1", 8, failed);
+    broker_worker_t *w2 = add_worker (d, "w2", "linear@2", 8, failed);
+    broker_worker_t *w10 = add_worker (d, "w10", "linear@10", 8, failed);
+    //  MODELS lists every version, each with its own workers, in order
+    codec_header_t h = {0};
+    ck_assert_int_eq (dispatch_models (d, &h), 0);
+    ck_assert_uint_eq (h.n_models, 3);
+    ck_assert_str_eq (h.models[0].version, "1");
+    ck_assert_str_eq (h.models[1].version, "2");
+    ck_assert_str_eq (h.models[2].version, "10");
+    ck_assert_uint_eq (h.models[1].workers, 1);
+    codec_header_reset (&h);
+    //  No version: the highest, numerically (10 > 2); a version: that one
+    broker_job_t *job;
+    ck_assert_int_eq (submit_version (d, "linear", 1, NULL, &job), AMAAS_OK);
+    ck_assert_str_eq (job->version, "10");
+    ck_assert_int_eq (submit_version (d, "linear", 2, "1", &job), AMAAS_OK);
+    ck_assert_str_eq (job->version, "1");
+    ck_assert_int_eq (submit_version (d, "linear", 3, "3", NULL), AMAAS_NOT_FOUND);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 2);
+    for (size_t i = 0; i < 2; i++)
+        ck_assert_ptr_eq (sent.worker[i], sent.job[i]->id == 1 ? w10 : w1);
+    //  The worker of version 10 dies: its job, which asked for no version,
+    //  goes to the highest version left; version 10 disappears
+    dispatch_worker_remove (d, w10, failed);
+    ck_assert_uint_eq (zlistx_size (failed), 0);
+    ck_assert_ptr_null (dispatch_model_find (d, "linear", "10"));
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
+    ck_assert_ptr_eq (sent.worker[2], w2);
+    ck_assert_str_eq (sent.job[2]->version, "2");
+    ck_assert_int_eq (submit_version (d, "linear", 4, "10", NULL), AMAAS_NOT_FOUND);
+    //  A job that asked for version 1 fails when version 1 is gone
+    ck_assert_int_eq (submit_version (d, "linear", 5, "1", &job), AMAAS_OK);
+    ck_assert_int_eq (submit_version (d, "linear", 6, "1", NULL), AMAAS_OK);
+    ck_assert_int_eq (submit_version (d, "linear", 7, "1", NULL), AMAAS_OK);
+    ck_assert_int_eq (submit_version (d, "linear", 8, "1", NULL), AMAAS_OK);
+    ck_assert_int_eq (submit_version (d, "linear", 9, "1", NULL), AMAAS_OK);
+    ck_assert_int_eq (submit_version (d, "linear", 10, "1", NULL), AMAAS_OK);
+    ck_assert_int_eq (submit_version (d, "linear", 11, "1", NULL), AMAAS_OK);
+    ck_assert_int_eq (submit_version (d, "linear", 12, "1", NULL), AMAAS_OK);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 7); //  credit 8: 8 held
+    ck_assert_uint_eq (dispatch_queued (d, "linear"), 1);
+    dispatch_worker_remove (d, w1, failed);
+    //  8 held and 1 queued, all asked for version 1: each fails
+    ck_assert_uint_eq (zlistx_size (failed), 9);
+    ck_assert_int_eq (((broker_job_t *)zlistx_first (failed))->fail_code, AMAAS_UNAVAILABLE);
+    zlistx_purge (failed);
+    ck_assert_int_eq (dispatch_models (d, &h), 0);
+    ck_assert_uint_eq (h.n_models, 1);
+    ck_assert_str_eq (h.models[0].version, "2");
+    codec_header_reset (&h);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
+START_TEST (test_one_worker_cannot_change_another)
+{
+    dispatch_t *d = dispatch_new (100, 3);
+    zlistx_t *failed = dispatch_job_list_new ();
+    codec_header_t ready = {0};
+    ready.models = calloc (2, sizeof (codec_model_t));
+    ready.n_models = 1;
+    snprintf (ready.models[0].name, CODEC_NAME_MAX, "linear");
+    snprintf (ready.models[0].version, CODEC_VERSION_MAX, "1");
+    ready.models[0].width = 1;
+    ready.credit = 4;
+    size_t refused;
+    char warning[256];
+    zframe_t *identity = zframe_new ("good", 4);
+    broker_worker_t *good = dispatch_worker_ready (d, "good", &identity, &ready, 1000, failed,
+                                                   &refused, warning, sizeof warning);
+    ck_assert_uint_eq (refused, 0);
+    //  Another worker announces the same version with another width: it is
+    //  not linked to it, and the version keeps its width
+    ready.models[0].width = 7;
+    identity = zframe_new ("bad", 3);
+    broker_worker_t *bad = dispatch_worker_ready (d, "bad", &identity, &ready, 1000, failed,
+                                                  &refused, warning, sizeof warning);
+    ck_assert_ptr_nonnull (bad);
+    ck_assert_uint_eq (refused, 1);
+    ck_assert_ptr_nonnull (strstr (warning, "width 7"));
+    ck_assert_uint_eq (bad->n_models, 0);
+    //  Made-up versions from it come and go with it
+    ready.n_models = 2;
+    snprintf (ready.models[0].version, CODEC_VERSION_MAX, "d75c4d7e");
+    snprintf (ready.models[1].name, CODEC_NAME_MAX, "linear");
+    snprintf (ready.models[1].version, CODEC_VERSION_MAX, "v49");
+    identity = zframe_new ("bad", 3);
+    ck_assert_ptr_eq (dispatch_worker_ready (d, "bad", &identity, &ready, 1000, failed, &refused,
+                                             warning, sizeof warning),
+                      bad);
+    codec_header_t h = {0};
+    ck_assert_int_eq (dispatch_models (d, &h), 0);
+    ck_assert_uint_eq (h.n_models, 3);
+    codec_header_reset (&h);
+    dispatch_worker_remove (d, bad, failed);
+    ck_assert_int_eq (dispatch_models (d, &h), 0);
+    ck_assert_uint_eq (h.n_models, 1);
+    ck_assert_str_eq (h.models[0].version, "1");
+    ck_assert_uint_eq (h.models[0].width, 1);
+    ck_assert_uint_eq (h.models[0].workers, 1);
+    codec_header_reset (&h);
+    ck_assert_ptr_nonnull (dispatch_model_find (d, "linear", "1"));
+    ck_assert_ptr_null (dispatch_model_find (d, "linear", "v49"));
+    (void)good;
+    codec_header_reset (&ready);
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
+START_TEST (test_update_moves_queued_jobs)
+{
+    dispatch_t *d = dispatch_new (100, 3);
+    zlistx_t *failed = dispatch_job_list_new ();
+    sent_t sent = {0};
+    broker_worker_t *w = add_worker (d, "w", "linear@1", 1, failed);
+    broker_job_t *held = submit (d, "linear", 1);
+    submit (d, "linear", 2);
+    broker_job_t *pinned;
+    ck_assert_int_eq (submit_version (d, "linear", 3, "1", &pinned), AMAAS_OK);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
+    //  Hot reload: the worker now serves version 2 only.  Its held job
+    //  stays; the queued job that asked for no version moves to 2; the one
+    //  that asked for 1 fails
+    ck_assert_ptr_eq (add_worker (d, "w", "linear@2", 1, failed), w);
+    ck_assert_uint_eq (dispatch_in_flight (d), 1);
+    ck_assert_uint_eq (zlistx_size (failed), 1);
+    ck_assert_ptr_eq (zlistx_first (failed), pinned);
+    ck_assert_int_eq (pinned->fail_code, AMAAS_UNAVAILABLE);
+    ck_assert_ptr_eq (dispatch_complete (d, w, held->token), held);
+    dispatch_job_destroy (&held);
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
+    ck_assert_str_eq (sent.job[1]->version, "2");
+    ck_assert_ptr_null (dispatch_model_find (d, "linear", "1"));
+    zlistx_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
+START_TEST (test_find_and_cancel)
+{
+    dispatch_t *d = dispatch_new (1000, 3);
+    zlistx_t *failed = dispatch_job_list_new ();
+    sent_t sent = {0};
+    add_worker (d, "w", "m", 1, failed);
+    int owner_a, owner_b;
+    codec_header_t request = {0};
+    codec_header_set_model (&request, "m");
+    request.fields |= HDR_SESSION;
+    request.session = 77;
+    //  With a session: found by session and id, whatever its connection
+    broker_job_t *a = dispatch_job_new (d, 5, &request, "c1", 2, NULL, 0);
+    a->owner = &owner_a;
+    ck_assert_int_eq (dispatch_submit (d, a, NULL), AMAAS_OK);
+    ck_assert_ptr_eq (dispatch_find (d, 77, 0, &owner_b, 5), a);
+    ck_assert_ptr_null (dispatch_find (d, 77, 0, &owner_b, 6));
+    ck_assert_ptr_null (dispatch_find (d, 78, 0, &owner_a, 5));
+    ck_assert_ptr_null (dispatch_find (d, 77, 99, &owner_a, 5)); //  another key
+    //  Without: by its connection's record and id
+    broker_job_t *b = new_job (d, "m", 5);
+    b->owner = &owner_b;
+    ck_assert_int_eq (dispatch_submit (d, b, NULL), AMAAS_OK);
+    ck_assert_ptr_eq (dispatch_find (d, 0, 0, &owner_b, 5), b);
+    ck_assert_ptr_null (dispatch_find (d, 0, 0, &owner_a, 5));
+    //  Many jobs: each is found, and not once destroyed
+    broker_job_t *many[500];
+    for (uint64_t i = 0; i < 500; i++) {
+        many[i] = new_job (d, "m", 1000 + i);
+        many[i]->owner = &owner_a;
+        ck_assert_int_eq (dispatch_submit (d, many[i], NULL), AMAAS_OK);
+    }
+    for (uint64_t i = 0; i < 500; i++)
+        ck_assert_ptr_eq (dispatch_find (d, 0, 0, &owner_a, 1000 + i), many[i]);
+    for (uint64_t i = 0; i < 500; i += 2) {
+        ck_assert (dispatch_cancel (d, many[i]));
+        dispatch_job_destroy (&many[i]);
+    }
+    for (uint64_t i = 0; i < 500; i++)
+        ck_assert_ptr_eq (dispatch_find (d, 0, 0, &owner_a, 1000 + i), i % 2 ? many[i] : NULL);
+    //  A held job is not taken back: its worker is told
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
+    ck_assert_ptr_eq (sent.job[0], a);
+    ck_assert (!dispatch_cancel (d, a));
+    ck_assert_ptr_eq (dispatch_find (d, 77, 0, NULL, 5), a);
+    ck_assert (dispatch_cancel (d, b));
+    dispatch_job_destroy (&b);
+    ck_assert_uint_eq (dispatch_queued (d, "m"), 250);
+    codec_header_reset (&request);
     zlistx_destroy (&failed);
     dispatch_destroy (&d);
 }
@@ -488,6 +714,10 @@ int main (void)
     tcase_add_test (tc, test_last_worker_gone_fails_queue);
     tcase_add_test (tc, test_purge_and_models);
     tcase_add_test (tc, test_reregistration_and_shutdown);
+    tcase_add_test (tc, test_versions_side_by_side);
+    tcase_add_test (tc, test_one_worker_cannot_change_another);
+    tcase_add_test (tc, test_update_moves_queued_jobs);
+    tcase_add_test (tc, test_find_and_cancel);
     tcase_add_test (tc, test_priorities);
     tcase_add_test (tc, test_deadlines);
     tcase_add_test (tc, test_clients_take_turns);
