@@ -66,7 +66,7 @@ typedef struct {
     uint64_t jobs_ok;        //  jobs answered with a result
     uint64_t jobs_failed;    //  jobs answered with an error
     uint64_t incarnation;    //  random, chosen at start: tells this run from others
-    metrics_counts_t counts; //  accepted, deduplicated, cancelled, results
+    metrics_counts_t counts; //  accepted, deduplicated, cancelled, computed
     bool stopping;           //  signalled: no new jobs
     bool pump_due;           //  jobs came or workers freed up since the last pump
     metrics_t *metrics;      //  Prometheus metrics, or NULL without --metrics
@@ -443,7 +443,8 @@ static void on_result (broker_t *self, broker_worker_t *worker, zmq_msg_t *paylo
 {
     codec_header_t *h = &self->header;
     broker_job_t *job = NULL;
-    self->counts.results++;
+    if (h->code == AMAAS_OK)
+        self->counts.computed++;
     if (!(h->fields & HDR_JOB) || !(job = dispatch_complete (self->dispatch, worker, h->job))) {
         log_debug ("result for a job the broker does not know worker=%s job=%" PRIu64, worker->key,
                    h->job);

@@ -12,7 +12,7 @@
     model; gauges amaas_queue_depth{model}, amaas_jobs_in_flight{model},
     amaas_workers, amaas_uptime_seconds; counters of the job lifecycle
     (amaas_jobs_accepted_total, amaas_jobs_deduplicated_total,
-    amaas_jobs_cancelled_total, amaas_results_total) and the gauge
+    amaas_jobs_cancelled_total, amaas_jobs_computed_total) and the gauge
     amaas_model_load_failures.
 
     Call every function from one thread, the broker's: there is no lock
@@ -36,7 +36,7 @@ typedef struct {
     uint64_t accepted;      //  REQUESTs that became new jobs (queued)
     uint64_t deduplicated;  //  REQUESTs for a job already queued or computing: attached to it
     uint64_t cancelled;     //  CANCELs for a live job
-    uint64_t results;       //  RESULTs from workers: jobs computed (or refused) by a worker
+    uint64_t computed;      //  RESULTs with outputs from workers: model runs of a job
     uint64_t load_failures; //  model files the live workers failed to load (a gauge)
 } metrics_counts_t;
 

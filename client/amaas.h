@@ -9,11 +9,16 @@
     dimension is the batch, and little-endian row-major data.  Errors are a
     gRPC-style code and a message a person can act on.
 
-    Jobs that get no answer within the attempt timeout, or that come back
-    UNAVAILABLE (worker lost, broker restarting), are sent again with the
-    same id, a bounded number of times with backoff; if the service answers
-    a job twice, the library drops the second answer.  Each job gets exactly
-    one result from amaas_recv or amaas_predict.
+    A job lives until its deadline (amaas_options_t.deadline_ms, else the
+    client's timeout), however long it waits or computes.  It is sent again,
+    with the same id, only when the broker it went to is gone (restarted, or
+    the connection replaced: the library checks the broker's epoch every
+    heartbeat while jobs are pending), or after a backoff when it comes back
+    UNAVAILABLE (worker lost), a bounded number of times; the broker
+    attaches a job sent again to the one it still holds, and if an answer
+    comes twice the library drops the second.  Each job gets exactly one
+    result from amaas_recv or amaas_predict.  A job given up (its deadline
+    passed, amaas_cancel) is dropped by the broker too.
 
     A client is not thread-safe: use one per thread.
 */
@@ -99,7 +104,8 @@ typedef struct {
 
 //  Options of one job (amaas_send_opts).  Zero means "not set".
 typedef struct {
-    uint32_t deadline_ms; //  answer DEADLINE_EXCEEDED rather than compute after this long
+    uint32_t deadline_ms; //  the job's lifetime (default: the client's timeout): answer
+                          //  DEADLINE_EXCEEDED rather than compute after this long
     uint32_t priority;    //  0 (default) .. 3 (most urgent)
     const char *version;  //  model version required, or NULL
 } amaas_options_t;
@@ -108,8 +114,10 @@ typedef struct {
 typedef struct {
     char name[128];
     char version[64];
-    uint32_t workers; //  workers that serve it now
+    uint32_t workers; //  workers that serve this version now
     uint32_t width;   //  features per input row
+    uint64_t mapped;  //  bytes of its model file a worker maps (shared between workers)
+    uint32_t queued;  //  jobs waiting for this version
 } amaas_model_info_t;
 
 typedef struct amaas_client_t amaas_client_t;
@@ -133,14 +141,16 @@ amaas_client_t *amaas_connect_curve (const char *endpoint, int timeout_ms, const
 //  Close the connection and free the client; nulls *self_p.  Cannot fail.
 void amaas_close (amaas_client_t **self_p);
 
-//  Timeout, in milliseconds, that amaas_predict and amaas_recv wait by default.
-//  Cannot fail.
+//  Timeout, in milliseconds, that amaas_predict and amaas_recv wait by
+//  default; it is also the deadline of a job sent without one.  Cannot fail.
 void amaas_set_timeout (amaas_client_t *self, int timeout_ms);
 
-//  Retries: a job is sent at most `attempts` times (1 = never resent); an
-//  attempt that has no answer after attempt_timeout_ms is resent.  Defaults:
-//  3 attempts, 2000 ms.  Cannot fail.
-void amaas_set_retry (amaas_client_t *self, int attempts, int attempt_timeout_ms);
+//  Retries: a job is sent at most `attempts` times (1 = never resent); it
+//  is resent only after UNAVAILABLE or when the broker's epoch changed
+//  (restart, new connection), never because it is slow.  While jobs are
+//  pending the client PINGs the broker every heartbeat_ms for its epoch.
+//  Defaults: 3 attempts, 1000 ms.  Cannot fail.
+void amaas_set_retry (amaas_client_t *self, int attempts, int heartbeat_ms);
 
 //  Send one job for `model` with the given inputs, without waiting for the
 //  result.  Returns the job's id (never 0); on error returns 0 and err says why.
@@ -151,6 +161,12 @@ uint64_t amaas_send (amaas_client_t *self, const char *model, const amaas_tensor
 //  Same, with options (deadline, priority, version); opts may be NULL.
 uint64_t amaas_send_opts (amaas_client_t *self, const char *model, const amaas_tensor_t *inputs,
                           size_t n_inputs, const amaas_options_t *opts, amaas_error_t *err);
+
+//  Give up job `id`: the library forgets it (no result will come for it)
+//  and tells the broker, which drops it if it is still queued and tells
+//  its worker to skip it if not yet started.  Returns 0, -1 if no such job
+//  is pending.
+int amaas_cancel (amaas_client_t *self, uint64_t id);
 
 //  Jobs sent and not yet returned by amaas_recv / amaas_predict.
 size_t amaas_pending (const amaas_client_t *self);
@@ -163,7 +179,7 @@ void amaas_stats (const amaas_client_t *self, uint64_t *resent, uint64_t *duplic
 //  job sent on this client.  Returns a result the caller frees with
 //  amaas_result_destroy; returns NULL on timeout, and err says
 //  DEADLINE_EXCEEDED.  A job's error is a result with error.code set; a job
-//  that got no answer after every attempt is a result with
+//  that got no answer within its deadline is a result with
 //  DEADLINE_EXCEEDED.
 amaas_result_t *amaas_recv (amaas_client_t *self, int timeout_ms, amaas_error_t *err);
 

@@ -10,6 +10,7 @@
 #include <czmq.h>
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdbool.h>
@@ -34,13 +35,17 @@ static void usage (FILE *out)
              "\n"
              "Commands:\n"
              "  predict --model NAME --input ROWS [--datatype FP64|FP32|INT64|INT32]\n"
-             "          [--output NAME]...\n"
+             "          [--version V] [--info]\n"
              "      Send one job and print its outputs as a JSON object.  ROWS is a JSON\n"
              "      array of rows, e.g. '[[0.5],[1.0]]' (a flat array is one row), or\n"
-             "      @FILE to read it from a file ('@-' reads standard input).\n"
+             "      @FILE to read it from a file ('@-' reads standard input).  --version\n"
+             "      asks for that version of the model (default: the highest served);\n"
+             "      --info prints the model, version and timings on standard error.\n"
+             "      The job may queue and compute as long as --timeout allows.\n"
              "  models [--json]\n"
-             "      List the models the broker can serve, their input width, and on how\n"
-             "      many workers.\n"
+             "      List the models the broker can serve, each version on its own line:\n"
+             "      input width, workers, jobs queued, bytes of the model file each worker\n"
+             "      maps (shared by the workers of one machine).\n"
              "  bench --model NAME [--rows N] [--concurrency C[,C...]] [--duration S]\n"
              "        [--rate R] [--json]\n"
              "      Load the service and report throughput, latency percentiles and the\n"
@@ -262,10 +267,13 @@ static json_t *tensor_json (const amaas_tensor_t *t, int dim, size_t *index, siz
 
 static int cmd_predict (int argc, char *argv[])
 {
-    const char *model = NULL, *input = NULL;
+    const char *model = NULL, *input = NULL, *version = NULL;
+    bool info = false;
     amaas_dtype_t dtype = AMAAS_FP64;
     static const struct option options[] = {{"model", required_argument, 0, 'm'},
                                             {"input", required_argument, 0, 'i'},
+                                            {"version", required_argument, 0, 'v'},
+                                            {"info", no_argument, 0, 'I'},
                                             {"datatype", required_argument, 0, 'd'},
                                             {"broker", required_argument, 0, 'b'},
                                             {"timeout", required_argument, 0, 't'},
@@ -277,6 +285,8 @@ static int cmd_predict (int argc, char *argv[])
         switch (c) {
         case 'm': model = optarg; break;
         case 'i': input = optarg; break;
+        case 'v': version = optarg; break;
+        case 'I': info = true; break;
         case 'd':
             dtype = amaas_dtype_from_name (optarg, strlen (optarg));
             if (dtype != AMAAS_FP64 && dtype != AMAAS_FP32 && dtype != AMAAS_INT64 &&
@@ -303,7 +313,12 @@ static int cmd_predict (int argc, char *argv[])
         return 2;
     amaas_client_t *client = connect_or_die ();
     amaas_error_t err;
-    amaas_result_t *result = amaas_predict (client, model, &tensor, 1, &err);
+    //  The job's deadline is --timeout: it may queue and compute that long
+    amaas_options_t opts = {.version = version};
+    uint64_t id = amaas_send_opts (client, model, &tensor, 1, &opts, &err);
+    amaas_result_t *result = id ? amaas_recv (client, timeout_ms, &err) : NULL;
+    if (id && !result)
+        amaas_cancel (client, id);
     free (data);
     int rc = 0;
     if (!result) {
@@ -322,6 +337,11 @@ static int cmd_predict (int argc, char *argv[])
         }
         char *text = json_dumps (out, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION (17));
         printf ("%s\n", text);
+        if (info)
+            fprintf (stderr,
+                     "model=%s version=%s queue_us=%" PRIu64 " compute_us=%" PRIu64 " batch=%u\n",
+                     result->model, result->version, result->queue_us, result->compute_us,
+                     result->batch);
         free (text);
         json_decref (out);
     }
@@ -367,21 +387,30 @@ static int cmd_models (int argc, char *argv[])
     if (as_json) {
         json_t *list = json_array ();
         for (int i = 0; i < n; i++)
-            json_array_append_new (list, json_pack ("{s:s, s:s, s:i, s:i}", "name", models[i].name,
-                                                    "version", models[i].version, "width",
-                                                    (json_int_t)models[i].width, "workers",
-                                                    (json_int_t)models[i].workers));
+            json_array_append_new (list, json_pack ("{s:s, s:s, s:i, s:i, s:I, s:i}", "name",
+                                                    models[i].name, "version", models[i].version,
+                                                    "width", (json_int_t)models[i].width, "workers",
+                                                    (json_int_t)models[i].workers, "mapped",
+                                                    (json_int_t)models[i].mapped, "queued",
+                                                    (json_int_t)models[i].queued));
         char *text = json_dumps (list, JSON_PRESERVE_ORDER);
         printf ("%s\n", text);
         free (text);
         json_decref (list);
     } else {
-        printf ("%-32s %-10s %-8s %s\n", "MODEL", "VERSION", "INPUT", "WORKERS");
+        printf ("%-32s %-10s %-10s %7s %7s %10s\n", "MODEL", "VERSION", "INPUT", "WORKERS",
+                "QUEUED", "MAPPED");
         for (int i = 0; i < n; i++) {
-            char input[32];
+            char input[32], mapped[32];
             snprintf (input, sizeof input, "[-1,%u]", models[i].width);
-            printf ("%-32s %-10s %-8s %u\n", models[i].name, models[i].version, input,
-                    models[i].workers);
+            if (models[i].mapped >= 10u << 20)
+                snprintf (mapped, sizeof mapped, "%" PRIu64 " MiB", models[i].mapped >> 20);
+            else if (models[i].mapped >= 10u << 10)
+                snprintf (mapped, sizeof mapped, "%" PRIu64 " KiB", models[i].mapped >> 10);
+            else
+                snprintf (mapped, sizeof mapped, "%" PRIu64 " B", models[i].mapped);
+            printf ("%-32s %-10s %-10s %7u %7u %10s\n", models[i].name, models[i].version, input,
+                    models[i].workers, models[i].queued, mapped);
         }
     }
     return 0;

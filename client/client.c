@@ -2,13 +2,27 @@
 
     One DEALER socket per client.  Every job sent is remembered as pending,
     with its encoded inputs, until its result is handed to the caller: that
-    is what lets the library resend it, with the same id, when an attempt
-    gets no answer in time or comes back UNAVAILABLE, and drop a second
-    answer to a job already answered.  Pending jobs sit in a table by id and
-    in one of two timer lists, each ordered by when its jobs are due: the
-    attempts waiting for an answer, and the jobs waiting out a backoff after
-    UNAVAILABLE.  Every attempt waits as long, so a new one goes to the end
-    of its list: timers cost O(1) per job.
+    is what lets the library send it again, with the same id, when the
+    broker it went to is gone (docs/PROTOCOL.md, "A client's jobs"), and
+    drop a second answer to a job already answered.  A job is never resent
+    because it is merely slow: it waits as long as its deadline allows.
+
+    Whether the broker still holds the jobs is known from its epoch: while
+    jobs are pending, the client PINGs every heartbeat interval, and the
+    PONG carries an epoch that changes when the broker restarts or the
+    connection is a new one (after which the broker cannot answer what was
+    sent before).  A new epoch makes the client send every pending job
+    again; the broker attaches a job it still has (same session and id) to
+    the new connection rather than compute it twice.  UNAVAILABLE (a worker
+    lost) is sent again after a backoff.  A job whose deadline passes is
+    answered DEADLINE_EXCEEDED by the library, which tells the broker
+    (CANCEL), as amaas_cancel does.
+
+    Pending jobs sit in a table by id and in one of two timer lists, each
+    ordered by when its jobs are due: the jobs waiting for an answer, due
+    at their deadline, and the jobs waiting out a backoff after
+    UNAVAILABLE.  Most jobs have the same lifetime, so a new one goes to
+    the end of its list: timers cost O(1) per job.
 
     All waiting goes through pump(), which reads the socket, fires the
     retry timers, and parks results that nobody asked for yet in a FIFO that
@@ -30,6 +44,8 @@
 #include <poll.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "codec.h"
@@ -53,10 +69,10 @@ struct pending_t {
     size_t model_len;                //  its length
     char version[CODEC_VERSION_MAX]; //  required version, or ""
     uint32_t priority;               //  0..3
-    uint32_t deadline_ms;            //  budget from the first send, 0 = none
+    uint32_t deadline_ms;            //  lifetime from the first send
     zmq_msg_t payload;               //  encoded inputs, kept for resends
     int64_t first_sent_ms;           //  first attempt
-    int64_t next_try_ms;             //  resend (or give up) then
+    int64_t next_try_ms;             //  give up then, or resend after a backoff
     int attempts;                    //  attempts sent
     int backoff_ms;                  //  next wait after UNAVAILABLE
     timers_t *timers;                //  timer list it is in, or NULL
@@ -76,12 +92,16 @@ struct amaas_client_t {
     zsock_t *sock;               //  DEALER to the broker's frontend
     void *socket;                //  its libzmq socket
     int fd;                      //  its ZMQ_FD, readable when libzmq has news
-    int timeout_ms;              //  default wait of recv and predict
-    int attempts;                //  most attempts per job
-    int attempt_timeout_ms;      //  resend after this long without an answer
+    int timeout_ms;              //  default wait of recv and predict, and job lifetime
+    int attempts;                //  most sends per job
+    int heartbeat_ms;            //  PING interval while jobs are pending
+    int64_t next_ping_ms;        //  next PING then
+    uint64_t next_ping_id;       //  id of the next PING, from 2^63 up
+    uint64_t session;            //  random: tells the broker our jobs from others'
+    uint64_t epoch;              //  of the broker and connection our jobs went to
     uint64_t next_id;            //  id of the next job
     table_t pending;             //  pending_t * by id
-    timers_t attempt_timers;     //  jobs waiting for an answer
+    timers_t deadline_timers;    //  jobs waiting for an answer, by deadline
     timers_t backoff_timers;     //  jobs waiting to be resent after UNAVAILABLE
     pending_t *pool;             //  finished pending_t's for reuse, linked by next
     amaas_result_t *parked;      //  results ready for the caller, linked by _priv
@@ -232,7 +252,7 @@ static void timer_set (timers_t *list, pending_t *p, int64_t at_ms)
 //  The job due first in either list, or NULL.
 static pending_t *timer_first (const amaas_client_t *self)
 {
-    pending_t *a = self->attempt_timers.first, *b = self->backoff_timers.first;
+    pending_t *a = self->deadline_timers.first, *b = self->backoff_timers.first;
     if (!a || (b && b->next_try_ms < a->next_try_ms))
         return b;
     return a;
@@ -372,10 +392,10 @@ void amaas_set_timeout (amaas_client_t *self, int timeout_ms)
     self->timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
 }
 
-void amaas_set_retry (amaas_client_t *self, int attempts, int attempt_timeout_ms)
+void amaas_set_retry (amaas_client_t *self, int attempts, int heartbeat_ms)
 {
     self->attempts = attempts > 0 ? attempts : 1;
-    self->attempt_timeout_ms = attempt_timeout_ms > 0 ? attempt_timeout_ms : 1;
+    self->heartbeat_ms = heartbeat_ms > 0 ? heartbeat_ms : 1;
 }
 
 size_t amaas_pending (const amaas_client_t *self)
@@ -397,6 +417,10 @@ static int send_command (amaas_client_t *self, codec_cmd_t cmd, uint64_t id)
     codec_header_t *h = &self->out;
     h->fields = HDR_ID;
     h->id = id;
+    if (cmd == CMD_CANCEL) {
+        h->fields |= HDR_SESSION;
+        h->session = self->session;
+    }
     return codec_send_frames (self->socket, NULL, 0, cmd, h, NULL);
 }
 
@@ -425,8 +449,9 @@ static void pending_fail (amaas_client_t *self, pending_t *p, amaas_code_t code,
 static void send_attempt (amaas_client_t *self, pending_t *p, int64_t now)
 {
     codec_header_t *h = &self->out;
-    h->fields = HDR_ID | HDR_MODEL;
+    h->fields = HDR_ID | HDR_MODEL | HDR_SESSION | HDR_DEADLINE_MS;
     h->id = p->id;
+    h->session = self->session;
     memcpy (h->model, p->model, p->model_len + 1);
     if (*p->version) {
         h->fields |= HDR_VERSION;
@@ -436,21 +461,59 @@ static void send_attempt (amaas_client_t *self, pending_t *p, int64_t now)
         h->fields |= HDR_PRIORITY;
         h->priority = p->priority;
     }
-    if (p->deadline_ms) {
-        int64_t left = p->first_sent_ms + p->deadline_ms - now;
-        if (left <= 0) {
-            pending_fail (self, p, AMAAS_DEADLINE_EXCEEDED,
-                          "deadline passed before the job could be sent again");
-            return;
-        }
-        h->fields |= HDR_DEADLINE_MS;
-        h->deadline_ms = (uint32_t)left;
+    int64_t left = p->first_sent_ms + p->deadline_ms - now;
+    if (left <= 0) {
+        pending_fail (self, p, AMAAS_DEADLINE_EXCEEDED,
+                      "deadline passed before the job could be sent again");
+        return;
     }
+    h->deadline_ms = (uint32_t)left;
     //  A send that fails (it cannot, with no high-water mark, short of
     //  out-of-memory) is handled like a lost attempt: it times out
     codec_send_frames (self->socket, NULL, 0, CMD_REQUEST, h, &p->payload);
     p->attempts++;
-    timer_set (&self->attempt_timers, p, now + self->attempt_timeout_ms);
+    timer_set (&self->deadline_timers, p, p->first_sent_ms + p->deadline_ms);
+}
+
+//  The broker's epoch, from a PONG.  When it changed, the broker restarted
+//  or our connection is a new one: what we sent before may be lost, and
+//  its answers could not reach us.  Every pending job is sent again (the
+//  broker attaches one it still has); a job sent `attempts` times fails
+//  UNAVAILABLE instead.
+static void on_epoch (amaas_client_t *self, uint64_t epoch)
+{
+    if (epoch == 0 || epoch == self->epoch)
+        return;
+    bool changed = self->epoch != 0;
+    self->epoch = epoch;
+    if (!changed || self->pending.count == 0)
+        return;
+    //  Collected first: resending may fail a job, which changes the table
+    size_t n = 0;
+    pending_t **jobs = malloc (self->pending.count * sizeof *jobs);
+    if (!jobs)
+        return; //  out of memory: the jobs wait for their deadline
+    for (size_t i = 0; i <= self->pending.mask; i++) {
+        pending_t *p = self->pending.slots[i];
+        if (p && p->timers != &self->backoff_timers)
+            jobs[n++] = p;
+    }
+    int64_t now = clock_now_ms ();
+    for (size_t i = 0; i < n; i++) {
+        pending_t *p = jobs[i];
+        if (p->attempts >= self->attempts) {
+            char message[CODEC_MESSAGE_MAX];
+            snprintf (message, sizeof message,
+                      "the broker restarted or the connection was replaced; the job was sent "
+                      "%d time%s, the most allowed: retry",
+                      p->attempts, p->attempts == 1 ? "" : "s");
+            pending_fail (self, p, AMAAS_UNAVAILABLE, message);
+        } else {
+            self->resent++;
+            send_attempt (self, p, now);
+        }
+    }
+    free (jobs);
 }
 
 //  A REPLY or ERROR arrived, its header in self->header: hand it on, retry
@@ -460,8 +523,10 @@ static void on_reply (amaas_client_t *self, zmq_msg_t *payload)
     pending_t *p = table_lookup (&self->pending, self->header.id);
     if (!p) {
         //  An answer to a job already answered (a resend crossed a late
-        //  answer), or to nothing we sent: never shown to the caller
-        self->duplicates++;
+        //  answer), given up, or to nothing we sent: never shown to the
+        //  caller
+        if (self->header.code != AMAAS_CANCELLED)
+            self->duplicates++;
         return;
     }
     if (self->header.code == AMAAS_UNAVAILABLE && p->attempts < self->attempts) {
@@ -476,21 +541,31 @@ static void on_reply (amaas_client_t *self, zmq_msg_t *payload)
     pending_finish (self, p);
 }
 
-//  Fires the timers due at `now`: resend, or give up.
+//  Fires the timers due at `now`: resend after a backoff, or give up at
+//  the deadline (and tell the broker).  While jobs are pending, PINGs the
+//  broker every heartbeat interval, for its epoch.
 static void on_timers (amaas_client_t *self, int64_t now)
 {
     pending_t *p;
     while ((p = timer_first (self)) && p->next_try_ms <= now) {
-        if (p->attempts < self->attempts) {
-            if (p->attempts > 0)
-                self->resent++;
+        if (p->timers == &self->backoff_timers) {
+            self->resent++;
             send_attempt (self, p, now);
         } else {
             char message[CODEC_MESSAGE_MAX];
-            snprintf (message, sizeof message, "no answer from the broker after %d attempt%s",
-                      p->attempts, p->attempts == 1 ? "" : "s");
+            snprintf (message, sizeof message,
+                      "no answer within the job's deadline of %u ms; the broker was told to "
+                      "drop it",
+                      p->deadline_ms);
+            uint64_t id = p->id;
             pending_fail (self, p, AMAAS_DEADLINE_EXCEEDED, message);
+            send_command (self, CMD_CANCEL, id);
         }
+    }
+    if (self->pending.count && now >= self->next_ping_ms) {
+        //  Ids of their own, so that job ids stay consecutive
+        send_command (self, CMD_PING, self->next_ping_id++);
+        self->next_ping_ms = now + self->heartbeat_ms;
     }
 }
 
@@ -505,6 +580,8 @@ static bool on_message (amaas_client_t *self, codec_cmd_t ctl_cmd, uint64_t ctl_
     bool answer = false;
     if (codec_frames_parse (&self->frames, 0, &cmd, &self->header, &payload, why, sizeof why) ==
         0) {
+        if (cmd == CMD_PONG && (self->header.fields & HDR_EPOCH))
+            on_epoch (self, self->header.epoch);
         //  An ERROR while waiting for a control answer is the answer: the
         //  broker refused what we sent (e.g. our key)
         if (ctl_cmd && ((cmd == ctl_cmd && self->header.id == ctl_id) || cmd == CMD_ERROR))
@@ -549,6 +626,8 @@ static amaas_result_t *pump (amaas_client_t *self, uint64_t id, int timeout_ms, 
             pending_t *first = timer_first (self);
             if (first && first->next_try_ms < wake)
                 wake = first->next_try_ms;
+            if (self->pending.count && self->next_ping_ms < wake)
+                wake = self->next_ping_ms;
             struct pollfd item = {self->fd, POLLIN, 0};
             if (poll (&item, 1, (int)(wake > now ? wake - now : 0)) < 0 && errno != EINTR)
                 return NULL;
@@ -568,8 +647,12 @@ static amaas_client_t *connect_with (const char *endpoint, int timeout_ms, const
     }
     self->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
     self->attempts = 3;
-    self->attempt_timeout_ms = 2000;
+    self->heartbeat_ms = 1000;
     self->next_id = 1;
+    self->next_ping_id = 1ULL << 63;
+    if (getrandom (&self->session, sizeof self->session, 0) != sizeof self->session)
+        self->session = (uint64_t)clock_now_us () ^ ((uint64_t)getpid () << 32);
+    self->session |= 1; //  never 0
     msgpack_sbuffer_init (&self->packed);
     self->sock = zsock_new (ZMQ_DEALER);
     if (table_init (&self->pending, TABLE_FIRST_SLOTS) || !self->sock) {
@@ -597,6 +680,8 @@ static amaas_client_t *connect_with (const char *endpoint, int timeout_ms, const
     bool pong = false;
     if (send_command (self, CMD_PING, id) == 0)
         pump (self, 0, self->timeout_ms, CMD_PONG, id, &pong);
+    if (pong && (self->header.fields & HDR_EPOCH))
+        self->epoch = self->header.epoch;
     if (pong && self->header.fields & HDR_CODE && self->header.code != AMAAS_OK) {
         set_error (err, (amaas_code_t)self->header.code, "%s", self->header.message);
         goto err;
@@ -727,14 +812,18 @@ uint64_t amaas_send_opts (amaas_client_t *self, const char *model, const amaas_t
     memcpy (p->model, model, model_len + 1);
     p->model_len = model_len;
     p->version[0] = 0;
-    p->priority = p->deadline_ms = 0;
+    p->priority = 0;
+    p->deadline_ms = (uint32_t)self->timeout_ms;
     if (opts) {
         if (opts->version)
             snprintf (p->version, sizeof p->version, "%s", opts->version);
         p->priority = opts->priority;
-        p->deadline_ms = opts->deadline_ms;
+        if (opts->deadline_ms)
+            p->deadline_ms = opts->deadline_ms;
     }
     int64_t now = clock_now_ms ();
+    if (self->pending.count == 1)
+        self->next_ping_ms = now + self->heartbeat_ms; //  the first job pending
     p->first_sent_ms = now;
     p->attempts = 0;
     p->backoff_ms = BACKOFF_FIRST_MS;
@@ -770,14 +859,23 @@ amaas_result_t *amaas_predict (amaas_client_t *self, const char *model,
         return NULL;
     amaas_result_t *r = pump (self, id, self->timeout_ms, 0, 0, NULL);
     if (!r) {
-        //  Given up: forget the job, so that a late answer is dropped
-        pending_t *p = table_lookup (&self->pending, id);
-        if (p)
-            pending_finish (self, p);
+        //  Given up: forget the job, so that a late answer is dropped, and
+        //  tell the broker
+        amaas_cancel (self, id);
         set_error (err, AMAAS_DEADLINE_EXCEEDED, "no result for job %" PRIu64 " within %d ms", id,
                    self->timeout_ms);
     }
     return r;
+}
+
+int amaas_cancel (amaas_client_t *self, uint64_t id)
+{
+    pending_t *p = table_lookup (&self->pending, id);
+    if (!p)
+        return -1;
+    pending_finish (self, p);
+    send_command (self, CMD_CANCEL, id);
+    return 0;
 }
 
 void amaas_result_destroy (amaas_result_t **self_p)
@@ -818,6 +916,8 @@ int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max, 
                   self->header.models[i].version);
         models[i].workers = self->header.models[i].workers;
         models[i].width = self->header.models[i].width;
+        models[i].mapped = self->header.models[i].mapped;
+        models[i].queued = self->header.models[i].queued;
     }
     codec_header_reset (&self->header);
     return (int)n;

@@ -7,7 +7,7 @@ import msgpack
 import numpy as np
 
 
-def write_mlp(path, name, widths, dtype="FP32", seed=0):
+def write_mlp(path, name, widths, dtype="FP32", seed=0, version="1"):
     rng = np.random.default_rng(seed)
     np_dtype = np.dtype("<f4") if dtype == "FP32" else np.dtype("<f8")
     ops = []
@@ -19,7 +19,7 @@ def write_mlp(path, name, widths, dtype="FP32", seed=0):
         if i < len(widths) - 2:
             ops.append({"op": "relu"})
     ops.append({"op": "output", "name": "y"})
-    model = {"format": "amaas-model", "format_version": 1, "name": name, "version": "1",
+    model = {"format": "amaas-model", "format_version": 1, "name": name, "version": version,
              "datatype": dtype, "input": {"name": "input", "width": widths[0]},
              "outputs": [{"name": "y", "datatype": dtype, "shape": [-1, widths[-1]]}],
              "ops": ops}
