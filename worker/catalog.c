@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "clock.h"
 #include "log.h"
 #include "model.h"
 
@@ -252,7 +253,9 @@ static char **list_folder (const char *path)
 static bool load_file (catalog_t *self, file_t *file, const char *path)
 {
     char err[512];
+    uint64_t start_us = clock_now_us ();
     model_t *model = model_load (path, err, sizeof err);
+    uint64_t load_us = clock_now_us () - start_us;
     if (!model) {
         log_error ("model refused path=%s error=\"%s\"", path, err);
         self->errors++;
@@ -284,9 +287,10 @@ static bool load_file (catalog_t *self, file_t *file, const char *path)
     entry->next = self->entries;
     self->entries = entry;
     entry_t *old = file->entry;
-    log_info ("model loaded name=%s version=%s path=%s inputs=%zu outputs=%zu mapped=%zu%s%s", name,
-              version, path, model_input_width (model), model_output_count (model),
-              model_mapped_bytes (model), old ? " replaces=" : "",
+    log_info ("model loaded name=%s version=%s path=%s inputs=%zu outputs=%zu mapped=%zu "
+              "load_us=%" PRIu64 "%s%s",
+              name, version, path, model_input_width (model), model_output_count (model),
+              model_mapped_bytes (model), load_us, old ? " replaces=" : "",
               old ? model_version (old->run.model) : "");
     if (old)
         retire (self, old);
