@@ -404,7 +404,11 @@ static void rescan (worker_t *self, const char *why)
 {
     if (self->draining)
         return;
-    log_debug ("rescanning models folder=%s reason=%s", self->config->models_dir, why);
+    //  An operator's SIGHUP is worth a line; the watch's events are not
+    if (strcmp (why, "SIGHUP") == 0)
+        log_info ("rescanning models folder=%s reason=%s", self->config->models_dir, why);
+    else
+        log_debug ("rescanning models folder=%s reason=%s", self->config->models_dir, why);
     if (catalog_rescan (self->catalog))
         send_ready (self);
 }
