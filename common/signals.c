@@ -1,15 +1,19 @@
-/*  signals.c - SIGINT and SIGTERM as stop requests for an event loop.  */
+/*  signals.c - SIGINT and SIGTERM as stop requests, SIGHUP as reload
+    requests, for an event loop.  */
 #include "signals.h"
 
 #include <czmq.h>
 #include <signal.h>
 
 static volatile sig_atomic_t stop_requests = 0;
+static volatile sig_atomic_t reload_requests = 0;
 
 static void on_signal (int sig)
 {
-    (void)sig;
-    stop_requests++;
+    if (sig == SIGHUP)
+        reload_requests++;
+    else
+        stop_requests++;
 }
 
 void signals_catch_stop (void)
@@ -24,4 +28,16 @@ void signals_catch_stop (void)
 int signals_stop_requests (void)
 {
     return stop_requests;
+}
+
+void signals_catch_reload (void)
+{
+    struct sigaction action = {.sa_handler = on_signal};
+    sigemptyset (&action.sa_mask);
+    sigaction (SIGHUP, &action, NULL);
+}
+
+int signals_reload_requests (void)
+{
+    return reload_requests;
 }

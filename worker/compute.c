@@ -8,7 +8,14 @@
     the rows of the others are stacked into the workspace's input buffer,
     the model runs once (one GEMM per dense layer for the whole batch), and
     the outputs are cut back into one result per job.  Jobs for other models
-    keep their place for the next round.
+    keep their place for the next round.  A job's model is the wrk_model_t
+    it points to, resolved by the I/O thread: the batch is the jobs that
+    point to the same one.
+
+    Cancelling: the queue of jobs waiting for the compute thread is shared
+    with the I/O thread under the mutex (the thread holds it while it picks
+    a batch's jobs out, a walk over the queue, not while it computes), so
+    that compute_cancel can take a job out that is not yet in a batch.
 
     Answered jobs gather on the thread's own list and go to the finished
     queue together, after each batch and before any wait or model run (so
@@ -83,20 +90,19 @@ struct compute_t {
     pthread_mutex_t lock;
     pthread_cond_t arrived; //  jobs came, or stop was asked
     wrk_queue_t incoming;   //  submitted, not yet seen by the compute thread
+    wrk_queue_t waiting;    //  seen by the compute thread, not yet in a batch, in order
     wrk_queue_t finished;   //  answered, not yet taken by the I/O thread
     bool sleeping;          //  the compute thread waits on arrived
     bool idle;              //  ... with nothing to compute at all
     bool woken;             //  wake_fd written, finished not yet taken
     bool stop;              //  the compute thread is to stop
     //  The I/O thread's
-    wrk_job_t *pool;     //  jobs free for reuse, linked by next
-    wrk_job_t *all;      //  every job allocated, linked by all
-    runner_t io;         //  for the jobs it computes itself
-    size_t *inline_work; //  per model: multiply-adds per row, or 0: never inline
+    wrk_job_t *pool; //  jobs free for reuse, linked by next
+    wrk_job_t *all;  //  every job allocated, linked by all
+    runner_t io;     //  for the jobs it computes itself
     //  The compute thread's
-    bool stopping;       //  stop seen
-    wrk_queue_t waiting; //  received, not yet computed, in order
-    runner_t runner;     //  its batches
+    bool stopping;   //  stop seen
+    runner_t runner; //  its batches
 };
 
 void wrk_queue_push (wrk_queue_t *self, wrk_job_t *job)
@@ -150,7 +156,8 @@ wrk_job_t *compute_job_take (compute_t *self)
     }
     job->next = NULL;
     job->token = job->connection = job->deadline_us = job->compute_us = 0;
-    job->model[0] = 0;
+    job->model[0] = job->version[0] = 0;
+    job->serving = NULL;
     job->n_outputs = 0;
     job->served_by = NULL;
     job->code = AMAAS_OK;
@@ -221,10 +228,13 @@ static void publish (compute_t *self)
 
 //  Compute thread: moves the jobs submitted to the waiting list; if none
 //  came, waits for them until `until_us` (monotonic; 0: not at all,
-//  WAIT_FOREVER: no limit) or until stop is asked.
+//  WAIT_FOREVER: no limit, or none if jobs wait already) or until stop is
+//  asked.
 static void receive (compute_t *self, uint64_t until_us)
 {
     pthread_mutex_lock (&self->lock);
+    if (until_us == WAIT_FOREVER && self->waiting.first)
+        until_us = 0;
     if (!self->incoming.first && !self->stop && until_us) {
         self->sleeping = true;
         self->idle = until_us == WAIT_FOREVER && !self->waiting.first;
@@ -240,17 +250,6 @@ static void receive (compute_t *self, uint64_t until_us)
     queue_append (&self->waiting, &self->incoming);
     self->stopping = self->stop;
     pthread_mutex_unlock (&self->lock);
-}
-
-static model_t *find_model (const compute_config_t *config, const char *name, size_t *index)
-{
-    for (size_t i = 0; i < config->n_models; i++)
-        if (strcmp (model_name (config->models[i]), name) == 0) {
-            if (index)
-                *index = i;
-            return config->models[i];
-        }
-    return NULL;
 }
 
 //  Answers a job with an error (its result holds no outputs).
@@ -426,30 +425,30 @@ static void run_batch (runner_t *self, model_t *model, size_t n, size_t rows)
 }
 
 //  Takes the oldest waiting job, gathers the others for its model, and
-//  computes them as one batch.
+//  computes them as one batch.  Nothing to do if no job waits (the I/O
+//  thread may have cancelled it).
 static void compute_next (compute_t *self)
 {
+    pthread_mutex_lock (&self->lock);
     wrk_job_t *job = self->waiting.first;
-    size_t index = 0;
-    model_t *model = find_model (self->config, job->model, &index);
-    char err[CODEC_MESSAGE_MAX];
-    if (!model) {
-        queue_unlink (&self->waiting, NULL, job);
-        snprintf (err, sizeof err, "this worker does not serve model '%.128s'", job->model);
-        fail_job (&self->runner, job, NULL, AMAAS_NOT_FOUND, err);
+    if (!job) {
+        pthread_mutex_unlock (&self->lock);
         return;
     }
+    const wrk_model_t *serving = job->serving;
+    model_t *model = serving->model;
+    char err[CODEC_MESSAGE_MAX];
     runner_t *r = &self->runner;
-    size_t max_rows = self->config->max_batch[index];
-    uint64_t delay_us = self->config->batch_delay_us[index];
-    uint64_t gather_until = clock_now_us () + delay_us;
+    size_t max_rows = serving->max_batch;
+    uint64_t gather_until = clock_now_us () + serving->batch_delay_us;
     size_t n = 0, rows = 0;
     while (true) {
-        //  Take every waiting job for this model that fits, in order
+        //  Take every waiting job for this model that fits, in order (the
+        //  lock is held)
         wrk_job_t *prev = NULL, *next;
         for (job = self->waiting.first; job && n < MAX_BATCH_JOBS; job = next) {
             next = job->next;
-            if (strcmp (job->model, model_name (model)) != 0) {
+            if (job->serving != serving) {
                 prev = job;
                 continue;
             }
@@ -468,12 +467,14 @@ static void compute_next (compute_t *self)
                 rows += m.rows;
             }
         }
+        pthread_mutex_unlock (&self->lock);
         uint64_t now = clock_now_us ();
         if (rows >= max_rows || n == MAX_BATCH_JOBS || now >= gather_until || self->stopping)
             break;
         //  Errors are answered before the wait, not after it
         publish (self);
         receive (self, gather_until);
+        pthread_mutex_lock (&self->lock);
     }
     //  ... and before the batch computes
     publish (self);
@@ -491,8 +492,8 @@ static void *compute_thread (void *args)
     (void)rc;
     while (!self->stopping) {
         publish (self);
-        receive (self, self->waiting.first ? 0 : WAIT_FOREVER);
-        if (self->waiting.first && !self->stopping)
+        receive (self, WAIT_FOREVER);
+        if (!self->stopping)
             compute_next (self);
     }
     return NULL;
@@ -519,10 +520,14 @@ static void runner_fini (runner_t *self)
     memset (self, 0, sizeof *self);
 }
 
-//  Multiply-adds per row of a model, about: a dense layer counts its
-//  weights, any other op its input width.
-static size_t work_per_row (const model_t *model)
+//  A model the I/O thread may run itself, when the compute thread has
+//  nothing to do: one whose job costs little (microseconds, so that
+//  heartbeats are not held up) and that is not set to wait for more jobs to
+//  batch.  A dense layer counts its weights, any other op its input width.
+size_t compute_inline_work (const model_t *model, uint64_t batch_delay_us)
 {
+    if (batch_delay_us)
+        return 0;
     size_t work = 0;
     for (size_t i = 0; i < model_op_count (model); i++) {
         const model_op_t *op = model_op (model, i);
@@ -544,16 +549,6 @@ compute_t *compute_new (compute_config_t *config)
     int rc;
     if (runner_init (&self->runner, config, MAX_BATCH_JOBS) || runner_init (&self->io, config, 1))
         goto err;
-    //  A model the I/O thread may run itself, when the compute thread has
-    //  nothing to do: one whose job costs little (microseconds, so that
-    //  heartbeats are not held up) and that is not set to wait for more
-    //  jobs to batch
-    self->inline_work = calloc (config->n_models ? config->n_models : 1, sizeof (size_t));
-    if (!self->inline_work)
-        goto err;
-    for (size_t i = 0; i < config->n_models; i++)
-        if (config->batch_delay_us[i] == 0)
-            self->inline_work[i] = work_per_row (config->models[i]);
     if (pthread_condattr_init (&attr))
         goto err;
     //  Batch delays are deadlines on the monotonic clock (clock_now_us)
@@ -575,6 +570,7 @@ compute_t *compute_new (compute_config_t *config)
     sigemptyset (&signals);
     sigaddset (&signals, SIGINT);
     sigaddset (&signals, SIGTERM);
+    sigaddset (&signals, SIGHUP);
     pthread_sigmask (SIG_BLOCK, &signals, &saved);
     rc = pthread_create (&self->thread, NULL, compute_thread, self);
     pthread_sigmask (SIG_SETMASK, &saved, NULL);
@@ -592,16 +588,36 @@ err:
         close (self->wake_fd);
     runner_fini (&self->runner);
     runner_fini (&self->io);
-    free (self->inline_work);
     free (self);
     return NULL;
 }
 
+wrk_job_t *wrk_queue_take (wrk_queue_t *self, uint64_t token, uint64_t connection)
+{
+    wrk_job_t *prev = NULL;
+    for (wrk_job_t *job = self->first; job; prev = job, job = job->next)
+        if (job->token == token && job->connection == connection) {
+            queue_unlink (self, prev, job);
+            return job;
+        }
+    return NULL;
+}
+
+wrk_job_t *compute_cancel (compute_t *self, uint64_t token, uint64_t connection)
+{
+    pthread_mutex_lock (&self->lock);
+    wrk_job_t *job = wrk_queue_take (&self->incoming, token, connection);
+    if (!job)
+        job = wrk_queue_take (&self->waiting, token, connection);
+    pthread_mutex_unlock (&self->lock);
+    return job;
+}
+
 bool compute_run_inline (compute_t *self, wrk_job_t *job)
 {
-    size_t index;
-    model_t *model = find_model (self->config, job->model, &index);
-    if (!model || self->inline_work[index] == 0 || self->inline_work[index] > INLINE_MAX_WORK)
+    size_t work = job->serving->inline_work;
+    model_t *model = job->serving->model;
+    if (work == 0 || work > INLINE_MAX_WORK)
         return false;
     //  Only when the compute thread has nothing to do: a job never passes
     //  jobs queued before it, and jobs that come together still batch
@@ -614,7 +630,7 @@ bool compute_run_inline (compute_t *self, wrk_job_t *job)
     member_t m;
     char err[CODEC_MESSAGE_MAX];
     amaas_code_t code = check_job (self->config, model, job, &m, err, sizeof err);
-    if (code == AMAAS_OK && m.rows * self->inline_work[index] > INLINE_MAX_WORK)
+    if (code == AMAAS_OK && m.rows * work > INLINE_MAX_WORK)
         return false;
     if (code != AMAAS_OK) {
         r->expired += code == AMAAS_DEADLINE_EXCEEDED;
@@ -657,7 +673,6 @@ void compute_destroy (compute_t **self_p)
     config->inlined = self->io.computed;
     runner_fini (&self->runner);
     runner_fini (&self->io);
-    free (self->inline_work);
     free (self);
     *self_p = NULL;
 }

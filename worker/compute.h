@@ -11,6 +11,13 @@
     DEADLINE_EXCEEDED without being computed.  Jobs for one model that wait
     together are computed as one batch (dynamic batching).
 
+    Each job points to the model that serves it (a wrk_model_t: the model
+    and its batch settings, which do not change while any job points to
+    them); the I/O thread resolves it when the JOB arrives (catalog.h), so
+    the compute thread reads no table that the I/O thread changes, and
+    batches group jobs by that pointer.  A job still queued (not yet taken
+    into a batch) can be taken back by its token (compute_cancel).
+
     Jobs travel between the threads on two queues under one mutex: nothing
     is allocated per job once the pool holds as many jobs as are in flight
     (the worker's credit).  The compute thread sleeps on a condition variable
@@ -26,6 +33,16 @@
 #include "codec.h"
 #include "model.h"
 
+//  A model as the compute thread runs it.  Set before the first job points
+//  to it; read-only from then on, until no job points to it.
+typedef struct {
+    model_t *model;          //  the loaded model
+    size_t max_batch;        //  rows stacked into one run at most (1: no batching)
+    uint64_t batch_delay_us; //  how long to wait for more jobs to stack
+    size_t inline_work;      //  multiply-adds per row if the I/O thread may run a job
+                             //  alone, 0: never (compute_inline_work)
+} wrk_model_t;
+
 typedef struct wrk_job_t wrk_job_t;
 struct wrk_job_t {
     wrk_job_t *next; //  next in the queue or the pool it is in
@@ -34,6 +51,8 @@ struct wrk_job_t {
     uint64_t token;                                  //  broker's job token
     uint64_t connection;                             //  connection it came on
     char model[CODEC_NAME_MAX];                      //  model asked for
+    char version[CODEC_VERSION_MAX];                 //  version asked for, "" = any
+    const wrk_model_t *serving;                      //  what computes it (never NULL)
     size_t n_outputs;                                //  outputs asked for, 0 = all
     char outputs[CODEC_MAX_OUTPUTS][CODEC_NAME_MAX]; //  their names
     uint64_t deadline_us;                            //  monotonic; 0 = none
@@ -54,20 +73,21 @@ typedef struct {
 } wrk_queue_t;
 
 typedef struct {
-    model_t **models; //  models served (read-only while the thread runs)
-    size_t n_models;
-    uint64_t max_elements;    //  largest input tensor, elements
-    size_t *max_batch;        //  per model: rows stacked into one run at most (1: no batching)
-    uint64_t *batch_delay_us; //  per model: how long to wait for more jobs to stack
-    uint64_t computed;        //  jobs whose model ran (set by compute_destroy)
-    uint64_t expired;         //  jobs answered DEADLINE_EXCEEDED without compute (idem)
-    uint64_t batches;         //  model runs (idem)
-    uint64_t inlined;         //  jobs of those computed on the I/O thread (idem)
+    uint64_t max_elements; //  largest input tensor, elements
+    uint64_t computed;     //  jobs whose model ran (set by compute_destroy)
+    uint64_t expired;      //  jobs answered DEADLINE_EXCEEDED without compute (idem)
+    uint64_t batches;      //  model runs (idem)
+    uint64_t inlined;      //  jobs of those computed on the I/O thread (idem)
 } compute_config_t;
 
 typedef struct compute_t compute_t;
 
-//  Starts the compute thread (niced, SIGINT and SIGTERM blocked) on config,
+//  Multiply-adds per row of a model's job, about, for wrk_model_t's
+//  inline_work: 0 (never inline) when the model waits batch_delay_us for
+//  more jobs.  Cannot fail.
+size_t compute_inline_work (const model_t *model, uint64_t batch_delay_us);
+
+//  Starts the compute thread (niced, SIGINT, SIGTERM and SIGHUP blocked) on config,
 //  which must outlive it.  NULL on out-of-memory or if the thread cannot
 //  start (logged).
 compute_t *compute_new (compute_config_t *config);
@@ -92,6 +112,10 @@ void compute_job_give_back (compute_t *self, wrk_job_t *job);
 //  Appends a job at the end of a queue.  Cannot fail.
 void wrk_queue_push (wrk_queue_t *self, wrk_job_t *job);
 
+//  Takes the job with this token and connection out of a queue and returns
+//  it; NULL if it is not there.  Cannot fail.
+wrk_job_t *wrk_queue_take (wrk_queue_t *self, uint64_t token, uint64_t connection);
+
 //  I/O thread: hands the jobs of a queue to the compute thread, which owns
 //  them until they come back finished; empties the queue.  Cannot fail.
 void compute_submit (compute_t *self, wrk_queue_t *jobs);
@@ -99,6 +123,12 @@ void compute_submit (compute_t *self, wrk_queue_t *jobs);
 //  I/O thread: takes every finished job (linked by next, in the order they
 //  finished), NULL if none; clears the wake fd.  Cannot fail.
 wrk_job_t *compute_take_finished (compute_t *self);
+
+//  I/O thread: takes back a job that is submitted but not yet taken into a
+//  batch, found by its token and connection, and returns it (unanswered:
+//  the caller answers it); NULL if no such job waits (it computes, is
+//  done, or never came).  Cannot fail.
+wrk_job_t *compute_cancel (compute_t *self, uint64_t token, uint64_t connection);
 
 //  I/O thread: computes a job itself, when the compute thread has nothing
 //  to do and the job costs little (a few thousand multiply-adds: a linear

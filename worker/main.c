@@ -16,7 +16,9 @@ static void usage (FILE *out, const worker_config_t *d)
              "Usage: amaas-worker --models DIR [OPTIONS]\n"
              "\n"
              "Loads every model file (*.amm) in DIR, registers with the broker and\n"
-             "computes the jobs it sends.  Run one worker per core.\n"
+             "computes the jobs it sends.  Run one worker per core.  DIR is watched:\n"
+             "a model file added, replaced (by rename) or removed is loaded, swapped\n"
+             "or retired without a restart; SIGHUP rescans DIR too.\n"
              "\n"
              "Options (default in brackets):\n"
              "  --broker ENDPOINT      broker's backend endpoint [%s]\n"
@@ -31,7 +33,8 @@ static void usage (FILE *out, const worker_config_t *d)
              "                         stacked into one run at most; 1 turns it off [%zu]\n"
              "  --batch-delay-us N     wait up to N us for more jobs to stack [%llu]\n"
              "  --model-batch NAME=ROWS[:DELAY_US]\n"
-             "                         the same for one model (repeatable)\n"
+             "                         the same for one model, every version, also\n"
+             "                         versions loaded later (repeatable)\n"
              "  --config FILE           read settings from FILE (zconfig format): every\n"
              "                          option here is a setting, under 'worker', e.g.\n"
              "                            worker\n"
@@ -42,7 +45,7 @@ static void usage (FILE *out, const worker_config_t *d)
              "  -h, --help             show this help\n"
              "\n"
              "SIGINT or SIGTERM: take no new jobs, finish the ones held, tell the broker,\n"
-             "exit 0 (a second signal stops at once).\n",
+             "exit 0 (a second signal stops at once).  SIGHUP: rescan DIR.\n",
              d->broker, d->credit, d->heartbeat_ms, d->liveness,
              (unsigned long long)d->max_elements, d->max_batch,
              (unsigned long long)d->batch_delay_us);
@@ -117,6 +120,7 @@ int main (int argc, char *argv[])
     if (syslog)
         log_to_syslog ();
     signals_catch_stop ();
+    signals_catch_reload ();
     zsys_init ();
     return worker_run (&config) == 0 ? 0 : 1;
 }

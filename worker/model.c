@@ -920,3 +920,8 @@ const model_op_t *model_op (const model_t *self, size_t index)
 {
     return index < self->n_ops ? &self->ops[index].op : NULL;
 }
+
+size_t model_mapped_bytes (const model_t *self)
+{
+    return self->map ? self->map_size : 0;
+}

@@ -63,6 +63,10 @@ size_t model_output_width (const model_t *self, size_t index);
 //  Bytes of weights the loader copied because they were not 64-byte aligned
 //  in the file (0 when every weight is used in place).  Cannot fail.
 size_t model_weight_bytes_copied (const model_t *self);
+//  Bytes of the model file the model maps (the whole file, read-only,
+//  shared with every process that maps it); 0 for a model loaded from a
+//  buffer.  Cannot fail.
+size_t model_mapped_bytes (const model_t *self);
 
 //  The checked operations, as model_run applies them.  Every width chains
 //  (in_width of op i+1 is out_width of op i), every pointer is valid and

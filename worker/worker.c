@@ -4,6 +4,17 @@
     and skipped; the others are served), connect to the broker, send READY.
     Then: each JOB goes to the compute thread and comes back as one RESULT,
     success or error; heartbeats go both ways;
+    the models folder is watched (inotify; SIGHUP too) and rescanned
+    (catalog.h): a model file added, changed or removed changes what the
+    worker serves without a restart, and a READY with the new list goes to
+    the broker, which answers each READY with a READY.  A JOB names a
+    model and, from brokers that choose one, a version; it is resolved to
+    a catalog entry when it arrives, and the entry is referenced until the
+    job is answered, so that a model replaced meanwhile finishes the jobs
+    sent for it.  A JOB for a model the worker does not serve (any more) is
+    answered UNAVAILABLE: the client library retries it.  A CANCEL_JOB
+    answers the job CANCELLED if it still waits (not yet in a batch), and is
+    ignored otherwise;
     when the broker has been silent for `liveness` intervals, the socket is
     closed and a new one connects after a backoff that doubles up to 30 s.
     On SIGINT or SIGTERM the worker drains: it tells the broker (DRAIN),
@@ -22,11 +33,12 @@
 #include "worker.h"
 
 #include <czmq.h>
-#include <dirent.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <unistd.h>
 
+#include "catalog.h"
 #include "clock.h"
 #include "codec.h"
 #include "log.h"
@@ -35,14 +47,15 @@
 #include "model.h"
 #include "signals.h"
 
-#define MAX_MODELS CODEC_MAX_MODELS
 #define BACKOFF_MAX_MS 30000
 #define RECV_BURST 256 //  messages received in a row before the loop looks elsewhere
 
 typedef struct {
     const worker_config_t *config;
-    model_t *models[MAX_MODELS]; //  loaded models
-    size_t n_models;
+    catalog_config_t catalog_config; //  what the catalog needs
+    catalog_t *catalog;              //  models served, and retired ones still in use
+    int watch_fd;                    //  inotify on the models folder, or -1
+    int reloads_seen;                //  SIGHUPs handled
     compute_config_t compute_config; //  what the compute thread needs
     compute_t *compute;              //  the compute thread
     zsock_t *sock;                   //  DEALER to the broker
@@ -57,6 +70,8 @@ typedef struct {
     bool drain_acked;                //  the broker knows: no JOB is on its way
     bool refused;                    //  the broker refused our key
     uint64_t jobs_done;
+    uint64_t cancelled; //  jobs answered CANCELLED
+    uint64_t unserved;  //  jobs answered UNAVAILABLE: model not (or no longer) served
 } worker_t;
 
 void worker_config_defaults (worker_config_t *config)
@@ -72,57 +87,6 @@ void worker_config_defaults (worker_config_t *config)
     config->batch_delay_us = 0;
 }
 
-static int compare_names (const void *a, const void *b)
-{
-    return strcmp (*(char *const *)a, *(char *const *)b);
-}
-
-//  Loads every *.amm file of the folder, in name order.  Returns how many
-//  loaded; bad files are logged and skipped.
-static size_t load_models (worker_t *self, const char *dir_path)
-{
-    DIR *dir = opendir (dir_path);
-    if (!dir) {
-        log_error ("cannot open models folder path=%s error=\"%s\"", dir_path, strerror (errno));
-        return 0;
-    }
-    char *names[MAX_MODELS];
-    size_t n = 0;
-    struct dirent *entry;
-    while ((entry = readdir (dir)) && n < MAX_MODELS) {
-        size_t len = strlen (entry->d_name);
-        if (len > 4 && strcmp (entry->d_name + len - 4, ".amm") == 0)
-            names[n++] = strdup (entry->d_name);
-    }
-    closedir (dir);
-    qsort (names, n, sizeof names[0], compare_names);
-    for (size_t i = 0; i < n; i++) {
-        char path[4096], err[512];
-        snprintf (path, sizeof path, "%s/%s", dir_path, names[i]);
-        model_t *model = model_load (path, err, sizeof err);
-        if (!model)
-            log_error ("model refused path=%s error=\"%s\"", path, err);
-        else {
-            bool dup = false;
-            for (size_t j = 0; j < self->n_models; j++)
-                dup |= strcmp (model_name (self->models[j]), model_name (model)) == 0;
-            if (dup) {
-                log_error ("model refused path=%s error=\"another file already holds model "
-                           "'%s'\"",
-                           path, model_name (model));
-                model_destroy (&model);
-            } else {
-                log_info ("model loaded name=%s version=%s path=%s inputs=%zu outputs=%zu",
-                          model_name (model), model_version (model), path,
-                          model_input_width (model), model_output_count (model));
-                self->models[self->n_models++] = model;
-            }
-        }
-        free (names[i]);
-    }
-    return self->n_models;
-}
-
 //  Sends a message to the broker.  A message the socket refuses is lost,
 //  as any message on the way to a broker that is gone.
 static void send_msg (worker_t *self, codec_cmd_t cmd, const codec_header_t *h, zmq_msg_t *payload)
@@ -131,25 +95,32 @@ static void send_msg (worker_t *self, codec_cmd_t cmd, const codec_header_t *h, 
         log_debug ("cannot send to the broker error=\"%s\"", zmq_strerror (zmq_errno ()));
 }
 
+//  Announces the models served and the count of files refused.  With no
+//  model to serve, nothing is sent (the broker wants at least one): the
+//  READY sent before stands, and the entries it listed keep serving what
+//  the broker sends for them.
 static void send_ready (worker_t *self)
 {
+    if (catalog_size (self->catalog) == 0) {
+        log_warn ("no model to serve in folder=%s: the last READY stands (a model file "
+                  "added is served)",
+                  self->config->models_dir);
+        return;
+    }
     codec_header_t *h = &self->reply;
     codec_header_reset (h);
-    h->models = calloc (self->n_models, sizeof (codec_model_t));
-    if (!h->models)
+    if (catalog_fill_ready (self->catalog, h)) {
+        log_error ("out of memory for READY: not sent");
         return;
-    h->n_models = self->n_models;
-    for (size_t i = 0; i < self->n_models; i++) {
-        snprintf (h->models[i].name, CODEC_NAME_MAX, "%s", model_name (self->models[i]));
-        snprintf (h->models[i].version, CODEC_VERSION_MAX, "%s", model_version (self->models[i]));
-        h->models[i].width = (uint32_t)model_input_width (self->models[i]);
     }
-    h->fields = HDR_MODELS | HDR_CREDIT | HDR_PID | HDR_HOST;
+    h->fields |= HDR_CREDIT | HDR_PID | HDR_HOST;
     h->credit = self->config->credit;
     h->pid = (uint32_t)getpid ();
     if (gethostname (h->host, sizeof h->host - 1))
         snprintf (h->host, sizeof h->host, "unknown");
+    log_info ("ready sent models=%zu model_errors=%u", h->n_models, h->model_errors);
     send_msg (self, CMD_READY, h, NULL);
+    catalog_ready_sent (self->catalog);
     codec_header_reset (h);
 }
 
@@ -159,6 +130,7 @@ static int connect_broker (worker_t *self)
     //  Results of jobs from an older connection mean nothing to the broker
     //  we reach now: they are dropped
     self->connection++;
+    catalog_connected (self->catalog);
     self->sock = zsock_new (ZMQ_DEALER);
     if (!self->sock)
         return -1;
@@ -184,22 +156,55 @@ static int connect_broker (worker_t *self)
     return 0;
 }
 
+//  Answers a job that is not computed (not served, cancelled) at once.
+static void send_answer (worker_t *self, uint64_t token, amaas_code_t code, const char *message)
+{
+    codec_header_t *r = &self->reply;
+    codec_header_reset (r);
+    r->fields = HDR_JOB | HDR_CODE | HDR_COMPUTE_US;
+    r->job = token;
+    r->code = code;
+    codec_header_set_message (r, "%s", message);
+    send_msg (self, CMD_RESULT, r, NULL);
+}
+
 //  A JOB becomes a job for the compute thread, queued on jobs; it keeps the
-//  payload frame.
+//  payload frame, and a reference to the model that serves it.
 static void on_job (worker_t *self, const codec_header_t *h, zmq_msg_t *payload, wrk_queue_t *jobs)
 {
     if (!(h->fields & HDR_JOB) || !(h->fields & HDR_MODEL)) {
         log_warn ("JOB without job token or model: dropped");
         return;
     }
+    const char *version = h->fields & HDR_VERSION ? h->version : NULL;
+    const wrk_model_t *serving = catalog_resolve (self->catalog, h->model, version);
+    if (!serving) {
+        char message[CODEC_MESSAGE_MAX];
+        if (version)
+            snprintf (message, sizeof message,
+                      "this worker does not serve model '%.100s' version '%s' (any more)", h->model,
+                      version);
+        else
+            snprintf (message, sizeof message,
+                      "this worker does not serve model '%.100s' (any more)", h->model);
+        log_debug ("job not served model=%s version=%s", h->model, version ? version : "");
+        self->unserved++;
+        self->jobs_done++;
+        send_answer (self, h->job, AMAAS_UNAVAILABLE, message);
+        return;
+    }
     wrk_job_t *job = compute_job_take (self->compute);
     if (!job) {
+        catalog_release (self->catalog, serving);
         log_error ("out of memory for a job: dropped");
         return;
     }
     job->token = h->job;
     job->connection = self->connection;
+    job->serving = serving;
     memcpy (job->model, h->model, sizeof job->model);
+    if (version)
+        snprintf (job->version, sizeof job->version, "%s", version);
     job->n_outputs = h->n_outputs;
     memcpy (job->outputs, h->outputs, h->n_outputs * sizeof h->outputs[0]);
     if (h->fields & HDR_DEADLINE_MS)
@@ -207,6 +212,34 @@ static void on_job (worker_t *self, const codec_header_t *h, zmq_msg_t *payload,
     zmq_msg_move (&job->payload, payload);
     wrk_queue_push (jobs, job);
     self->held++;
+}
+
+//  A job answered (by the compute thread, the I/O thread or a cancel) is
+//  done: its model loses a reference, and it goes back to the pool.
+static void job_done (worker_t *self, wrk_job_t *job)
+{
+    self->held--;
+    self->jobs_done++;
+    catalog_release (self->catalog, job->serving);
+    compute_job_give_back (self->compute, job);
+}
+
+//  CANCEL_JOB: a job that still waits (received in this burst, or queued
+//  for the compute thread) is answered CANCELLED; any other is left alone.
+static void on_cancel (worker_t *self, const codec_header_t *h, wrk_queue_t *jobs)
+{
+    if (!(h->fields & HDR_JOB)) {
+        log_warn ("CANCEL_JOB without job token: ignored");
+        return;
+    }
+    wrk_job_t *job = wrk_queue_take (jobs, h->job, self->connection);
+    if (!job)
+        job = compute_cancel (self->compute, h->job, self->connection);
+    if (!job)
+        return; //  computing, done, or unknown: its RESULT goes as usual
+    send_answer (self, job->token, AMAAS_CANCELLED, "cancelled by the client");
+    self->cancelled++;
+    job_done (self, job);
 }
 
 //  Handles the message in self->frames; a JOB is queued on jobs.
@@ -220,6 +253,11 @@ static void on_broker_message (worker_t *self, wrk_queue_t *jobs)
         log_warn ("bad message from the broker error=\"%s\"", err);
     else if (cmd == CMD_JOB)
         on_job (self, h, payload, jobs);
+    else if (cmd == CMD_CANCEL_JOB)
+        on_cancel (self, h, jobs);
+    else if (cmd == CMD_READY)
+        //  The answer to a READY: no JOB for a model it did not list follows
+        catalog_ready_answered (self->catalog);
     else if (cmd == CMD_DISCONNECT) {
         //  While draining, "I do not know you" means no job of ours is on
         //  its way either: the drain is acknowledged
@@ -285,10 +323,8 @@ static void on_broker_messages (worker_t *self)
     wrk_job_t *job = jobs.first;
     if (job && job == jobs.last && compute_run_inline (self->compute, job)) {
         jobs.first = jobs.last = NULL;
-        self->held--;
-        self->jobs_done++;
         send_result (self, job);
-        compute_job_give_back (self->compute, job);
+        job_done (self, job);
     }
     compute_submit (self->compute, &jobs);
     if (count) {
@@ -306,47 +342,11 @@ static void on_finished (worker_t *self)
     wrk_job_t *job = compute_take_finished (self->compute);
     while (job) {
         wrk_job_t *next = job->next;
-        self->held--;
-        self->jobs_done++;
         if (job->connection == self->connection)
             send_result (self, job);
-        compute_job_give_back (self->compute, job);
+        job_done (self, job);
         job = next;
     }
-}
-
-//  Batch size and delay of each model: the defaults, then the overrides.
-//  Returns 0, or -1 (logged) for an override that names no loaded model or
-//  does not parse.
-static int batch_settings (worker_t *self)
-{
-    compute_config_t *c = &self->compute_config;
-    c->max_batch = calloc (self->n_models, sizeof *c->max_batch);
-    c->batch_delay_us = calloc (self->n_models, sizeof *c->batch_delay_us);
-    if (!c->max_batch || !c->batch_delay_us)
-        return -1;
-    for (size_t i = 0; i < self->n_models; i++) {
-        c->max_batch[i] = self->config->max_batch;
-        c->batch_delay_us[i] = self->config->batch_delay_us;
-    }
-    for (const char **o = self->config->model_batch; o && *o; o++) {
-        char name[CODEC_NAME_MAX];
-        unsigned long rows = 0, delay = 0;
-        int fields = sscanf (*o, "%127[^=]=%lu:%lu", name, &rows, &delay);
-        size_t i = 0;
-        while (fields >= 2 && i < self->n_models && strcmp (model_name (self->models[i]), name))
-            i++;
-        if (fields < 2 || rows < 1 || i == self->n_models) {
-            log_error ("bad --model-batch value=\"%s\" (want NAME=ROWS[:DELAY_US] for a loaded "
-                       "model)",
-                       *o);
-            return -1;
-        }
-        c->max_batch[i] = rows;
-        if (fields == 3)
-            c->batch_delay_us[i] = delay;
-    }
-    return 0;
 }
 
 //  Sends a header-only command to the broker.
@@ -361,27 +361,86 @@ static void send_command (worker_t *self, codec_cmd_t cmd, const char *reason)
     send_msg (self, cmd, h, NULL);
 }
 
+//  Starts watching the models folder.  Returns the inotify fd, or -1
+//  (logged: SIGHUP still rescans).
+static int watch_folder (const char *path)
+{
+    int fd = inotify_init1 (IN_NONBLOCK | IN_CLOEXEC);
+    if (fd == -1 || inotify_add_watch (fd, path,
+                                       IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
+                                           IN_ONLYDIR) == -1) {
+        log_warn ("cannot watch models folder path=%s error=\"%s\" (send SIGHUP to reload)", path,
+                  strerror (errno));
+        if (fd != -1)
+            close (fd);
+        return -1;
+    }
+    return fd;
+}
+
+//  Reads every event the folder's watch has; true if one is about a model
+//  file (or events were lost): time to rescan.
+static bool folder_changed (int fd)
+{
+    char buf[4096] __attribute__ ((aligned (__alignof__(struct inotify_event))));
+    bool changed = false;
+    ssize_t len;
+    while ((len = read (fd, buf, sizeof buf)) > 0) {
+        for (char *p = buf; p < buf + len;) {
+            const struct inotify_event *event = (const struct inotify_event *)p;
+            size_t name_len = event->len ? strlen (event->name) : 0;
+            if (event->mask & (IN_Q_OVERFLOW | IN_IGNORED) ||
+                (name_len > 4 && strcmp (event->name + name_len - 4, ".amm") == 0))
+                changed = true;
+            p += sizeof *event + event->len;
+        }
+    }
+    return changed;
+}
+
+//  Rescans the models folder, and tells the broker if anything changed.
+//  Not while draining: the broker is letting this worker go.
+static void rescan (worker_t *self, const char *why)
+{
+    if (self->draining)
+        return;
+    //  An operator's SIGHUP is worth a line; the watch's events are not
+    if (strcmp (why, "SIGHUP") == 0)
+        log_info ("rescanning models folder=%s reason=%s", self->config->models_dir, why);
+    else
+        log_debug ("rescanning models folder=%s reason=%s", self->config->models_dir, why);
+    if (catalog_rescan (self->catalog))
+        send_ready (self);
+}
+
 int worker_run (const worker_config_t *config)
 {
-    worker_t self = {.config = config};
+    worker_t self = {.config = config, .watch_fd = -1};
     int rc = -1;
     self.backoff_ms = config->heartbeat_ms;
-    if (load_models (&self, config->models_dir) == 0) {
+    self.catalog_config.dir = config->models_dir;
+    self.catalog_config.max_batch = config->max_batch;
+    self.catalog_config.batch_delay_us = config->batch_delay_us;
+    self.catalog_config.model_batch = config->model_batch;
+    self.catalog = catalog_new (&self.catalog_config);
+    if (!self.catalog)
+        goto done;
+    //  Watch first, then scan: a file that comes in between is not missed
+    self.watch_fd = watch_folder (config->models_dir);
+    self.reloads_seen = signals_reload_requests ();
+    catalog_rescan (self.catalog);
+    if (catalog_size (self.catalog) == 0) {
         log_error ("no model to serve in folder=%s (need *.amm files; see docs/MODEL_FORMAT.md)",
                    config->models_dir);
         goto done;
     }
 
-    self.compute_config.models = self.models;
-    self.compute_config.n_models = self.n_models;
     self.compute_config.max_elements = config->max_elements;
-    if (batch_settings (&self))
-        goto done;
     self.compute = compute_new (&self.compute_config);
     if (!self.compute || connect_broker (&self))
         goto done;
-    log_info ("worker started broker=%s models=%zu credit=%u", config->broker, self.n_models,
-              config->credit);
+    log_info ("worker started broker=%s models=%zu credit=%u", config->broker,
+              catalog_size (self.catalog), config->credit);
     int64_t next_beat = clock_now_ms () + config->heartbeat_ms;
     while (true) {
         if (signals_stop_requests () > 1)
@@ -400,14 +459,22 @@ int worker_run (const worker_config_t *config)
         if (self.draining && self.held == 0 &&
             (self.drain_acked || clock_now_ms () > self.broker_expires_ms))
             break;
+        if (signals_reload_requests () != self.reloads_seen) {
+            self.reloads_seen = signals_reload_requests ();
+            rescan (&self, "SIGHUP");
+        }
         int64_t wait = next_beat - clock_now_ms ();
         zmq_pollitem_t items[] = {{zsock_resolve (self.sock), 0, ZMQ_POLLIN, 0},
-                                  {NULL, compute_wake_fd (self.compute), ZMQ_POLLIN, 0}};
-        if (zmq_poll (items, 2, (long)(wait > 0 ? wait : 0)) > 0) {
+                                  {NULL, compute_wake_fd (self.compute), ZMQ_POLLIN, 0},
+                                  {NULL, self.watch_fd, ZMQ_POLLIN, 0}};
+        if (zmq_poll (items, self.watch_fd == -1 ? 2 : 3, (long)(wait > 0 ? wait : 0)) > 0) {
             if (items[1].revents & ZMQ_POLLIN)
                 on_finished (&self);
             if (items[0].revents & ZMQ_POLLIN)
                 on_broker_messages (&self);
+            if (self.watch_fd != -1 && (items[2].revents & ZMQ_POLLIN) &&
+                folder_changed (self.watch_fd))
+                rescan (&self, "inotify");
         }
         int64_t now = clock_now_ms ();
         if (now >= next_beat) {
@@ -427,18 +494,18 @@ int worker_run (const worker_config_t *config)
     send_command (&self, CMD_DISCONNECT, "worker stopping");
     compute_destroy (&self.compute);
     log_info ("worker stopping jobs_done=%" PRIu64 " computed=%" PRIu64 " inlined=%" PRIu64
-              " expired=%" PRIu64 " jobs_held=%zu",
+              " expired=%" PRIu64 " cancelled=%" PRIu64 " unserved=%" PRIu64 " jobs_held=%zu",
               self.jobs_done, self.compute_config.computed, self.compute_config.inlined,
-              self.compute_config.expired, self.held);
+              self.compute_config.expired, self.cancelled, self.unserved, self.held);
     rc = 0;
 done:
     compute_destroy (&self.compute);
     codec_header_reset (&self.header);
     codec_header_reset (&self.reply);
     zsock_destroy (&self.sock);
-    for (size_t i = 0; i < self.n_models; i++)
-        model_destroy (&self.models[i]);
-    free (self.compute_config.max_batch);
-    free (self.compute_config.batch_delay_us);
+    //  After the compute thread: no job points to a model any more
+    catalog_destroy (&self.catalog);
+    if (self.watch_fd != -1)
+        close (self.watch_fd);
     return rc;
 }

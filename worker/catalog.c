@@ -1,0 +1,474 @@
+/*  catalog.c - the models a worker serves, with their lifetimes.
+
+    Two lists: the files of the folder as last seen (name, identity, the
+    entry loaded from it), and the entries (models loaded, serving or
+    retired).  A rescan reads the folder in name order, loads what is new
+    or changed, retires what a file no longer holds, and forgets the files
+    that are gone.  Loading happens here, on the I/O thread: model_load
+    maps the file and checks the sizes, shapes and types of its header and
+    ops, without reading or copying the weights (they stay in the mapping,
+    read when a job runs), so a 256 MiB model loads in milliseconds and
+    heartbeats are not held up (tests/integration/test_memory.py prints
+    how long).
+
+    An entry's wrk_model_t is its first member: the pointer jobs hold is the
+    entry's, and catalog_release finds the entry from it.
+*/
+#define _GNU_SOURCE //  strverscmp
+#include "catalog.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "clock.h"
+#include "log.h"
+#include "model.h"
+
+typedef struct entry_t entry_t;
+struct entry_t {
+    wrk_model_t run;          //  what jobs point to; first member
+    entry_t *next;            //  next entry
+    size_t refs;              //  jobs pointing to it
+    bool serving;             //  announced (or to be); false: retired
+    uint64_t drop_connection; //  retired on this connection ...
+    uint64_t drop_ready;      //  ... before READY number drop_ready on it was sent
+};
+
+typedef struct file_t file_t;
+struct file_t {
+    file_t *next;
+    char *name;           //  file name in the folder
+    dev_t dev;            //  identity when last looked at
+    ino_t ino;            //
+    off_t size;           //
+    struct timespec mtim; //
+    entry_t *entry;       //  what it serves, or NULL (never loaded)
+    bool seen;            //  found by the scan at hand
+};
+
+typedef struct {
+    char name[CODEC_NAME_MAX];
+    size_t rows;
+    uint64_t delay_us;
+    bool has_delay;
+} override_t;
+
+struct catalog_t {
+    const catalog_config_t *config;
+    entry_t *entries;        //  every entry, newest first
+    file_t *files;           //  files seen, in no order
+    override_t *overrides;   //  --model-batch
+    size_t n_overrides;      //
+    uint32_t errors;         //  files refused since the start
+    uint64_t connection;     //  connections made
+    uint64_t ready_sent;     //  READYs sent on the current connection
+    uint64_t ready_answered; //  the broker's answers to them
+};
+
+catalog_t *catalog_new (const catalog_config_t *config)
+{
+    catalog_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->config = config;
+    size_t n = 0;
+    while (config->model_batch && config->model_batch[n])
+        n++;
+    self->overrides = calloc (n ? n : 1, sizeof *self->overrides);
+    if (!self->overrides)
+        goto err;
+    for (size_t i = 0; i < n; i++) {
+        override_t *o = &self->overrides[i];
+        unsigned long rows = 0, delay = 0;
+        int fields = sscanf (config->model_batch[i], "%127[^=]=%lu:%lu", o->name, &rows, &delay);
+        if (fields < 2 || rows < 1) {
+            log_error ("bad --model-batch value=\"%s\" (want NAME=ROWS[:DELAY_US])",
+                       config->model_batch[i]);
+            goto err;
+        }
+        o->rows = rows;
+        o->delay_us = delay;
+        o->has_delay = fields == 3;
+    }
+    self->n_overrides = n;
+    return self;
+err:
+    free (self->overrides);
+    free (self);
+    return NULL;
+}
+
+static void entry_free (entry_t *entry)
+{
+    model_destroy (&entry->run.model);
+    free (entry);
+}
+
+void catalog_destroy (catalog_t **self_p)
+{
+    catalog_t *self = *self_p;
+    if (!self)
+        return;
+    while (self->entries) {
+        entry_t *entry = self->entries;
+        self->entries = entry->next;
+        entry_free (entry);
+    }
+    while (self->files) {
+        file_t *file = self->files;
+        self->files = file->next;
+        free (file->name);
+        free (file);
+    }
+    free (self->overrides);
+    free (self);
+    *self_p = NULL;
+}
+
+//  True if a retired entry may still be asked for: the broker has not
+//  answered, on this connection, the READY that dropped it.
+static bool still_announced (const catalog_t *self, const entry_t *entry)
+{
+    return entry->drop_connection == self->connection && self->ready_answered < entry->drop_ready;
+}
+
+//  Frees the retired entries that no job points to and no JOB can come for.
+static void collect (catalog_t *self)
+{
+    entry_t **link = &self->entries;
+    while (*link) {
+        entry_t *entry = *link;
+        if (!entry->serving && entry->refs == 0 && !still_announced (self, entry)) {
+            log_info ("model freed name=%s version=%s", model_name (entry->run.model),
+                      model_version (entry->run.model));
+            *link = entry->next;
+            entry_free (entry);
+        } else
+            link = &entry->next;
+    }
+}
+
+//  Retires an entry: it serves no new job once the broker knows.
+static void retire (catalog_t *self, entry_t *entry)
+{
+    entry->serving = false;
+    entry->drop_connection = self->connection;
+    entry->drop_ready = self->ready_sent + 1;
+}
+
+//  A new entry for a model loaded, with the batch settings of its name.
+static entry_t *entry_new (catalog_t *self, model_t *model)
+{
+    entry_t *entry = calloc (1, sizeof *entry);
+    if (!entry)
+        return NULL;
+    entry->run.model = model;
+    entry->run.max_batch = self->config->max_batch;
+    entry->run.batch_delay_us = self->config->batch_delay_us;
+    for (size_t i = 0; i < self->n_overrides; i++)
+        if (strcmp (self->overrides[i].name, model_name (model)) == 0) {
+            entry->run.max_batch = self->overrides[i].rows;
+            if (self->overrides[i].has_delay)
+                entry->run.batch_delay_us = self->overrides[i].delay_us;
+        }
+    entry->run.inline_work = compute_inline_work (model, entry->run.batch_delay_us);
+    entry->serving = true;
+    return entry;
+}
+
+//  The entry serving name and version, other than except; NULL if none.
+static entry_t *find_serving (catalog_t *self, const char *name, const char *version,
+                              const entry_t *except)
+{
+    for (entry_t *e = self->entries; e; e = e->next)
+        if (e->serving && e != except && strcmp (model_name (e->run.model), name) == 0 &&
+            strcmp (model_version (e->run.model), version) == 0)
+            return e;
+    return NULL;
+}
+
+static file_t *find_file (catalog_t *self, const char *name)
+{
+    for (file_t *f = self->files; f; f = f->next)
+        if (strcmp (f->name, name) == 0)
+            return f;
+    return NULL;
+}
+
+static int compare_names (const void *a, const void *b)
+{
+    return strcmp (*(char *const *)a, *(char *const *)b);
+}
+
+//  The *.amm names of the folder, sorted, in a NULL-terminated array the
+//  caller frees (names and array); NULL if the folder cannot be read or on
+//  out-of-memory (logged).
+static char **list_folder (const char *path)
+{
+    DIR *dir = opendir (path);
+    if (!dir) {
+        log_error ("cannot open models folder path=%s error=\"%s\"", path, strerror (errno));
+        return NULL;
+    }
+    size_t n = 0, size = 16;
+    char **names = malloc (size * sizeof *names);
+    struct dirent *entry;
+    while (names && (entry = readdir (dir))) {
+        size_t len = strlen (entry->d_name);
+        if (len <= 4 || strcmp (entry->d_name + len - 4, ".amm") != 0)
+            continue;
+        if (n + 1 == size) {
+            char **grown = realloc (names, 2 * size * sizeof *names);
+            if (!grown)
+                break;
+            names = grown;
+            size *= 2;
+        }
+        if (!(names[n] = strdup (entry->d_name)))
+            break;
+        n++;
+    }
+    bool complete = names && !entry;
+    closedir (dir);
+    if (!complete) {
+        log_error ("out of memory listing models folder path=%s", path);
+        for (size_t i = 0; names && i < n; i++)
+            free (names[i]);
+        free (names);
+        return NULL;
+    }
+    qsort (names, n, sizeof names[0], compare_names);
+    names[n] = NULL;
+    return names;
+}
+
+//  Loads a new or changed file into a new entry that replaces the file's
+//  old one.  Returns true if it serves now, false if refused (logged,
+//  counted; what served before stays).
+static bool load_file (catalog_t *self, file_t *file, const char *path)
+{
+    char err[512];
+    uint64_t start_us = clock_now_us ();
+    model_t *model = model_load (path, err, sizeof err);
+    uint64_t load_us = clock_now_us () - start_us;
+    if (!model) {
+        log_error ("model refused path=%s error=\"%s\"", path, err);
+        self->errors++;
+        return false;
+    }
+    const char *name = model_name (model), *version = model_version (model);
+    if (find_serving (self, name, version, file->entry)) {
+        log_error ("model refused path=%s error=\"another file already holds model '%s' "
+                   "version '%s'\"",
+                   path, name, version);
+        model_destroy (&model);
+        self->errors++;
+        return false;
+    }
+    if (catalog_size (self) >= CODEC_MAX_MODELS) {
+        log_error ("model refused path=%s error=\"a worker serves at most %d models\"", path,
+                   CODEC_MAX_MODELS);
+        model_destroy (&model);
+        self->errors++;
+        return false;
+    }
+    entry_t *entry = entry_new (self, model);
+    if (!entry) {
+        log_error ("model refused path=%s error=\"out of memory\"", path);
+        model_destroy (&model);
+        self->errors++;
+        return false;
+    }
+    entry->next = self->entries;
+    self->entries = entry;
+    entry_t *old = file->entry;
+    log_info ("model loaded name=%s version=%s path=%s inputs=%zu outputs=%zu mapped=%zu "
+              "load_us=%" PRIu64 "%s%s",
+              name, version, path, model_input_width (model), model_output_count (model),
+              model_mapped_bytes (model), load_us, old ? " replaces=" : "",
+              old ? model_version (old->run.model) : "");
+    if (old)
+        retire (self, old);
+    file->entry = entry;
+    return true;
+}
+
+bool catalog_rescan (catalog_t *self)
+{
+    const char *dir = self->config->dir;
+    char **names = list_folder (dir);
+    if (!names) {
+        self->errors++;
+        return true;
+    }
+    bool changed = false;
+    for (file_t *f = self->files; f; f = f->next)
+        f->seen = false;
+    for (size_t i = 0; names[i]; i++) {
+        char path[4096];
+        struct stat st;
+        snprintf (path, sizeof path, "%s/%s", dir, names[i]);
+        //  A file that went meanwhile, or that is no file, is not there
+        if (stat (path, &st) || !S_ISREG (st.st_mode))
+            continue;
+        file_t *file = find_file (self, names[i]);
+        if (file && file->dev == st.st_dev && file->ino == st.st_ino && file->size == st.st_size &&
+            file->mtim.tv_sec == st.st_mtim.tv_sec && file->mtim.tv_nsec == st.st_mtim.tv_nsec) {
+            file->seen = true;
+            continue;
+        }
+        if (!file) {
+            file = calloc (1, sizeof *file);
+            if (!file || !(file->name = strdup (names[i]))) {
+                free (file);
+                log_error ("out of memory for model file path=%s", path);
+                continue;
+            }
+            file->next = self->files;
+            self->files = file;
+        }
+        file->seen = true;
+        file->dev = st.st_dev;
+        file->ino = st.st_ino;
+        file->size = st.st_size;
+        file->mtim = st.st_mtim;
+        load_file (self, file, path);
+        changed = true; //  a model more, or a new error
+    }
+    for (size_t i = 0; names[i]; i++)
+        free (names[i]);
+    free (names);
+    //  Files gone: what they served is retired
+    file_t **link = &self->files;
+    while (*link) {
+        file_t *file = *link;
+        if (file->seen) {
+            link = &file->next;
+            continue;
+        }
+        if (file->entry) {
+            log_info ("model removed name=%s version=%s path=%s/%s",
+                      model_name (file->entry->run.model), model_version (file->entry->run.model),
+                      dir, file->name);
+            retire (self, file->entry);
+            changed = true;
+        }
+        *link = file->next;
+        free (file->name);
+        free (file);
+    }
+    collect (self);
+    return changed;
+}
+
+//  True if version a is higher than b (GNU strverscmp: "2" < "10").
+static bool higher (const entry_t *a, const entry_t *b)
+{
+    return strverscmp (model_version (a->run.model), model_version (b->run.model)) > 0;
+}
+
+const wrk_model_t *catalog_resolve (catalog_t *self, const char *name, const char *version)
+{
+    entry_t *best = NULL;
+    for (entry_t *e = self->entries; e; e = e->next) {
+        if (strcmp (model_name (e->run.model), name) != 0 ||
+            (!e->serving && !still_announced (self, e)))
+            continue;
+        if (version && *version && strcmp (model_version (e->run.model), version) != 0)
+            continue;
+        //  What serves wins over what is retired, then the highest version
+        if (!best || (e->serving && !best->serving) ||
+            (e->serving == best->serving && higher (e, best)))
+            best = e;
+    }
+    if (best)
+        best->refs++;
+    return best ? &best->run : NULL;
+}
+
+void catalog_release (catalog_t *self, const wrk_model_t *model)
+{
+    if (!model)
+        return;
+    entry_t *entry = (entry_t *)model;
+    entry->refs--;
+    if (!entry->serving && entry->refs == 0)
+        collect (self);
+}
+
+size_t catalog_size (const catalog_t *self)
+{
+    size_t n = 0;
+    for (const entry_t *e = self->entries; e; e = e->next)
+        n += e->serving;
+    return n;
+}
+
+size_t catalog_retired (const catalog_t *self)
+{
+    size_t n = 0;
+    for (const entry_t *e = self->entries; e; e = e->next)
+        n += !e->serving;
+    return n;
+}
+
+uint32_t catalog_errors (const catalog_t *self)
+{
+    return self->errors;
+}
+
+static int compare_models (const void *a, const void *b)
+{
+    const codec_model_t *x = a, *y = b;
+    int c = strcmp (x->name, y->name);
+    return c ? c : strverscmp (x->version, y->version);
+}
+
+int catalog_fill_ready (const catalog_t *self, codec_header_t *h)
+{
+    size_t n = catalog_size (self);
+    codec_model_t *models = calloc (n ? n : 1, sizeof *models);
+    if (!models)
+        return -1;
+    size_t i = 0;
+    for (const entry_t *e = self->entries; e; e = e->next)
+        if (e->serving) {
+            const model_t *m = e->run.model;
+            snprintf (models[i].name, CODEC_NAME_MAX, "%s", model_name (m));
+            snprintf (models[i].version, CODEC_VERSION_MAX, "%s", model_version (m));
+            models[i].width = (uint32_t)model_input_width (m);
+            models[i].mapped = model_mapped_bytes (m);
+            i++;
+        }
+    qsort (models, n, sizeof *models, compare_models);
+    free (h->models);
+    h->models = models;
+    h->n_models = n;
+    h->model_errors = self->errors;
+    h->fields |= HDR_MODELS | HDR_MODEL_ERRORS;
+    return 0;
+}
+
+void catalog_connected (catalog_t *self)
+{
+    self->connection++;
+    self->ready_sent = self->ready_answered = 0;
+    collect (self);
+}
+
+void catalog_ready_sent (catalog_t *self)
+{
+    self->ready_sent++;
+}
+
+void catalog_ready_answered (catalog_t *self)
+{
+    if (self->ready_answered < self->ready_sent)
+        self->ready_answered++;
+    collect (self);
+}
