@@ -49,7 +49,7 @@ def test_status_and_workers():
         assert len(workers) == 2, workers
         assert sum(w["done"] for w in workers) == 10, workers
         for w in workers:
-            assert sorted(w["models"]) == ["iris", "linear"] and w["credit"] == 32
+            assert sorted(w["models"]) == ["iris@1", "linear@1"] and w["credit"] == 32
             assert w["pid"] in [p.pid for p in c.workers] and not w["draining"]
             assert 0 <= w["last_heartbeat_ms"] < 2000
         r = amaas(c, "workers")

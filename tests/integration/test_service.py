@@ -126,7 +126,9 @@ def test_cli_predict_and_models():
         np.testing.assert_allclose(got["probabilities"], ref["probabilities"], rtol=1e-12)
         shutil.rmtree(tmp)
         r = cli(c, "models")
-        assert r.returncode == 0 and re.search(r"^linear\s+1\s+\[-1,1\]\s+2$", r.stdout, re.M), r.stdout
+        # name, version, input, workers, queued, bytes mapped
+        assert r.returncode == 0 and re.search(r"^linear\s+1\s+\[-1,1\]\s+2\s+0\s+\d+ B$",
+                                               r.stdout, re.M), r.stdout
         r = cli(c, "models", "--json")
         assert {m["name"]: m["workers"] for m in json.loads(r.stdout)} == {"iris": 2, "linear": 2}
         # errors: a clear message and exit status 1 or 2
