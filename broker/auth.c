@@ -5,6 +5,12 @@
     union and still sees changes to any list (czmq's certificate store
     reloads a folder when it changes).  The role of a key comes from three
     certificate stores of its own, one per list.
+
+    Roles are looked up by the key that zauth authenticated (the message's
+    "User-Id"), never by the ROUTER routing id: peers choose their routing
+    ids, and a new connection may take the id of one that has gone.  The
+    answers are kept in a table by key, dropped whole every AUTH_CACHE_MS,
+    so a key taken off a list loses its rights within that time.
 */
 #include "auth.h"
 
@@ -14,9 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "table.h"
-
-#define CACHE_MAX 65536 //  connections whose role is remembered
+#define CACHE_MAX 65536 //  keys whose roles are remembered
 
 typedef struct {
     int roles;      //  auth_role_t bits the key holds
@@ -28,7 +32,8 @@ struct broker_auth_t {
     zactor_t *zauth;          //  czmq's ZAP handler
     zcertstore_t *stores[3];  //  client, worker, operator keys
     char union_dir[PATH_MAX]; //  links to the three folders, for zauth
-    zhashx_t *peers;          //  peer_t * by socket tag and identity
+    zhashx_t *peers;          //  peer_t * by CURVE key (Z85)
+    int64_t peers_since_ms;   //  when peers was last emptied
     zhashx_t *acl;            //  client name -> " model model " (or " * ")
 };
 
@@ -167,21 +172,26 @@ void broker_auth_apply (broker_auth_t *self, zsock_t *sock)
     zsock_set_zap_domain (sock, "amaas");
 }
 
-bool broker_auth_check (broker_auth_t *self, char socket_tag, const void *identity, size_t size,
-                        const char *user_id, auth_role_t role, const char **name)
+bool broker_auth_check (broker_auth_t *self, const char *user_id, auth_role_t role, int64_t now_ms,
+                        const char **name)
 {
-    //  The cache key: which socket, and the connection's identity in hex
-    char key[TABLE_KEY_MAX];
-    table_identity_key (key, socket_tag, identity, size);
-    peer_t *peer = zhashx_lookup (self->peers, key);
+    *name = "(no key)";
+    if (!user_id || !*user_id)
+        return false;
+    //  Forget every answer now and then: the lists change at run time
+    if (now_ms - self->peers_since_ms >= AUTH_CACHE_MS || now_ms < self->peers_since_ms ||
+        zhashx_size (self->peers) >= CACHE_MAX) {
+        zhashx_purge (self->peers);
+        self->peers_since_ms = now_ms;
+    }
+    peer_t *peer = zhashx_lookup (self->peers, user_id);
     if (!peer) {
         peer = calloc (1, sizeof *peer);
         if (!peer)
             return false;
-        const char *user = user_id;
-        snprintf (peer->name, sizeof peer->name, "%s", user ? user : "(no key)");
-        for (int i = 0; user && i < 3; i++) {
-            zcert_t *cert = zcertstore_lookup (self->stores[i], user);
+        snprintf (peer->name, sizeof peer->name, "%s", user_id);
+        for (int i = 0; i < 3; i++) {
+            zcert_t *cert = zcertstore_lookup (self->stores[i], user_id);
             if (cert) {
                 peer->roles |= 1 << i;
                 const char *cert_name = zcert_meta (cert, "name");
@@ -189,9 +199,10 @@ bool broker_auth_check (broker_auth_t *self, char socket_tag, const void *identi
                     snprintf (peer->name, sizeof peer->name, "%s", cert_name);
             }
         }
-        if (zhashx_size (self->peers) >= CACHE_MAX)
-            zhashx_purge (self->peers);
-        zhashx_insert (self->peers, key, peer);
+        if (zhashx_insert (self->peers, user_id, peer)) {
+            free (peer);
+            return false;
+        }
     }
     *name = peer->name;
     return (peer->roles & role) != 0;

@@ -5,8 +5,10 @@
     clients, workers and operators folders of czmq certificates).  zauth
     knows one list; the three roles are told apart here: every message
     carries its peer's public key (ZeroMQ's "User-Id" property, set by
-    zauth), and each socket accepts only the keys of its own role.  A
-    peer's role is looked up once per connection and cached.
+    zauth), and each socket accepts only the keys of its own role.  Every
+    decision is made on that key, never on the connection's routing id,
+    which the peer chooses.  The roles of a key are remembered for about a
+    second, so a key added to or removed from a list counts within one.
 
     Optionally, an ACL file says which models each client key (by its
     certificate's name) may call.
@@ -16,6 +18,10 @@
 
 #include <czmq.h>
 #include <stdbool.h>
+#include <stdint.h>
+
+//  How long the roles of a key are remembered, in milliseconds
+#define AUTH_CACHE_MS 1000
 
 typedef enum { ROLE_CLIENT = 1, ROLE_WORKER = 2, ROLE_OPERATOR = 4 } auth_role_t;
 
@@ -38,13 +44,15 @@ void broker_auth_destroy (broker_auth_t **self_p);
 //  before binding.
 void broker_auth_apply (broker_auth_t *self, zsock_t *sock);
 
-//  Whether the peer of the connection `identity` (size bytes), whose
-//  messages carry the CURVE key `user_id` (their "User-Id" property, or
-//  NULL), holds a key of `role`.  The answer is cached by connection.
-//  *name is set to the key's name (its certificate's "name", else the key)
-//  for logs.
-bool broker_auth_check (broker_auth_t *self, char socket_tag, const void *identity, size_t size,
-                        const char *user_id, auth_role_t role, const char **name);
+//  Whether the CURVE key `user_id` (the "User-Id" property of the message,
+//  set by zauth) holds a key of `role`; now_ms is the monotonic time in
+//  milliseconds.  The answer is remembered by key for AUTH_CACHE_MS at
+//  most.  *name is set to the key's name (its certificate's "name", else
+//  the key) for logs and ACLs; it stays valid until the next call.  A NULL
+//  or empty user_id (a message without a key) is refused, with *name
+//  "(no key)"; so is every key when memory runs out.
+bool broker_auth_check (broker_auth_t *self, const char *user_id, auth_role_t role, int64_t now_ms,
+                        const char **name);
 
 //  Whether the client named `name` may call `model` (true without an ACL).
 bool broker_auth_model_allowed (broker_auth_t *self, const char *name, const char *model);

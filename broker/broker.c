@@ -168,7 +168,7 @@ static bool allowed (broker_t *self, char tag, auth_role_t role, const char *rol
     const void *identity = zmq_msg_data (&in->frames[0]);
     size_t size = zmq_msg_size (&in->frames[0]);
     const char *user = in->n > 1 ? zmq_msg_gets (&in->frames[1], "User-Id") : NULL;
-    if (in->n > 1 && broker_auth_check (self->auth, tag, identity, size, user, role, name))
+    if (in->n > 1 && broker_auth_check (self->auth, user, role, clock_now_ms (), name))
         return true;
     log_warn ("refused key=%s socket=%s reason=\"not a %s key\"", *name ? *name : "?", role_name,
               role_name);

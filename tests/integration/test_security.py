@@ -11,8 +11,14 @@ import sys
 import tempfile
 import time
 
+import msgpack
+import numpy as np
+import zmq
+import zmq.auth
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+import pyamaas  # noqa: E402
 import runner  # noqa: E402
 from harness import Cluster  # noqa: E402
 
@@ -120,10 +126,88 @@ def test_a_key_added_to_a_list_works_without_restart():
             r.stderr
 
 
+CONTROL = 0x20
+
+
+def curve_dealer(ctx, endpoint, key, routing_id):
+    """A DEALER with the key pair of `key` and the routing id the peer chose."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.curve_publickey, sock.curve_secretkey = zmq.auth.load_certificate(key + "_secret")
+    sock.curve_serverkey = zmq.auth.load_certificate(BROKER)[0]
+    sock.setsockopt(zmq.ROUTING_ID, routing_id)
+    sock.connect(endpoint)
+    return sock
+
+
+def ask(sock, command, header, payload=None, timeout_ms=2000):
+    """Sends one message and returns the header of the answer, or None when
+    none came within timeout_ms."""
+    frames = [pyamaas.SIGNATURE, bytes([command]), msgpack.packb(header, use_bin_type=True)]
+    if payload is not None:
+        frames.append(msgpack.packb(payload, use_bin_type=True))
+    sock.send_multipart(frames)
+    if not sock.poll(timeout_ms, zmq.POLLIN):
+        return None
+    return pyamaas.decode_header(sock.recv_multipart()[2])
+
+
+def ask_as(ctx, endpoint, key, routing_id, command, header, payload=None):
+    """(socket, answer header) of a first message from a new connection with
+    routing_id.  The broker may not yet have seen the last connection with
+    that id go (it then ignores the new one), so an unanswered connection is
+    replaced by a fresh one, a bounded number of times."""
+    for _ in range(20):
+        sock = curve_dealer(ctx, endpoint, key, routing_id)
+        answer = ask(sock, command, header, payload, timeout_ms=500)
+        if answer is not None:
+            return sock, answer
+        sock.close(0)
+    raise AssertionError("no answer to %s from %s" % (key, endpoint))
+
+
+def test_a_routing_id_does_not_carry_a_key_s_rights():
+    """Peers choose their routing ids: one taken over from an operator or
+    from another client grants nothing; rights follow the CURVE key."""
+    ctx = zmq.Context()
+    try:
+        with secured() as c:
+            # an operator, with routing id X, runs status and goes
+            sock, answer = ask_as(ctx, c.control, OPERATOR, b"X", CONTROL,
+                                  {"id": 1, "command": "status"})
+            assert answer.get("code") == pyamaas.OK, answer
+            sock.close(0)
+            # a client key with routing id X: status and shutdown refused
+            sock, answer = ask_as(ctx, c.control, ALICE, b"X", CONTROL,
+                                  {"id": 2, "command": "status"})
+            assert answer.get("code") == pyamaas.PERMISSION_DENIED, answer
+            answer = ask(sock, CONTROL, {"id": 3, "command": "shutdown"})
+            assert answer is not None and answer.get("code") == pyamaas.PERMISSION_DENIED, answer
+            sock.close(0)
+            r = amaas(c, ALICE, "predict", "--model", "linear", "--input", "[[0.5]]")
+            assert r.returncode == 0 and "predictions" in r.stdout, r.stderr
+            assert c.broker.poll() is None
+            # the frontend: alice (ACL *) calls linear with routing id Y and
+            # goes; bob (ACL: iris) with routing id Y may not call linear
+            inputs = [pyamaas.encode_tensor("input", np.array([[0.5]]))]
+            sock, answer = ask_as(ctx, c.frontend, ALICE, b"Y", pyamaas.REQUEST,
+                                  {"id": 4, "model": "linear"}, inputs)
+            assert answer.get("code", pyamaas.OK) == pyamaas.OK, answer
+            sock.close(0)
+            sock, answer = ask_as(ctx, c.frontend, BOB, b"Y", pyamaas.REQUEST,
+                                  {"id": 5, "model": "linear"}, inputs)
+            assert answer.get("code") == pyamaas.PERMISSION_DENIED, answer
+            sock.close(0)
+            assert c.broker.poll() is None
+    finally:
+        ctx.destroy(linger=0)
+
+
 if __name__ == "__main__":
     try:
         runner.run([test_allowed_paths_work, test_plaintext_and_unknown_keys_are_refused,
                     test_wrong_roles_are_refused_and_logged,
-                    test_a_key_added_to_a_list_works_without_restart])
+                    test_a_key_added_to_a_list_works_without_restart,
+                    test_a_routing_id_does_not_carry_a_key_s_rights])
     finally:
         shutil.rmtree(KEYS, ignore_errors=True)
