@@ -30,12 +30,15 @@
 #include "idmap.h"
 #include "log.h"
 #include "metrics.h"
+#include "ratelimit.h"
 #include "signals.h"
 #include "table.h"
 
 #define EXPIRE_MS 50    //  how often queues are swept for expired deadlines
 #define METRICS_MS 1000 //  how often the metrics are published and idle clients forgotten
 #define BURST 256       //  messages handled from one socket before the other's turn
+#define PEER_LINES 5    //  log lines about one peer's bad input, per second at most
+#define ALL_LINES 50    //  log lines about bad input, all peers together, per second at most
 
 //  A client with jobs queued or computing, or lately: jobs point to it, so
 //  counting them needs no lookup, and it is kept a while after its last
@@ -70,6 +73,8 @@ typedef struct {
     bool stopping;           //  signalled: no new jobs
     bool pump_due;           //  jobs came or workers freed up since the last pump
     metrics_t *metrics;      //  Prometheus metrics, or NULL without --metrics
+    ratelimit_t *peer_lines; //  lines about bad input, by peer
+    ratelimit_t *all_lines;  //  the same, all peers together
 } broker_t;
 
 void broker_config_defaults (broker_config_t *config)
@@ -156,6 +161,36 @@ static void send_error (broker_t *self, void *sock, const void *identity, size_t
     send_to (sock, identity, size, cmd, h, NULL);
 }
 
+//  Whether a line about the bad input of the peer of the message at hand
+//  may be written: at most PEER_LINES a second per peer (by its CURVE key
+//  with security on, else by its connection) and ALL_LINES for all peers
+//  together, so that no peer can grow the log without bound.  The lines
+//  not written are counted, and logged as one line a second
+//  (report_suppressed).
+static bool may_log (broker_t *self, char tag)
+{
+    char key[TABLE_KEY_MAX];
+    const char *user =
+        self->auth && self->in.n > 1 ? zmq_msg_gets (&self->in.frames[1], "User-Id") : NULL;
+    if (user)
+        snprintf (key, sizeof key, "%c%s", tag, user);
+    else if (self->in.n > 0)
+        table_identity_key (key, tag, zmq_msg_data (&self->in.frames[0]),
+                            zmq_msg_size (&self->in.frames[0]));
+    else
+        snprintf (key, sizeof key, "%c", tag);
+    int64_t now = clock_now_ms ();
+    return ratelimit_allow (self->peer_lines, key, now) &&
+           ratelimit_allow (self->all_lines, "all peers", now);
+}
+
+static void report_suppressed (const char *peer, size_t count, void *arg)
+{
+    (void)arg;
+    log_warn ("log lines suppressed peer=%s count=%zu (bad input, more than %d lines a second)",
+              peer, count, streq (peer, "all peers") ? ALL_LINES : PEER_LINES);
+}
+
 //  With security on: whether the peer of this message holds a key of the
 //  role this socket serves.  If not, it is told PERMISSION_DENIED and the
 //  refusal is logged with the key's name.
@@ -170,8 +205,9 @@ static bool allowed (broker_t *self, char tag, auth_role_t role, const char *rol
     const char *user = in->n > 1 ? zmq_msg_gets (&in->frames[1], "User-Id") : NULL;
     if (in->n > 1 && broker_auth_check (self->auth, user, role, clock_now_ms (), name))
         return true;
-    log_warn ("refused key=%s socket=%s reason=\"not a %s key\"", *name ? *name : "?", role_name,
-              role_name);
+    if (may_log (self, tag))
+        log_warn ("refused key=%s socket=%s reason=\"not a %s key\"", *name ? *name : "?",
+                  role_name, role_name);
     char err[CODEC_MESSAGE_MAX];
     snprintf (err, sizeof err, "key '%.64s' is not a %s key: refused", *name ? *name : "?",
               role_name);
@@ -326,7 +362,8 @@ static void on_frontend (broker_t *self)
     if (!allowed (self, 'f', ROLE_CLIENT, "client", &name))
         return;
     if (codec_frames_parse (in, 1, &cmd, h, &payload, err, sizeof err)) {
-        log_warn ("bad client message peer=%s error=\"%s\"", "frontend", err);
+        if (may_log (self, 'f'))
+            log_warn ("bad client message peer=%s error=\"%s\"", "frontend", err);
         send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT, err);
         return;
     }
@@ -375,7 +412,8 @@ static void on_frontend (broker_t *self)
         return;
     }
     if (self->auth && !broker_auth_model_allowed (self->auth, name, h->model)) {
-        log_warn ("job refused key=%s model=%s reason=acl", name, h->model);
+        if (may_log (self, 'f'))
+            log_warn ("job refused key=%s model=%s reason=acl", name, h->model);
         snprintf (err, sizeof err, "client '%.64s' may not call model '%.64s' (see the ACL)", name,
                   h->model);
         send_error (self, self->front, identity, identity_size, h->id, AMAAS_PERMISSION_DENIED,
@@ -504,7 +542,8 @@ static void on_backend (broker_t *self)
     zmq_msg_t *payload;
     codec_header_t *h = &self->header;
     if (codec_frames_parse (in, 1, &cmd, h, &payload, err, sizeof err)) {
-        log_warn ("bad worker message worker=%s error=\"%s\"", key, err);
+        if (may_log (self, 'b'))
+            log_warn ("bad worker message worker=%s error=\"%s\"", key, err);
         send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
         return;
     }
@@ -528,10 +567,13 @@ static void on_backend (broker_t *self)
         zframe_destroy (&frame);
         if (worker) {
             worker->seen_ms = clock_now_ms ();
-            log_info ("worker %s worker=%s host=%s pid=%u credit=%u models=%zu model_errors=%u",
-                      update ? "updated its models" : "ready", key, worker->host, worker->pid,
-                      worker->credit, worker->n_models, worker->model_errors);
-            if (refused)
+            //  A worker updates its models when its folder changes: a peer
+            //  that sends READY after READY is limited as bad input is
+            if (!update || may_log (self, 'b'))
+                log_info ("worker %s worker=%s host=%s pid=%u credit=%u models=%zu model_errors=%u",
+                          update ? "updated its models" : "ready", key, worker->host, worker->pid,
+                          worker->credit, worker->n_models, worker->model_errors);
+            if (refused && may_log (self, 'b'))
                 log_warn ("worker models refused worker=%s count=%zu first=\"%s\"", key, refused,
                           warning);
             //  The answer: once the worker has it, no JOB for a model this
@@ -752,8 +794,10 @@ int broker_run (const broker_config_t *config)
         self.incarnation = (uint64_t)clock_now_us () ^ ((uint64_t)getpid () << 32);
     self.dispatch = dispatch_new (config->max_queue, config->max_lost);
     self.failed = dispatch_job_list_new ();
+    self.peer_lines = ratelimit_new (PEER_LINES);
+    self.all_lines = ratelimit_new (ALL_LINES);
     if (!self.clients || !self.frontend || !self.backend || !self.control || !self.dispatch ||
-        !self.failed)
+        !self.failed || !self.peer_lines || !self.all_lines)
         goto done;
     self.front = zsock_resolve (self.frontend);
     self.back = zsock_resolve (self.backend);
@@ -860,6 +904,8 @@ int broker_run (const broker_config_t *config)
             if (self.metrics)
                 publish_metrics (&self);
             clients_sweep (&self);
+            ratelimit_flush (self.peer_lines, clock_now_ms (), report_suppressed, NULL);
+            ratelimit_flush (self.all_lines, clock_now_ms (), report_suppressed, NULL);
             next_metrics = clock_now_ms () + METRICS_MS;
         }
         if (clock_now_ms () >= next_beat) {
@@ -876,6 +922,8 @@ int broker_run (const broker_config_t *config)
     rc = 0;
 done:
     metrics_destroy (&self.metrics);
+    ratelimit_destroy (&self.peer_lines);
+    ratelimit_destroy (&self.all_lines);
     zlistx_destroy (&self.failed);
     dispatch_destroy (&self.dispatch);
     codec_header_reset (&self.header);
