@@ -552,9 +552,11 @@ static void on_backend (broker_t *self)
     if (cmd == CMD_READY && !allowed (self, 'b', ROLE_WORKER, "worker", &name))
         return;
     if (cmd == CMD_READY) {
-        if (!(h->fields & HDR_MODELS) || h->n_models == 0) {
+        //  A registered worker may come to serve no model (its last model
+        //  file removed); a new one must serve at least one
+        if (!(h->fields & HDR_MODELS) || (h->n_models == 0 && !worker)) {
             send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT,
-                        "READY needs 'models', a non-empty array");
+                        "READY needs 'models', an array of 1..1024 models (0 only in an update)");
             return;
         }
         bool update = worker != NULL;

@@ -96,17 +96,14 @@ static void send_msg (worker_t *self, codec_cmd_t cmd, const codec_header_t *h, 
 }
 
 //  Announces the models served and the count of files refused.  With no
-//  model to serve, nothing is sent (the broker wants at least one): the
-//  READY sent before stands, and the entries it listed keep serving what
-//  the broker sends for them.
+//  model left (every file removed), the list is empty: the broker sends
+//  nothing more until a model file appears again.
 static void send_ready (worker_t *self)
 {
-    if (catalog_size (self->catalog) == 0) {
-        log_warn ("no model to serve in folder=%s: the last READY stands (a model file "
-                  "added is served)",
+    if (catalog_size (self->catalog) == 0)
+        log_warn ("no model to serve in folder=%s: the worker serves nothing until a model "
+                  "file is added",
                   self->config->models_dir);
-        return;
-    }
     codec_header_t *h = &self->reply;
     codec_header_reset (h);
     if (catalog_fill_ready (self->catalog, h)) {

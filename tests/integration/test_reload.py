@@ -215,6 +215,27 @@ def test_new_file_served_then_removed():
         assert versions(c, "linear") == ["1"]  # the other model never stopped
 
 
+def test_last_model_removed_then_back():
+    d = folder()
+    path = os.path.join(d, "linear.amm")
+    with Cluster(BUILD, d, workers=1) as c:
+        os.unlink(path)
+        # The worker serves nothing, stays registered, and the model is gone
+        wait_for("linear gone", lambda: versions(c, "linear") == [])
+        assert len(workers(c)) == 1 and workers(c)[0]["models"] == [], workers(c)
+        try:
+            predict(c, "linear")
+        except pyamaas.AmaasError as e:
+            assert e.code == pyamaas.NOT_FOUND, e
+        else:
+            raise AssertionError("a removed model still answers")
+        export_linear(path, 2, 3.0, 0.0)
+        wait_for("linear back", lambda: versions(c, "linear") == ["2"])
+        values, version = predict(c, "linear")
+        assert version == "2"
+        np.testing.assert_allclose(values, 3.0 * X[:, 0], rtol=1e-9)
+
+
 def test_two_versions_side_by_side():
     d = folder()
     with Cluster(BUILD, d, workers=1) as c:
@@ -244,6 +265,6 @@ def test_sighup_rescans():
 if __name__ == "__main__":
     runner.run([test_replace_under_load_no_failed_job,
                 test_broken_files_keep_the_old_model_then_a_fix_is_picked_up,
-                test_new_file_served_then_removed,
+                test_new_file_served_then_removed, test_last_model_removed_then_back,
                 test_two_versions_side_by_side,
                 test_sighup_rescans])
