@@ -337,6 +337,8 @@ static void on_cancel (broker_t *self, const void *identity, size_t size)
         answer_failed (self, &job);
         return;
     }
+    if (!job->worker)
+        return; //  neither queued nor held: cannot happen
     codec_header_t *r = &self->reply;
     codec_header_reset (r);
     r->fields = HDR_JOB;
