@@ -650,21 +650,15 @@ static broker_model_t **worker_unlink_models (dispatch_t *self, broker_worker_t 
     return models;
 }
 
-//  Orphans (orphan_version) the models of a list that no worker serves any
-//  more, and frees the list.  A model may be in it twice.
+//  Orphans (orphan_version) the models of a worker's list that no worker
+//  serves any more, and frees the list.  The models of a list are distinct
+//  (dispatch_worker_ready links each once), so freeing one leaves the
+//  others valid.
 static void orphan_versions (dispatch_t *self, broker_model_t **models, size_t n_models,
                              zlistx_t *failed)
 {
-    //  orphan_version may free a model: the list's later entries are
-    //  checked against the table first
-    for (size_t i = 0; i < n_models; i++) {
-        bool alive = false;
-        for (broker_model_t *m = zhashx_first (self->models); m && !alive;
-             m = zhashx_next (self->models))
-            alive = m == models[i];
-        if (alive)
-            orphan_version (self, models[i], failed);
-    }
+    for (size_t i = 0; i < n_models; i++)
+        orphan_version (self, models[i], failed);
     free (models);
 }
 

@@ -50,10 +50,10 @@
 #include "clock.h"
 #include "codec.h"
 #include "curve.h"
+#include "idmap.h"
 
 #define BACKOFF_FIRST_MS 50 //  first wait before resending an UNAVAILABLE job
 #define BACKOFF_MAX_MS 2000
-#define TABLE_FIRST_SLOTS 64 //  slots of the pending table at first; a power of two
 
 typedef struct pending_t pending_t;
 
@@ -79,15 +79,6 @@ struct pending_t {
     pending_t *prev, *next;          //  neighbours in it (next: in the pool)
 };
 
-//  Pending jobs by id: open addressing with linear probing, at most half
-//  full, so that a lookup reads one or two slots
-typedef struct {
-    pending_t **slots; //  NULL where free
-    size_t mask;       //  slots - 1; slots is a power of two
-    int shift;         //  64 - log2 (slots), for the hash
-    size_t count;      //  jobs in the table
-} table_t;
-
 struct amaas_client_t {
     zsock_t *sock;               //  DEALER to the broker's frontend
     void *socket;                //  its libzmq socket
@@ -100,7 +91,7 @@ struct amaas_client_t {
     uint64_t session;            //  random: tells the broker our jobs from others'
     uint64_t epoch;              //  of the broker and connection our jobs went to
     uint64_t next_id;            //  id of the next job
-    table_t pending;             //  pending_t * by id
+    idmap_t *pending;            //  pending_t * by id
     timers_t deadline_timers;    //  jobs waiting for an answer, by deadline
     timers_t backoff_timers;     //  jobs waiting to be resent after UNAVAILABLE
     pending_t *pool;             //  finished pending_t's for reuse, linked by next
@@ -129,80 +120,17 @@ static void set_error (amaas_error_t *err, amaas_code_t code, const char *fmt, .
 }
 
 //  --------------------------------------------------------------------------
-//  Pending jobs by id
+//  Pending jobs by id, in an idmap (filed under the id itself)
 
-//  Makes an empty table of `slots` slots (a power of two).  Returns 0, -1
-//  on out-of-memory.
-static int table_init (table_t *self, size_t slots)
+static bool pending_is (const void *item, const void *id)
 {
-    self->slots = calloc (slots, sizeof *self->slots);
-    if (!self->slots)
-        return -1;
-    self->mask = slots - 1;
-    self->shift = 64 - __builtin_ctzll (slots);
-    self->count = 0;
-    return 0;
-}
-
-//  Slot where job `id` belongs (Fibonacci hashing).  Cannot fail.
-static size_t table_home (const table_t *self, uint64_t id)
-{
-    return (size_t)((id * 0x9E3779B97F4A7C15ULL) >> self->shift) & self->mask;
-}
-
-//  Slot that holds job `id`, or the free slot where it would go.
-static size_t table_slot (const table_t *self, uint64_t id)
-{
-    size_t i = table_home (self, id);
-    while (self->slots[i] && self->slots[i]->id != id)
-        i = (i + 1) & self->mask;
-    return i;
+    return ((const pending_t *)item)->id == *(const uint64_t *)id;
 }
 
 //  The pending job `id`, or NULL.
-static pending_t *table_lookup (const table_t *self, uint64_t id)
+static pending_t *pending_find (const amaas_client_t *self, uint64_t id)
 {
-    return self->slots[table_slot (self, id)];
-}
-
-//  Adds a job not in the table yet, doubling the table when it is half
-//  full.  Returns 0; -1 on out-of-memory, and nothing is changed.
-static int table_insert (table_t *self, pending_t *p)
-{
-    if ((self->count + 1) * 2 > self->mask + 1) {
-        table_t grown;
-        if (table_init (&grown, (self->mask + 1) * 2))
-            return -1;
-        for (size_t i = 0; i <= self->mask; i++)
-            if (self->slots[i])
-                grown.slots[table_slot (&grown, self->slots[i]->id)] = self->slots[i];
-        grown.count = self->count;
-        free (self->slots);
-        *self = grown;
-    }
-    self->slots[table_slot (self, p->id)] = p;
-    self->count++;
-    return 0;
-}
-
-//  Removes job `id` if it is there.  The jobs after it in its run move back
-//  into the hole when their home slot allows, so that no lookup stops
-//  short of them.  Cannot fail.
-static void table_delete (table_t *self, uint64_t id)
-{
-    size_t hole = table_slot (self, id);
-    if (!self->slots[hole])
-        return;
-    self->slots[hole] = NULL;
-    self->count--;
-    for (size_t i = (hole + 1) & self->mask; self->slots[i]; i = (i + 1) & self->mask) {
-        size_t home = table_home (self, self->slots[i]->id);
-        if (((i - home) & self->mask) >= ((i - hole) & self->mask)) {
-            self->slots[hole] = self->slots[i];
-            self->slots[i] = NULL;
-            hole = i;
-        }
-    }
+    return idmap_find (self->pending, id, pending_is, &id);
 }
 
 //  --------------------------------------------------------------------------
@@ -400,7 +328,7 @@ void amaas_set_retry (amaas_client_t *self, int attempts, int heartbeat_ms)
 
 size_t amaas_pending (const amaas_client_t *self)
 {
-    return self->pending.count;
+    return idmap_size (self->pending);
 }
 
 void amaas_stats (const amaas_client_t *self, uint64_t *resent, uint64_t *duplicates)
@@ -428,7 +356,7 @@ static int send_command (amaas_client_t *self, codec_cmd_t cmd, uint64_t id)
 static void pending_finish (amaas_client_t *self, pending_t *p)
 {
     timer_cancel (p);
-    table_delete (&self->pending, p->id);
+    idmap_delete (self->pending, p->id, p);
     zmq_msg_close (&p->payload);
     p->next = self->pool;
     self->pool = p;
@@ -486,21 +414,21 @@ static void on_epoch (amaas_client_t *self, uint64_t epoch)
         return;
     bool changed = self->epoch != 0;
     self->epoch = epoch;
-    if (!changed || self->pending.count == 0)
+    if (!changed || idmap_size (self->pending) == 0)
         return;
     //  Collected first: resending may fail a job, which changes the table
     size_t n = 0;
-    pending_t **jobs = malloc (self->pending.count * sizeof *jobs);
+    pending_t **jobs = malloc (idmap_size (self->pending) * sizeof *jobs);
     if (!jobs)
         return; //  out of memory: the jobs wait for their deadline
-    for (size_t i = 0; i <= self->pending.mask; i++) {
-        pending_t *p = self->pending.slots[i];
-        if (p && p->timers != &self->backoff_timers)
+    size_t cursor = 0;
+    pending_t *p;
+    while ((p = idmap_next (self->pending, &cursor)))
+        if (p->timers != &self->backoff_timers)
             jobs[n++] = p;
-    }
     int64_t now = clock_now_ms ();
     for (size_t i = 0; i < n; i++) {
-        pending_t *p = jobs[i];
+        p = jobs[i];
         if (p->attempts >= self->attempts) {
             char message[CODEC_MESSAGE_MAX];
             snprintf (message, sizeof message,
@@ -520,7 +448,7 @@ static void on_epoch (amaas_client_t *self, uint64_t epoch)
 //  it, or drop it as a duplicate.
 static void on_reply (amaas_client_t *self, zmq_msg_t *payload)
 {
-    pending_t *p = table_lookup (&self->pending, self->header.id);
+    pending_t *p = pending_find (self, self->header.id);
     if (!p) {
         //  An answer to a job already answered (a resend crossed a late
         //  answer), given up, or to nothing we sent: never shown to the
@@ -562,7 +490,7 @@ static void on_timers (amaas_client_t *self, int64_t now)
             send_command (self, CMD_CANCEL, id);
         }
     }
-    if (self->pending.count && now >= self->next_ping_ms) {
+    if (idmap_size (self->pending) && now >= self->next_ping_ms) {
         //  Ids of their own, so that job ids stay consecutive
         send_command (self, CMD_PING, self->next_ping_id++);
         self->next_ping_ms = now + self->heartbeat_ms;
@@ -626,7 +554,7 @@ static amaas_result_t *pump (amaas_client_t *self, uint64_t id, int timeout_ms, 
             pending_t *first = timer_first (self);
             if (first && first->next_try_ms < wake)
                 wake = first->next_try_ms;
-            if (self->pending.count && self->next_ping_ms < wake)
+            if (idmap_size (self->pending) && self->next_ping_ms < wake)
                 wake = self->next_ping_ms;
             struct pollfd item = {self->fd, POLLIN, 0};
             if (poll (&item, 1, (int)(wake > now ? wake - now : 0)) < 0 && errno != EINTR)
@@ -655,7 +583,8 @@ static amaas_client_t *connect_with (const char *endpoint, int timeout_ms, const
     self->session |= 1; //  never 0
     msgpack_sbuffer_init (&self->packed);
     self->sock = zsock_new (ZMQ_DEALER);
-    if (table_init (&self->pending, TABLE_FIRST_SLOTS) || !self->sock) {
+    self->pending = idmap_new ();
+    if (!self->pending || !self->sock) {
         set_error (err, AMAAS_INTERNAL, "cannot create a ZeroMQ socket");
         goto err;
     }
@@ -717,14 +646,13 @@ void amaas_close (amaas_client_t **self_p)
     if (!self)
         return;
     zsock_destroy (&self->sock);
-    for (size_t i = 0; self->pending.slots && i <= self->pending.mask; i++) {
-        pending_t *p = self->pending.slots[i];
-        if (p) {
-            zmq_msg_close (&p->payload);
-            free (p);
-        }
+    size_t cursor = 0;
+    pending_t *p;
+    while (self->pending && (p = idmap_next (self->pending, &cursor))) {
+        zmq_msg_close (&p->payload);
+        free (p);
     }
-    free (self->pending.slots);
+    idmap_destroy (&self->pending);
     while (self->pool) {
         pending_t *p = self->pool;
         self->pool = p->next;
@@ -801,7 +729,7 @@ uint64_t amaas_send_opts (amaas_client_t *self, const char *model, const amaas_t
     }
     memcpy (zmq_msg_data (&p->payload), self->packed.data, self->packed.size);
     p->id = self->next_id;
-    if (table_insert (&self->pending, p)) {
+    if (idmap_insert (self->pending, self->next_id, p)) {
         zmq_msg_close (&p->payload);
         p->next = self->pool;
         self->pool = p;
@@ -822,7 +750,7 @@ uint64_t amaas_send_opts (amaas_client_t *self, const char *model, const amaas_t
             p->deadline_ms = opts->deadline_ms;
     }
     int64_t now = clock_now_ms ();
-    if (self->pending.count == 1)
+    if (idmap_size (self->pending) == 1)
         self->next_ping_ms = now + self->heartbeat_ms; //  the first job pending
     p->first_sent_ms = now;
     p->attempts = 0;
@@ -870,7 +798,7 @@ amaas_result_t *amaas_predict (amaas_client_t *self, const char *model,
 
 int amaas_cancel (amaas_client_t *self, uint64_t id)
 {
-    pending_t *p = table_lookup (&self->pending, id);
+    pending_t *p = pending_find (self, id);
     if (!p)
         return -1;
     pending_finish (self, p);

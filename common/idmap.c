@@ -115,6 +115,16 @@ int idmap_delete (idmap_t *self, uint64_t hash, const void *item)
     return 0;
 }
 
+void *idmap_next (const idmap_t *self, size_t *cursor)
+{
+    while (*cursor <= self->mask) {
+        void *item = self->slots[(*cursor)++].item;
+        if (item)
+            return item;
+    }
+    return NULL;
+}
+
 size_t idmap_size (const idmap_t *self)
 {
     return self->count;

@@ -36,6 +36,11 @@ int idmap_insert (idmap_t *self, uint64_t hash, void *item);
 //  Removes `item`, filed under `hash`.  Returns 0, -1 if it is not there.
 int idmap_delete (idmap_t *self, uint64_t hash, const void *item);
 
+//  Iterates over the items, in no order: the item at or after *cursor
+//  (start at 0), or NULL at the end; *cursor moves past it.  The table must
+//  not change meanwhile.  Cannot fail.
+void *idmap_next (const idmap_t *self, size_t *cursor);
+
 //  Items in the table.  Cannot fail.
 size_t idmap_size (const idmap_t *self);
 
