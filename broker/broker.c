@@ -161,6 +161,13 @@ static void send_error (broker_t *self, void *sock, const void *identity, size_t
     send_to (sock, identity, size, cmd, h, NULL);
 }
 
+//  With security on, the CURVE key that sent the message at hand (its
+//  "User-Id", set by zauth), or NULL.
+static const char *user_of (broker_t *self)
+{
+    return self->auth && self->in.n > 1 ? zmq_msg_gets (&self->in.frames[1], "User-Id") : NULL;
+}
+
 //  Whether a line about the bad input of the peer of the message at hand
 //  may be written: at most PEER_LINES a second per peer (by its CURVE key
 //  with security on, else by its connection) and ALL_LINES for all peers
@@ -170,8 +177,7 @@ static void send_error (broker_t *self, void *sock, const void *identity, size_t
 static bool may_log (broker_t *self, char tag)
 {
     char key[TABLE_KEY_MAX];
-    const char *user =
-        self->auth && self->in.n > 1 ? zmq_msg_gets (&self->in.frames[1], "User-Id") : NULL;
+    const char *user = user_of (self);
     if (user)
         snprintf (key, sizeof key, "%c%s", tag, user);
     else if (self->in.n > 0)
@@ -202,7 +208,7 @@ static bool allowed (broker_t *self, char tag, auth_role_t role, const char *rol
     codec_frames_t *in = &self->in;
     const void *identity = zmq_msg_data (&in->frames[0]);
     size_t size = zmq_msg_size (&in->frames[0]);
-    const char *user = in->n > 1 ? zmq_msg_gets (&in->frames[1], "User-Id") : NULL;
+    const char *user = user_of (self);
     if (in->n > 1 && broker_auth_check (self->auth, user, role, clock_now_ms (), name))
         return true;
     if (may_log (self, tag))
@@ -289,9 +295,7 @@ static uint64_t epoch_of (broker_t *self, const void *identity, size_t size)
 //  a job sent again is found only by the key that sent it; 0 without.
 static uint64_t principal_of (broker_t *self)
 {
-    if (!self->auth || self->in.n < 2)
-        return 0;
-    const char *user = zmq_msg_gets (&self->in.frames[1], "User-Id");
+    const char *user = user_of (self);
     return user ? idmap_hash_bytes (user, strlen (user), 0) | 1 : 0;
 }
 

@@ -85,7 +85,7 @@ typedef struct {
     char label[LABEL_MAX];                //  model name as valid UTF-8, not escaped
     uint64_t jobs[MAX_CODES];             //  jobs answered, by index in metrics_t.codes
     histogram_t histograms[N_HISTOGRAMS]; //  by histogram_id_t
-    bool has_gauges;                      //  metrics_set_model was called for it
+    bool has_gauges;                      //  metrics_add_model was called for it
     size_t queued;                        //  jobs waiting
     size_t in_flight;                     //  jobs held by workers
 } model_t;
@@ -222,16 +222,6 @@ void metrics_observe_job (metrics_t *self, const char *model_name, const char *c
     histogram_observe (&model->histograms[H_LATENCY], H_LATENCY, latency_s);
     if (batch > 0)
         histogram_observe (&model->histograms[H_BATCH], H_BATCH, batch);
-}
-
-void metrics_set_model (metrics_t *self, const char *model_name, size_t queued, size_t in_flight)
-{
-    model_t *model = model_get (self, model_name);
-    if (!model)
-        return;
-    model->has_gauges = true;
-    model->queued = queued;
-    model->in_flight = in_flight;
 }
 
 //  Every model counted so far, "(other)" last if it was used

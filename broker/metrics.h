@@ -62,12 +62,9 @@ int metrics_port (metrics_t *self);
 void metrics_observe_job (metrics_t *self, const char *model, const char *code, double queue_s,
                           double compute_s, double latency_s, unsigned batch);
 
-//  Sets the gauges of a model: jobs queued and jobs held by workers.
-//  Cannot fail (as metrics_observe_job, it may leave a new model out).
-void metrics_set_model (metrics_t *self, const char *model, size_t queued, size_t in_flight);
-
-//  Adds to the gauges of a model (for its versions, one by one).  Cannot
-//  fail (as metrics_set_model).
+//  Adds to the gauges of a model: jobs queued and jobs held by workers (for
+//  its versions, one by one, after metrics_clear_models).  Cannot fail (as
+//  metrics_observe_job, it may leave a new model out).
 void metrics_add_model (metrics_t *self, const char *model, size_t queued, size_t in_flight);
 
 //  Clears the gauges of every model (before they are set anew, so that a

@@ -149,11 +149,23 @@ START_TEST (test_gauges)
 {
     metrics_t *m = new_metrics ();
     metrics_observe_job (m, "ghost", "NOT_FOUND", -1, -1, -1, 0);
-    metrics_set_model (m, "iris", 7, 3);
-    metrics_set_model (m, "iris", 5, 2); //  the last value counts
-    metrics_set_model (m, "linear", 0, 0);
+    metrics_add_model (m, "iris", 7, 3);
+    metrics_clear_models (m); //  a new round of gauges: the old values go
+    metrics_add_model (m, "iris", 4, 2);
+    metrics_add_model (m, "iris", 1, 0); //  another version of iris adds up
+    metrics_add_model (m, "linear", 0, 0);
     metrics_set_workers (m, 4);
+    metrics_counts_t counts = {
+        .accepted = 7, .deduplicated = 2, .cancelled = 1, .computed = 6, .load_failures = 3};
+    metrics_set_counts (m, &counts);
     char *text = metrics_render (m);
+    ck_assert_line (text, "# TYPE amaas_jobs_accepted_total counter");
+    ck_assert_line (text, "amaas_jobs_accepted_total 7");
+    ck_assert_line (text, "amaas_jobs_deduplicated_total 2");
+    ck_assert_line (text, "amaas_jobs_cancelled_total 1");
+    ck_assert_line (text, "amaas_jobs_computed_total 6");
+    ck_assert_line (text, "# TYPE amaas_model_load_failures gauge");
+    ck_assert_line (text, "amaas_model_load_failures 3");
     ck_assert_line (text, "# TYPE amaas_queue_depth gauge");
     ck_assert_line (text, "# TYPE amaas_jobs_in_flight gauge");
     ck_assert_line (text, "amaas_queue_depth{model=\"iris\"} 5");
