@@ -13,6 +13,8 @@ process is stopped on exit, killed if it does not stop in time.  Logs go to
 files in a temporary folder; c.logs() returns them, and they are printed when
 the with-block raises.
 """
+import importlib.machinery
+import importlib.util
 import json
 import os
 import signal
@@ -172,3 +174,27 @@ class Cluster:
             raise RuntimeError("processes exited badly: %s\n%s"
                                % ([(p.args[0], p.returncode) for p in bad], self.logs()))
         return False
+
+
+def wait_for(what, condition, timeout=30.0):
+    """The first true value of condition(), polled until timeout seconds;
+    AssertionError naming `what` if it never comes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
+        time.sleep(0.05)
+
+
+def load_exporter():
+    """scripts/amaas-export as a Python module (its main() takes argv)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts",
+                        "amaas-export")
+    loader = importlib.machinery.SourceFileLoader("amaas_export", path)
+    spec = importlib.util.spec_from_loader("amaas_export", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module

@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import runner  # noqa: E402
 import slow_model  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, wait_for  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1])
 MODELS = tempfile.mkdtemp(prefix="amaas-heavy-")
@@ -83,13 +83,6 @@ def load(c, rows, jobs, timeout_ms, cancel=0):
     print(r.stdout.strip())
     counts = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", r.stdout.splitlines()[0])}
     return r.returncode, counts, r.stderr
-
-
-def wait_for(what, check, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "never happened: " + what
-        time.sleep(0.05)
 
 
 def workers(c):

@@ -11,8 +11,6 @@ shared page counted 1/N in each of the N processes) adds up to about one
 copy: the 4 workers' total Pss must stay under 2x the file (4 private
 copies would be 4x), while each worker's Rss is at least the file.
 """
-import importlib.machinery
-import importlib.util
 import json
 import os
 import re
@@ -29,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
 import runner  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, load_exporter  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1])
 WIDTH = 8192  # 8192 x 8192 FP32 weights: 256 MiB
@@ -37,18 +35,9 @@ WORKERS = 4
 TIMEOUT = 30.0
 
 
-def _exporter():
-    path = os.path.join(ROOT, "scripts", "amaas-export")
-    loader = importlib.machinery.SourceFileLoader("amaas_export", path)
-    spec = importlib.util.spec_from_loader("amaas_export", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
 def write_big_model(path):
     """A 256 MiB model: predictions = x . W + b with W all 1/1024, b = 0."""
-    export = _exporter()
+    export = load_exporter()
     weights = np.full((WIDTH, WIDTH), 1.0 / 1024, dtype=np.float32)
     ops = [{"op": "dense", "in": WIDTH, "out": WIDTH, "weights": weights,
             "bias": np.zeros(WIDTH, dtype=np.float32)},

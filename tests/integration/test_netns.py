@@ -33,6 +33,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import runner  # noqa: E402
+from harness import wait_for  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1])
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
@@ -215,16 +216,6 @@ def by_host(ws):
     for w in ws:
         out.setdefault(w["host"], []).append(w)
     return out
-
-
-def wait_for(what, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
 
 
 def test_a_worker_host_loses_its_link():

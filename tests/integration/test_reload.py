@@ -7,8 +7,6 @@ Models are made here: scikit-learn LinearRegression fitted on exact points
 file in the same folder and renames it into place.  Every wait polls a
 condition with a bounded timeout.
 """
-import importlib.machinery
-import importlib.util
 import json
 import os
 import re
@@ -16,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import joblib
 import numpy as np
@@ -27,23 +24,14 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
 import runner  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, load_exporter, wait_for  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1])
 TIMEOUT = 15.0
 X = np.array([[0.5], [2.0]])
 
 
-def _exporter():
-    path = os.path.join(ROOT, "scripts", "amaas-export")
-    loader = importlib.machinery.SourceFileLoader("amaas_export", path)
-    spec = importlib.util.spec_from_loader("amaas_export", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-EXPORT = _exporter()
+EXPORT = load_exporter()
 
 
 def export_linear(path, version, a, b, name="linear"):
@@ -63,16 +51,6 @@ def replace_with_bytes(path, data):
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
-
-
-def wait_for(what, condition, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 def versions(c, name):

@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 
 import msgpack
 import zmq
@@ -23,7 +22,7 @@ import zmq
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import runner  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, wait_for  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1])
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -71,23 +70,18 @@ def versions(c):
 
 
 def wait_versions(c, want, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while sorted(versions(c)) != sorted(want):
-        assert time.monotonic() < deadline, (versions(c), want, c.logs())
-        time.sleep(0.05)
-    return versions(c)
+    return wait_for("versions %s of linear" % want,
+                    lambda: (lambda v: v if sorted(v) == sorted(want) else None)(versions(c)),
+                    timeout)
 
 
 def test_side_by_side():
     with Cluster(BUILD, V1, workers=1) as c:
         c.start_worker(V2)
         c.start_worker(V1)
-        listed = wait_versions(c, ["1", "2"])
-        wait_for = time.monotonic() + 15
-        while versions(c)["1"]["workers"] != 2:
-            assert time.monotonic() < wait_for, versions(c)
-            time.sleep(0.05)
-        listed = versions(c)
+        wait_versions(c, ["1", "2"])
+        listed = wait_for("two workers on version 1",
+                          lambda: (lambda v: v if v["1"]["workers"] == 2 else None)(versions(c)))
         assert listed["1"]["workers"] == 2 and listed["2"]["workers"] == 1, listed
         assert listed["1"]["width"] == 1 and listed["2"]["width"] == 1, listed
         assert listed["1"]["mapped"] > 0, listed
