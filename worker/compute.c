@@ -156,7 +156,7 @@ wrk_job_t *compute_job_take (compute_t *self)
     }
     job->next = NULL;
     job->token = job->connection = job->deadline_us = job->compute_us = 0;
-    job->model[0] = job->version[0] = 0;
+    job->model[0] = 0;
     job->serving = NULL;
     job->n_outputs = 0;
     job->served_by = NULL;

@@ -51,7 +51,6 @@ struct wrk_job_t {
     uint64_t token;                                  //  broker's job token
     uint64_t connection;                             //  connection it came on
     char model[CODEC_NAME_MAX];                      //  model asked for
-    char version[CODEC_VERSION_MAX];                 //  version asked for, "" = any
     const wrk_model_t *serving;                      //  what computes it (never NULL)
     size_t n_outputs;                                //  outputs asked for, 0 = all
     char outputs[CODEC_MAX_OUTPUTS][CODEC_NAME_MAX]; //  their names

@@ -200,8 +200,6 @@ static void on_job (worker_t *self, const codec_header_t *h, zmq_msg_t *payload,
     job->connection = self->connection;
     job->serving = serving;
     memcpy (job->model, h->model, sizeof job->model);
-    if (version)
-        snprintf (job->version, sizeof job->version, "%s", version);
     job->n_outputs = h->n_outputs;
     memcpy (job->outputs, h->outputs, h->n_outputs * sizeof h->outputs[0]);
     if (h->fields & HDR_DEADLINE_MS)
