@@ -35,6 +35,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "utf8.h"
+
 #if MHD_VERSION < 0x00097002
 typedef int mhd_result_t;
 #else
@@ -115,20 +117,8 @@ static void label_from_name (char *label, const char *name)
     const unsigned char *s = (const unsigned char *)name;
     size_t n = strnlen (name, NAME_MAX_BYTES), out = 0;
     for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        size_t len = c < 0x80                 ? 1
-                     : c >= 0xC2 && c <= 0xDF ? 2
-                     : c >= 0xE0 && c <= 0xEF ? 3
-                     : c >= 0xF0 && c <= 0xF4 ? 4
-                                              : 0;
-        //  The second byte's range rules out overlong forms, surrogates and
-        //  code points past U+10FFFF; the others are plain continuations
-        unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
-        unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-        bool valid = len > 0 && i + len <= n;
-        for (size_t k = 1; valid && k < len; k++)
-            valid = k == 1 ? s[i + 1] >= lo && s[i + 1] <= hi : (s[i + k] & 0xC0) == 0x80;
-        if (valid) {
+        size_t len = utf8_sequence (s + i, n - i);
+        if (len) {
             memcpy (label + out, s + i, len);
             out += len;
             i += len;

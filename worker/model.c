@@ -34,6 +34,7 @@
 
 #include "codec.h"
 #include "model.h"
+#include "utf8.h"
 
 #define S_FORMAT "amaas-model"
 #define S_FORMAT_VERSION 1
@@ -486,40 +487,6 @@ typedef struct {
     size_t outputs;       //  output ops seen
 } s_tensor_t;
 
-//  Is data valid UTF-8 (no overlong forms, no surrogates, at most U+10FFFF)?
-static bool s_utf8_ok (const uint8_t *data, size_t size)
-{
-    size_t i = 0;
-    while (i < size) {
-        uint8_t c = data[i];
-        size_t len;
-        uint32_t point, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if ((c & 0xe0) == 0xc0)
-            len = 2, point = c & 0x1f, min = 0x80;
-        else if ((c & 0xf0) == 0xe0)
-            len = 3, point = c & 0x0f, min = 0x800;
-        else if ((c & 0xf8) == 0xf0)
-            len = 4, point = c & 0x07, min = 0x10000;
-        else
-            return false;
-        if (len > size - i)
-            return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((data[i + k] & 0xc0) != 0x80)
-                return false;
-            point = (point << 6) | (data[i + k] & 0x3f);
-        }
-        if (point < min || point > 0x10ffff || (point >= 0xd800 && point <= 0xdfff))
-            return false;
-        i += len;
-    }
-    return true;
-}
-
 static int s_parse_argmax (s_ctx_t *ctx, s_op_t *op, const msgpack_object *map, size_t width)
 {
     const msgpack_object *labels = s_require (ctx, map, "labels", MSGPACK_OBJECT_ARRAY);
@@ -564,7 +531,7 @@ static int s_parse_argmax (s_ctx_t *ctx, s_op_t *op, const msgpack_object *map, 
         if (label->via.str.size > S_MAX_LABEL)
             return s_fail (ctx, "label %zu has %u bytes, at most %d are allowed", i,
                            label->via.str.size, S_MAX_LABEL);
-        if (!s_utf8_ok ((const uint8_t *)label->via.str.ptr, label->via.str.size)) {
+        if (!utf8_valid ((const uint8_t *)label->via.str.ptr, label->via.str.size)) {
             char quoted[200];
             return s_fail (
                 ctx, "label %zu \"%s\" is not valid UTF-8", i,
