@@ -88,7 +88,10 @@ typedef struct {
     size_t size;                   //  bytes at data
 } amaas_tensor_t;
 
-//  A finished job: its outputs, or an error.
+//  A finished job: its outputs, or an error.  The library allocates it, with
+//  its outputs, in one block (and keeps its own bookkeeping beside it, out
+//  of sight): free it only with amaas_result_destroy, and do not copy it
+//  expecting the copy to be freed.
 typedef struct {
     uint64_t id;             //  the job id amaas_send returned
     amaas_error_t error;     //  error.code is AMAAS_OK on success
@@ -99,7 +102,6 @@ typedef struct {
     uint64_t queue_us;       //  time the job waited in the broker, microseconds
     uint64_t compute_us;     //  time the worker computed, microseconds
     uint32_t batch;          //  jobs the worker computed together with this one (>= 1)
-    void *_priv;             //  library's own
 } amaas_result_t;
 
 //  Options of one job (amaas_send_opts).  Zero means "not set".
