@@ -12,6 +12,7 @@
 */
 #include "bench.h"
 
+#include <assert.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -47,21 +48,24 @@ typedef struct {
     long jobs;       //  measured answers, ok or not
 } samples_t;
 
-static double now_s (void)
+//  Seconds on the monotonic clock.  Cannot fail.
+static double s_now_s (void)
 {
     struct timespec ts;
     clock_gettime (CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int compare_doubles (const void *a, const void *b)
+//  qsort order of doubles.  Cannot fail.
+static int s_compare_doubles (const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
 
-//  Percentile p (0..100) of a sorted array, nearest rank
-static double percentile (const double *sorted, size_t n, double p)
+//  Percentile p (0..100) of a sorted array, nearest rank; 0 when empty.
+//  Cannot fail.
+static double s_percentile (const double *sorted, size_t n, double p)
 {
     if (n == 0)
         return 0;
@@ -69,7 +73,8 @@ static double percentile (const double *sorted, size_t n, double p)
     return sorted[rank ? rank - 1 : 0];
 }
 
-static void usage (FILE *out)
+//  Prints the help of amaas bench.  Cannot fail.
+static void s_usage (FILE *out)
 {
     fprintf (out, "Usage: amaas [--broker ENDPOINT] bench --model NAME [OPTIONS]\n"
                   "\n"
@@ -85,8 +90,9 @@ static void usage (FILE *out)
                   "  --json                one JSON array for scripts\n");
 }
 
-//  Records that job `id` was sent (or scheduled) at t.
-static int note_sent (samples_t *s, uint64_t id, double t)
+//  Records that job `id` was sent (or scheduled) at t.  Returns 0, -1 on
+//  out-of-memory.
+static int s_note_sent (samples_t *s, uint64_t id, double t)
 {
     size_t i = (size_t)(id - s->first_id);
     if (i >= s->sent_size) {
@@ -103,7 +109,9 @@ static int note_sent (samples_t *s, uint64_t id, double t)
     return 0;
 }
 
-static int note_result (samples_t *s, const amaas_result_t *r, double t, bool measured)
+//  Records a result received at t, if it is measured.  Returns 0, -1 on
+//  out-of-memory (the sample is lost).
+static int s_note_result (samples_t *s, const amaas_result_t *r, double t, bool measured)
 {
     if (!measured)
         return 0;
@@ -126,6 +134,8 @@ static int note_result (samples_t *s, const amaas_result_t *r, double t, bool me
         s->compute_us = c;
         s->size = size;
     }
+    //  Every job answered was sent, and noted, first
+    assert (r->id >= s->first_id && r->id - s->first_id < s->sent_size);
     s->latency_us[s->n] = (t - s->sent_at[r->id - s->first_id]) * 1e6;
     s->queue_us[s->n] = (double)r->queue_us;
     s->compute_us[s->n] = (double)r->compute_us;
@@ -135,17 +145,17 @@ static int note_result (samples_t *s, const amaas_result_t *r, double t, bool me
 }
 
 //  One level of load.  Returns 0, -1 when the client failed.
-static int run_level (amaas_client_t *client, const bench_config_t *cfg, int concurrency,
-                      const amaas_tensor_t *input, samples_t *s, double *elapsed)
+static int s_run_level (amaas_client_t *client, const bench_config_t *cfg, int concurrency,
+                        const amaas_tensor_t *input, samples_t *s, double *elapsed)
 {
     amaas_error_t err;
-    double start = now_s ();
+    double start = s_now_s ();
     double measure_from = start + cfg->warmup_s;
     double end = measure_from + cfg->duration_s;
     long in_flight = 0, sent = 0;
     bool first = true;
     while (true) {
-        double t = now_s ();
+        double t = s_now_s ();
         bool sending = t < end;
         if (!sending && in_flight == 0)
             break;
@@ -163,7 +173,7 @@ static int run_level (amaas_client_t *client, const bench_config_t *cfg, int con
                 s->first_id = id;
                 first = false;
             }
-            if (note_sent (s, id, due))
+            if (s_note_sent (s, id, due))
                 return -1;
             in_flight++;
             sent++;
@@ -179,21 +189,23 @@ static int run_level (amaas_client_t *client, const bench_config_t *cfg, int con
             }
             continue;
         }
-        double done = now_s ();
+        double done = s_now_s ();
         in_flight--;
         bool measured = s->sent_at[r->id - s->first_id] >= measure_from &&
                         s->sent_at[r->id - s->first_id] < end;
-        note_result (s, r, done, measured);
+        s_note_result (s, r, done, measured);
         amaas_result_destroy (&r);
     }
     *elapsed = cfg->duration_s;
     return 0;
 }
 
-static void report (const bench_config_t *cfg, int concurrency, samples_t *s, double elapsed,
-                    bool first, bool last)
+//  Prints one level's figures (as a line of the table, or an element of
+//  the JSON array).  Cannot fail.
+static void s_report (const bench_config_t *cfg, int concurrency, samples_t *s, double elapsed,
+                      bool first, bool last)
 {
-    qsort (s->latency_us, s->n, sizeof (double), compare_doubles);
+    qsort (s->latency_us, s->n, sizeof (double), s_compare_doubles);
     double mean = 0, queue_mean = 0, compute_mean = 0;
     for (size_t i = 0; i < s->n; i++) {
         mean += s->latency_us[i];
@@ -205,10 +217,10 @@ static void report (const bench_config_t *cfg, int concurrency, samples_t *s, do
     queue_mean /= n;
     compute_mean /= n;
     double queue_p50, compute_p50;
-    qsort (s->queue_us, s->n, sizeof (double), compare_doubles);
-    qsort (s->compute_us, s->n, sizeof (double), compare_doubles);
-    queue_p50 = percentile (s->queue_us, s->n, 50);
-    compute_p50 = percentile (s->compute_us, s->n, 50);
+    qsort (s->queue_us, s->n, sizeof (double), s_compare_doubles);
+    qsort (s->compute_us, s->n, sizeof (double), s_compare_doubles);
+    queue_p50 = s_percentile (s->queue_us, s->n, 50);
+    compute_p50 = s_percentile (s->compute_us, s->n, 50);
     double jobs_per_s = (double)s->n / elapsed;
     double batch = (double)s->batch_sum / n;
     if (cfg->json) {
@@ -231,8 +243,8 @@ static void report (const bench_config_t *cfg, int concurrency, samples_t *s, do
                 "\"p90\": %.1f, \"p99\": %.1f, \"max\": %.1f, \"mean\": %.1f}, \"server_us\": "
                 "{\"queue_mean\": %.1f, \"compute_mean\": %.1f, \"queue_p50\": %.1f, "
                 "\"compute_p50\": %.1f}, \"batch_jobs_mean\": %.2f}%s\n",
-                jobs_per_s, jobs_per_s * (double)cfg->rows, percentile (s->latency_us, s->n, 50),
-                percentile (s->latency_us, s->n, 90), percentile (s->latency_us, s->n, 99),
+                jobs_per_s, jobs_per_s * (double)cfg->rows, s_percentile (s->latency_us, s->n, 50),
+                s_percentile (s->latency_us, s->n, 90), s_percentile (s->latency_us, s->n, 99),
                 s->n ? s->latency_us[s->n - 1] : 0, mean, queue_mean, compute_mean, queue_p50,
                 compute_p50, batch, last ? "]" : ",");
         return;
@@ -244,15 +256,17 @@ static void report (const bench_config_t *cfg, int concurrency, samples_t *s, do
     long errors = s->jobs - (long)s->n;
     printf ("%-11g %10.1f %12.1f %9.0f %9.0f %9.0f %9.0f %9.0f %9.0f %6.1f %7ld\n",
             cfg->rate > 0 ? cfg->rate : (double)concurrency, jobs_per_s,
-            jobs_per_s * (double)cfg->rows, percentile (s->latency_us, s->n, 50),
-            percentile (s->latency_us, s->n, 90), percentile (s->latency_us, s->n, 99),
+            jobs_per_s * (double)cfg->rows, s_percentile (s->latency_us, s->n, 50),
+            s_percentile (s->latency_us, s->n, 90), s_percentile (s->latency_us, s->n, 99),
             s->n ? s->latency_us[s->n - 1] : 0, queue_mean, compute_mean, batch, errors);
     for (int c = 1; c < 32; c++)
         if (s->errors[c])
             printf ("            %s: %ld\n", amaas_code_name ((amaas_code_t)c), s->errors[c]);
 }
 
-static int parse_levels (const char *text, bench_config_t *cfg)
+//  Parses the concurrency sweep "C[,C...]".  Returns 0, -1 when it is
+//  not a list of 1..MAX_LEVELS positive numbers.
+static int s_parse_levels (const char *text, bench_config_t *cfg)
 {
     char copy[256];
     snprintf (copy, sizeof copy, "%s", text);
@@ -291,7 +305,7 @@ int bench_main (amaas_client_t *(*connect) (void), int argc, char *argv[])
         case 'm': cfg.model = optarg; break;
         case 'r': cfg.rows = (size_t)atol (optarg); break;
         case 'c':
-            if (parse_levels (optarg, &cfg)) {
+            if (s_parse_levels (optarg, &cfg)) {
                 fprintf (stderr,
                          "amaas bench: --concurrency wants positive integers, e.g. 1,8,64\n");
                 return 2;
@@ -302,8 +316,8 @@ int bench_main (amaas_client_t *(*connect) (void), int argc, char *argv[])
         case 'R': cfg.rate = atof (optarg); break;
         case 't': cfg.datatype = amaas_dtype_from_name (optarg, strlen (optarg)); break;
         case 'j': cfg.json = true; break;
-        case 'h': usage (stdout); return 0;
-        default: usage (stderr); return 2;
+        case 'h': s_usage (stdout); return 0;
+        default: s_usage (stderr); return 2;
         }
     }
     if (!cfg.model || cfg.rows < 1 || cfg.duration_s <= 0 || cfg.warmup_s < 0 || cfg.rate < 0 ||
@@ -352,10 +366,10 @@ int bench_main (amaas_client_t *(*connect) (void), int argc, char *argv[])
     for (int l = 0; l < levels && rc == 0; l++) {
         samples_t s = {0};
         double elapsed = 0;
-        if (run_level (client, &cfg, cfg.levels[l], &input, &s, &elapsed))
+        if (s_run_level (client, &cfg, cfg.levels[l], &input, &s, &elapsed))
             rc = 1;
         else
-            report (&cfg, cfg.levels[l], &s, elapsed, l == 0, l == levels - 1);
+            s_report (&cfg, cfg.levels[l], &s, elapsed, l == 0, l == levels - 1);
         free (s.sent_at);
         free (s.latency_us);
         free (s.queue_us);

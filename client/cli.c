@@ -22,13 +22,16 @@
 #include "bench.h"
 #include "control.h"
 
-static const char *broker = AMAAS_DEFAULT_FRONTEND;
-static const char *control = "tcp://127.0.0.1:5557";
-static const char *server_cert = NULL; //  CURVE: the broker's public certificate
-static const char *cert = NULL;        //  CURVE: our key pair
-static int timeout_ms = 10000;
+//  Where and how to reach the broker: the defaults, then the environment,
+//  then the options
+static const char *s_broker = AMAAS_DEFAULT_FRONTEND;
+static const char *s_control = "tcp://127.0.0.1:5557";
+static const char *s_server_cert = NULL; //  CURVE: the broker's public certificate
+static const char *s_cert = NULL;        //  CURVE: our key pair
+static int s_timeout_ms = 10000;
 
-static void usage (FILE *out)
+//  Prints the help.  Cannot fail.
+static void s_usage (FILE *out)
 {
     fprintf (out,
              "Usage: amaas [--broker ENDPOINT] [--timeout MS] COMMAND [OPTIONS]\n"
@@ -74,11 +77,12 @@ static void usage (FILE *out)
              "\n"
              "Exit status: 0 on success, 1 when the service answered with an error,\n"
              "2 on a usage error.\n",
-             AMAAS_DEFAULT_FRONTEND, timeout_ms);
+             AMAAS_DEFAULT_FRONTEND, s_timeout_ms);
 }
 
-//  amaas keygen NAME [--dir DIR]
-static int keygen_main (int argc, char *argv[])
+//  amaas keygen NAME [--dir DIR].  Returns the exit status: 0, 1 when the
+//  key exists or cannot be written, 2 on a usage error.
+static int s_keygen_main (int argc, char *argv[])
 {
     const char *dir = ".";
     static const struct option options[] = {
@@ -89,7 +93,7 @@ static int keygen_main (int argc, char *argv[])
         if (c == 'd')
             dir = optarg;
         else if (c == 'h') {
-            usage (stdout);
+            s_usage (stdout);
             return 0;
         } else
             return 2;
@@ -119,12 +123,15 @@ static int keygen_main (int argc, char *argv[])
     return rc == 0 ? 0 : 1;
 }
 
-static amaas_client_t *connect_or_die (void)
+//  A client connected to the broker (over CURVE with keys given); on
+//  error, prints why and exits 1.
+static amaas_client_t *s_connect_or_die (void)
 {
     amaas_error_t err;
-    amaas_client_t *client = server_cert || cert
-                                 ? amaas_connect_curve (broker, timeout_ms, server_cert, cert, &err)
-                                 : amaas_connect (broker, timeout_ms, &err);
+    amaas_client_t *client =
+        s_server_cert || s_cert
+            ? amaas_connect_curve (s_broker, s_timeout_ms, s_server_cert, s_cert, &err)
+            : amaas_connect (s_broker, s_timeout_ms, &err);
     if (!client) {
         fprintf (stderr, "amaas: %s: %s\n", amaas_code_name (err.code), err.message);
         exit (1);
@@ -133,7 +140,7 @@ static amaas_client_t *connect_or_die (void)
 }
 
 //  Reads ROWS from the argument or a file.  NULL with a message on error.
-static json_t *read_rows (const char *arg)
+static json_t *s_read_rows (const char *arg)
 {
     json_error_t jerr;
     json_t *rows;
@@ -156,7 +163,7 @@ static json_t *read_rows (const char *arg)
 
 //  Converts a JSON array of rows into a [rows, width] buffer of dtype.
 //  Returns the buffer (caller frees), or NULL with a message.
-static void *rows_to_tensor (json_t *rows, amaas_dtype_t dtype, amaas_tensor_t *t)
+static void *s_rows_to_tensor (json_t *rows, amaas_dtype_t dtype, amaas_tensor_t *t)
 {
     if (!json_is_array (rows) || json_array_size (rows) == 0) {
         fprintf (stderr, "amaas: --input must be a non-empty JSON array of rows\n");
@@ -214,8 +221,9 @@ static void *rows_to_tensor (json_t *rows, amaas_dtype_t dtype, amaas_tensor_t *
     return data;
 }
 
-//  One element of a tensor as JSON; *offset walks BYTES elements.
-static json_t *element_json (const amaas_tensor_t *t, size_t index, size_t *offset)
+//  One element of a tensor as JSON; *offset walks BYTES elements.  JSON
+//  null for a value JSON cannot hold (NaN, infinities) and on out-of-memory.
+static json_t *s_element_json (const amaas_tensor_t *t, size_t index, size_t *offset)
 {
     const char *p = t->data;
     switch (t->datatype) {
@@ -252,20 +260,23 @@ static json_t *element_json (const amaas_tensor_t *t, size_t index, size_t *offs
     }
 }
 
-//  A tensor as nested JSON arrays following its shape.
-static json_t *tensor_json (const amaas_tensor_t *t, int dim, size_t *index, size_t *offset)
+//  A tensor as nested JSON arrays following its shape.  NULL on
+//  out-of-memory.
+static json_t *s_tensor_json (const amaas_tensor_t *t, int dim, size_t *index, size_t *offset)
 {
     json_t *array = json_array ();
     for (int64_t i = 0; i < t->shape[dim]; i++) {
         if (dim + 1 < t->ndim)
-            json_array_append_new (array, tensor_json (t, dim + 1, index, offset));
+            json_array_append_new (array, s_tensor_json (t, dim + 1, index, offset));
         else
-            json_array_append_new (array, element_json (t, (*index)++, offset));
+            json_array_append_new (array, s_element_json (t, (*index)++, offset));
     }
     return array;
 }
 
-static int cmd_predict (int argc, char *argv[])
+//  amaas predict: one job, its outputs printed as JSON.  Returns the exit
+//  status: 0, 1 when the service answered an error, 2 on a usage error.
+static int s_cmd_predict (int argc, char *argv[])
 {
     const char *model = NULL, *input = NULL, *version = NULL;
     bool info = false;
@@ -295,9 +306,9 @@ static int cmd_predict (int argc, char *argv[])
                 return 2;
             }
             break;
-        case 'b': broker = optarg; break;
-        case 't': timeout_ms = atoi (optarg) > 0 ? atoi (optarg) : timeout_ms; break;
-        case 'h': usage (stdout); return 0;
+        case 'b': s_broker = optarg; break;
+        case 't': s_timeout_ms = atoi (optarg) > 0 ? atoi (optarg) : s_timeout_ms; break;
+        case 'h': s_usage (stdout); return 0;
         default: return 2;
         }
     }
@@ -305,18 +316,18 @@ static int cmd_predict (int argc, char *argv[])
         fprintf (stderr, "amaas predict: --model NAME and --input ROWS are required\n");
         return 2;
     }
-    json_t *rows = read_rows (input);
+    json_t *rows = s_read_rows (input);
     amaas_tensor_t tensor = {0};
-    void *data = rows ? rows_to_tensor (rows, dtype, &tensor) : NULL;
+    void *data = rows ? s_rows_to_tensor (rows, dtype, &tensor) : NULL;
     json_decref (rows);
     if (!data)
         return 2;
-    amaas_client_t *client = connect_or_die ();
+    amaas_client_t *client = s_connect_or_die ();
     amaas_error_t err;
     //  The job's deadline is --timeout: it may queue and compute that long
     amaas_options_t opts = {.version = version};
     uint64_t id = amaas_send_opts (client, model, &tensor, 1, &opts, &err);
-    amaas_result_t *result = id ? amaas_recv (client, timeout_ms, &err) : NULL;
+    amaas_result_t *result = id ? amaas_recv (client, s_timeout_ms, &err) : NULL;
     if (id && !result)
         amaas_cancel (client, id);
     free (data);
@@ -333,7 +344,7 @@ static int cmd_predict (int argc, char *argv[])
         for (size_t i = 0; i < result->n_outputs; i++) {
             size_t index = 0, offset = 0;
             json_object_set_new (out, result->outputs[i].name,
-                                 tensor_json (&result->outputs[i], 0, &index, &offset));
+                                 s_tensor_json (&result->outputs[i], 0, &index, &offset));
         }
         char *text = json_dumps (out, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION (17));
         printf ("%s\n", text);
@@ -350,7 +361,10 @@ static int cmd_predict (int argc, char *argv[])
     return rc;
 }
 
-static int cmd_models (int argc, char *argv[])
+//  amaas models: the models the broker serves, as a table or JSON.
+//  Returns the exit status: 0, 1 when the broker did not answer, 2 on a
+//  usage error.
+static int s_cmd_models (int argc, char *argv[])
 {
     bool as_json = false;
     static const struct option options[] = {{"json", no_argument, 0, 'j'},
@@ -364,16 +378,16 @@ static int cmd_models (int argc, char *argv[])
         if (c == 'j')
             as_json = true;
         else if (c == 'b')
-            broker = optarg;
+            s_broker = optarg;
         else if (c == 't')
-            timeout_ms = atoi (optarg) > 0 ? atoi (optarg) : timeout_ms;
+            s_timeout_ms = atoi (optarg) > 0 ? atoi (optarg) : s_timeout_ms;
         else if (c == 'h') {
-            usage (stdout);
+            s_usage (stdout);
             return 0;
         } else
             return 2;
     }
-    amaas_client_t *client = connect_or_die ();
+    amaas_client_t *client = s_connect_or_die ();
     amaas_error_t err;
     amaas_model_info_t models[1024];
     int n = amaas_models (client, models, 1024, &err);
@@ -419,29 +433,29 @@ static int cmd_models (int argc, char *argv[])
 int main (int argc, char *argv[])
 {
     if (getenv ("AMAAS_BROKER"))
-        broker = getenv ("AMAAS_BROKER");
+        s_broker = getenv ("AMAAS_BROKER");
     if (getenv ("AMAAS_CONTROL"))
-        control = getenv ("AMAAS_CONTROL");
+        s_control = getenv ("AMAAS_CONTROL");
     if (getenv ("AMAAS_SERVER_KEY"))
-        server_cert = getenv ("AMAAS_SERVER_KEY");
+        s_server_cert = getenv ("AMAAS_SERVER_KEY");
     if (getenv ("AMAAS_CERT"))
-        cert = getenv ("AMAAS_CERT");
+        s_cert = getenv ("AMAAS_CERT");
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp (argv[i], "-h") == 0 || strcmp (argv[i], "--help") == 0) {
-            usage (stdout);
+            s_usage (stdout);
             return 0;
         } else if (strcmp (argv[i], "--broker") == 0 && i + 1 < argc)
-            broker = argv[++i];
+            s_broker = argv[++i];
         else if (strcmp (argv[i], "--control") == 0 && i + 1 < argc)
-            control = argv[++i];
+            s_control = argv[++i];
         else if (strcmp (argv[i], "--server-key") == 0 && i + 1 < argc)
-            server_cert = argv[++i];
+            s_server_cert = argv[++i];
         else if (strcmp (argv[i], "--cert") == 0 && i + 1 < argc)
-            cert = argv[++i];
+            s_cert = argv[++i];
         else if (strcmp (argv[i], "--timeout") == 0 && i + 1 < argc) {
-            timeout_ms = atoi (argv[++i]);
-            if (timeout_ms < 1) {
+            s_timeout_ms = atoi (argv[++i]);
+            if (s_timeout_ms < 1) {
                 fprintf (stderr, "amaas: --timeout must be a positive number of ms\n");
                 return 2;
             }
@@ -451,23 +465,23 @@ int main (int argc, char *argv[])
         }
     }
     if (i >= argc) {
-        usage (stderr);
+        s_usage (stderr);
         return 2;
     }
     const char *command = argv[i];
     int sub_argc = argc - i;
     char **sub_argv = argv + i;
     if (strcmp (command, "predict") == 0)
-        return cmd_predict (sub_argc, sub_argv);
+        return s_cmd_predict (sub_argc, sub_argv);
     if (strcmp (command, "status") == 0 || strcmp (command, "workers") == 0 ||
         strcmp (command, "drain") == 0 || strcmp (command, "shutdown") == 0)
-        return control_main (control, timeout_ms, server_cert, cert, sub_argc, sub_argv);
+        return control_main (s_control, s_timeout_ms, s_server_cert, s_cert, sub_argc, sub_argv);
     if (strcmp (command, "keygen") == 0)
-        return keygen_main (sub_argc, sub_argv);
+        return s_keygen_main (sub_argc, sub_argv);
     if (strcmp (command, "bench") == 0)
-        return bench_main (connect_or_die, sub_argc, sub_argv);
+        return bench_main (s_connect_or_die, sub_argc, sub_argv);
     if (strcmp (command, "models") == 0)
-        return cmd_models (sub_argc, sub_argv);
+        return s_cmd_models (sub_argc, sub_argv);
     fprintf (stderr, "amaas: unknown command '%s'\nTry 'amaas --help'.\n", command);
     return 2;
 }
