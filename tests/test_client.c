@@ -110,6 +110,68 @@ START_TEST (test_pipelined_send_recv)
 }
 END_TEST
 
+START_TEST (test_parked_results_and_cancel)
+{
+    amaas_client_t *client = connect_ok ();
+    enum { JOBS = 50 };
+    static double inputs[JOBS];
+    static int seen[JOBS];
+    amaas_error_t err;
+    uint64_t first = 0, cancelled = 0;
+    for (int i = 0; i < JOBS; i++) {
+        inputs[i] = i;
+        amaas_tensor_t t = rows_tensor (AMAAS_FP64, &inputs[i], 1);
+        uint64_t id = amaas_send (client, "linear", &t, 1, &err);
+        ck_assert_msg (id != 0, "send: %s", err.message);
+        if (i == 0)
+            first = id;
+        cancelled = id;
+    }
+    ck_assert_uint_eq (amaas_pending (client), JOBS);
+    //  The last job, given up before any answer was read: no result for it
+    ck_assert_int_eq (amaas_cancel (client, cancelled), 0);
+    ck_assert_int_eq (amaas_cancel (client, cancelled), -1);
+    ck_assert_int_eq (amaas_cancel (client, cancelled + 1000), -1);
+    ck_assert_uint_eq (amaas_pending (client), JOBS - 1);
+    //  A predict waits for its own answer; the others that arrive meanwhile
+    //  are kept, in order of arrival, for amaas_recv
+    double x = 7;
+    amaas_tensor_t t = rows_tensor (AMAAS_FP64, &x, 1);
+    amaas_result_t *r = amaas_predict (client, "linear", &t, 1, &err);
+    ck_assert_ptr_nonnull (r);
+    ck_assert_double_eq_tol (prediction (r, 0), slope * 7 + intercept, 1e-9);
+    amaas_result_destroy (&r);
+    ck_assert_ptr_null (r);
+    amaas_result_destroy (&r); //  destroying nothing is allowed
+    amaas_result_t *results[JOBS];
+    for (int n = 0; n < JOBS - 1; n++) {
+        results[n] = amaas_recv (client, 10000, &err);
+        ck_assert_msg (results[n] != NULL, "recv %d: %s", n, err.message);
+        ck_assert_int_eq (results[n]->error.code, AMAAS_OK);
+        ck_assert_uint_ne (results[n]->id, cancelled);
+        uint64_t i = results[n]->id - first;
+        ck_assert_uint_lt (i, JOBS);
+        ck_assert_int_eq (seen[i]++, 0);
+    }
+    ck_assert_uint_eq (amaas_pending (client), 0);
+    r = amaas_recv (client, 200, &err);
+    ck_assert_ptr_null (r);
+    ck_assert_int_eq (err.code, AMAAS_DEADLINE_EXCEEDED);
+    uint64_t resent = 1;
+    amaas_stats (client, &resent, NULL);
+    ck_assert_uint_eq (resent, 0); //  a healthy broker: nothing sent twice
+    //  Results are the caller's: they outlive the client
+    amaas_close (&client);
+    ck_assert_ptr_null (client);
+    for (int n = 0; n < JOBS - 1; n++) {
+        uint64_t i = results[n]->id - first;
+        ck_assert_double_eq_tol (prediction (results[n], 0), slope * inputs[i] + intercept, 1e-9);
+        ck_assert_str_eq (results[n]->model, "linear");
+        amaas_result_destroy (&results[n]);
+    }
+}
+END_TEST
+
 START_TEST (test_input_datatypes)
 {
     amaas_client_t *client = connect_ok ();
@@ -232,6 +294,7 @@ int main (void)
     tcase_set_timeout (tc, 120);
     tcase_add_checked_fixture (tc, learn_line, NULL);
     tcase_add_test (tc, test_pipelined_send_recv);
+    tcase_add_test (tc, test_parked_results_and_cancel);
     tcase_add_test (tc, test_input_datatypes);
     tcase_add_test (tc, test_classifier_outputs);
     tcase_add_test (tc, test_errors);
