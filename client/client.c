@@ -87,7 +87,7 @@ struct amaas_client_t {
     uint64_t session;       //  random: tells the broker our jobs from others'
     uint64_t next_id;       //  id of the next job
     idmap_t *pending;       //  pending_t * by id
-    list_t pool;            //  finished pending_t's for reuse
+    list_t pool;            //  finished pending_t's for reuse, the latest first
     list_t parked;          //  held_result_t's ready for the caller, oldest first
     codec_frames_t frames;  //  message at hand
     codec_header_t header;  //  header of the message at hand
@@ -226,8 +226,8 @@ static amaas_result_t *s_result_from (amaas_client_t *self, zmq_msg_t *payload)
     return result;
 }
 
-//  Parks a result, parked nowhere, for the caller at the end of the FIFO.
-//  Cannot fail.
+//  Parks a result (not parked yet) at the end of the FIFO, for the
+//  caller.  Cannot fail.
 static void s_park (amaas_client_t *self, amaas_result_t *r)
 {
     held_result_t *held = LIST_ITEM (r, held_result_t, result);
@@ -238,11 +238,13 @@ static void s_park (amaas_client_t *self, amaas_result_t *r)
 //  Cannot fail.
 static amaas_result_t *s_take_parked (amaas_client_t *self, uint64_t id)
 {
-    held_result_t *held;
-    LIST_FOREACH (held, &self->parked, held_result_t, node)
-    if (id == 0 || held->result.id == id) {
-        list_remove (&self->parked, &held->node);
-        return &held->result;
+    for (list_node_t *node = list_first (&self->parked); node;
+         node = list_next (&self->parked, node)) {
+        held_result_t *held = LIST_ITEM (node, held_result_t, node);
+        if (id == 0 || held->result.id == id) {
+            list_remove (&self->parked, node);
+            return &held->result;
+        }
     }
     return NULL;
 }
@@ -298,7 +300,7 @@ static void s_pending_finish (amaas_client_t *self, pending_t *p)
     assert (rc == 0);
     (void)rc;
     zmq_msg_close (&p->payload);
-    list_append (&self->pool, &p->node);
+    list_prepend (&self->pool, &p->node);
     assert (idmap_size (self->pending) == retry_jobs (&self->retry));
 }
 
@@ -632,7 +634,7 @@ uint64_t amaas_send_opts (amaas_client_t *self, const char *model, const amaas_t
     if (!p || codec_tensors_pack (tensors, n_inputs, &self->packed) ||
         zmq_msg_init_size (&p->payload, self->packed.size)) {
         if (p)
-            list_append (&self->pool, &p->node);
+            list_prepend (&self->pool, &p->node);
         s_set_error (err, AMAAS_INTERNAL, "out of memory");
         return 0;
     }
@@ -641,7 +643,7 @@ uint64_t amaas_send_opts (amaas_client_t *self, const char *model, const amaas_t
     p->id = self->next_id;
     if (idmap_insert (self->pending, self->next_id, p)) {
         zmq_msg_close (&p->payload);
-        list_append (&self->pool, &p->node);
+        list_prepend (&self->pool, &p->node);
         s_set_error (err, AMAAS_INTERNAL, "out of memory");
         return 0;
     }

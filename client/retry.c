@@ -132,9 +132,9 @@ bool retry_epoch (retry_t *self, uint64_t epoch)
         return false;
     //  What waited for an answer from the broker that is gone is resent;
     //  a job backing off was not held there and keeps its turn
-    retry_job_t *job;
-    LIST_FOREACH (job, &self->waiting, retry_job_t, node)
-    job->state = RETRY_RESEND_DUE;
+    for (list_node_t *node = list_first (&self->waiting); node;
+         node = list_next (&self->waiting, node))
+        LIST_ITEM (node, retry_job_t, node)->state = RETRY_RESEND_DUE;
     list_splice (&self->resend, &self->waiting);
     return true;
 }
