@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "admission.h"
 #include "clock.h"
 #include "codec.h"
 #include "control.h"
@@ -40,15 +41,6 @@
 #define PEER_LINES 5    //  log lines about one peer's bad input, per second at most
 #define ALL_LINES 50    //  log lines about bad input, all peers together, per second at most
 
-//  A client with jobs queued or computing, or lately: jobs point to it, so
-//  counting them needs no lookup, and it is kept a while after its last
-//  job, so that a client with one job at a time does not allocate per job.
-typedef struct {
-    size_t jobs;             //  queued or computing
-    int64_t idle_since_ms;   //  when jobs went to 0
-    char key[TABLE_KEY_MAX]; //  its identity in hex
-} client_t;
-
 typedef struct {
     const broker_config_t *config;
     zsock_t *frontend; //  ROUTER for clients
@@ -58,7 +50,7 @@ typedef struct {
     void *back;
     void *ctl;
     broker_auth_t *auth;     //  CURVE and roles, or NULL without security
-    zhashx_t *clients;       //  client_t * by identity (hex)
+    admission_t *admission;  //  per-client caps, idle clients forgotten
     codec_frames_t in;       //  the message at hand
     broker_stats_t stats;    //  counters for status
     bool shutdown;           //  an operator asked for a shutdown
@@ -94,46 +86,12 @@ void broker_config_defaults (broker_config_t *config)
 
 #define CLIENT_IDLE_MS 1000 //  a client without jobs is forgotten after this long
 
-//  The record of the client with this identity, made if need be; NULL on
-//  out-of-memory.
-static client_t *client_require (broker_t *self, const void *identity, size_t size)
+//  A job of this client ended (answered either way): its client may send
+//  another.
+static void s_client_job_done (broker_t *self, broker_job_t *job)
 {
-    char key[TABLE_KEY_MAX];
-    table_identity_key (key, 0, identity, size);
-    client_t *client = zhashx_lookup (self->clients, key);
-    if (!client && (client = calloc (1, sizeof *client))) {
-        memcpy (client->key, key, sizeof key);
-        zhashx_insert (self->clients, client->key, client);
-    }
-    return client;
-}
-
-//  A job of this client ended (answered either way).
-static void client_job_done (broker_job_t *job)
-{
-    client_t *client = job->owner;
-    if (client && --client->jobs == 0)
-        client->idle_since_ms = clock_now_ms ();
-}
-
-//  Whether a client has had no job for CLIENT_IDLE_MS (arg: now, in ms).
-static bool client_idle (const void *item, const void *arg)
-{
-    const client_t *client = item;
-    return client->jobs == 0 && *(const int64_t *)arg - client->idle_since_ms >= CLIENT_IDLE_MS;
-}
-
-//  Forgets the clients that have had no job for CLIENT_IDLE_MS.
-static void clients_sweep (broker_t *self)
-{
-    int64_t now = clock_now_ms ();
-    table_delete_if (self->clients, client_idle, &now);
-}
-
-static void client_destructor (void **item)
-{
-    free (*item);
-    *item = NULL;
+    if (job->owner)
+        admission_release (self->admission, job->owner, clock_now_ms ());
 }
 
 //  Sends a message to the peer `identity` (size bytes) of a ROUTER socket.
@@ -236,7 +194,7 @@ static void answer_failed (broker_t *self, broker_job_t **job_p)
     if (self->metrics)
         metrics_observe_job (self->metrics, job->model, amaas_code_name (job->fail_code), -1, -1,
                              -1, 0);
-    client_job_done (job);
+    s_client_job_done (self, job);
     dispatch_job_destroy (job_p);
 }
 
@@ -301,18 +259,15 @@ static uint64_t principal_of (broker_t *self)
 
 //  A REQUEST for a job the broker has: its answer goes to this connection
 //  now, which counts it among its client's jobs.
-static void attach (broker_t *self, broker_job_t *job, client_t *client, const void *identity,
-                    size_t size)
+static void attach (broker_t *self, broker_job_t *job, admission_client_t *client,
+                    const void *identity, size_t size)
 {
     if (size <= sizeof job->client) {
         memcpy (job->client, identity, size);
         job->client_size = size;
     }
-    if (job->owner != client) {
-        client_job_done (job);
-        job->owner = client;
-        client->jobs++;
-    }
+    admission_move (self->admission, job->owner, client, clock_now_ms ());
+    job->owner = client;
     self->counts.deduplicated++;
     log_debug ("job sent again, attached model=%s id=%" PRIu64 " at=%s", job->model, job->id,
                job->worker ? "worker" : "queue");
@@ -324,9 +279,7 @@ static void attach (broker_t *self, broker_job_t *job, client_t *client, const v
 static void on_cancel (broker_t *self, const void *identity, size_t size)
 {
     codec_header_t *h = &self->header;
-    char key[TABLE_KEY_MAX];
-    table_identity_key (key, 0, identity, size);
-    client_t *client = zhashx_lookup (self->clients, key);
+    admission_client_t *client = admission_lookup (self->admission, identity, size);
     broker_job_t *job =
         (h->fields & HDR_ID) && (client || (h->fields & HDR_SESSION))
             ? dispatch_find (self->dispatch, (h->fields & HDR_SESSION) ? h->session : 0,
@@ -426,7 +379,8 @@ static void on_frontend (broker_t *self)
                     err);
         return;
     }
-    client_t *client = client_require (self, identity, identity_size);
+    admission_client_t *client =
+        admission_client (self->admission, identity, identity_size, clock_now_ms ());
     uint64_t principal = principal_of (self);
     broker_job_t *known =
         client ? dispatch_find (self->dispatch, (h->fields & HDR_SESSION) ? h->session : 0,
@@ -447,7 +401,7 @@ static void on_frontend (broker_t *self)
         attach (self, known, client, identity, identity_size);
         return;
     }
-    if (client && client->jobs >= self->config->max_client_jobs) {
+    if (client && admission_acquire (self->admission, client)) {
         snprintf (err, sizeof err,
                   "this client has %zu jobs queued or computing, the most allowed "
                   "(--max-client-jobs): wait for some to finish",
@@ -460,6 +414,8 @@ static void on_frontend (broker_t *self)
                                                    identity_size, payload, clock_now_us ())
                                : NULL;
     if (!job) {
+        if (client)
+            admission_release (self->admission, client, clock_now_ms ());
         log_error ("out of memory for a job");
         send_error (self, self->front, identity, identity_size, h->id, AMAAS_INTERNAL,
                     "broker out of memory: retry later");
@@ -467,7 +423,6 @@ static void on_frontend (broker_t *self)
     }
     job->owner = client;
     job->principal = principal;
-    client->jobs++;
     amaas_code_t code =
         dispatch_submit (self->dispatch, job, (h->fields & HDR_VERSION) ? h->version : NULL);
     if (code != AMAAS_OK)
@@ -529,7 +484,7 @@ static void on_result (broker_t *self, broker_worker_t *worker, zmq_msg_t *paylo
                              (double)(now - job->received_us) / 1e6,
                              (h->fields & HDR_BATCH) ? h->batch : 0);
     }
-    client_job_done (job);
+    s_client_job_done (self, job);
     dispatch_job_destroy (&job);
 }
 
@@ -791,9 +746,7 @@ int broker_run (const broker_config_t *config)
                   config->auth.clients, config->auth.workers, config->auth.operators,
                   config->auth.acl ? config->auth.acl : "(none)");
     }
-    self.clients = zhashx_new ();
-    if (self.clients)
-        zhashx_set_destructor (self.clients, client_destructor);
+    self.admission = admission_new (config->max_client_jobs, CLIENT_IDLE_MS);
     self.frontend = bind_router (self.auth, config->frontend, config->max_message, "frontend");
     self.backend = bind_router (self.auth, config->backend, config->max_message, "backend");
     self.control = bind_router (self.auth, config->control, 1u << 20, "control");
@@ -804,7 +757,7 @@ int broker_run (const broker_config_t *config)
     self.failed = dispatch_job_list_new ();
     self.peer_lines = ratelimit_new (PEER_LINES);
     self.all_lines = ratelimit_new (ALL_LINES);
-    if (!self.clients || !self.frontend || !self.backend || !self.control || !self.dispatch ||
+    if (!self.admission || !self.frontend || !self.backend || !self.control || !self.dispatch ||
         !self.failed || !self.peer_lines || !self.all_lines)
         goto done;
     self.front = zsock_resolve (self.frontend);
@@ -911,7 +864,7 @@ int broker_run (const broker_config_t *config)
         if (clock_now_ms () >= next_metrics) {
             if (self.metrics)
                 publish_metrics (&self);
-            clients_sweep (&self);
+            admission_sweep (self.admission, clock_now_ms ());
             ratelimit_flush (self.peer_lines, clock_now_ms (), report_suppressed, NULL);
             ratelimit_flush (self.all_lines, clock_now_ms (), report_suppressed, NULL);
             next_metrics = clock_now_ms () + METRICS_MS;
@@ -940,6 +893,6 @@ done:
     zsock_destroy (&self.backend);
     zsock_destroy (&self.control);
     broker_auth_destroy (&self.auth);
-    zhashx_destroy (&self.clients);
+    admission_destroy (&self.admission);
     return rc;
 }
