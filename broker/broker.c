@@ -52,10 +52,10 @@ typedef struct {
     broker_auth_t *auth;     //  CURVE and roles, or NULL without security
     admission_t *admission;  //  per-client caps, idle clients forgotten
     codec_frames_t in;       //  the message at hand
-    broker_stats_t stats;    //  counters for status
+    control_stats_t stats;   //  counters for status
     bool shutdown;           //  an operator asked for a shutdown
     dispatch_t *dispatch;    //  queues and workers
-    zlistx_t *failed;        //  jobs to answer with an error
+    dispatch_jobs_t *failed; //  jobs to answer with an error
     codec_header_t header;   //  decoded header of the message at hand
     codec_header_t reply;    //  header being built
     uint64_t jobs_ok;        //  jobs answered with a result
@@ -88,10 +88,11 @@ void broker_config_defaults (broker_config_t *config)
 
 //  A job of this client ended (answered either way): its client may send
 //  another.
-static void s_client_job_done (broker_t *self, broker_job_t *job)
+static void s_client_job_done (broker_t *self, dispatch_job_t *job)
 {
-    if (job->owner)
-        admission_release (self->admission, job->owner, clock_now_ms ());
+    admission_client_t *client = dispatch_job_owner (job);
+    if (client)
+        admission_release (self->admission, client, clock_now_ms ());
 }
 
 //  Sends a message to the peer `identity` (size bytes) of a ROUTER socket.
@@ -181,56 +182,63 @@ static bool allowed (broker_t *self, char tag, auth_role_t role, const char *rol
 }
 
 //  Answers a job with its fail code and destroys it.
-static void answer_failed (broker_t *self, broker_job_t **job_p)
+static void answer_failed (broker_t *self, dispatch_job_t **job_p)
 {
-    broker_job_t *job = *job_p;
-    log_debug ("job failed model=%s id=%" PRIu64 " code=%s message=\"%s\"", job->model, job->id,
-               amaas_code_name (job->fail_code), job->fail_message);
-    if (job->client_size)
-        send_error (self, self->front, job->client, job->client_size, job->id, job->fail_code,
-                    job->fail_message);
+    dispatch_job_t *job = *job_p;
+    amaas_code_t code = dispatch_job_fail_code (job);
+    log_debug ("job failed model=%s id=%" PRIu64 " code=%s message=\"%s\"",
+               dispatch_job_model (job), dispatch_job_id (job), amaas_code_name (code),
+               dispatch_job_fail_message (job));
+    size_t client_size;
+    const void *client = dispatch_job_client (job, &client_size);
+    if (client_size)
+        send_error (self, self->front, client, client_size, dispatch_job_id (job), code,
+                    dispatch_job_fail_message (job));
     self->jobs_failed++;
-    self->stats.answered[job->fail_code < 32 ? job->fail_code : AMAAS_UNKNOWN]++;
+    self->stats.answered[code < 32 ? code : AMAAS_UNKNOWN]++;
     if (self->metrics)
-        metrics_observe_job (self->metrics, job->model, amaas_code_name (job->fail_code), -1, -1,
-                             -1, 0);
+        metrics_observe_job (self->metrics, dispatch_job_model (job), amaas_code_name (code), -1,
+                             -1, -1, 0);
     s_client_job_done (self, job);
     dispatch_job_destroy (job_p);
 }
 
 static void answer_failed_list (broker_t *self)
 {
-    broker_job_t *job;
-    while ((job = zlistx_detach (self->failed, NULL)))
+    dispatch_job_t *job;
+    while ((job = dispatch_jobs_pop (self->failed)))
         answer_failed (self, &job);
 }
 
-static int send_job (broker_job_t *job, broker_worker_t *worker, void *arg)
+static int send_job (dispatch_job_t *job, dispatch_worker_t *worker, void *arg)
 {
     broker_t *self = arg;
     codec_header_t *h = &self->reply;
     codec_header_reset (h);
     h->fields = HDR_JOB;
-    h->job = job->token;
-    codec_header_set_model (h, job->model);
-    codec_header_set_version (h, job->version);
-    if (job->deadline_us) {
+    h->job = dispatch_job_token (job);
+    codec_header_set_model (h, dispatch_job_model (job));
+    codec_header_set_version (h, dispatch_job_version (job));
+    uint64_t deadline_us = dispatch_job_deadline_us (job);
+    if (deadline_us) {
         //  What is left of the budget, relative: the worker's clock need not
         //  agree with ours.  The pump only sends jobs not yet expired.
         uint64_t now = clock_now_us ();
         h->fields |= HDR_DEADLINE_MS;
-        h->deadline_ms = job->deadline_us > now ? (uint32_t)((job->deadline_us - now) / 1000) : 0;
+        h->deadline_ms = deadline_us > now ? (uint32_t)((deadline_us - now) / 1000) : 0;
     }
-    if (job->n_outputs) {
+    size_t n_outputs;
+    const char (*outputs)[CODEC_NAME_MAX] = dispatch_job_outputs (job, &n_outputs);
+    if (n_outputs) {
         h->fields |= HDR_OUTPUTS;
-        h->n_outputs = job->n_outputs;
-        memcpy (h->outputs, job->outputs, job->n_outputs * CODEC_NAME_MAX);
+        h->n_outputs = n_outputs;
+        memcpy (h->outputs, outputs, n_outputs * CODEC_NAME_MAX);
     }
     //  The payload goes by reference: the job keeps it, in case the worker
     //  dies and the job must go to another
-    return codec_send_frames (self->back, zframe_data (worker->identity),
-                              zframe_size (worker->identity), CMD_JOB, h,
-                              job->has_payload ? &job->payload : NULL)
+    zframe_t *to = dispatch_worker_identity (worker);
+    return codec_send_frames (self->back, zframe_data (to), zframe_size (to), CMD_JOB, h,
+                              dispatch_job_payload (job))
                ? -1
                : 0;
 }
@@ -259,18 +267,15 @@ static uint64_t principal_of (broker_t *self)
 
 //  A REQUEST for a job the broker has: its answer goes to this connection
 //  now, which counts it among its client's jobs.
-static void attach (broker_t *self, broker_job_t *job, admission_client_t *client,
+static void attach (broker_t *self, dispatch_job_t *job, admission_client_t *client,
                     const void *identity, size_t size)
 {
-    if (size <= sizeof job->client) {
-        memcpy (job->client, identity, size);
-        job->client_size = size;
-    }
-    admission_move (self->admission, job->owner, client, clock_now_ms ());
-    job->owner = client;
+    dispatch_job_set_client (job, identity, size);
+    admission_move (self->admission, dispatch_job_owner (job), client, clock_now_ms ());
+    dispatch_job_set_owner (job, client);
     self->counts.deduplicated++;
-    log_debug ("job sent again, attached model=%s id=%" PRIu64 " at=%s", job->model, job->id,
-               job->worker ? "worker" : "queue");
+    log_debug ("job sent again, attached model=%s id=%" PRIu64 " at=%s", dispatch_job_model (job),
+               dispatch_job_id (job), dispatch_job_worker (job) ? "worker" : "queue");
 }
 
 //  CANCEL: the client gave the job up.  Queued, it is answered CANCELLED
@@ -280,7 +285,7 @@ static void on_cancel (broker_t *self, const void *identity, size_t size)
 {
     codec_header_t *h = &self->header;
     admission_client_t *client = admission_lookup (self->admission, identity, size);
-    broker_job_t *job =
+    dispatch_job_t *job =
         (h->fields & HDR_ID) && (client || (h->fields & HDR_SESSION))
             ? dispatch_find (self->dispatch, (h->fields & HDR_SESSION) ? h->session : 0,
                              principal_of (self), client, h->id)
@@ -289,19 +294,19 @@ static void on_cancel (broker_t *self, const void *identity, size_t size)
         return; //  answered already, or never known: nothing to do
     self->counts.cancelled++;
     if (dispatch_cancel (self->dispatch, job)) {
-        job->fail_code = AMAAS_CANCELLED;
-        snprintf (job->fail_message, sizeof job->fail_message, "cancelled by the client");
+        dispatch_job_set_failure (job, AMAAS_CANCELLED, "cancelled by the client");
         answer_failed (self, &job);
         return;
     }
-    if (!job->worker)
+    dispatch_worker_t *worker = dispatch_job_worker (job);
+    if (!worker)
         return; //  neither queued nor held: cannot happen
     codec_header_t *r = &self->reply;
     codec_header_reset (r);
     r->fields = HDR_JOB;
-    r->job = job->token;
-    send_to (self->back, zframe_data (job->worker->identity), zframe_size (job->worker->identity),
-             CMD_CANCEL_JOB, r, NULL);
+    r->job = dispatch_job_token (job);
+    zframe_t *to = dispatch_worker_identity (worker);
+    send_to (self->back, zframe_data (to), zframe_size (to), CMD_CANCEL_JOB, r, NULL);
 }
 
 //  A message from a client: self->in, identity first.
@@ -382,18 +387,18 @@ static void on_frontend (broker_t *self)
     admission_client_t *client =
         admission_client (self->admission, identity, identity_size, clock_now_ms ());
     uint64_t principal = principal_of (self);
-    broker_job_t *known =
+    dispatch_job_t *known =
         client ? dispatch_find (self->dispatch, (h->fields & HDR_SESSION) ? h->session : 0,
                                 principal, client, h->id)
                : NULL;
     if (known) {
         //  Sent again (the client lost its connection, or thinks the broker
         //  restarted): it is the job already queued or computing
-        if (!streq (known->model, h->model)) {
+        if (!streq (dispatch_job_model (known), h->model)) {
             snprintf (err, sizeof err,
                       "job id %" PRIu64 " is already in flight for model '%.64s': ids must be "
                       "unique among a client's jobs in flight",
-                      h->id, known->model);
+                      h->id, dispatch_job_model (known));
             send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
                         err);
             return;
@@ -410,9 +415,9 @@ static void on_frontend (broker_t *self)
                     err);
         return;
     }
-    broker_job_t *job = client ? dispatch_job_new (self->dispatch, h->id, h, identity,
-                                                   identity_size, payload, clock_now_us ())
-                               : NULL;
+    dispatch_job_t *job = client ? dispatch_job_new (self->dispatch, h->id, h, identity,
+                                                     identity_size, payload, clock_now_us ())
+                                 : NULL;
     if (!job) {
         if (client)
             admission_release (self->admission, client, clock_now_ms ());
@@ -421,8 +426,8 @@ static void on_frontend (broker_t *self)
                     "broker out of memory: retry later");
         return;
     }
-    job->owner = client;
-    job->principal = principal;
+    dispatch_job_set_owner (job, client);
+    dispatch_job_set_principal (job, principal);
     amaas_code_t code =
         dispatch_submit (self->dispatch, job, (h->fields & HDR_VERSION) ? h->version : NULL);
     if (code != AMAAS_OK)
@@ -438,31 +443,32 @@ static int64_t expiry (broker_t *self)
     return clock_now_ms () + (int64_t)self->config->heartbeat_ms * self->config->liveness;
 }
 
-static void on_result (broker_t *self, broker_worker_t *worker, zmq_msg_t *payload)
+static void on_result (broker_t *self, dispatch_worker_t *worker, zmq_msg_t *payload)
 {
     codec_header_t *h = &self->header;
-    broker_job_t *job = NULL;
+    dispatch_job_t *job = NULL;
     if (h->code == AMAAS_OK)
         self->counts.computed++;
     if (!(h->fields & HDR_JOB) || !(job = dispatch_complete (self->dispatch, worker, h->job))) {
-        log_debug ("result for a job the broker does not know worker=%s job=%" PRIu64, worker->key,
-                   h->job);
+        log_debug ("result for a job the broker does not know worker=%s job=%" PRIu64,
+                   dispatch_worker_key (worker), h->job);
         return;
     }
     codec_header_t *r = &self->reply;
     codec_header_reset (r);
     r->fields = HDR_ID | HDR_CODE;
-    r->id = job->id;
+    r->id = dispatch_job_id (job);
     r->code = h->code;
     if (h->code != AMAAS_OK) {
         codec_header_set_message (r, "%s", h->message);
         payload = NULL;
         self->jobs_failed++;
     } else {
-        codec_header_set_model (r, job->model);
-        codec_header_set_version (r, (h->fields & HDR_VERSION) ? h->version : job->version);
+        codec_header_set_model (r, dispatch_job_model (job));
+        codec_header_set_version (r, (h->fields & HDR_VERSION) ? h->version
+                                                               : dispatch_job_version (job));
         r->fields |= HDR_QUEUE_US | HDR_COMPUTE_US;
-        r->queue_us = job->dispatched_us - job->received_us;
+        r->queue_us = dispatch_job_dispatched_us (job) - dispatch_job_received_us (job);
         r->compute_us = h->compute_us;
         if (h->fields & HDR_BATCH) {
             r->fields |= HDR_BATCH;
@@ -470,19 +476,23 @@ static void on_result (broker_t *self, broker_worker_t *worker, zmq_msg_t *paylo
         }
         if (!payload) {
             r->code = AMAAS_INTERNAL;
-            codec_header_set_message (r, "worker %s sent a result without outputs", worker->key);
+            codec_header_set_message (r, "worker %s sent a result without outputs",
+                                      dispatch_worker_key (worker));
         }
         self->jobs_ok++;
     }
-    send_to (self->front, job->client, job->client_size, CMD_REPLY, r, payload);
+    size_t client_size;
+    const void *client = dispatch_job_client (job, &client_size);
+    send_to (self->front, client, client_size, CMD_REPLY, r, payload);
     self->stats.answered[r->code < 32 ? r->code : AMAAS_UNKNOWN]++;
     if (self->metrics) {
         uint64_t now = clock_now_us ();
-        metrics_observe_job (self->metrics, job->model, amaas_code_name (r->code),
-                             (double)(job->dispatched_us - job->received_us) / 1e6,
-                             (h->fields & HDR_COMPUTE_US) ? (double)h->compute_us / 1e6 : -1,
-                             (double)(now - job->received_us) / 1e6,
-                             (h->fields & HDR_BATCH) ? h->batch : 0);
+        metrics_observe_job (
+            self->metrics, dispatch_job_model (job), amaas_code_name (r->code),
+            (double)(dispatch_job_dispatched_us (job) - dispatch_job_received_us (job)) / 1e6,
+            (h->fields & HDR_COMPUTE_US) ? (double)h->compute_us / 1e6 : -1,
+            (double)(now - dispatch_job_received_us (job)) / 1e6,
+            (h->fields & HDR_BATCH) ? h->batch : 0);
     }
     s_client_job_done (self, job);
     dispatch_job_destroy (&job);
@@ -508,7 +518,7 @@ static void on_backend (broker_t *self)
         send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
         return;
     }
-    broker_worker_t *worker = dispatch_worker_find (self->dispatch, key);
+    dispatch_worker_t *worker = dispatch_worker_find (self->dispatch, key);
     const char *name = NULL;
     if (cmd == CMD_READY && !allowed (self, 'b', ROLE_WORKER, "worker", &name))
         return;
@@ -529,13 +539,15 @@ static void on_backend (broker_t *self)
                        : NULL;
         zframe_destroy (&frame);
         if (worker) {
-            worker->seen_ms = clock_now_ms ();
+            dispatch_worker_heard (worker, clock_now_ms (), expiry (self));
             //  A worker updates its models when its folder changes: a peer
             //  that sends READY after READY is limited as bad input is
             if (!update || may_log (self, 'b'))
                 log_info ("worker %s worker=%s host=%s pid=%u credit=%u models=%zu model_errors=%u",
-                          update ? "updated its models" : "ready", key, worker->host, worker->pid,
-                          worker->credit, worker->n_models, worker->model_errors);
+                          update ? "updated its models" : "ready", key,
+                          dispatch_worker_host (worker), dispatch_worker_pid (worker),
+                          dispatch_worker_credit (worker), dispatch_worker_model_count (worker),
+                          dispatch_worker_model_errors (worker));
             if (refused && may_log (self, 'b'))
                 log_warn ("worker models refused worker=%s count=%zu first=\"%s\"", key, refused,
                           warning);
@@ -561,22 +573,21 @@ static void on_backend (broker_t *self)
         }
         return;
     }
-    worker->expires_ms = expiry (self);
-    worker->seen_ms = clock_now_ms ();
+    dispatch_worker_heard (worker, clock_now_ms (), expiry (self));
     if (cmd == CMD_RESULT) {
         on_result (self, worker, payload);
         self->pump_due = true;
     } else if (cmd == CMD_DRAIN) {
         //  The worker finishes what it holds and takes nothing new; the
         //  answer tells it that no JOB is on its way any more
-        log_info ("worker draining worker=%s jobs_held=%zu", key, worker->jobs.size);
+        log_info ("worker draining worker=%s jobs_held=%zu", key, dispatch_worker_held (worker));
         dispatch_worker_drain (self->dispatch, worker, self->failed);
         answer_failed_list (self);
         codec_header_t *r = &self->reply;
         codec_header_reset (r);
         send_to (self->back, identity, identity_size, CMD_DRAIN, r, NULL);
     } else if (cmd == CMD_DISCONNECT) {
-        log_info ("worker left worker=%s jobs_held=%zu", key, worker->jobs.size);
+        log_info ("worker left worker=%s jobs_held=%zu", key, dispatch_worker_held (worker));
         dispatch_worker_remove (self->dispatch, worker, self->failed);
         answer_failed_list (self);
         pump (self);
@@ -628,21 +639,22 @@ static void on_control (broker_t *self)
     else if (streq (h->command, "models"))
         answer = control_models (self->dispatch);
     else if (streq (h->command, "drain")) {
-        broker_worker_t *worker =
+        dispatch_worker_t *worker =
             (h->fields & HDR_WORKER) ? dispatch_worker_find (self->dispatch, h->worker) : NULL;
         if (!worker) {
             r->code = AMAAS_NOT_FOUND;
             codec_header_set_message (r, "no worker '%.64s' (see 'amaas workers')", h->worker);
         } else {
             //  It finishes what it holds, takes nothing new, and leaves
-            log_info ("operator drains worker=%s jobs_held=%zu", worker->key, worker->jobs.size);
+            log_info ("operator drains worker=%s jobs_held=%zu", dispatch_worker_key (worker),
+                      dispatch_worker_held (worker));
             dispatch_worker_drain (self->dispatch, worker, self->failed);
             answer_failed_list (self);
             codec_header_t *d = &self->header;
             codec_header_reset (d);
-            send_to (self->back, zframe_data (worker->identity), zframe_size (worker->identity),
-                     CMD_DRAIN, d, NULL);
-            codec_header_set_message (r, "worker %.64s is draining", worker->key);
+            zframe_t *to = dispatch_worker_identity (worker);
+            send_to (self->back, zframe_data (to), zframe_size (to), CMD_DRAIN, d, NULL);
+            codec_header_set_message (r, "worker %.64s is draining", dispatch_worker_key (worker));
         }
     } else if (streq (h->command, "shutdown")) {
         log_info ("operator asked for a shutdown");
@@ -675,10 +687,10 @@ static void on_heartbeat (broker_t *self)
                   self->config->heartbeat_ms * self->config->liveness);
     codec_header_t *r = &self->reply;
     codec_header_reset (r);
-    for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
+    for (dispatch_worker_t *w = dispatch_worker_first (self->dispatch); w;
          w = dispatch_worker_next (self->dispatch)) {
-        send_to (self->back, zframe_data (w->identity), zframe_size (w->identity), CMD_HEARTBEAT, r,
-                 NULL);
+        zframe_t *to = dispatch_worker_identity (w);
+        send_to (self->back, zframe_data (to), zframe_size (to), CMD_HEARTBEAT, r, NULL);
     }
     pump (self);
 }
@@ -688,20 +700,22 @@ static void on_heartbeat (broker_t *self)
 static void publish_metrics (broker_t *self)
 {
     metrics_clear_models (self->metrics);
-    for (broker_model_t *m = dispatch_model_first (self->dispatch); m;
+    for (dispatch_model_t *m = dispatch_model_first (self->dispatch); m;
          m = dispatch_model_next (self->dispatch)) {
         //  By name: the versions of a model add up
         size_t in_flight = 0;
-        for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
+        for (dispatch_worker_t *w = dispatch_worker_first (self->dispatch); w;
              w = dispatch_worker_next (self->dispatch))
-            for (broker_job_t *j = dispatch_held_first (w); j; j = dispatch_held_next (w, j))
-                in_flight += streq (j->model, m->name) && streq (j->version, m->version);
-        metrics_add_model (self->metrics, m->name, m->queued, in_flight);
+            for (dispatch_job_t *j = dispatch_held_first (w); j; j = dispatch_held_next (w, j))
+                in_flight += streq (dispatch_job_model (j), dispatch_model_name (m)) &&
+                             streq (dispatch_job_version (j), dispatch_model_version (m));
+        metrics_add_model (self->metrics, dispatch_model_name (m), dispatch_model_queued (m),
+                           in_flight);
     }
     self->counts.load_failures = 0;
-    for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
+    for (dispatch_worker_t *w = dispatch_worker_first (self->dispatch); w;
          w = dispatch_worker_next (self->dispatch))
-        self->counts.load_failures += w->model_errors;
+        self->counts.load_failures += dispatch_worker_model_errors (w);
     metrics_set_counts (self->metrics, &self->counts);
     metrics_set_workers (self->metrics, dispatch_worker_count (self->dispatch));
     if (metrics_publish (self->metrics))
@@ -754,7 +768,7 @@ int broker_run (const broker_config_t *config)
     if (getrandom (&self.incarnation, sizeof self.incarnation, 0) != sizeof self.incarnation)
         self.incarnation = (uint64_t)clock_now_us () ^ ((uint64_t)getpid () << 32);
     self.dispatch = dispatch_new (config->max_queue, config->max_lost);
-    self.failed = dispatch_job_list_new ();
+    self.failed = dispatch_jobs_new ();
     self.peer_lines = ratelimit_new (PEER_LINES);
     self.all_lines = ratelimit_new (ALL_LINES);
     if (!self.admission || !self.frontend || !self.backend || !self.control || !self.dispatch ||
@@ -885,7 +899,7 @@ done:
     metrics_destroy (&self.metrics);
     ratelimit_destroy (&self.peer_lines);
     ratelimit_destroy (&self.all_lines);
-    zlistx_destroy (&self.failed);
+    dispatch_jobs_destroy (&self.failed);
     dispatch_destroy (&self.dispatch);
     codec_header_reset (&self.header);
     codec_header_reset (&self.reply);

@@ -32,7 +32,7 @@ static zframe_t *finish (msgpack_sbuffer *sbuf)
     return frame;
 }
 
-zframe_t *control_status (dispatch_t *dispatch, const broker_stats_t *stats, int64_t now_ms)
+zframe_t *control_status (dispatch_t *dispatch, const control_stats_t *stats, int64_t now_ms)
 {
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
@@ -54,14 +54,14 @@ zframe_t *control_status (dispatch_t *dispatch, const broker_stats_t *stats, int
     pack_str (&pk, "queued");
     //  By model name: its versions add up
     zhashx_t *by_name = zhashx_new ();
-    for (broker_model_t *m = dispatch_model_first (dispatch); by_name && m;
+    for (dispatch_model_t *m = dispatch_model_first (dispatch); by_name && m;
          m = dispatch_model_next (dispatch)) {
-        size_t *queued = zhashx_lookup (by_name, m->name);
+        size_t *queued = zhashx_lookup (by_name, dispatch_model_name (m));
         if (queued)
-            *queued += m->queued;
+            *queued += dispatch_model_queued (m);
         else if ((queued = malloc (sizeof *queued))) {
-            *queued = m->queued;
-            zhashx_insert (by_name, m->name, queued);
+            *queued = dispatch_model_queued (m);
+            zhashx_insert (by_name, dispatch_model_name (m), queued);
         }
     }
     if (by_name)
@@ -92,34 +92,36 @@ zframe_t *control_workers (dispatch_t *dispatch, int64_t now_ms)
     msgpack_pack_map (&pk, 1);
     pack_str (&pk, "workers");
     msgpack_pack_array (&pk, dispatch_worker_count (dispatch));
-    for (broker_worker_t *w = dispatch_worker_first (dispatch); w;
+    for (dispatch_worker_t *w = dispatch_worker_first (dispatch); w;
          w = dispatch_worker_next (dispatch)) {
         msgpack_pack_map (&pk, 10);
         pack_str (&pk, "id");
-        pack_str (&pk, w->key);
+        pack_str (&pk, dispatch_worker_key (w));
         pack_str (&pk, "host");
-        pack_str (&pk, w->host);
+        pack_str (&pk, dispatch_worker_host (w));
         pack_str (&pk, "pid");
-        msgpack_pack_uint32 (&pk, w->pid);
+        msgpack_pack_uint32 (&pk, dispatch_worker_pid (w));
         pack_str (&pk, "models");
-        msgpack_pack_array (&pk, w->n_models);
-        for (size_t i = 0; i < w->n_models; i++) {
+        msgpack_pack_array (&pk, dispatch_worker_model_count (w));
+        for (size_t i = 0; i < dispatch_worker_model_count (w); i++) {
+            const dispatch_model_t *model = dispatch_worker_model (w, i);
             char label[CODEC_NAME_MAX + CODEC_VERSION_MAX + 1];
-            snprintf (label, sizeof label, "%s@%s", w->models[i]->name, w->models[i]->version);
+            snprintf (label, sizeof label, "%s@%s", dispatch_model_name (model),
+                      dispatch_model_version (model));
             pack_str (&pk, label);
         }
         pack_str (&pk, "model_errors");
-        msgpack_pack_uint32 (&pk, w->model_errors);
+        msgpack_pack_uint32 (&pk, dispatch_worker_model_errors (w));
         pack_str (&pk, "credit");
-        msgpack_pack_uint32 (&pk, w->credit);
+        msgpack_pack_uint32 (&pk, dispatch_worker_credit (w));
         pack_str (&pk, "in_flight");
-        msgpack_pack_uint64 (&pk, w->jobs.size);
+        msgpack_pack_uint64 (&pk, dispatch_worker_held (w));
         pack_str (&pk, "done");
-        msgpack_pack_uint64 (&pk, w->done);
+        msgpack_pack_uint64 (&pk, dispatch_worker_done (w));
         pack_str (&pk, "last_heartbeat_ms");
-        msgpack_pack_int64 (&pk, now_ms - w->seen_ms);
+        msgpack_pack_int64 (&pk, now_ms - dispatch_worker_seen_ms (w));
         pack_str (&pk, "draining");
-        if (w->draining)
+        if (dispatch_worker_draining (w))
             msgpack_pack_true (&pk);
         else
             msgpack_pack_false (&pk);
@@ -134,28 +136,29 @@ zframe_t *control_models (dispatch_t *dispatch)
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, write_sbuffer);
     size_t n = 0;
-    for (broker_model_t *m = dispatch_model_first (dispatch); m; m = dispatch_model_next (dispatch))
-        n += zlistx_size (m->workers) > 0 || m->queued > 0;
+    for (dispatch_model_t *m = dispatch_model_first (dispatch); m;
+         m = dispatch_model_next (dispatch))
+        n += dispatch_model_workers (m) > 0 || dispatch_model_queued (m) > 0;
     msgpack_pack_map (&pk, 1);
     pack_str (&pk, "models");
     msgpack_pack_array (&pk, n);
-    for (broker_model_t *m = dispatch_model_first (dispatch); m;
+    for (dispatch_model_t *m = dispatch_model_first (dispatch); m;
          m = dispatch_model_next (dispatch)) {
-        if (zlistx_size (m->workers) == 0 && m->queued == 0)
+        if (dispatch_model_workers (m) == 0 && dispatch_model_queued (m) == 0)
             continue;
         msgpack_pack_map (&pk, 6);
         pack_str (&pk, "name");
-        pack_str (&pk, m->name);
+        pack_str (&pk, dispatch_model_name (m));
         pack_str (&pk, "version");
-        pack_str (&pk, m->version);
+        pack_str (&pk, dispatch_model_version (m));
         pack_str (&pk, "width");
-        msgpack_pack_uint32 (&pk, m->width);
+        msgpack_pack_uint32 (&pk, dispatch_model_width (m));
         pack_str (&pk, "workers");
-        msgpack_pack_uint64 (&pk, zlistx_size (m->workers));
+        msgpack_pack_uint64 (&pk, dispatch_model_workers (m));
         pack_str (&pk, "queued");
-        msgpack_pack_uint64 (&pk, m->queued);
+        msgpack_pack_uint64 (&pk, dispatch_model_queued (m));
         pack_str (&pk, "mapped");
-        msgpack_pack_uint64 (&pk, m->mapped);
+        msgpack_pack_uint64 (&pk, dispatch_model_mapped (m));
     }
     return finish (&sbuf);
 }
