@@ -49,7 +49,7 @@ typedef struct {
     void *front;       //  their libzmq sockets
     void *back;
     void *ctl;
-    broker_auth_t *auth;     //  CURVE and roles, or NULL without security
+    auth_t *auth;            //  CURVE and roles, or NULL without security
     admission_t *admission;  //  per-client caps, idle clients forgotten
     codec_frames_t in;       //  the message at hand
     control_stats_t stats;   //  counters for status
@@ -97,14 +97,14 @@ static void s_client_job_done (broker_t *self, dispatch_job_t *job)
 
 //  Sends a message to the peer `identity` (size bytes) of a ROUTER socket.
 //  A peer that is gone is not an error: ROUTER drops what cannot be routed.
-static void send_to (void *sock, const void *identity, size_t size, codec_cmd_t cmd,
-                     const codec_header_t *header, zmq_msg_t *payload)
+static void s_send_to (void *sock, const void *identity, size_t size, codec_cmd_t cmd,
+                       const codec_header_t *header, zmq_msg_t *payload)
 {
     codec_send_frames (sock, identity, size, cmd, header, payload);
 }
 
-static void send_error (broker_t *self, void *sock, const void *identity, size_t size, uint64_t id,
-                        amaas_code_t code, const char *message)
+static void s_send_error (broker_t *self, void *sock, const void *identity, size_t size,
+                          uint64_t id, amaas_code_t code, const char *message)
 {
     codec_header_t *h = &self->reply;
     codec_header_reset (h);
@@ -117,12 +117,12 @@ static void send_error (broker_t *self, void *sock, const void *identity, size_t
         h->fields |= HDR_ID;
         cmd = sock == self->front ? CMD_REPLY : CMD_ERROR;
     }
-    send_to (sock, identity, size, cmd, h, NULL);
+    s_send_to (sock, identity, size, cmd, h, NULL);
 }
 
 //  With security on, the CURVE key that sent the message at hand (its
 //  "User-Id", set by zauth), or NULL.
-static const char *user_of (broker_t *self)
+static const char *s_user_of (broker_t *self)
 {
     return self->auth && self->in.n > 1 ? zmq_msg_gets (&self->in.frames[1], "User-Id") : NULL;
 }
@@ -132,11 +132,11 @@ static const char *user_of (broker_t *self)
 //  with security on, else by its connection) and ALL_LINES for all peers
 //  together, so that no peer can grow the log without bound.  The lines
 //  not written are counted, and logged as one line a second
-//  (report_suppressed).
-static bool may_log (broker_t *self, char tag)
+//  (s_report_suppressed).
+static bool s_may_log (broker_t *self, char tag)
 {
     char key[TABLE_KEY_MAX];
-    const char *user = user_of (self);
+    const char *user = s_user_of (self);
     if (user)
         snprintf (key, sizeof key, "%c%s", tag, user);
     else if (self->in.n > 0)
@@ -149,7 +149,7 @@ static bool may_log (broker_t *self, char tag)
            ratelimit_allow (self->all_lines, "all peers", now);
 }
 
-static void report_suppressed (const char *peer, size_t count, void *arg)
+static void s_report_suppressed (const char *peer, size_t count, void *arg)
 {
     (void)arg;
     log_warn ("log lines suppressed peer=%s count=%zu (bad input, more than %d lines a second)",
@@ -159,30 +159,30 @@ static void report_suppressed (const char *peer, size_t count, void *arg)
 //  With security on: whether the peer of this message holds a key of the
 //  role this socket serves.  If not, it is told PERMISSION_DENIED and the
 //  refusal is logged with the key's name.
-static bool allowed (broker_t *self, char tag, auth_role_t role, const char *role_name,
-                     const char **name)
+static bool s_allowed (broker_t *self, char tag, auth_role_t role, const char *role_name,
+                       const char **name)
 {
     if (!self->auth)
         return true;
     codec_frames_t *in = &self->in;
     const void *identity = zmq_msg_data (&in->frames[0]);
     size_t size = zmq_msg_size (&in->frames[0]);
-    const char *user = user_of (self);
-    if (in->n > 1 && broker_auth_check (self->auth, user, role, clock_now_ms (), name))
+    const char *user = s_user_of (self);
+    if (in->n > 1 && auth_check (self->auth, user, role, clock_now_ms (), name))
         return true;
-    if (may_log (self, tag))
+    if (s_may_log (self, tag))
         log_warn ("refused key=%s socket=%s reason=\"not a %s key\"", *name ? *name : "?",
                   role_name, role_name);
     char err[CODEC_MESSAGE_MAX];
     snprintf (err, sizeof err, "key '%.64s' is not a %s key: refused", *name ? *name : "?",
               role_name);
     void *sock = tag == 'f' ? self->front : tag == 'b' ? self->back : self->ctl;
-    send_error (self, sock, identity, size, 0, AMAAS_PERMISSION_DENIED, err);
+    s_send_error (self, sock, identity, size, 0, AMAAS_PERMISSION_DENIED, err);
     return false;
 }
 
 //  Answers a job with its fail code and destroys it.
-static void answer_failed (broker_t *self, dispatch_job_t **job_p)
+static void s_answer_failed (broker_t *self, dispatch_job_t **job_p)
 {
     dispatch_job_t *job = *job_p;
     amaas_code_t code = dispatch_job_fail_code (job);
@@ -192,8 +192,8 @@ static void answer_failed (broker_t *self, dispatch_job_t **job_p)
     size_t client_size;
     const void *client = dispatch_job_client (job, &client_size);
     if (client_size)
-        send_error (self, self->front, client, client_size, dispatch_job_id (job), code,
-                    dispatch_job_fail_message (job));
+        s_send_error (self, self->front, client, client_size, dispatch_job_id (job), code,
+                      dispatch_job_fail_message (job));
     self->jobs_failed++;
     self->stats.answered[code < 32 ? code : AMAAS_UNKNOWN]++;
     if (self->metrics)
@@ -203,14 +203,14 @@ static void answer_failed (broker_t *self, dispatch_job_t **job_p)
     dispatch_job_destroy (job_p);
 }
 
-static void answer_failed_list (broker_t *self)
+static void s_answer_failed_list (broker_t *self)
 {
     dispatch_job_t *job;
     while ((job = dispatch_jobs_pop (self->failed)))
-        answer_failed (self, &job);
+        s_answer_failed (self, &job);
 }
 
-static int send_job (dispatch_job_t *job, dispatch_worker_t *worker, void *arg)
+static int s_send_job (dispatch_job_t *job, dispatch_worker_t *worker, void *arg)
 {
     broker_t *self = arg;
     codec_header_t *h = &self->reply;
@@ -243,15 +243,15 @@ static int send_job (dispatch_job_t *job, dispatch_worker_t *worker, void *arg)
                : 0;
 }
 
-static void pump (broker_t *self)
+static void s_pump (broker_t *self)
 {
-    dispatch_pump (self->dispatch, send_job, self, clock_now_us (), self->failed);
-    answer_failed_list (self);
+    dispatch_pump (self->dispatch, s_send_job, self, clock_now_us (), self->failed);
+    s_answer_failed_list (self);
 }
 
 //  The epoch of a client's connection: the broker's incarnation mixed with
 //  the connection's identity, never 0.
-static uint64_t epoch_of (broker_t *self, const void *identity, size_t size)
+static uint64_t s_epoch_of (broker_t *self, const void *identity, size_t size)
 {
     uint64_t epoch = idmap_hash_bytes (identity, size, self->incarnation);
     return epoch ? epoch : 1;
@@ -259,16 +259,16 @@ static uint64_t epoch_of (broker_t *self, const void *identity, size_t size)
 
 //  With security on, a hash of the CURVE key of the message at hand, so that
 //  a job sent again is found only by the key that sent it; 0 without.
-static uint64_t principal_of (broker_t *self)
+static uint64_t s_principal_of (broker_t *self)
 {
-    const char *user = user_of (self);
+    const char *user = s_user_of (self);
     return user ? idmap_hash_bytes (user, strlen (user), 0) | 1 : 0;
 }
 
 //  A REQUEST for a job the broker has: its answer goes to this connection
 //  now, which counts it among its client's jobs.
-static void attach (broker_t *self, dispatch_job_t *job, admission_client_t *client,
-                    const void *identity, size_t size)
+static void s_attach (broker_t *self, dispatch_job_t *job, admission_client_t *client,
+                      const void *identity, size_t size)
 {
     dispatch_job_set_client (job, identity, size);
     admission_move (self->admission, dispatch_job_owner (job), client, clock_now_ms ());
@@ -281,21 +281,21 @@ static void attach (broker_t *self, dispatch_job_t *job, admission_client_t *cli
 //  CANCEL: the client gave the job up.  Queued, it is answered CANCELLED
 //  and dropped; at a worker, the worker is told, and skips it if it has
 //  not started it.
-static void on_cancel (broker_t *self, const void *identity, size_t size)
+static void s_on_cancel (broker_t *self, const void *identity, size_t size)
 {
     codec_header_t *h = &self->header;
     admission_client_t *client = admission_lookup (self->admission, identity, size);
     dispatch_job_t *job =
         (h->fields & HDR_ID) && (client || (h->fields & HDR_SESSION))
             ? dispatch_find (self->dispatch, (h->fields & HDR_SESSION) ? h->session : 0,
-                             principal_of (self), client, h->id)
+                             s_principal_of (self), client, h->id)
             : NULL;
     if (!job)
         return; //  answered already, or never known: nothing to do
     self->counts.cancelled++;
     if (dispatch_cancel (self->dispatch, job)) {
         dispatch_job_set_failure (job, AMAAS_CANCELLED, "cancelled by the client");
-        answer_failed (self, &job);
+        s_answer_failed (self, &job);
         return;
     }
     dispatch_worker_t *worker = dispatch_job_worker (job);
@@ -306,11 +306,11 @@ static void on_cancel (broker_t *self, const void *identity, size_t size)
     r->fields = HDR_JOB;
     r->job = dispatch_job_token (job);
     zframe_t *to = dispatch_worker_identity (worker);
-    send_to (self->back, zframe_data (to), zframe_size (to), CMD_CANCEL_JOB, r, NULL);
+    s_send_to (self->back, zframe_data (to), zframe_size (to), CMD_CANCEL_JOB, r, NULL);
 }
 
 //  A message from a client: self->in, identity first.
-static void on_frontend (broker_t *self)
+static void s_on_frontend (broker_t *self)
 {
     codec_frames_t *in = &self->in;
     char err[CODEC_MESSAGE_MAX];
@@ -323,12 +323,13 @@ static void on_frontend (broker_t *self)
     size_t identity_size = zmq_msg_size (&in->frames[0]);
     size_t size = in->size - identity_size;
     const char *name = NULL;
-    if (!allowed (self, 'f', ROLE_CLIENT, "client", &name))
+    if (!s_allowed (self, 'f', AUTH_ROLE_CLIENT, "client", &name))
         return;
     if (codec_frames_parse (in, 1, &cmd, h, &payload, err, sizeof err)) {
-        if (may_log (self, 'f'))
+        if (s_may_log (self, 'f'))
             log_warn ("bad client message peer=%s error=\"%s\"", "frontend", err);
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT, err);
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
+                      err);
         return;
     }
     if (cmd == CMD_PING || cmd == CMD_MODELS) {
@@ -340,53 +341,55 @@ static void on_frontend (broker_t *self)
             //  Changes when the broker restarts or the connection is new:
             //  then the client sends again what it has no answer for
             r->fields |= HDR_EPOCH;
-            r->epoch = epoch_of (self, identity, identity_size);
+            r->epoch = s_epoch_of (self, identity, identity_size);
         }
         if (cmd == CMD_MODELS && dispatch_models (self->dispatch, r))
             return;
-        send_to (self->front, identity, identity_size,
-                 cmd == CMD_PING ? CMD_PONG : CMD_MODELS_REPLY, r, NULL);
+        s_send_to (self->front, identity, identity_size,
+                   cmd == CMD_PING ? CMD_PONG : CMD_MODELS_REPLY, r, NULL);
         codec_header_reset (r);
         return;
     }
     if (cmd == CMD_CANCEL) {
-        on_cancel (self, identity, identity_size);
+        s_on_cancel (self, identity, identity_size);
         return;
     }
     if (cmd != CMD_REQUEST) {
         snprintf (err, sizeof err, "command 0x%02x is not a client command", cmd);
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT, err);
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
+                      err);
         return;
     }
     if (!(h->fields & HDR_ID) || !(h->fields & HDR_MODEL)) {
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
-                    "REQUEST header needs 'id' (uint64 >= 1) and 'model' (str)");
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
+                      "REQUEST header needs 'id' (uint64 >= 1) and 'model' (str)");
         return;
     }
     if (size > self->config->max_message) {
         snprintf (err, sizeof err,
                   "request of %zu bytes exceeds the broker's limit of %zu bytes (--max-message)",
                   size, self->config->max_message);
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT, err);
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
+                      err);
         return;
     }
     if (self->stopping) {
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_UNAVAILABLE,
-                    "the broker is shutting down: retry later or elsewhere");
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_UNAVAILABLE,
+                      "the broker is shutting down: retry later or elsewhere");
         return;
     }
-    if (self->auth && !broker_auth_model_allowed (self->auth, name, h->model)) {
-        if (may_log (self, 'f'))
+    if (self->auth && !auth_model_allowed (self->auth, name, h->model)) {
+        if (s_may_log (self, 'f'))
             log_warn ("job refused key=%s model=%s reason=acl", name, h->model);
         snprintf (err, sizeof err, "client '%.64s' may not call model '%.64s' (see the ACL)", name,
                   h->model);
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_PERMISSION_DENIED,
-                    err);
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_PERMISSION_DENIED,
+                      err);
         return;
     }
     admission_client_t *client =
         admission_client (self->admission, identity, identity_size, clock_now_ms ());
-    uint64_t principal = principal_of (self);
+    uint64_t principal = s_principal_of (self);
     dispatch_job_t *known =
         client ? dispatch_find (self->dispatch, (h->fields & HDR_SESSION) ? h->session : 0,
                                 principal, client, h->id)
@@ -399,11 +402,11 @@ static void on_frontend (broker_t *self)
                       "job id %" PRIu64 " is already in flight for model '%.64s': ids must be "
                       "unique among a client's jobs in flight",
                       h->id, dispatch_job_model (known));
-            send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
-                        err);
+            s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
+                          err);
             return;
         }
-        attach (self, known, client, identity, identity_size);
+        s_attach (self, known, client, identity, identity_size);
         return;
     }
     if (client && admission_acquire (self->admission, client)) {
@@ -411,8 +414,8 @@ static void on_frontend (broker_t *self)
                   "this client has %zu jobs queued or computing, the most allowed "
                   "(--max-client-jobs): wait for some to finish",
                   self->config->max_client_jobs);
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_RESOURCE_EXHAUSTED,
-                    err);
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_RESOURCE_EXHAUSTED,
+                      err);
         return;
     }
     dispatch_job_t *job = client ? dispatch_job_new (self->dispatch, h->id, h, identity,
@@ -422,8 +425,8 @@ static void on_frontend (broker_t *self)
         if (client)
             admission_release (self->admission, client, clock_now_ms ());
         log_error ("out of memory for a job");
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INTERNAL,
-                    "broker out of memory: retry later");
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_INTERNAL,
+                      "broker out of memory: retry later");
         return;
     }
     dispatch_job_set_owner (job, client);
@@ -431,19 +434,19 @@ static void on_frontend (broker_t *self)
     amaas_code_t code =
         dispatch_submit (self->dispatch, job, (h->fields & HDR_VERSION) ? h->version : NULL);
     if (code != AMAAS_OK)
-        answer_failed (self, &job);
+        s_answer_failed (self, &job);
     else {
         self->counts.accepted++;
         self->pump_due = true;
     }
 }
 
-static int64_t expiry (broker_t *self)
+static int64_t s_expiry (broker_t *self)
 {
     return clock_now_ms () + (int64_t)self->config->heartbeat_ms * self->config->liveness;
 }
 
-static void on_result (broker_t *self, dispatch_worker_t *worker, zmq_msg_t *payload)
+static void s_on_result (broker_t *self, dispatch_worker_t *worker, zmq_msg_t *payload)
 {
     codec_header_t *h = &self->header;
     dispatch_job_t *job = NULL;
@@ -483,7 +486,7 @@ static void on_result (broker_t *self, dispatch_worker_t *worker, zmq_msg_t *pay
     }
     size_t client_size;
     const void *client = dispatch_job_client (job, &client_size);
-    send_to (self->front, client, client_size, CMD_REPLY, r, payload);
+    s_send_to (self->front, client, client_size, CMD_REPLY, r, payload);
     self->stats.answered[r->code < 32 ? r->code : AMAAS_UNKNOWN]++;
     if (self->metrics) {
         uint64_t now = clock_now_us ();
@@ -499,7 +502,7 @@ static void on_result (broker_t *self, dispatch_worker_t *worker, zmq_msg_t *pay
 }
 
 //  A message from a worker: self->in, identity first.
-static void on_backend (broker_t *self)
+static void s_on_backend (broker_t *self)
 {
     codec_frames_t *in = &self->in;
     if (in->n < 1)
@@ -513,52 +516,52 @@ static void on_backend (broker_t *self)
     zmq_msg_t *payload;
     codec_header_t *h = &self->header;
     if (codec_frames_parse (in, 1, &cmd, h, &payload, err, sizeof err)) {
-        if (may_log (self, 'b'))
+        if (s_may_log (self, 'b'))
             log_warn ("bad worker message worker=%s error=\"%s\"", key, err);
-        send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
+        s_send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
         return;
     }
     dispatch_worker_t *worker = dispatch_worker_find (self->dispatch, key);
     const char *name = NULL;
-    if (cmd == CMD_READY && !allowed (self, 'b', ROLE_WORKER, "worker", &name))
+    if (cmd == CMD_READY && !s_allowed (self, 'b', AUTH_ROLE_WORKER, "worker", &name))
         return;
     if (cmd == CMD_READY) {
         //  A registered worker may come to serve no model (its last model
         //  file removed); a new one must serve at least one
         if (!(h->fields & HDR_MODELS) || (h->n_models == 0 && !worker)) {
-            send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT,
-                        "READY needs 'models', an array of 1..1024 models (0 only in an update)");
+            s_send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT,
+                          "READY needs 'models', an array of 1..1024 models (0 only in an update)");
             return;
         }
         bool update = worker != NULL;
         zframe_t *frame = zframe_new (identity, identity_size);
         size_t refused = 0;
         char warning[CODEC_MESSAGE_MAX];
-        worker = frame ? dispatch_worker_ready (self->dispatch, key, &frame, h, expiry (self),
+        worker = frame ? dispatch_worker_ready (self->dispatch, key, &frame, h, s_expiry (self),
                                                 self->failed, &refused, warning, sizeof warning)
                        : NULL;
         zframe_destroy (&frame);
         if (worker) {
-            dispatch_worker_heard (worker, clock_now_ms (), expiry (self));
+            dispatch_worker_heard (worker, clock_now_ms (), s_expiry (self));
             //  A worker updates its models when its folder changes: a peer
             //  that sends READY after READY is limited as bad input is
-            if (!update || may_log (self, 'b'))
+            if (!update || s_may_log (self, 'b'))
                 log_info ("worker %s worker=%s host=%s pid=%u credit=%u models=%zu model_errors=%u",
                           update ? "updated its models" : "ready", key,
                           dispatch_worker_host (worker), dispatch_worker_pid (worker),
                           dispatch_worker_credit (worker), dispatch_worker_model_count (worker),
                           dispatch_worker_model_errors (worker));
-            if (refused && may_log (self, 'b'))
+            if (refused && s_may_log (self, 'b'))
                 log_warn ("worker models refused worker=%s count=%zu first=\"%s\"", key, refused,
                           warning);
             //  The answer: once the worker has it, no JOB for a model this
             //  READY did not list is on its way
             codec_header_t *r = &self->reply;
             codec_header_reset (r);
-            send_to (self->back, identity, identity_size, CMD_READY, r, NULL);
+            s_send_to (self->back, identity, identity_size, CMD_READY, r, NULL);
         }
-        answer_failed_list (self);
-        pump (self);
+        s_answer_failed_list (self);
+        s_pump (self);
         return;
     }
     if (!worker) {
@@ -569,36 +572,36 @@ static void on_backend (broker_t *self)
             codec_header_reset (r);
             r->fields = HDR_REASON;
             snprintf (r->message, sizeof r->message, "unknown worker: send READY");
-            send_to (self->back, identity, identity_size, CMD_DISCONNECT, r, NULL);
+            s_send_to (self->back, identity, identity_size, CMD_DISCONNECT, r, NULL);
         }
         return;
     }
-    dispatch_worker_heard (worker, clock_now_ms (), expiry (self));
+    dispatch_worker_heard (worker, clock_now_ms (), s_expiry (self));
     if (cmd == CMD_RESULT) {
-        on_result (self, worker, payload);
+        s_on_result (self, worker, payload);
         self->pump_due = true;
     } else if (cmd == CMD_DRAIN) {
         //  The worker finishes what it holds and takes nothing new; the
         //  answer tells it that no JOB is on its way any more
         log_info ("worker draining worker=%s jobs_held=%zu", key, dispatch_worker_held (worker));
         dispatch_worker_drain (self->dispatch, worker, self->failed);
-        answer_failed_list (self);
+        s_answer_failed_list (self);
         codec_header_t *r = &self->reply;
         codec_header_reset (r);
-        send_to (self->back, identity, identity_size, CMD_DRAIN, r, NULL);
+        s_send_to (self->back, identity, identity_size, CMD_DRAIN, r, NULL);
     } else if (cmd == CMD_DISCONNECT) {
         log_info ("worker left worker=%s jobs_held=%zu", key, dispatch_worker_held (worker));
         dispatch_worker_remove (self->dispatch, worker, self->failed);
-        answer_failed_list (self);
-        pump (self);
+        s_answer_failed_list (self);
+        s_pump (self);
     } else if (cmd != CMD_HEARTBEAT) {
         snprintf (err, sizeof err, "command 0x%02x is not a worker command", cmd);
-        send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
+        s_send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
     }
 }
 
 //  A command from an operator on the control endpoint
-static void on_control (broker_t *self)
+static void s_on_control (broker_t *self)
 {
     codec_frames_t *in = &self->in;
     if (codec_frames_recv (in, self->ctl))
@@ -612,10 +615,10 @@ static void on_control (broker_t *self)
     const void *identity = zmq_msg_data (&in->frames[0]);
     size_t identity_size = zmq_msg_size (&in->frames[0]);
     const char *name = NULL;
-    if (!allowed (self, 'c', ROLE_OPERATOR, "operator", &name))
+    if (!s_allowed (self, 'c', AUTH_ROLE_OPERATOR, "operator", &name))
         goto done;
     if (codec_frames_parse (in, 1, &cmd, h, &payload, err, sizeof err)) {
-        send_error (self, self->ctl, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
+        s_send_error (self, self->ctl, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
         goto done;
     }
     codec_header_reset (r);
@@ -623,12 +626,12 @@ static void on_control (broker_t *self)
     r->id = h->id;
     if (cmd == CMD_PING) {
         r->fields = HDR_ID;
-        send_to (self->ctl, identity, identity_size, CMD_PONG, r, NULL);
+        s_send_to (self->ctl, identity, identity_size, CMD_PONG, r, NULL);
         goto done;
     }
     if (cmd != CMD_CONTROL || !(h->fields & HDR_COMMAND)) {
-        send_error (self, self->ctl, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
-                    "the control endpoint takes CONTROL with a 'command'");
+        s_send_error (self, self->ctl, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
+                      "the control endpoint takes CONTROL with a 'command'");
         goto done;
     }
     int64_t now = clock_now_ms ();
@@ -649,11 +652,11 @@ static void on_control (broker_t *self)
             log_info ("operator drains worker=%s jobs_held=%zu", dispatch_worker_key (worker),
                       dispatch_worker_held (worker));
             dispatch_worker_drain (self->dispatch, worker, self->failed);
-            answer_failed_list (self);
+            s_answer_failed_list (self);
             codec_header_t *d = &self->header;
             codec_header_reset (d);
             zframe_t *to = dispatch_worker_identity (worker);
-            send_to (self->back, zframe_data (to), zframe_size (to), CMD_DRAIN, d, NULL);
+            s_send_to (self->back, zframe_data (to), zframe_size (to), CMD_DRAIN, d, NULL);
             codec_header_set_message (r, "worker %.64s is draining", dispatch_worker_key (worker));
         }
     } else if (streq (h->command, "shutdown")) {
@@ -670,16 +673,16 @@ static void on_control (broker_t *self)
     zmq_msg_t body;
     if (answer && zmq_msg_init_size (&body, zframe_size (answer)) == 0) {
         memcpy (zmq_msg_data (&body), zframe_data (answer), zframe_size (answer));
-        send_to (self->ctl, identity, identity_size, CMD_CONTROL_REPLY, r, &body);
+        s_send_to (self->ctl, identity, identity_size, CMD_CONTROL_REPLY, r, &body);
         zmq_msg_close (&body);
     } else
-        send_to (self->ctl, identity, identity_size, CMD_CONTROL_REPLY, r, NULL);
+        s_send_to (self->ctl, identity, identity_size, CMD_CONTROL_REPLY, r, NULL);
 done:
     zframe_destroy (&answer);
     codec_frames_close (in);
 }
 
-static void on_heartbeat (broker_t *self)
+static void s_on_heartbeat (broker_t *self)
 {
     size_t dead = dispatch_purge (self->dispatch, clock_now_ms (), self->failed);
     if (dead)
@@ -690,14 +693,14 @@ static void on_heartbeat (broker_t *self)
     for (dispatch_worker_t *w = dispatch_worker_first (self->dispatch); w;
          w = dispatch_worker_next (self->dispatch)) {
         zframe_t *to = dispatch_worker_identity (w);
-        send_to (self->back, zframe_data (to), zframe_size (to), CMD_HEARTBEAT, r, NULL);
+        s_send_to (self->back, zframe_data (to), zframe_size (to), CMD_HEARTBEAT, r, NULL);
     }
-    pump (self);
+    s_pump (self);
 }
 
 //  Sets the gauges and publishes the metrics.  Jobs in flight by model are
 //  counted from the workers' lists: O(jobs held), once a second.
-static void publish_metrics (broker_t *self)
+static void s_publish_metrics (broker_t *self)
 {
     metrics_clear_models (self->metrics);
     for (dispatch_model_t *m = dispatch_model_first (self->dispatch); m;
@@ -722,14 +725,14 @@ static void publish_metrics (broker_t *self)
         log_warn ("out of memory for the metrics: the last ones are served still");
 }
 
-static zsock_t *bind_router (broker_auth_t *auth, const char *endpoint, size_t max_message,
-                             const char *role)
+static zsock_t *s_bind_router (auth_t *auth, const char *endpoint, size_t max_message,
+                               const char *role)
 {
     zsock_t *sock = zsock_new (ZMQ_ROUTER);
     if (!sock)
         return NULL;
     if (auth)
-        broker_auth_apply (auth, sock);
+        auth_apply (auth, sock);
     //  A reply is never dropped for a full pipe; memory is bounded by the
     //  queue limits and worker credit instead.
     zsock_set_sndhwm (sock, 0);
@@ -751,7 +754,7 @@ int broker_run (const broker_config_t *config)
     char metrics_at[300] = ""; //  ADDRESS:PORT the metrics are served on
     if (config->auth.cert) {
         char err[512];
-        self.auth = broker_auth_new (&config->auth, err, sizeof err);
+        self.auth = auth_new (&config->auth, err, sizeof err);
         if (!self.auth) {
             log_error ("security cannot start error=\"%s\"", err);
             goto done;
@@ -761,9 +764,9 @@ int broker_run (const broker_config_t *config)
                   config->auth.acl ? config->auth.acl : "(none)");
     }
     self.admission = admission_new (config->max_client_jobs, CLIENT_IDLE_MS);
-    self.frontend = bind_router (self.auth, config->frontend, config->max_message, "frontend");
-    self.backend = bind_router (self.auth, config->backend, config->max_message, "backend");
-    self.control = bind_router (self.auth, config->control, 1u << 20, "control");
+    self.frontend = s_bind_router (self.auth, config->frontend, config->max_message, "frontend");
+    self.backend = s_bind_router (self.auth, config->backend, config->max_message, "backend");
+    self.control = s_bind_router (self.auth, config->control, 1u << 20, "control");
     self.stats.started_ms = clock_now_ms ();
     if (getrandom (&self.incarnation, sizeof self.incarnation, 0) != sizeof self.incarnation)
         self.incarnation = (uint64_t)clock_now_us () ^ ((uint64_t)getpid () << 32);
@@ -827,7 +830,7 @@ int broker_run (const broker_config_t *config)
                 dispatch_fail_all (self.dispatch, AMAAS_UNAVAILABLE,
                                    "the broker is shutting down: retry later or elsewhere",
                                    self.failed);
-                answer_failed_list (&self);
+                s_answer_failed_list (&self);
             }
         }
         if (self.stopping && ((dispatch_queued_total (self.dispatch) == 0 &&
@@ -843,7 +846,7 @@ int broker_run (const broker_config_t *config)
                                   {self.ctl, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll (items, 3, (long)(wait > 0 ? wait : 0)) > 0) {
             if (items[2].revents & ZMQ_POLLIN)
-                on_control (&self);
+                s_on_control (&self);
             //  Both sides get a turn, a bounded one, so that a flood of
             //  requests cannot starve the results that free workers.  Each
             //  message is received into self.in, without waiting, until
@@ -852,39 +855,39 @@ int broker_run (const broker_config_t *config)
             //  the JOBs of a burst leave together, which lets libzmq write
             //  them in one go
             for (int i = 0; i < BURST && codec_frames_recv (&self.in, self.back) == 0; i++) {
-                on_backend (&self);
+                s_on_backend (&self);
                 codec_frames_close (&self.in);
             }
             if (self.pump_due) {
                 self.pump_due = false;
-                pump (&self);
+                s_pump (&self);
             }
             for (int i = 0; i < BURST && codec_frames_recv (&self.in, self.front) == 0; i++) {
-                on_frontend (&self);
+                s_on_frontend (&self);
                 codec_frames_close (&self.in);
             }
             if (self.pump_due) {
                 self.pump_due = false;
-                pump (&self);
+                s_pump (&self);
             }
         }
         if (clock_now_ms () >= next_expire) {
             //  Queued jobs past their deadline are answered within this
             //  much of it, even when no worker frees up
             dispatch_expire (self.dispatch, clock_now_us (), self.failed);
-            answer_failed_list (&self);
+            s_answer_failed_list (&self);
             next_expire = clock_now_ms () + EXPIRE_MS;
         }
         if (clock_now_ms () >= next_metrics) {
             if (self.metrics)
-                publish_metrics (&self);
+                s_publish_metrics (&self);
             admission_sweep (self.admission, clock_now_ms ());
-            ratelimit_flush (self.peer_lines, clock_now_ms (), report_suppressed, NULL);
-            ratelimit_flush (self.all_lines, clock_now_ms (), report_suppressed, NULL);
+            ratelimit_flush (self.peer_lines, clock_now_ms (), s_report_suppressed, NULL);
+            ratelimit_flush (self.all_lines, clock_now_ms (), s_report_suppressed, NULL);
             next_metrics = clock_now_ms () + METRICS_MS;
         }
         if (clock_now_ms () >= next_beat) {
-            on_heartbeat (&self);
+            s_on_heartbeat (&self);
             next_beat = clock_now_ms () + config->heartbeat_ms;
         }
     }
@@ -893,7 +896,7 @@ int broker_run (const broker_config_t *config)
               self.jobs_ok, self.jobs_failed, dispatch_in_flight (self.dispatch),
               dispatch_queued_total (self.dispatch));
     dispatch_shutdown (self.dispatch, self.failed);
-    answer_failed_list (&self);
+    s_answer_failed_list (&self);
     rc = 0;
 done:
     metrics_destroy (&self.metrics);
@@ -906,7 +909,7 @@ done:
     zsock_destroy (&self.frontend);
     zsock_destroy (&self.backend);
     zsock_destroy (&self.control);
-    broker_auth_destroy (&self.auth);
+    auth_destroy (&self.auth);
     admission_destroy (&self.admission);
     return rc;
 }
