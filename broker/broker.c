@@ -12,6 +12,8 @@
     queued jobs past their deadline are answered; every heartbeat interval
     the broker heartbeats its workers and purges those that went silent
     (their jobs are requeued); every second the metrics are published.
+    A client may have at most --max-client-jobs jobs queued or computing;
+    clients idle for a second are forgotten (admission.h).
     With security on, each socket admits only the keys of its role
     (auth.h).  Bad messages are answered with an error and logged; they
     never stop the loop.
@@ -387,8 +389,9 @@ static void s_on_frontend (broker_t *self)
                       err);
         return;
     }
+    uint64_t now_us = clock_now_us ();
     admission_client_t *client =
-        admission_client (self->admission, identity, identity_size, clock_now_ms ());
+        admission_client (self->admission, identity, identity_size, (int64_t)(now_us / 1000));
     uint64_t principal = s_principal_of (self);
     dispatch_job_t *known =
         client ? dispatch_find (self->dispatch, (h->fields & HDR_SESSION) ? h->session : 0,
@@ -419,7 +422,7 @@ static void s_on_frontend (broker_t *self)
         return;
     }
     dispatch_job_t *job = client ? dispatch_job_new (self->dispatch, h->id, h, identity,
-                                                     identity_size, payload, clock_now_us ())
+                                                     identity_size, payload, now_us)
                                  : NULL;
     if (!job) {
         if (client)

@@ -7,13 +7,14 @@
     (after the client lost its connection, or the broker its state) finds
     the job it already is, and how a cancelled job is found.  A model
     version is forgotten when no worker serves it and no job waits for it,
-    so that made-up versions cannot grow the tables.  A queued
-    job sits in its client's lane of its model; a held job in its worker's
-    list.  Both lists are intrusive (the link is in the job), jobs come from
-    a pool and lanes stay allocated while their client is active, so that in
-    the steady state queueing, dispatching and completing a job allocate
-    nothing.  Workers are found for a model by walking the model's worker
-    list, which is short (the workers that serve one model).
+    so that made-up versions cannot grow the tables.  A queued job sits in
+    its client's lane of its model; a held job in its worker's list, a
+    failed job in a dispatch_jobs_t.  These lists are intrusive (util/list.h:
+    the link is in the job), jobs come from a pool and lanes stay allocated
+    while their client is active, so that in the steady state queueing,
+    dispatching and completing a job allocate nothing.  Workers are found
+    for a model by walking the model's worker list, which is short (the
+    workers that serve one model).
 */
 #define _GNU_SOURCE //  strverscmp
 #include "dispatch.h"

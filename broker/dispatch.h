@@ -14,8 +14,13 @@
     job that names no version goes to the highest one served.
 
     Every job ends in exactly one of: completed (dispatch_complete returns it),
-    failed (handed back in a list with a code and a message).  The caller
-    answers the client and destroys the job.
+    failed (handed back in a dispatch_jobs_t list with a code and a
+    message).  The caller answers the client and destroys the job.  Until
+    then a job is in exactly one place: a queue, a worker's hands or a
+    failed list.
+
+    The structs are opaque: callers read jobs, workers and model versions
+    through the accessors at the end of this header.
 
     Jobs come from a pool and sit in intrusive lists: in the steady state,
     a job that is queued, dispatched and completed allocates nothing.
@@ -47,6 +52,7 @@ typedef int (dispatch_send_fn) (dispatch_job_t *job, dispatch_worker_t *worker, 
 dispatch_t *dispatch_new (size_t max_queue, uint32_t max_lost);
 
 //  Free the dispatcher, its workers and every job it holds.  Nulls *self_p.
+//  Cannot fail.
 void dispatch_destroy (dispatch_t **self_p);
 
 //  New job with a fresh token, from the dispatcher's pool: in the steady
@@ -56,10 +62,13 @@ dispatch_job_t *dispatch_job_new (dispatch_t *self, uint64_t id, const codec_hea
                                   const void *client, size_t client_size, zmq_msg_t *payload,
                                   uint64_t now_us);
 
-//  Give a job back to its dispatcher's pool (which must still exist).
+//  Give a job back to its dispatcher's pool (which must still exist).  The
+//  job is in no queue, no worker's hands and no failed list any more.
+//  Nulls *job_p.  Cannot fail.
 void dispatch_job_destroy (dispatch_job_t **job_p);
 
-//  Iterate over the jobs a worker holds (no change meanwhile); NULL at the end.
+//  Iterate over the jobs a worker holds (no change meanwhile); NULL at the
+//  end.  Cannot fail.
 dispatch_job_t *dispatch_held_first (dispatch_worker_t *worker);
 dispatch_job_t *dispatch_held_next (dispatch_worker_t *worker, dispatch_job_t *job);
 
@@ -77,12 +86,14 @@ dispatch_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfr
                                           dispatch_jobs_t *failed, size_t *refused, char *warning,
                                           size_t warning_size);
 
-//  Worker by key, or NULL.
+//  Worker by key, or NULL.  Cannot fail.
 dispatch_worker_t *dispatch_worker_find (dispatch_t *self, const char *key);
 
 //  Remove a worker (left or dead): its jobs are requeued at the front of
 //  their queues; those lost with max_lost workers, and every job of a model
-//  no worker serves any more, are appended to `failed` with fail_code set.  Cannot fail.
+//  no worker serves any more, and those that cannot be queued again for
+//  want of memory, are appended to `failed` with their fail code set: no
+//  job is lost.  Cannot fail.
 void dispatch_worker_remove (dispatch_t *self, dispatch_worker_t *worker, dispatch_jobs_t *failed);
 
 //  The worker drains: it serves no model any more (queues of models nobody
@@ -94,58 +105,66 @@ void dispatch_worker_drain (dispatch_t *self, dispatch_worker_t *worker, dispatc
 //  for the highest version served (versions compare as strverscmp does:
 //  numbers inside as numbers, 2 < 10).  Returns AMAAS_OK (the dispatcher
 //  owns the job, and dispatch_find finds it), or AMAAS_NOT_FOUND (no worker
-//  serves the model, or not that version) or AMAAS_RESOURCE_EXHAUSTED (queue
-//  full), with a message in job->fail_message; then the caller still owns
-//  the job.
+//  serves the model, or not that version), AMAAS_RESOURCE_EXHAUSTED (queue
+//  full) or AMAAS_INTERNAL (out of memory), with a message
+//  (dispatch_job_fail_message); then nothing is changed and the caller
+//  still owns the job.
 amaas_code_t dispatch_submit (dispatch_t *self, dispatch_job_t *job, const char *version);
 
 //  The live job (queued or held) of client job `id` in `session` of the
 //  key `principal`, or, when session is 0, of the client record `owner`;
-//  NULL if none.  A client that sends a job again finds it here.
+//  NULL if none.  A client that sends a job again finds it here.  Cannot
+//  fail.
 dispatch_job_t *dispatch_find (dispatch_t *self, uint64_t session, uint64_t principal,
                                const void *owner, uint64_t id);
 
 //  The client gave job up.  A queued job is taken out of its queue: returns
 //  true, and the caller owns it (answers and destroys it).  A held job stays
-//  with its worker (returns false): the caller tells the worker.
+//  with its worker (returns false): the caller tells the worker.  Cannot
+//  fail.
 bool dispatch_cancel (dispatch_t *self, dispatch_job_t *job);
 
-//  A version of a model, or NULL.
+//  A version of a model, or NULL.  Cannot fail.
 dispatch_model_t *dispatch_model_find (dispatch_t *self, const char *name, const char *version);
 
 //  Pair queued jobs with workers that have free credit and call send for
 //  each pair, higher priorities first.  A job past its deadline is not sent:
 //  it goes to `failed` with DEADLINE_EXCEEDED.  Returns the number sent.
+//  Cannot fail (a job that send refuses stays queued).
 size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint64_t now_us,
                       dispatch_jobs_t *failed);
 
 //  Move every queued job past its deadline to `failed` (DEADLINE_EXCEEDED).
 //  Also frees the lanes of clients that have had no job queued for a
-//  second.  Returns how many jobs.
+//  second.  Returns how many jobs.  Cannot fail.
 size_t dispatch_expire (dispatch_t *self, uint64_t now_us, dispatch_jobs_t *failed);
 
 //  A worker finished job `token`: returns the job, now owned by the caller,
 //  or NULL if that worker does not hold that job (late or forged result).
+//  Cannot fail.
 dispatch_job_t *dispatch_complete (dispatch_t *self, dispatch_worker_t *worker, uint64_t token);
 
 //  Remove every worker whose expires_ms is before now_ms, as
-//  dispatch_worker_remove does.  Returns how many.
+//  dispatch_worker_remove does.  Returns how many.  Cannot fail (it
+//  allocates nothing).
 size_t dispatch_purge (dispatch_t *self, int64_t now_ms, dispatch_jobs_t *failed);
 
 //  Fail every queued job with `code` (e.g. at shutdown) into `failed`.
+//  Cannot fail.
 void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message,
                         dispatch_jobs_t *failed);
 
 //  Fail every job, queued or held, with UNAVAILABLE into `failed`, and
-//  forget every worker: the broker is shutting down.
+//  forget every worker: the broker is shutting down.  Cannot fail.
 void dispatch_shutdown (dispatch_t *self, dispatch_jobs_t *failed);
 
 //  Iterate over the model versions served or with jobs queued (no change
-//  meanwhile).
+//  meanwhile).  Cannot fail.
 dispatch_model_t *dispatch_model_first (dispatch_t *self);
 dispatch_model_t *dispatch_model_next (dispatch_t *self);
 
-//  Iterate over the workers (no change to the registry meanwhile).
+//  Iterate over the workers (no change to the registry meanwhile).  Cannot
+//  fail.
 dispatch_worker_t *dispatch_worker_first (dispatch_t *self);
 dispatch_worker_t *dispatch_worker_next (dispatch_t *self);
 
@@ -154,7 +173,7 @@ dispatch_worker_t *dispatch_worker_next (dispatch_t *self);
 //  -1 on out-of-memory.
 int dispatch_models (dispatch_t *self, codec_header_t *header);
 
-//  Counts, for logs and tests
+//  Counts, for logs and tests.  None of these fails.
 size_t dispatch_worker_count (dispatch_t *self);
 size_t dispatch_queued (dispatch_t *self, const char *model); //  all its versions
 size_t dispatch_in_flight (dispatch_t *self);
