@@ -707,6 +707,91 @@ START_TEST (test_pool_tokens_and_idle_lanes)
 }
 END_TEST
 
+START_TEST (test_fields_through_accessors)
+{
+    dispatch_t *d = dispatch_new (100, 2);
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
+    sent_t sent = {0};
+    dispatch_worker_t *w = add_worker (d, "w1", "iris@2,linear", 3, failed);
+    ck_assert_str_eq (dispatch_worker_key (w), "w1");
+    ck_assert_uint_eq (zframe_size (dispatch_worker_identity (w)), 2);
+    ck_assert_uint_eq (dispatch_worker_credit (w), 3);
+    ck_assert_uint_eq (dispatch_worker_pid (w), 1);
+    ck_assert_uint_eq (dispatch_worker_model_count (w), 2);
+    ck_assert_str_eq (dispatch_model_name (dispatch_worker_model (w, 0)), "iris");
+    ck_assert_str_eq (dispatch_model_version (dispatch_worker_model (w, 0)), "2");
+    ck_assert (!dispatch_worker_draining (w));
+    dispatch_worker_heard (w, 1234, 5678);
+    ck_assert_int_eq (dispatch_worker_seen_ms (w), 1234);
+    //  A job with a client identity, outputs asked for and a payload
+    codec_header_t request = {0};
+    codec_header_set_model (&request, "iris");
+    request.fields |= HDR_OUTPUTS | HDR_DEADLINE_MS;
+    request.n_outputs = 2;
+    snprintf (request.outputs[0], CODEC_NAME_MAX, "probs");
+    snprintf (request.outputs[1], CODEC_NAME_MAX, "label");
+    request.deadline_ms = 50;
+    zmq_msg_t payload;
+    zmq_msg_init_size (&payload, 3);
+    memcpy (zmq_msg_data (&payload), "abc", 3);
+    dispatch_job_t *job = dispatch_job_new (d, 9, &request, "client-1", 8, &payload, 1000);
+    ck_assert_ptr_nonnull (job);
+    ck_assert_uint_eq (zmq_msg_size (&payload), 0); //  moved into the job
+    size_t size, n;
+    ck_assert_mem_eq (dispatch_job_client (job, &size), "client-1", 8);
+    ck_assert_uint_eq (size, 8);
+    const char (*outputs)[CODEC_NAME_MAX] = dispatch_job_outputs (job, &n);
+    ck_assert_uint_eq (n, 2);
+    ck_assert_str_eq (outputs[1], "label");
+    ck_assert_uint_eq (zmq_msg_size (dispatch_job_payload (job)), 3);
+    ck_assert_uint_eq (dispatch_job_received_us (job), 1000);
+    ck_assert_uint_eq (dispatch_job_deadline_us (job), 51000);
+    ck_assert_str_eq (dispatch_job_version (job), "");
+    int owner;
+    dispatch_job_set_owner (job, &owner);
+    dispatch_job_set_principal (job, 42);
+    ck_assert_int_eq (dispatch_submit (d, job, NULL), AMAAS_OK);
+    ck_assert_str_eq (dispatch_job_version (job), "2");
+    ck_assert_ptr_eq (dispatch_job_owner (job), &owner);
+    ck_assert_ptr_eq (dispatch_find (d, 0, 42, &owner, 9), job);
+    dispatch_model_t *iris = dispatch_model_find (d, "iris", "2");
+    ck_assert_uint_eq (dispatch_model_queued (iris), 1);
+    ck_assert_uint_eq (dispatch_model_workers (iris), 1);
+    ck_assert_uint_eq (dispatch_model_lanes (iris), 1);
+    ck_assert_ptr_null (dispatch_job_worker (job));
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 2000, failed), 1);
+    ck_assert_ptr_eq (dispatch_job_worker (job), w);
+    ck_assert_uint_eq (dispatch_job_dispatched_us (job), 2000);
+    ck_assert_uint_eq (dispatch_worker_held (w), 1);
+    ck_assert_uint_eq (dispatch_model_queued (iris), 0);
+    //  Sent again on another connection: the answer goes there; an identity
+    //  longer than ZeroMQ allows is not taken
+    dispatch_job_set_client (job, "client-2", 8);
+    char huge[DISPATCH_IDENTITY_MAX + 1] = {0};
+    dispatch_job_set_client (job, huge, sizeof huge);
+    ck_assert_mem_eq (dispatch_job_client (job, &size), "client-2", 8);
+    ck_assert_uint_eq (size, 8);
+    //  The worker is lost: the job goes back, counted as lost once
+    dispatch_worker_remove (d, w, failed);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 1); //  no other worker serves iris
+    ck_assert_ptr_eq (dispatch_jobs_first (failed), job);
+    ck_assert_ptr_null (dispatch_jobs_next (failed, job));
+    ck_assert_uint_eq (dispatch_job_lost (job), 1);
+    ck_assert_int_eq (dispatch_job_fail_code (job), AMAAS_UNAVAILABLE);
+    ck_assert_ptr_eq (dispatch_jobs_pop (failed), job);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 0);
+    ck_assert_ptr_null (dispatch_jobs_pop (failed));
+    dispatch_job_set_failure (job, AMAAS_CANCELLED, "cancelled by the client");
+    ck_assert_int_eq (dispatch_job_fail_code (job), AMAAS_CANCELLED);
+    ck_assert_str_eq (dispatch_job_fail_message (job), "cancelled by the client");
+    dispatch_job_destroy (&job);
+    ck_assert_ptr_null (dispatch_find (d, 0, 42, &owner, 9));
+    codec_header_reset (&request);
+    dispatch_jobs_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
 int main (void)
 {
     Suite *s = suite_create ("dispatch");
@@ -727,6 +812,7 @@ int main (void)
     tcase_add_test (tc, test_deadlines);
     tcase_add_test (tc, test_clients_take_turns);
     tcase_add_test (tc, test_pool_tokens_and_idle_lanes);
+    tcase_add_test (tc, test_fields_through_accessors);
     suite_add_tcase (s, tc);
     SRunner *sr = srunner_create (s);
     srunner_run_all (sr, CK_NORMAL);
