@@ -557,7 +557,10 @@ static dispatch_model_t *s_model_require (dispatch_t *self, const char *name, co
         s_model_destroy (&model);
         return NULL;
     }
-    zhashx_insert (self->models, model->key, model);
+    if (zhashx_insert (self->models, model->key, model)) {
+        s_model_destroy (&model);
+        return NULL;
+    }
     return model;
 }
 
@@ -799,7 +802,10 @@ dispatch_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfr
             return NULL;
         snprintf (worker->key, sizeof worker->key, "%s", key);
         list_init (&worker->jobs);
-        zhashx_insert (self->workers, worker->key, worker);
+        if (zhashx_insert (self->workers, worker->key, worker)) {
+            free (worker);
+            return NULL;
+        }
     }
     zframe_destroy (&worker->identity);
     worker->identity = *identity_p;
@@ -839,7 +845,10 @@ dispatch_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfr
             model->width = announced->width;
             model->mapped = announced->mapped;
         }
-        zlistx_add_end (model->workers, worker);
+        if (!zlistx_add_end (model->workers, worker)) {
+            s_model_release (self, model); //  if made for this worker
+            goto err;
+        }
         worker->models[worker->n_models++] = model;
     }
     for (size_t i = 0; i < worker->n_models; i++)
