@@ -14,6 +14,7 @@
 */
 #include "auth.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -27,7 +28,7 @@ typedef struct {
     char name[128]; //  for logs and ACLs
 } peer_t;
 
-struct broker_auth_t {
+struct auth_t {
     zcert_t *cert;            //  the broker's key pair
     zactor_t *zauth;          //  czmq's ZAP handler
     zcertstore_t *stores[3];  //  client, worker, operator keys
@@ -37,9 +38,9 @@ struct broker_auth_t {
     zhashx_t *acl;            //  client name -> " model model " (or " * ")
 };
 
-static const char *role_dirs[3] = {"clients", "workers", "operators"};
+static const char *s_role_dirs[3] = {"clients", "workers", "operators"};
 
-static void peer_destructor (void **item)
+static void s_peer_destructor (void **item)
 {
     free (*item);
     *item = NULL;
@@ -47,7 +48,7 @@ static void peer_destructor (void **item)
 
 //  Reads the ACL file: lines "NAME: MODEL MODEL ..." ("*" = every model);
 //  '#' starts a comment.  Returns 0, or -1 with a message.
-static int load_acl (broker_auth_t *self, const char *path, char *err, size_t err_size)
+static int s_load_acl (auth_t *self, const char *path, char *err, size_t err_size)
 {
     FILE *f = fopen (path, "r");
     if (!f) {
@@ -55,6 +56,11 @@ static int load_acl (broker_auth_t *self, const char *path, char *err, size_t er
         return -1;
     }
     self->acl = zhashx_new ();
+    if (!self->acl) {
+        snprintf (err, err_size, "out of memory reading ACL file %s", path);
+        fclose (f);
+        return -1;
+    }
     zhashx_set_destructor (self->acl, (zhashx_destructor_fn *)zstr_free);
     char line[4096];
     int number = 0;
@@ -79,17 +85,25 @@ static int load_acl (broker_auth_t *self, const char *path, char *err, size_t er
         for (char *c = models; *c; c++)
             if (*c == '\t' || *c == '\n' || *c == ',')
                 *c = ' ';
-        zhashx_update (self->acl, name, strdup (models));
+        char *copy = strdup (models);
+        if (!copy) {
+            snprintf (err, err_size, "out of memory reading ACL file %s", path);
+            fclose (f);
+            return -1;
+        }
+        zhashx_update (self->acl, name, copy);
     }
     fclose (f);
     return 0;
 }
 
-broker_auth_t *broker_auth_new (const auth_config_t *config, char *err, size_t err_size)
+auth_t *auth_new (const auth_config_t *config, char *err, size_t err_size)
 {
-    broker_auth_t *self = calloc (1, sizeof *self);
-    if (!self)
+    auth_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        snprintf (err, err_size, "out of memory");
         return NULL;
+    }
     char secret[PATH_MAX];
     snprintf (secret, sizeof secret, "%s_secret", config->cert);
     if (!zsys_file_exists (config->cert) || !zsys_file_exists (secret)) {
@@ -114,37 +128,48 @@ broker_auth_t *broker_auth_new (const auth_config_t *config, char *err, size_t e
     for (int i = 0; i < 3; i++) {
         char real[PATH_MAX], link[PATH_MAX + 32];
         if (!dirs[i] || !realpath (dirs[i], real) || !zsys_file_exists (real)) {
-            snprintf (err, err_size, "the %s allow-list folder %s cannot be read", role_dirs[i],
+            snprintf (err, err_size, "the %s allow-list folder %s cannot be read", s_role_dirs[i],
                       dirs[i] ? dirs[i]
                               : "(none: --clients, --workers and --operators are "
                                 "required with --curve-cert)");
             goto err;
         }
-        snprintf (link, sizeof link, "%s/%s", self->union_dir, role_dirs[i]);
+        snprintf (link, sizeof link, "%s/%s", self->union_dir, s_role_dirs[i]);
         if (symlink (real, link)) {
             snprintf (err, err_size, "cannot link %s: %s", link, strerror (errno));
             goto err;
         }
         self->stores[i] = zcertstore_new (real);
+        if (!self->stores[i]) {
+            snprintf (err, err_size, "cannot load the %s allow-list folder %s", s_role_dirs[i],
+                      real);
+            goto err;
+        }
     }
-    if (config->acl && load_acl (self, config->acl, err, err_size))
+    if (config->acl && s_load_acl (self, config->acl, err, err_size))
         goto err;
     self->peers = zhashx_new ();
-    zhashx_set_destructor (self->peers, peer_destructor);
-    self->zauth = zactor_new (zauth, NULL);
-    if (!self->zauth || !self->peers)
+    if (!self->peers) {
+        snprintf (err, err_size, "out of memory");
         goto err;
+    }
+    zhashx_set_destructor (self->peers, s_peer_destructor);
+    self->zauth = zactor_new (zauth, NULL);
+    if (!self->zauth) {
+        snprintf (err, err_size, "cannot start czmq's authenticator (zauth)");
+        goto err;
+    }
     zstr_sendx (self->zauth, "CURVE", self->union_dir, NULL);
     zsock_wait (self->zauth);
     return self;
 err:
-    broker_auth_destroy (&self);
+    auth_destroy (&self);
     return NULL;
 }
 
-void broker_auth_destroy (broker_auth_t **self_p)
+void auth_destroy (auth_t **self_p)
 {
-    broker_auth_t *self = *self_p;
+    auth_t *self = *self_p;
     if (!self)
         return;
     zactor_destroy (&self->zauth);
@@ -152,7 +177,7 @@ void broker_auth_destroy (broker_auth_t **self_p)
         zcertstore_destroy (&self->stores[i]);
         if (*self->union_dir) {
             char link[PATH_MAX + 32];
-            snprintf (link, sizeof link, "%s/%s", self->union_dir, role_dirs[i]);
+            snprintf (link, sizeof link, "%s/%s", self->union_dir, s_role_dirs[i]);
             unlink (link);
         }
     }
@@ -165,16 +190,18 @@ void broker_auth_destroy (broker_auth_t **self_p)
     *self_p = NULL;
 }
 
-void broker_auth_apply (broker_auth_t *self, zsock_t *sock)
+void auth_apply (auth_t *self, zsock_t *sock)
 {
+    assert (self);
     zcert_apply (self->cert, sock);
     zsock_set_curve_server (sock, 1);
     zsock_set_zap_domain (sock, "amaas");
 }
 
-bool broker_auth_check (broker_auth_t *self, const char *user_id, auth_role_t role, int64_t now_ms,
-                        const char **name)
+bool auth_check (auth_t *self, const char *user_id, auth_role_t role, int64_t now_ms,
+                 const char **name)
 {
+    assert (self);
     *name = "(no key)";
     if (!user_id || !*user_id)
         return false;
@@ -208,8 +235,9 @@ bool broker_auth_check (broker_auth_t *self, const char *user_id, auth_role_t ro
     return (peer->roles & role) != 0;
 }
 
-bool broker_auth_model_allowed (broker_auth_t *self, const char *name, const char *model)
+bool auth_model_allowed (auth_t *self, const char *name, const char *model)
 {
+    assert (self);
     if (!self->acl)
         return true;
     const char *models = zhashx_lookup (self->acl, name);

@@ -23,9 +23,10 @@
 //  How long the roles of a key are remembered, in milliseconds
 #define AUTH_CACHE_MS 1000
 
-typedef enum { ROLE_CLIENT = 1, ROLE_WORKER = 2, ROLE_OPERATOR = 4 } auth_role_t;
+//  The roles a key may hold (bits): one per socket of the broker
+typedef enum { AUTH_ROLE_CLIENT = 1, AUTH_ROLE_WORKER = 2, AUTH_ROLE_OPERATOR = 4 } auth_role_t;
 
-typedef struct broker_auth_t broker_auth_t;
+typedef struct auth_t auth_t;
 
 typedef struct {
     const char *cert;      //  broker's certificate (public file; the secret is FILE_secret)
@@ -35,14 +36,18 @@ typedef struct {
     const char *acl;       //  per-client model ACL file, or NULL: every model
 } auth_config_t;
 
-//  Starts zauth and loads the keys.  NULL with a message in err when a file
-//  or folder cannot be read.
-broker_auth_t *broker_auth_new (const auth_config_t *config, char *err, size_t err_size);
-void broker_auth_destroy (broker_auth_t **self_p);
+//  Starts zauth and loads the keys.  Returns NULL, with a message in err,
+//  when a file or folder cannot be read, zauth cannot start, or memory
+//  runs out; then nothing is left behind.
+auth_t *auth_new (const auth_config_t *config, char *err, size_t err_size);
+
+//  Stops zauth, removes the private folder and frees everything.  Nulls
+//  *self_p.  Cannot fail.
+void auth_destroy (auth_t **self_p);
 
 //  Makes sock a CURVE server with the broker's key, checked by zauth.  Call
-//  before binding.
-void broker_auth_apply (broker_auth_t *self, zsock_t *sock);
+//  before binding.  Cannot fail.
+void auth_apply (auth_t *self, zsock_t *sock);
 
 //  Whether the CURVE key `user_id` (the "User-Id" property of the message,
 //  set by zauth) holds a key of `role`; now_ms is the monotonic time in
@@ -51,10 +56,11 @@ void broker_auth_apply (broker_auth_t *self, zsock_t *sock);
 //  the key) for logs and ACLs; it stays valid until the next call.  A NULL
 //  or empty user_id (a message without a key) is refused, with *name
 //  "(no key)"; so is every key when memory runs out.
-bool broker_auth_check (broker_auth_t *self, const char *user_id, auth_role_t role, int64_t now_ms,
-                        const char **name);
+bool auth_check (auth_t *self, const char *user_id, auth_role_t role, int64_t now_ms,
+                 const char **name);
 
 //  Whether the client named `name` may call `model` (true without an ACL).
-bool broker_auth_model_allowed (broker_auth_t *self, const char *name, const char *model);
+//  Cannot fail.
+bool auth_model_allowed (auth_t *self, const char *name, const char *model);
 
 #endif

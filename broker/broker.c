@@ -12,6 +12,8 @@
     queued jobs past their deadline are answered; every heartbeat interval
     the broker heartbeats its workers and purges those that went silent
     (their jobs are requeued); every second the metrics are published.
+    A client may have at most --max-client-jobs jobs queued or computing;
+    clients idle for a second are forgotten (admission.h).
     With security on, each socket admits only the keys of its role
     (auth.h).  Bad messages are answered with an error and logged; they
     never stop the loop.
@@ -23,6 +25,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "admission.h"
 #include "clock.h"
 #include "codec.h"
 #include "control.h"
@@ -40,15 +43,6 @@
 #define PEER_LINES 5    //  log lines about one peer's bad input, per second at most
 #define ALL_LINES 50    //  log lines about bad input, all peers together, per second at most
 
-//  A client with jobs queued or computing, or lately: jobs point to it, so
-//  counting them needs no lookup, and it is kept a while after its last
-//  job, so that a client with one job at a time does not allocate per job.
-typedef struct {
-    size_t jobs;             //  queued or computing
-    int64_t idle_since_ms;   //  when jobs went to 0
-    char key[TABLE_KEY_MAX]; //  its identity in hex
-} client_t;
-
 typedef struct {
     const broker_config_t *config;
     zsock_t *frontend; //  ROUTER for clients
@@ -57,13 +51,13 @@ typedef struct {
     void *front;       //  their libzmq sockets
     void *back;
     void *ctl;
-    broker_auth_t *auth;     //  CURVE and roles, or NULL without security
-    zhashx_t *clients;       //  client_t * by identity (hex)
+    auth_t *auth;            //  CURVE and roles, or NULL without security
+    admission_t *admission;  //  per-client caps, idle clients forgotten
     codec_frames_t in;       //  the message at hand
-    broker_stats_t stats;    //  counters for status
+    control_stats_t stats;   //  counters for status
     bool shutdown;           //  an operator asked for a shutdown
     dispatch_t *dispatch;    //  queues and workers
-    zlistx_t *failed;        //  jobs to answer with an error
+    dispatch_jobs_t *failed; //  jobs to answer with an error
     codec_header_t header;   //  decoded header of the message at hand
     codec_header_t reply;    //  header being built
     uint64_t jobs_ok;        //  jobs answered with a result
@@ -94,58 +88,25 @@ void broker_config_defaults (broker_config_t *config)
 
 #define CLIENT_IDLE_MS 1000 //  a client without jobs is forgotten after this long
 
-//  The record of the client with this identity, made if need be; NULL on
-//  out-of-memory.
-static client_t *client_require (broker_t *self, const void *identity, size_t size)
+//  A job of this client ended (answered either way): its client may send
+//  another.
+static void s_client_job_done (broker_t *self, dispatch_job_t *job)
 {
-    char key[TABLE_KEY_MAX];
-    table_identity_key (key, 0, identity, size);
-    client_t *client = zhashx_lookup (self->clients, key);
-    if (!client && (client = calloc (1, sizeof *client))) {
-        memcpy (client->key, key, sizeof key);
-        zhashx_insert (self->clients, client->key, client);
-    }
-    return client;
-}
-
-//  A job of this client ended (answered either way).
-static void client_job_done (broker_job_t *job)
-{
-    client_t *client = job->owner;
-    if (client && --client->jobs == 0)
-        client->idle_since_ms = clock_now_ms ();
-}
-
-//  Whether a client has had no job for CLIENT_IDLE_MS (arg: now, in ms).
-static bool client_idle (const void *item, const void *arg)
-{
-    const client_t *client = item;
-    return client->jobs == 0 && *(const int64_t *)arg - client->idle_since_ms >= CLIENT_IDLE_MS;
-}
-
-//  Forgets the clients that have had no job for CLIENT_IDLE_MS.
-static void clients_sweep (broker_t *self)
-{
-    int64_t now = clock_now_ms ();
-    table_delete_if (self->clients, client_idle, &now);
-}
-
-static void client_destructor (void **item)
-{
-    free (*item);
-    *item = NULL;
+    admission_client_t *client = dispatch_job_owner (job);
+    if (client)
+        admission_release (self->admission, client, clock_now_ms ());
 }
 
 //  Sends a message to the peer `identity` (size bytes) of a ROUTER socket.
 //  A peer that is gone is not an error: ROUTER drops what cannot be routed.
-static void send_to (void *sock, const void *identity, size_t size, codec_cmd_t cmd,
-                     const codec_header_t *header, zmq_msg_t *payload)
+static void s_send_to (void *sock, const void *identity, size_t size, codec_cmd_t cmd,
+                       const codec_header_t *header, zmq_msg_t *payload)
 {
     codec_send_frames (sock, identity, size, cmd, header, payload);
 }
 
-static void send_error (broker_t *self, void *sock, const void *identity, size_t size, uint64_t id,
-                        amaas_code_t code, const char *message)
+static void s_send_error (broker_t *self, void *sock, const void *identity, size_t size,
+                          uint64_t id, amaas_code_t code, const char *message)
 {
     codec_header_t *h = &self->reply;
     codec_header_reset (h);
@@ -158,12 +119,12 @@ static void send_error (broker_t *self, void *sock, const void *identity, size_t
         h->fields |= HDR_ID;
         cmd = sock == self->front ? CMD_REPLY : CMD_ERROR;
     }
-    send_to (sock, identity, size, cmd, h, NULL);
+    s_send_to (sock, identity, size, cmd, h, NULL);
 }
 
 //  With security on, the CURVE key that sent the message at hand (its
 //  "User-Id", set by zauth), or NULL.
-static const char *user_of (broker_t *self)
+static const char *s_user_of (broker_t *self)
 {
     return self->auth && self->in.n > 1 ? zmq_msg_gets (&self->in.frames[1], "User-Id") : NULL;
 }
@@ -173,11 +134,11 @@ static const char *user_of (broker_t *self)
 //  with security on, else by its connection) and ALL_LINES for all peers
 //  together, so that no peer can grow the log without bound.  The lines
 //  not written are counted, and logged as one line a second
-//  (report_suppressed).
-static bool may_log (broker_t *self, char tag)
+//  (s_report_suppressed).
+static bool s_may_log (broker_t *self, char tag)
 {
     char key[TABLE_KEY_MAX];
-    const char *user = user_of (self);
+    const char *user = s_user_of (self);
     if (user)
         snprintf (key, sizeof key, "%c%s", tag, user);
     else if (self->in.n > 0)
@@ -190,7 +151,7 @@ static bool may_log (broker_t *self, char tag)
            ratelimit_allow (self->all_lines, "all peers", now);
 }
 
-static void report_suppressed (const char *peer, size_t count, void *arg)
+static void s_report_suppressed (const char *peer, size_t count, void *arg)
 {
     (void)arg;
     log_warn ("log lines suppressed peer=%s count=%zu (bad input, more than %d lines a second)",
@@ -200,92 +161,99 @@ static void report_suppressed (const char *peer, size_t count, void *arg)
 //  With security on: whether the peer of this message holds a key of the
 //  role this socket serves.  If not, it is told PERMISSION_DENIED and the
 //  refusal is logged with the key's name.
-static bool allowed (broker_t *self, char tag, auth_role_t role, const char *role_name,
-                     const char **name)
+static bool s_allowed (broker_t *self, char tag, auth_role_t role, const char *role_name,
+                       const char **name)
 {
     if (!self->auth)
         return true;
     codec_frames_t *in = &self->in;
     const void *identity = zmq_msg_data (&in->frames[0]);
     size_t size = zmq_msg_size (&in->frames[0]);
-    const char *user = user_of (self);
-    if (in->n > 1 && broker_auth_check (self->auth, user, role, clock_now_ms (), name))
+    const char *user = s_user_of (self);
+    if (in->n > 1 && auth_check (self->auth, user, role, clock_now_ms (), name))
         return true;
-    if (may_log (self, tag))
+    if (s_may_log (self, tag))
         log_warn ("refused key=%s socket=%s reason=\"not a %s key\"", *name ? *name : "?",
                   role_name, role_name);
     char err[CODEC_MESSAGE_MAX];
     snprintf (err, sizeof err, "key '%.64s' is not a %s key: refused", *name ? *name : "?",
               role_name);
     void *sock = tag == 'f' ? self->front : tag == 'b' ? self->back : self->ctl;
-    send_error (self, sock, identity, size, 0, AMAAS_PERMISSION_DENIED, err);
+    s_send_error (self, sock, identity, size, 0, AMAAS_PERMISSION_DENIED, err);
     return false;
 }
 
 //  Answers a job with its fail code and destroys it.
-static void answer_failed (broker_t *self, broker_job_t **job_p)
+static void s_answer_failed (broker_t *self, dispatch_job_t **job_p)
 {
-    broker_job_t *job = *job_p;
-    log_debug ("job failed model=%s id=%" PRIu64 " code=%s message=\"%s\"", job->model, job->id,
-               amaas_code_name (job->fail_code), job->fail_message);
-    if (job->client_size)
-        send_error (self, self->front, job->client, job->client_size, job->id, job->fail_code,
-                    job->fail_message);
+    dispatch_job_t *job = *job_p;
+    amaas_code_t code = dispatch_job_fail_code (job);
+    log_debug ("job failed model=%s id=%" PRIu64 " code=%s message=\"%s\"",
+               dispatch_job_model (job), dispatch_job_id (job), amaas_code_name (code),
+               dispatch_job_fail_message (job));
+    size_t client_size;
+    const void *client = dispatch_job_client (job, &client_size);
+    if (client_size)
+        s_send_error (self, self->front, client, client_size, dispatch_job_id (job), code,
+                      dispatch_job_fail_message (job));
     self->jobs_failed++;
-    self->stats.answered[job->fail_code < 32 ? job->fail_code : AMAAS_UNKNOWN]++;
+    self->stats.answered[code < 32 ? code : AMAAS_UNKNOWN]++;
     if (self->metrics)
-        metrics_observe_job (self->metrics, job->model, amaas_code_name (job->fail_code), -1, -1,
-                             -1, 0);
-    client_job_done (job);
+        metrics_observe_job (self->metrics, dispatch_job_model (job), amaas_code_name (code), -1,
+                             -1, -1, 0);
+    s_client_job_done (self, job);
     dispatch_job_destroy (job_p);
 }
 
-static void answer_failed_list (broker_t *self)
+static void s_answer_failed_list (broker_t *self)
 {
-    broker_job_t *job;
-    while ((job = zlistx_detach (self->failed, NULL)))
-        answer_failed (self, &job);
+    dispatch_job_t *job;
+    while ((job = dispatch_jobs_pop (self->failed)))
+        s_answer_failed (self, &job);
 }
 
-static int send_job (broker_job_t *job, broker_worker_t *worker, void *arg)
+static int s_send_job (dispatch_job_t *job, dispatch_worker_t *worker, void *arg)
 {
     broker_t *self = arg;
     codec_header_t *h = &self->reply;
     codec_header_reset (h);
     h->fields = HDR_JOB;
-    h->job = job->token;
-    codec_header_set_model (h, job->model);
-    codec_header_set_version (h, job->version);
-    if (job->deadline_us) {
+    h->job = dispatch_job_token (job);
+    codec_header_set_model (h, dispatch_job_model (job));
+    codec_header_set_version (h, dispatch_job_version (job));
+    uint64_t deadline_us = dispatch_job_deadline_us (job);
+    if (deadline_us) {
         //  What is left of the budget, relative: the worker's clock need not
         //  agree with ours.  The pump only sends jobs not yet expired.
         uint64_t now = clock_now_us ();
         h->fields |= HDR_DEADLINE_MS;
-        h->deadline_ms = job->deadline_us > now ? (uint32_t)((job->deadline_us - now) / 1000) : 0;
+        h->deadline_ms = deadline_us > now ? (uint32_t)((deadline_us - now) / 1000) : 0;
     }
-    if (job->n_outputs) {
+    size_t n_outputs;
+    const char (*outputs)[CODEC_NAME_MAX] = dispatch_job_outputs (job, &n_outputs);
+    if (n_outputs) {
         h->fields |= HDR_OUTPUTS;
-        h->n_outputs = job->n_outputs;
-        memcpy (h->outputs, job->outputs, job->n_outputs * CODEC_NAME_MAX);
+        h->n_outputs = n_outputs;
+        memcpy (h->outputs, outputs, n_outputs * CODEC_NAME_MAX);
     }
     //  The payload goes by reference: the job keeps it, in case the worker
     //  dies and the job must go to another
-    return codec_send_frames (self->back, zframe_data (worker->identity),
-                              zframe_size (worker->identity), CMD_JOB, h,
-                              job->has_payload ? &job->payload : NULL)
+    zframe_t *to = dispatch_worker_identity (worker);
+    return codec_send_frames (self->back, zframe_data (to), zframe_size (to), CMD_JOB, h,
+                              dispatch_job_payload (job))
                ? -1
                : 0;
 }
 
-static void pump (broker_t *self)
+static void s_pump (broker_t *self)
 {
-    dispatch_pump (self->dispatch, send_job, self, clock_now_us (), self->failed);
-    answer_failed_list (self);
+    dispatch_pump (self->dispatch, s_send_job, self, clock_now_us (), self->failed);
+    s_answer_failed_list (self);
 }
 
 //  The epoch of a client's connection: the broker's incarnation mixed with
 //  the connection's identity, never 0.
-static uint64_t epoch_of (broker_t *self, const void *identity, size_t size)
+static uint64_t s_epoch_of (broker_t *self, const void *identity, size_t size)
 {
     uint64_t epoch = idmap_hash_bytes (identity, size, self->incarnation);
     return epoch ? epoch : 1;
@@ -293,66 +261,58 @@ static uint64_t epoch_of (broker_t *self, const void *identity, size_t size)
 
 //  With security on, a hash of the CURVE key of the message at hand, so that
 //  a job sent again is found only by the key that sent it; 0 without.
-static uint64_t principal_of (broker_t *self)
+static uint64_t s_principal_of (broker_t *self)
 {
-    const char *user = user_of (self);
+    const char *user = s_user_of (self);
     return user ? idmap_hash_bytes (user, strlen (user), 0) | 1 : 0;
 }
 
 //  A REQUEST for a job the broker has: its answer goes to this connection
 //  now, which counts it among its client's jobs.
-static void attach (broker_t *self, broker_job_t *job, client_t *client, const void *identity,
-                    size_t size)
+static void s_attach (broker_t *self, dispatch_job_t *job, admission_client_t *client,
+                      const void *identity, size_t size)
 {
-    if (size <= sizeof job->client) {
-        memcpy (job->client, identity, size);
-        job->client_size = size;
-    }
-    if (job->owner != client) {
-        client_job_done (job);
-        job->owner = client;
-        client->jobs++;
-    }
+    dispatch_job_set_client (job, identity, size);
+    admission_move (self->admission, dispatch_job_owner (job), client, clock_now_ms ());
+    dispatch_job_set_owner (job, client);
     self->counts.deduplicated++;
-    log_debug ("job sent again, attached model=%s id=%" PRIu64 " at=%s", job->model, job->id,
-               job->worker ? "worker" : "queue");
+    log_debug ("job sent again, attached model=%s id=%" PRIu64 " at=%s", dispatch_job_model (job),
+               dispatch_job_id (job), dispatch_job_worker (job) ? "worker" : "queue");
 }
 
 //  CANCEL: the client gave the job up.  Queued, it is answered CANCELLED
 //  and dropped; at a worker, the worker is told, and skips it if it has
 //  not started it.
-static void on_cancel (broker_t *self, const void *identity, size_t size)
+static void s_on_cancel (broker_t *self, const void *identity, size_t size)
 {
     codec_header_t *h = &self->header;
-    char key[TABLE_KEY_MAX];
-    table_identity_key (key, 0, identity, size);
-    client_t *client = zhashx_lookup (self->clients, key);
-    broker_job_t *job =
+    admission_client_t *client = admission_lookup (self->admission, identity, size);
+    dispatch_job_t *job =
         (h->fields & HDR_ID) && (client || (h->fields & HDR_SESSION))
             ? dispatch_find (self->dispatch, (h->fields & HDR_SESSION) ? h->session : 0,
-                             principal_of (self), client, h->id)
+                             s_principal_of (self), client, h->id)
             : NULL;
     if (!job)
         return; //  answered already, or never known: nothing to do
     self->counts.cancelled++;
     if (dispatch_cancel (self->dispatch, job)) {
-        job->fail_code = AMAAS_CANCELLED;
-        snprintf (job->fail_message, sizeof job->fail_message, "cancelled by the client");
-        answer_failed (self, &job);
+        dispatch_job_set_failure (job, AMAAS_CANCELLED, "cancelled by the client");
+        s_answer_failed (self, &job);
         return;
     }
-    if (!job->worker)
+    dispatch_worker_t *worker = dispatch_job_worker (job);
+    if (!worker)
         return; //  neither queued nor held: cannot happen
     codec_header_t *r = &self->reply;
     codec_header_reset (r);
     r->fields = HDR_JOB;
-    r->job = job->token;
-    send_to (self->back, zframe_data (job->worker->identity), zframe_size (job->worker->identity),
-             CMD_CANCEL_JOB, r, NULL);
+    r->job = dispatch_job_token (job);
+    zframe_t *to = dispatch_worker_identity (worker);
+    s_send_to (self->back, zframe_data (to), zframe_size (to), CMD_CANCEL_JOB, r, NULL);
 }
 
 //  A message from a client: self->in, identity first.
-static void on_frontend (broker_t *self)
+static void s_on_frontend (broker_t *self)
 {
     codec_frames_t *in = &self->in;
     char err[CODEC_MESSAGE_MAX];
@@ -365,12 +325,13 @@ static void on_frontend (broker_t *self)
     size_t identity_size = zmq_msg_size (&in->frames[0]);
     size_t size = in->size - identity_size;
     const char *name = NULL;
-    if (!allowed (self, 'f', ROLE_CLIENT, "client", &name))
+    if (!s_allowed (self, 'f', AUTH_ROLE_CLIENT, "client", &name))
         return;
     if (codec_frames_parse (in, 1, &cmd, h, &payload, err, sizeof err)) {
-        if (may_log (self, 'f'))
+        if (s_may_log (self, 'f'))
             log_warn ("bad client message peer=%s error=\"%s\"", "frontend", err);
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT, err);
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
+                      err);
         return;
     }
     if (cmd == CMD_PING || cmd == CMD_MODELS) {
@@ -382,132 +343,138 @@ static void on_frontend (broker_t *self)
             //  Changes when the broker restarts or the connection is new:
             //  then the client sends again what it has no answer for
             r->fields |= HDR_EPOCH;
-            r->epoch = epoch_of (self, identity, identity_size);
+            r->epoch = s_epoch_of (self, identity, identity_size);
         }
         if (cmd == CMD_MODELS && dispatch_models (self->dispatch, r))
             return;
-        send_to (self->front, identity, identity_size,
-                 cmd == CMD_PING ? CMD_PONG : CMD_MODELS_REPLY, r, NULL);
+        s_send_to (self->front, identity, identity_size,
+                   cmd == CMD_PING ? CMD_PONG : CMD_MODELS_REPLY, r, NULL);
         codec_header_reset (r);
         return;
     }
     if (cmd == CMD_CANCEL) {
-        on_cancel (self, identity, identity_size);
+        s_on_cancel (self, identity, identity_size);
         return;
     }
     if (cmd != CMD_REQUEST) {
         snprintf (err, sizeof err, "command 0x%02x is not a client command", cmd);
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT, err);
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
+                      err);
         return;
     }
     if (!(h->fields & HDR_ID) || !(h->fields & HDR_MODEL)) {
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
-                    "REQUEST header needs 'id' (uint64 >= 1) and 'model' (str)");
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
+                      "REQUEST header needs 'id' (uint64 >= 1) and 'model' (str)");
         return;
     }
     if (size > self->config->max_message) {
         snprintf (err, sizeof err,
                   "request of %zu bytes exceeds the broker's limit of %zu bytes (--max-message)",
                   size, self->config->max_message);
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT, err);
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
+                      err);
         return;
     }
     if (self->stopping) {
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_UNAVAILABLE,
-                    "the broker is shutting down: retry later or elsewhere");
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_UNAVAILABLE,
+                      "the broker is shutting down: retry later or elsewhere");
         return;
     }
-    if (self->auth && !broker_auth_model_allowed (self->auth, name, h->model)) {
-        if (may_log (self, 'f'))
+    if (self->auth && !auth_model_allowed (self->auth, name, h->model)) {
+        if (s_may_log (self, 'f'))
             log_warn ("job refused key=%s model=%s reason=acl", name, h->model);
         snprintf (err, sizeof err, "client '%.64s' may not call model '%.64s' (see the ACL)", name,
                   h->model);
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_PERMISSION_DENIED,
-                    err);
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_PERMISSION_DENIED,
+                      err);
         return;
     }
-    client_t *client = client_require (self, identity, identity_size);
-    uint64_t principal = principal_of (self);
-    broker_job_t *known =
+    uint64_t now_us = clock_now_us ();
+    admission_client_t *client =
+        admission_client (self->admission, identity, identity_size, (int64_t)(now_us / 1000));
+    uint64_t principal = s_principal_of (self);
+    dispatch_job_t *known =
         client ? dispatch_find (self->dispatch, (h->fields & HDR_SESSION) ? h->session : 0,
                                 principal, client, h->id)
                : NULL;
     if (known) {
         //  Sent again (the client lost its connection, or thinks the broker
         //  restarted): it is the job already queued or computing
-        if (!streq (known->model, h->model)) {
+        if (!streq (dispatch_job_model (known), h->model)) {
             snprintf (err, sizeof err,
                       "job id %" PRIu64 " is already in flight for model '%.64s': ids must be "
                       "unique among a client's jobs in flight",
-                      h->id, known->model);
-            send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
-                        err);
+                      h->id, dispatch_job_model (known));
+            s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
+                          err);
             return;
         }
-        attach (self, known, client, identity, identity_size);
+        s_attach (self, known, client, identity, identity_size);
         return;
     }
-    if (client && client->jobs >= self->config->max_client_jobs) {
+    if (client && admission_acquire (self->admission, client)) {
         snprintf (err, sizeof err,
                   "this client has %zu jobs queued or computing, the most allowed "
                   "(--max-client-jobs): wait for some to finish",
                   self->config->max_client_jobs);
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_RESOURCE_EXHAUSTED,
-                    err);
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_RESOURCE_EXHAUSTED,
+                      err);
         return;
     }
-    broker_job_t *job = client ? dispatch_job_new (self->dispatch, h->id, h, identity,
-                                                   identity_size, payload, clock_now_us ())
-                               : NULL;
+    dispatch_job_t *job = client ? dispatch_job_new (self->dispatch, h->id, h, identity,
+                                                     identity_size, payload, now_us)
+                                 : NULL;
     if (!job) {
+        if (client)
+            admission_release (self->admission, client, clock_now_ms ());
         log_error ("out of memory for a job");
-        send_error (self, self->front, identity, identity_size, h->id, AMAAS_INTERNAL,
-                    "broker out of memory: retry later");
+        s_send_error (self, self->front, identity, identity_size, h->id, AMAAS_INTERNAL,
+                      "broker out of memory: retry later");
         return;
     }
-    job->owner = client;
-    job->principal = principal;
-    client->jobs++;
+    dispatch_job_set_owner (job, client);
+    dispatch_job_set_principal (job, principal);
     amaas_code_t code =
         dispatch_submit (self->dispatch, job, (h->fields & HDR_VERSION) ? h->version : NULL);
     if (code != AMAAS_OK)
-        answer_failed (self, &job);
+        s_answer_failed (self, &job);
     else {
         self->counts.accepted++;
         self->pump_due = true;
     }
 }
 
-static int64_t expiry (broker_t *self)
+static int64_t s_expiry (broker_t *self)
 {
     return clock_now_ms () + (int64_t)self->config->heartbeat_ms * self->config->liveness;
 }
 
-static void on_result (broker_t *self, broker_worker_t *worker, zmq_msg_t *payload)
+static void s_on_result (broker_t *self, dispatch_worker_t *worker, zmq_msg_t *payload)
 {
     codec_header_t *h = &self->header;
-    broker_job_t *job = NULL;
+    dispatch_job_t *job = NULL;
     if (h->code == AMAAS_OK)
         self->counts.computed++;
     if (!(h->fields & HDR_JOB) || !(job = dispatch_complete (self->dispatch, worker, h->job))) {
-        log_debug ("result for a job the broker does not know worker=%s job=%" PRIu64, worker->key,
-                   h->job);
+        log_debug ("result for a job the broker does not know worker=%s job=%" PRIu64,
+                   dispatch_worker_key (worker), h->job);
         return;
     }
     codec_header_t *r = &self->reply;
     codec_header_reset (r);
     r->fields = HDR_ID | HDR_CODE;
-    r->id = job->id;
+    r->id = dispatch_job_id (job);
     r->code = h->code;
     if (h->code != AMAAS_OK) {
         codec_header_set_message (r, "%s", h->message);
         payload = NULL;
         self->jobs_failed++;
     } else {
-        codec_header_set_model (r, job->model);
-        codec_header_set_version (r, (h->fields & HDR_VERSION) ? h->version : job->version);
+        codec_header_set_model (r, dispatch_job_model (job));
+        codec_header_set_version (r, (h->fields & HDR_VERSION) ? h->version
+                                                               : dispatch_job_version (job));
         r->fields |= HDR_QUEUE_US | HDR_COMPUTE_US;
-        r->queue_us = job->dispatched_us - job->received_us;
+        r->queue_us = dispatch_job_dispatched_us (job) - dispatch_job_received_us (job);
         r->compute_us = h->compute_us;
         if (h->fields & HDR_BATCH) {
             r->fields |= HDR_BATCH;
@@ -515,26 +482,30 @@ static void on_result (broker_t *self, broker_worker_t *worker, zmq_msg_t *paylo
         }
         if (!payload) {
             r->code = AMAAS_INTERNAL;
-            codec_header_set_message (r, "worker %s sent a result without outputs", worker->key);
+            codec_header_set_message (r, "worker %s sent a result without outputs",
+                                      dispatch_worker_key (worker));
         }
         self->jobs_ok++;
     }
-    send_to (self->front, job->client, job->client_size, CMD_REPLY, r, payload);
+    size_t client_size;
+    const void *client = dispatch_job_client (job, &client_size);
+    s_send_to (self->front, client, client_size, CMD_REPLY, r, payload);
     self->stats.answered[r->code < 32 ? r->code : AMAAS_UNKNOWN]++;
     if (self->metrics) {
         uint64_t now = clock_now_us ();
-        metrics_observe_job (self->metrics, job->model, amaas_code_name (r->code),
-                             (double)(job->dispatched_us - job->received_us) / 1e6,
-                             (h->fields & HDR_COMPUTE_US) ? (double)h->compute_us / 1e6 : -1,
-                             (double)(now - job->received_us) / 1e6,
-                             (h->fields & HDR_BATCH) ? h->batch : 0);
+        metrics_observe_job (
+            self->metrics, dispatch_job_model (job), amaas_code_name (r->code),
+            (double)(dispatch_job_dispatched_us (job) - dispatch_job_received_us (job)) / 1e6,
+            (h->fields & HDR_COMPUTE_US) ? (double)h->compute_us / 1e6 : -1,
+            (double)(now - dispatch_job_received_us (job)) / 1e6,
+            (h->fields & HDR_BATCH) ? h->batch : 0);
     }
-    client_job_done (job);
+    s_client_job_done (self, job);
     dispatch_job_destroy (&job);
 }
 
 //  A message from a worker: self->in, identity first.
-static void on_backend (broker_t *self)
+static void s_on_backend (broker_t *self)
 {
     codec_frames_t *in = &self->in;
     if (in->n < 1)
@@ -548,50 +519,52 @@ static void on_backend (broker_t *self)
     zmq_msg_t *payload;
     codec_header_t *h = &self->header;
     if (codec_frames_parse (in, 1, &cmd, h, &payload, err, sizeof err)) {
-        if (may_log (self, 'b'))
+        if (s_may_log (self, 'b'))
             log_warn ("bad worker message worker=%s error=\"%s\"", key, err);
-        send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
+        s_send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
         return;
     }
-    broker_worker_t *worker = dispatch_worker_find (self->dispatch, key);
+    dispatch_worker_t *worker = dispatch_worker_find (self->dispatch, key);
     const char *name = NULL;
-    if (cmd == CMD_READY && !allowed (self, 'b', ROLE_WORKER, "worker", &name))
+    if (cmd == CMD_READY && !s_allowed (self, 'b', AUTH_ROLE_WORKER, "worker", &name))
         return;
     if (cmd == CMD_READY) {
         //  A registered worker may come to serve no model (its last model
         //  file removed); a new one must serve at least one
         if (!(h->fields & HDR_MODELS) || (h->n_models == 0 && !worker)) {
-            send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT,
-                        "READY needs 'models', an array of 1..1024 models (0 only in an update)");
+            s_send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT,
+                          "READY needs 'models', an array of 1..1024 models (0 only in an update)");
             return;
         }
         bool update = worker != NULL;
         zframe_t *frame = zframe_new (identity, identity_size);
         size_t refused = 0;
         char warning[CODEC_MESSAGE_MAX];
-        worker = frame ? dispatch_worker_ready (self->dispatch, key, &frame, h, expiry (self),
+        worker = frame ? dispatch_worker_ready (self->dispatch, key, &frame, h, s_expiry (self),
                                                 self->failed, &refused, warning, sizeof warning)
                        : NULL;
         zframe_destroy (&frame);
         if (worker) {
-            worker->seen_ms = clock_now_ms ();
+            dispatch_worker_heard (worker, clock_now_ms (), s_expiry (self));
             //  A worker updates its models when its folder changes: a peer
             //  that sends READY after READY is limited as bad input is
-            if (!update || may_log (self, 'b'))
+            if (!update || s_may_log (self, 'b'))
                 log_info ("worker %s worker=%s host=%s pid=%u credit=%u models=%zu model_errors=%u",
-                          update ? "updated its models" : "ready", key, worker->host, worker->pid,
-                          worker->credit, worker->n_models, worker->model_errors);
-            if (refused && may_log (self, 'b'))
+                          update ? "updated its models" : "ready", key,
+                          dispatch_worker_host (worker), dispatch_worker_pid (worker),
+                          dispatch_worker_credit (worker), dispatch_worker_model_count (worker),
+                          dispatch_worker_model_errors (worker));
+            if (refused && s_may_log (self, 'b'))
                 log_warn ("worker models refused worker=%s count=%zu first=\"%s\"", key, refused,
                           warning);
             //  The answer: once the worker has it, no JOB for a model this
             //  READY did not list is on its way
             codec_header_t *r = &self->reply;
             codec_header_reset (r);
-            send_to (self->back, identity, identity_size, CMD_READY, r, NULL);
+            s_send_to (self->back, identity, identity_size, CMD_READY, r, NULL);
         }
-        answer_failed_list (self);
-        pump (self);
+        s_answer_failed_list (self);
+        s_pump (self);
         return;
     }
     if (!worker) {
@@ -602,37 +575,36 @@ static void on_backend (broker_t *self)
             codec_header_reset (r);
             r->fields = HDR_REASON;
             snprintf (r->message, sizeof r->message, "unknown worker: send READY");
-            send_to (self->back, identity, identity_size, CMD_DISCONNECT, r, NULL);
+            s_send_to (self->back, identity, identity_size, CMD_DISCONNECT, r, NULL);
         }
         return;
     }
-    worker->expires_ms = expiry (self);
-    worker->seen_ms = clock_now_ms ();
+    dispatch_worker_heard (worker, clock_now_ms (), s_expiry (self));
     if (cmd == CMD_RESULT) {
-        on_result (self, worker, payload);
+        s_on_result (self, worker, payload);
         self->pump_due = true;
     } else if (cmd == CMD_DRAIN) {
         //  The worker finishes what it holds and takes nothing new; the
         //  answer tells it that no JOB is on its way any more
-        log_info ("worker draining worker=%s jobs_held=%zu", key, worker->jobs.size);
+        log_info ("worker draining worker=%s jobs_held=%zu", key, dispatch_worker_held (worker));
         dispatch_worker_drain (self->dispatch, worker, self->failed);
-        answer_failed_list (self);
+        s_answer_failed_list (self);
         codec_header_t *r = &self->reply;
         codec_header_reset (r);
-        send_to (self->back, identity, identity_size, CMD_DRAIN, r, NULL);
+        s_send_to (self->back, identity, identity_size, CMD_DRAIN, r, NULL);
     } else if (cmd == CMD_DISCONNECT) {
-        log_info ("worker left worker=%s jobs_held=%zu", key, worker->jobs.size);
+        log_info ("worker left worker=%s jobs_held=%zu", key, dispatch_worker_held (worker));
         dispatch_worker_remove (self->dispatch, worker, self->failed);
-        answer_failed_list (self);
-        pump (self);
+        s_answer_failed_list (self);
+        s_pump (self);
     } else if (cmd != CMD_HEARTBEAT) {
         snprintf (err, sizeof err, "command 0x%02x is not a worker command", cmd);
-        send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
+        s_send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
     }
 }
 
 //  A command from an operator on the control endpoint
-static void on_control (broker_t *self)
+static void s_on_control (broker_t *self)
 {
     codec_frames_t *in = &self->in;
     if (codec_frames_recv (in, self->ctl))
@@ -646,10 +618,10 @@ static void on_control (broker_t *self)
     const void *identity = zmq_msg_data (&in->frames[0]);
     size_t identity_size = zmq_msg_size (&in->frames[0]);
     const char *name = NULL;
-    if (!allowed (self, 'c', ROLE_OPERATOR, "operator", &name))
+    if (!s_allowed (self, 'c', AUTH_ROLE_OPERATOR, "operator", &name))
         goto done;
     if (codec_frames_parse (in, 1, &cmd, h, &payload, err, sizeof err)) {
-        send_error (self, self->ctl, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
+        s_send_error (self, self->ctl, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT, err);
         goto done;
     }
     codec_header_reset (r);
@@ -657,12 +629,12 @@ static void on_control (broker_t *self)
     r->id = h->id;
     if (cmd == CMD_PING) {
         r->fields = HDR_ID;
-        send_to (self->ctl, identity, identity_size, CMD_PONG, r, NULL);
+        s_send_to (self->ctl, identity, identity_size, CMD_PONG, r, NULL);
         goto done;
     }
     if (cmd != CMD_CONTROL || !(h->fields & HDR_COMMAND)) {
-        send_error (self, self->ctl, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
-                    "the control endpoint takes CONTROL with a 'command'");
+        s_send_error (self, self->ctl, identity, identity_size, h->id, AMAAS_INVALID_ARGUMENT,
+                      "the control endpoint takes CONTROL with a 'command'");
         goto done;
     }
     int64_t now = clock_now_ms ();
@@ -673,21 +645,22 @@ static void on_control (broker_t *self)
     else if (streq (h->command, "models"))
         answer = control_models (self->dispatch);
     else if (streq (h->command, "drain")) {
-        broker_worker_t *worker =
+        dispatch_worker_t *worker =
             (h->fields & HDR_WORKER) ? dispatch_worker_find (self->dispatch, h->worker) : NULL;
         if (!worker) {
             r->code = AMAAS_NOT_FOUND;
             codec_header_set_message (r, "no worker '%.64s' (see 'amaas workers')", h->worker);
         } else {
             //  It finishes what it holds, takes nothing new, and leaves
-            log_info ("operator drains worker=%s jobs_held=%zu", worker->key, worker->jobs.size);
+            log_info ("operator drains worker=%s jobs_held=%zu", dispatch_worker_key (worker),
+                      dispatch_worker_held (worker));
             dispatch_worker_drain (self->dispatch, worker, self->failed);
-            answer_failed_list (self);
+            s_answer_failed_list (self);
             codec_header_t *d = &self->header;
             codec_header_reset (d);
-            send_to (self->back, zframe_data (worker->identity), zframe_size (worker->identity),
-                     CMD_DRAIN, d, NULL);
-            codec_header_set_message (r, "worker %.64s is draining", worker->key);
+            zframe_t *to = dispatch_worker_identity (worker);
+            s_send_to (self->back, zframe_data (to), zframe_size (to), CMD_DRAIN, d, NULL);
+            codec_header_set_message (r, "worker %.64s is draining", dispatch_worker_key (worker));
         }
     } else if (streq (h->command, "shutdown")) {
         log_info ("operator asked for a shutdown");
@@ -703,16 +676,16 @@ static void on_control (broker_t *self)
     zmq_msg_t body;
     if (answer && zmq_msg_init_size (&body, zframe_size (answer)) == 0) {
         memcpy (zmq_msg_data (&body), zframe_data (answer), zframe_size (answer));
-        send_to (self->ctl, identity, identity_size, CMD_CONTROL_REPLY, r, &body);
+        s_send_to (self->ctl, identity, identity_size, CMD_CONTROL_REPLY, r, &body);
         zmq_msg_close (&body);
     } else
-        send_to (self->ctl, identity, identity_size, CMD_CONTROL_REPLY, r, NULL);
+        s_send_to (self->ctl, identity, identity_size, CMD_CONTROL_REPLY, r, NULL);
 done:
     zframe_destroy (&answer);
     codec_frames_close (in);
 }
 
-static void on_heartbeat (broker_t *self)
+static void s_on_heartbeat (broker_t *self)
 {
     size_t dead = dispatch_purge (self->dispatch, clock_now_ms (), self->failed);
     if (dead)
@@ -720,47 +693,49 @@ static void on_heartbeat (broker_t *self)
                   self->config->heartbeat_ms * self->config->liveness);
     codec_header_t *r = &self->reply;
     codec_header_reset (r);
-    for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
+    for (dispatch_worker_t *w = dispatch_worker_first (self->dispatch); w;
          w = dispatch_worker_next (self->dispatch)) {
-        send_to (self->back, zframe_data (w->identity), zframe_size (w->identity), CMD_HEARTBEAT, r,
-                 NULL);
+        zframe_t *to = dispatch_worker_identity (w);
+        s_send_to (self->back, zframe_data (to), zframe_size (to), CMD_HEARTBEAT, r, NULL);
     }
-    pump (self);
+    s_pump (self);
 }
 
 //  Sets the gauges and publishes the metrics.  Jobs in flight by model are
 //  counted from the workers' lists: O(jobs held), once a second.
-static void publish_metrics (broker_t *self)
+static void s_publish_metrics (broker_t *self)
 {
     metrics_clear_models (self->metrics);
-    for (broker_model_t *m = dispatch_model_first (self->dispatch); m;
+    for (dispatch_model_t *m = dispatch_model_first (self->dispatch); m;
          m = dispatch_model_next (self->dispatch)) {
         //  By name: the versions of a model add up
         size_t in_flight = 0;
-        for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
+        for (dispatch_worker_t *w = dispatch_worker_first (self->dispatch); w;
              w = dispatch_worker_next (self->dispatch))
-            for (broker_job_t *j = dispatch_held_first (w); j; j = dispatch_held_next (w, j))
-                in_flight += streq (j->model, m->name) && streq (j->version, m->version);
-        metrics_add_model (self->metrics, m->name, m->queued, in_flight);
+            for (dispatch_job_t *j = dispatch_held_first (w); j; j = dispatch_held_next (w, j))
+                in_flight += streq (dispatch_job_model (j), dispatch_model_name (m)) &&
+                             streq (dispatch_job_version (j), dispatch_model_version (m));
+        metrics_add_model (self->metrics, dispatch_model_name (m), dispatch_model_queued (m),
+                           in_flight);
     }
     self->counts.load_failures = 0;
-    for (broker_worker_t *w = dispatch_worker_first (self->dispatch); w;
+    for (dispatch_worker_t *w = dispatch_worker_first (self->dispatch); w;
          w = dispatch_worker_next (self->dispatch))
-        self->counts.load_failures += w->model_errors;
+        self->counts.load_failures += dispatch_worker_model_errors (w);
     metrics_set_counts (self->metrics, &self->counts);
     metrics_set_workers (self->metrics, dispatch_worker_count (self->dispatch));
     if (metrics_publish (self->metrics))
         log_warn ("out of memory for the metrics: the last ones are served still");
 }
 
-static zsock_t *bind_router (broker_auth_t *auth, const char *endpoint, size_t max_message,
-                             const char *role)
+static zsock_t *s_bind_router (auth_t *auth, const char *endpoint, size_t max_message,
+                               const char *role)
 {
     zsock_t *sock = zsock_new (ZMQ_ROUTER);
     if (!sock)
         return NULL;
     if (auth)
-        broker_auth_apply (auth, sock);
+        auth_apply (auth, sock);
     //  A reply is never dropped for a full pipe; memory is bounded by the
     //  queue limits and worker credit instead.
     zsock_set_sndhwm (sock, 0);
@@ -782,7 +757,7 @@ int broker_run (const broker_config_t *config)
     char metrics_at[300] = ""; //  ADDRESS:PORT the metrics are served on
     if (config->auth.cert) {
         char err[512];
-        self.auth = broker_auth_new (&config->auth, err, sizeof err);
+        self.auth = auth_new (&config->auth, err, sizeof err);
         if (!self.auth) {
             log_error ("security cannot start error=\"%s\"", err);
             goto done;
@@ -791,20 +766,18 @@ int broker_run (const broker_config_t *config)
                   config->auth.clients, config->auth.workers, config->auth.operators,
                   config->auth.acl ? config->auth.acl : "(none)");
     }
-    self.clients = zhashx_new ();
-    if (self.clients)
-        zhashx_set_destructor (self.clients, client_destructor);
-    self.frontend = bind_router (self.auth, config->frontend, config->max_message, "frontend");
-    self.backend = bind_router (self.auth, config->backend, config->max_message, "backend");
-    self.control = bind_router (self.auth, config->control, 1u << 20, "control");
+    self.admission = admission_new (config->max_client_jobs, CLIENT_IDLE_MS);
+    self.frontend = s_bind_router (self.auth, config->frontend, config->max_message, "frontend");
+    self.backend = s_bind_router (self.auth, config->backend, config->max_message, "backend");
+    self.control = s_bind_router (self.auth, config->control, 1u << 20, "control");
     self.stats.started_ms = clock_now_ms ();
     if (getrandom (&self.incarnation, sizeof self.incarnation, 0) != sizeof self.incarnation)
         self.incarnation = (uint64_t)clock_now_us () ^ ((uint64_t)getpid () << 32);
     self.dispatch = dispatch_new (config->max_queue, config->max_lost);
-    self.failed = dispatch_job_list_new ();
+    self.failed = dispatch_jobs_new ();
     self.peer_lines = ratelimit_new (PEER_LINES);
     self.all_lines = ratelimit_new (ALL_LINES);
-    if (!self.clients || !self.frontend || !self.backend || !self.control || !self.dispatch ||
+    if (!self.admission || !self.frontend || !self.backend || !self.control || !self.dispatch ||
         !self.failed || !self.peer_lines || !self.all_lines)
         goto done;
     self.front = zsock_resolve (self.frontend);
@@ -860,7 +833,7 @@ int broker_run (const broker_config_t *config)
                 dispatch_fail_all (self.dispatch, AMAAS_UNAVAILABLE,
                                    "the broker is shutting down: retry later or elsewhere",
                                    self.failed);
-                answer_failed_list (&self);
+                s_answer_failed_list (&self);
             }
         }
         if (self.stopping && ((dispatch_queued_total (self.dispatch) == 0 &&
@@ -876,7 +849,7 @@ int broker_run (const broker_config_t *config)
                                   {self.ctl, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll (items, 3, (long)(wait > 0 ? wait : 0)) > 0) {
             if (items[2].revents & ZMQ_POLLIN)
-                on_control (&self);
+                s_on_control (&self);
             //  Both sides get a turn, a bounded one, so that a flood of
             //  requests cannot starve the results that free workers.  Each
             //  message is received into self.in, without waiting, until
@@ -885,39 +858,39 @@ int broker_run (const broker_config_t *config)
             //  the JOBs of a burst leave together, which lets libzmq write
             //  them in one go
             for (int i = 0; i < BURST && codec_frames_recv (&self.in, self.back) == 0; i++) {
-                on_backend (&self);
+                s_on_backend (&self);
                 codec_frames_close (&self.in);
             }
             if (self.pump_due) {
                 self.pump_due = false;
-                pump (&self);
+                s_pump (&self);
             }
             for (int i = 0; i < BURST && codec_frames_recv (&self.in, self.front) == 0; i++) {
-                on_frontend (&self);
+                s_on_frontend (&self);
                 codec_frames_close (&self.in);
             }
             if (self.pump_due) {
                 self.pump_due = false;
-                pump (&self);
+                s_pump (&self);
             }
         }
         if (clock_now_ms () >= next_expire) {
             //  Queued jobs past their deadline are answered within this
             //  much of it, even when no worker frees up
             dispatch_expire (self.dispatch, clock_now_us (), self.failed);
-            answer_failed_list (&self);
+            s_answer_failed_list (&self);
             next_expire = clock_now_ms () + EXPIRE_MS;
         }
         if (clock_now_ms () >= next_metrics) {
             if (self.metrics)
-                publish_metrics (&self);
-            clients_sweep (&self);
-            ratelimit_flush (self.peer_lines, clock_now_ms (), report_suppressed, NULL);
-            ratelimit_flush (self.all_lines, clock_now_ms (), report_suppressed, NULL);
+                s_publish_metrics (&self);
+            admission_sweep (self.admission, clock_now_ms ());
+            ratelimit_flush (self.peer_lines, clock_now_ms (), s_report_suppressed, NULL);
+            ratelimit_flush (self.all_lines, clock_now_ms (), s_report_suppressed, NULL);
             next_metrics = clock_now_ms () + METRICS_MS;
         }
         if (clock_now_ms () >= next_beat) {
-            on_heartbeat (&self);
+            s_on_heartbeat (&self);
             next_beat = clock_now_ms () + config->heartbeat_ms;
         }
     }
@@ -926,20 +899,20 @@ int broker_run (const broker_config_t *config)
               self.jobs_ok, self.jobs_failed, dispatch_in_flight (self.dispatch),
               dispatch_queued_total (self.dispatch));
     dispatch_shutdown (self.dispatch, self.failed);
-    answer_failed_list (&self);
+    s_answer_failed_list (&self);
     rc = 0;
 done:
     metrics_destroy (&self.metrics);
     ratelimit_destroy (&self.peer_lines);
     ratelimit_destroy (&self.all_lines);
-    zlistx_destroy (&self.failed);
+    dispatch_jobs_destroy (&self.failed);
     dispatch_destroy (&self.dispatch);
     codec_header_reset (&self.header);
     codec_header_reset (&self.reply);
     zsock_destroy (&self.frontend);
     zsock_destroy (&self.backend);
     zsock_destroy (&self.control);
-    broker_auth_destroy (&self.auth);
-    zhashx_destroy (&self.clients);
+    auth_destroy (&self.auth);
+    admission_destroy (&self.admission);
     return rc;
 }

@@ -1,8 +1,8 @@
 /*  broker.h - the amaas broker: a single-threaded event loop over three
     ROUTER sockets (clients on the frontend, workers on the backend,
     operators on the control endpoint) and its timers.  The logic of queues
-    and workers lives in dispatch.h; this module moves messages between the
-    sockets and the dispatcher.
+    and workers lives in dispatch.h, the per-client caps in admission.h;
+    this module moves messages between the sockets and those.
 */
 #ifndef AMAAS_BROKER_H_INCLUDED
 #define AMAAS_BROKER_H_INCLUDED

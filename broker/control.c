@@ -6,156 +6,163 @@
 */
 #include "control.h"
 
+#include <assert.h>
 #include <string.h>
 
-static int write_sbuffer (void *data, const char *buf, size_t len)
+static int s_write_sbuffer (void *data, const char *buf, size_t len)
 {
     return msgpack_sbuffer_write ((msgpack_sbuffer *)data, buf, len);
 }
 
-static void pack_str (msgpack_packer *pk, const char *s)
+static void s_pack_str (msgpack_packer *pk, const char *s)
 {
     msgpack_pack_str (pk, strlen (s));
     msgpack_pack_str_body (pk, s, strlen (s));
 }
 
-static void free_item (void **item)
+static void s_free_item (void **item)
 {
     free (*item);
     *item = NULL;
 }
 
-static zframe_t *finish (msgpack_sbuffer *sbuf)
+static zframe_t *s_finish (msgpack_sbuffer *sbuf)
 {
     zframe_t *frame = zframe_new (sbuf->data, sbuf->size);
     msgpack_sbuffer_destroy (sbuf);
     return frame;
 }
 
-zframe_t *control_status (dispatch_t *dispatch, const broker_stats_t *stats, int64_t now_ms)
+zframe_t *control_status (dispatch_t *dispatch, const control_stats_t *stats, int64_t now_ms)
 {
+    assert (dispatch);
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
     msgpack_packer pk;
-    msgpack_packer_init (&pk, &sbuf, write_sbuffer);
+    msgpack_packer_init (&pk, &sbuf, s_write_sbuffer);
     msgpack_pack_map (&pk, 6);
-    pack_str (&pk, "uptime_s");
+    s_pack_str (&pk, "uptime_s");
     msgpack_pack_double (&pk, (double)(now_ms - stats->started_ms) / 1000.0);
-    pack_str (&pk, "jobs");
+    s_pack_str (&pk, "jobs");
     size_t codes = 0;
     for (int c = 0; c < 32; c++)
         codes += stats->answered[c] > 0;
     msgpack_pack_map (&pk, codes);
     for (int c = 0; c < 32; c++)
         if (stats->answered[c]) {
-            pack_str (&pk, amaas_code_name ((amaas_code_t)c));
+            s_pack_str (&pk, amaas_code_name ((amaas_code_t)c));
             msgpack_pack_uint64 (&pk, stats->answered[c]);
         }
-    pack_str (&pk, "queued");
+    s_pack_str (&pk, "queued");
     //  By model name: its versions add up
     zhashx_t *by_name = zhashx_new ();
-    for (broker_model_t *m = dispatch_model_first (dispatch); by_name && m;
+    for (dispatch_model_t *m = dispatch_model_first (dispatch); by_name && m;
          m = dispatch_model_next (dispatch)) {
-        size_t *queued = zhashx_lookup (by_name, m->name);
+        size_t *queued = zhashx_lookup (by_name, dispatch_model_name (m));
         if (queued)
-            *queued += m->queued;
+            *queued += dispatch_model_queued (m);
         else if ((queued = malloc (sizeof *queued))) {
-            *queued = m->queued;
-            zhashx_insert (by_name, m->name, queued);
+            *queued = dispatch_model_queued (m);
+            zhashx_insert (by_name, dispatch_model_name (m), queued);
         }
     }
     if (by_name)
-        zhashx_set_destructor (by_name, free_item);
+        zhashx_set_destructor (by_name, s_free_item);
     size_t models = by_name ? zhashx_size (by_name) : 0;
     msgpack_pack_map (&pk, models);
     for (size_t *queued = by_name ? zhashx_first (by_name) : NULL; queued;
          queued = zhashx_next (by_name)) {
-        pack_str (&pk, zhashx_cursor (by_name));
+        s_pack_str (&pk, zhashx_cursor (by_name));
         msgpack_pack_uint64 (&pk, *queued);
     }
     zhashx_destroy (&by_name);
-    pack_str (&pk, "in_flight");
+    s_pack_str (&pk, "in_flight");
     msgpack_pack_uint64 (&pk, dispatch_in_flight (dispatch));
-    pack_str (&pk, "workers");
+    s_pack_str (&pk, "workers");
     msgpack_pack_uint64 (&pk, dispatch_worker_count (dispatch));
-    pack_str (&pk, "models");
+    s_pack_str (&pk, "models");
     msgpack_pack_uint64 (&pk, models);
-    return finish (&sbuf);
+    return s_finish (&sbuf);
 }
 
 zframe_t *control_workers (dispatch_t *dispatch, int64_t now_ms)
 {
+    assert (dispatch);
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
     msgpack_packer pk;
-    msgpack_packer_init (&pk, &sbuf, write_sbuffer);
+    msgpack_packer_init (&pk, &sbuf, s_write_sbuffer);
     msgpack_pack_map (&pk, 1);
-    pack_str (&pk, "workers");
+    s_pack_str (&pk, "workers");
     msgpack_pack_array (&pk, dispatch_worker_count (dispatch));
-    for (broker_worker_t *w = dispatch_worker_first (dispatch); w;
+    for (dispatch_worker_t *w = dispatch_worker_first (dispatch); w;
          w = dispatch_worker_next (dispatch)) {
         msgpack_pack_map (&pk, 10);
-        pack_str (&pk, "id");
-        pack_str (&pk, w->key);
-        pack_str (&pk, "host");
-        pack_str (&pk, w->host);
-        pack_str (&pk, "pid");
-        msgpack_pack_uint32 (&pk, w->pid);
-        pack_str (&pk, "models");
-        msgpack_pack_array (&pk, w->n_models);
-        for (size_t i = 0; i < w->n_models; i++) {
+        s_pack_str (&pk, "id");
+        s_pack_str (&pk, dispatch_worker_key (w));
+        s_pack_str (&pk, "host");
+        s_pack_str (&pk, dispatch_worker_host (w));
+        s_pack_str (&pk, "pid");
+        msgpack_pack_uint32 (&pk, dispatch_worker_pid (w));
+        s_pack_str (&pk, "models");
+        msgpack_pack_array (&pk, dispatch_worker_model_count (w));
+        for (size_t i = 0; i < dispatch_worker_model_count (w); i++) {
+            const dispatch_model_t *model = dispatch_worker_model (w, i);
             char label[CODEC_NAME_MAX + CODEC_VERSION_MAX + 1];
-            snprintf (label, sizeof label, "%s@%s", w->models[i]->name, w->models[i]->version);
-            pack_str (&pk, label);
+            snprintf (label, sizeof label, "%s@%s", dispatch_model_name (model),
+                      dispatch_model_version (model));
+            s_pack_str (&pk, label);
         }
-        pack_str (&pk, "model_errors");
-        msgpack_pack_uint32 (&pk, w->model_errors);
-        pack_str (&pk, "credit");
-        msgpack_pack_uint32 (&pk, w->credit);
-        pack_str (&pk, "in_flight");
-        msgpack_pack_uint64 (&pk, w->jobs.size);
-        pack_str (&pk, "done");
-        msgpack_pack_uint64 (&pk, w->done);
-        pack_str (&pk, "last_heartbeat_ms");
-        msgpack_pack_int64 (&pk, now_ms - w->seen_ms);
-        pack_str (&pk, "draining");
-        if (w->draining)
+        s_pack_str (&pk, "model_errors");
+        msgpack_pack_uint32 (&pk, dispatch_worker_model_errors (w));
+        s_pack_str (&pk, "credit");
+        msgpack_pack_uint32 (&pk, dispatch_worker_credit (w));
+        s_pack_str (&pk, "in_flight");
+        msgpack_pack_uint64 (&pk, dispatch_worker_held (w));
+        s_pack_str (&pk, "done");
+        msgpack_pack_uint64 (&pk, dispatch_worker_done (w));
+        s_pack_str (&pk, "last_heartbeat_ms");
+        msgpack_pack_int64 (&pk, now_ms - dispatch_worker_seen_ms (w));
+        s_pack_str (&pk, "draining");
+        if (dispatch_worker_draining (w))
             msgpack_pack_true (&pk);
         else
             msgpack_pack_false (&pk);
     }
-    return finish (&sbuf);
+    return s_finish (&sbuf);
 }
 
 zframe_t *control_models (dispatch_t *dispatch)
 {
+    assert (dispatch);
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
     msgpack_packer pk;
-    msgpack_packer_init (&pk, &sbuf, write_sbuffer);
+    msgpack_packer_init (&pk, &sbuf, s_write_sbuffer);
     size_t n = 0;
-    for (broker_model_t *m = dispatch_model_first (dispatch); m; m = dispatch_model_next (dispatch))
-        n += zlistx_size (m->workers) > 0 || m->queued > 0;
+    for (dispatch_model_t *m = dispatch_model_first (dispatch); m;
+         m = dispatch_model_next (dispatch))
+        n += dispatch_model_workers (m) > 0 || dispatch_model_queued (m) > 0;
     msgpack_pack_map (&pk, 1);
-    pack_str (&pk, "models");
+    s_pack_str (&pk, "models");
     msgpack_pack_array (&pk, n);
-    for (broker_model_t *m = dispatch_model_first (dispatch); m;
+    for (dispatch_model_t *m = dispatch_model_first (dispatch); m;
          m = dispatch_model_next (dispatch)) {
-        if (zlistx_size (m->workers) == 0 && m->queued == 0)
+        if (dispatch_model_workers (m) == 0 && dispatch_model_queued (m) == 0)
             continue;
         msgpack_pack_map (&pk, 6);
-        pack_str (&pk, "name");
-        pack_str (&pk, m->name);
-        pack_str (&pk, "version");
-        pack_str (&pk, m->version);
-        pack_str (&pk, "width");
-        msgpack_pack_uint32 (&pk, m->width);
-        pack_str (&pk, "workers");
-        msgpack_pack_uint64 (&pk, zlistx_size (m->workers));
-        pack_str (&pk, "queued");
-        msgpack_pack_uint64 (&pk, m->queued);
-        pack_str (&pk, "mapped");
-        msgpack_pack_uint64 (&pk, m->mapped);
+        s_pack_str (&pk, "name");
+        s_pack_str (&pk, dispatch_model_name (m));
+        s_pack_str (&pk, "version");
+        s_pack_str (&pk, dispatch_model_version (m));
+        s_pack_str (&pk, "width");
+        msgpack_pack_uint32 (&pk, dispatch_model_width (m));
+        s_pack_str (&pk, "workers");
+        msgpack_pack_uint64 (&pk, dispatch_model_workers (m));
+        s_pack_str (&pk, "queued");
+        msgpack_pack_uint64 (&pk, dispatch_model_queued (m));
+        s_pack_str (&pk, "mapped");
+        msgpack_pack_uint64 (&pk, dispatch_model_mapped (m));
     }
-    return finish (&sbuf);
+    return s_finish (&sbuf);
 }

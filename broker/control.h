@@ -12,11 +12,11 @@
 typedef struct {
     int64_t started_ms;    //  monotonic time the broker started
     uint64_t answered[32]; //  jobs answered, by code (OK = 0)
-} broker_stats_t;
+} control_stats_t;
 
 //  {uptime_s, jobs: {OK: n, NOT_FOUND: n, ...}, queued: {model: n}, in_flight,
 //  workers, models}.  NULL on out-of-memory.
-zframe_t *control_status (dispatch_t *dispatch, const broker_stats_t *stats, int64_t now_ms);
+zframe_t *control_status (dispatch_t *dispatch, const control_stats_t *stats, int64_t now_ms);
 
 //  {workers: [{id, host, pid, models: [..], credit, in_flight, done,
 //  last_heartbeat_ms, draining}]}.  NULL on out-of-memory.

@@ -7,20 +7,23 @@
     (after the client lost its connection, or the broker its state) finds
     the job it already is, and how a cancelled job is found.  A model
     version is forgotten when no worker serves it and no job waits for it,
-    so that made-up versions cannot grow the tables.  A queued
-    job sits in its client's lane of its model; a held job in its worker's
-    list.  Both lists are intrusive (the link is in the job), jobs come from
-    a pool and lanes stay allocated while their client is active, so that in
-    the steady state queueing, dispatching and completing a job allocate
-    nothing.  Workers are found for a model by walking the model's worker
-    list, which is short (the workers that serve one model).
+    so that made-up versions cannot grow the tables.  A queued job sits in
+    its client's lane of its model; a held job in its worker's list, a
+    failed job in a dispatch_jobs_t.  These lists are intrusive (util/list.h:
+    the link is in the job), jobs come from a pool and lanes stay allocated
+    while their client is active, so that in the steady state queueing,
+    dispatching and completing a job allocate nothing.  Workers are found
+    for a model by walking the model's worker list, which is short (the
+    workers that serve one model).
 */
 #define _GNU_SOURCE //  strverscmp
 #include "dispatch.h"
 
 #include "idmap.h"
+#include "list.h"
 #include "table.h"
 
+#include <assert.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -28,6 +31,64 @@
 #define SLOTS_MAX (1u << SLOT_BITS) //  jobs alive at once, at most
 #define SPARE_MAX 1024              //  free jobs kept for reuse
 #define LANE_IDLE_US 1000000        //  an empty lane is freed after this long
+
+//  A client's job
+struct dispatch_job_t {
+    uint64_t token;                        //  broker's own id of the job, unique
+    uint64_t id;                           //  client's job id
+    uint64_t session;                      //  client's session, 0 if it sent none
+    uint64_t principal;                    //  hash of the client's key; 0 without security
+    uint8_t client[DISPATCH_IDENTITY_MAX]; //  client's ROUTER identity
+    size_t client_size;                    //  its bytes; 0 if none
+    zmq_msg_t payload;                     //  inputs, forwarded untouched (owned)
+    bool has_payload;                      //  whether payload holds inputs
+    void *owner;                           //  the caller's record of the client, or NULL
+    char model[CODEC_NAME_MAX];            //  model name
+    char version[CODEC_VERSION_MAX];       //  version queued for or sent to
+    bool pinned;                           //  the client asked for that version
+    size_t n_outputs;                      //  outputs asked for, 0 = all
+    char (*outputs)[CODEC_NAME_MAX];       //  their names (owned; only when asked for)
+    uint64_t received_us;                  //  when the broker received it
+    uint64_t dispatched_us;                //  when it was last sent to a worker
+    uint32_t lost;                         //  workers lost while holding it
+    uint32_t priority;                     //  0 .. CODEC_PRIORITIES-1, higher first
+    uint64_t deadline_us;                  //  answer DEADLINE_EXCEEDED after this; 0: none
+    dispatch_worker_t *worker;             //  worker holding it, or NULL if queued
+    amaas_code_t fail_code;                //  when failed: why
+    char fail_message[CODEC_MESSAGE_MAX];
+};
+
+//  One version of a model: the workers that serve it and its queue.  It
+//  exists while a worker serves it or jobs wait for it.
+struct dispatch_model_t {
+    char name[CODEC_NAME_MAX];        //  model name
+    char version[CODEC_VERSION_MAX];  //  its version
+    char key[DISPATCH_MODEL_KEY_MAX]; //  name and version, the table key
+    uint32_t width;                   //  input width its first worker announced
+    uint64_t mapped;                  //  bytes of its file a worker maps
+    list_t turns[CODEC_PRIORITIES];   //  per priority: the lanes with jobs, in turn
+    zhashx_t *lane_of;                //  lanes by priority and client identity
+    size_t queued;                    //  jobs in all its queues
+    zlistx_t *workers;                //  dispatch_worker_t * that serve it
+};
+
+//  A registered worker
+struct dispatch_worker_t {
+    char key[2 * 255 + 1];     //  hex of the ROUTER identity (at most 255 bytes)
+    zframe_t *identity;        //  ROUTER identity (owned)
+    uint32_t credit;           //  jobs it may hold
+    uint32_t pid;              //  its process id
+    char host[CODEC_HOST_MAX]; //  its host name
+    list_t jobs;               //  jobs it holds, in the order given
+    size_t n_models;           //  models it serves
+    dispatch_model_t **models; //  them
+    uint64_t done;             //  jobs it completed
+    uint64_t last_given;       //  dispatch sequence number of its last job
+    int64_t expires_ms;        //  declared dead after this time without a message
+    int64_t seen_ms;           //  when its last message came
+    uint32_t model_errors;     //  model files it failed to load, as it reported
+    bool draining;             //  finishing its jobs, taking no new one
+};
 
 typedef struct job_node_t job_node_t;
 
@@ -37,8 +98,8 @@ typedef struct job_node_t job_node_t;
 //  lane leaves the turn but stays in the model's table a while, so that a
 //  client with one job at a time does not create a lane per job.
 typedef struct {
-    dispatch_link_t turn;    //  in the model's turns while it has jobs
-    dispatch_list_t jobs;    //  its jobs, through job_node_t.link
+    list_node_t turn;        //  in the model's turns while it has jobs
+    list_t jobs;             //  its jobs, through job_node_t.link
     uint32_t priority;       //  its priority
     uint64_t empty_since_us; //  when it was emptied
     char key[TABLE_KEY_MAX]; //  priority and client identity, in hex
@@ -46,20 +107,25 @@ typedef struct {
 
 //  A job and what only the dispatcher needs
 struct job_node_t {
-    broker_job_t job;
-    dispatch_link_t link; //  in a lane or a worker's list
-    lane_t *lane;         //  the lane holding it while queued
-    dispatch_t *owner;    //  the dispatcher whose pool it returns to
-    uint32_t slot;        //  its index in the slot table
-    bool indexed;         //  in the dispatcher's index by client and id
-    job_node_t *spare;    //  next free job, while in the pool
+    dispatch_job_t job;
+    list_node_t link;  //  in a lane or a worker's list
+    lane_t *lane;      //  the lane holding it while queued
+    dispatch_t *owner; //  the dispatcher whose pool it returns to
+    uint32_t slot;     //  its index in the slot table
+    bool indexed;      //  in the dispatcher's index by client and id
+    job_node_t *spare; //  next free job, while in the pool
+};
+
+//  Jobs that failed, for the caller to answer, through job_node_t.link
+struct dispatch_jobs_t {
+    list_t jobs;
 };
 
 struct dispatch_t {
-    zhashx_t *models;     //  broker_model_t * by name and version (model_key)
-    zhashx_t *latest;     //  the highest version served, broker_model_t * by name
-    idmap_t *index;       //  live jobs by client and id (job_hash)
-    zhashx_t *workers;    //  broker_worker_t * by key
+    zhashx_t *models;     //  dispatch_model_t * by name and version (s_model_key)
+    zhashx_t *latest;     //  the highest version served, dispatch_model_t * by name
+    idmap_t *index;       //  live jobs by client and id (s_job_hash)
+    zhashx_t *workers;    //  dispatch_worker_t * by key
     job_node_t **slots;   //  live jobs by slot; NULL where free
     uint32_t *free_slots; //  stack of free slot indices
     size_t n_free;        //  in that stack
@@ -75,84 +141,26 @@ struct dispatch_t {
     uint64_t lanes_swept; //  when empty lanes were last freed
 };
 
-//  --------------------------------------------------------------------------
-//  Intrusive lists
-
-static void list_init (dispatch_list_t *list)
-{
-    list->head.prev = list->head.next = &list->head;
-    list->size = 0;
-}
-
-static bool list_empty (const dispatch_list_t *list)
-{
-    return list->size == 0;
-}
-
-static void link_insert (dispatch_list_t *list, dispatch_link_t *before, dispatch_link_t *link)
-{
-    link->next = before;
-    link->prev = before->prev;
-    before->prev->next = link;
-    before->prev = link;
-    list->size++;
-}
-
-static void list_push_back (dispatch_list_t *list, dispatch_link_t *link)
-{
-    link_insert (list, &list->head, link);
-}
-
-static void list_push_front (dispatch_list_t *list, dispatch_link_t *link)
-{
-    link_insert (list, list->head.next, link);
-}
-
-static void list_remove (dispatch_list_t *list, dispatch_link_t *link)
-{
-    link->prev->next = link->next;
-    link->next->prev = link->prev;
-    link->prev = link->next = NULL;
-    list->size--;
-}
-
-static dispatch_link_t *list_first (dispatch_list_t *list)
-{
-    return list->size ? list->head.next : NULL;
-}
-
-static dispatch_link_t *list_last (dispatch_list_t *list)
-{
-    return list->size ? list->head.prev : NULL;
-}
-
-static dispatch_link_t *list_after (dispatch_list_t *list, dispatch_link_t *link)
-{
-    return link->next == &list->head ? NULL : link->next;
-}
-
-#define CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof (type, member)))
-
-static job_node_t *node_of (broker_job_t *job)
+static job_node_t *s_node_of (dispatch_job_t *job)
 {
     return (job_node_t *)job;
 }
 
-static broker_job_t *job_at (dispatch_link_t *link)
+static dispatch_job_t *s_job_at (list_node_t *link)
 {
-    return link ? &CONTAINER_OF (link, job_node_t, link)->job : NULL;
+    return link ? &LIST_ITEM (link, job_node_t, link)->job : NULL;
 }
 
-static lane_t *lane_at (dispatch_link_t *link)
+static lane_t *s_lane_at (list_node_t *link)
 {
-    return link ? CONTAINER_OF (link, lane_t, turn) : NULL;
+    return LIST_ITEM (link, lane_t, turn);
 }
 
 //  --------------------------------------------------------------------------
 
-static void model_destroy (broker_model_t **self_p)
+static void s_model_destroy (dispatch_model_t **self_p)
 {
-    broker_model_t *self = *self_p;
+    dispatch_model_t *self = *self_p;
     if (!self)
         return;
     zhashx_destroy (&self->lane_of);
@@ -161,39 +169,35 @@ static void model_destroy (broker_model_t **self_p)
     *self_p = NULL;
 }
 
-static void model_destructor (void **item)
+static void s_model_destructor (void **item)
 {
-    model_destroy ((broker_model_t **)item);
-}
-
-static void job_destructor (void **item)
-{
-    dispatch_job_destroy ((broker_job_t **)item);
+    s_model_destroy ((dispatch_model_t **)item);
 }
 
 //  Frees a lane and the jobs still in it.
-static void lane_destructor (void **item)
+static void s_lane_destructor (void **item)
 {
     lane_t *lane = *item;
     if (!lane)
         return;
-    broker_job_t *job;
-    while ((job = job_at (list_first (&lane->jobs)))) {
-        list_remove (&lane->jobs, &node_of (job)->link);
+    dispatch_job_t *job;
+    while ((job = s_job_at (list_first (&lane->jobs)))) {
+        list_remove (&lane->jobs, &s_node_of (job)->link);
+        s_node_of (job)->lane = NULL;
         dispatch_job_destroy (&job);
     }
     free (lane);
     *item = NULL;
 }
 
-static void worker_destroy (broker_worker_t **self_p)
+static void s_worker_destroy (dispatch_worker_t **self_p)
 {
-    broker_worker_t *self = *self_p;
+    dispatch_worker_t *self = *self_p;
     if (!self)
         return;
-    broker_job_t *job;
-    while ((job = job_at (list_first (&self->jobs)))) {
-        list_remove (&self->jobs, &node_of (job)->link);
+    dispatch_job_t *job;
+    while ((job = s_job_at (list_first (&self->jobs)))) {
+        list_remove (&self->jobs, &s_node_of (job)->link);
         dispatch_job_destroy (&job);
     }
     zframe_destroy (&self->identity);
@@ -202,9 +206,9 @@ static void worker_destroy (broker_worker_t **self_p)
     *self_p = NULL;
 }
 
-static void worker_destructor (void **item)
+static void s_worker_destructor (void **item)
 {
-    worker_destroy ((broker_worker_t **)item);
+    s_worker_destroy ((dispatch_worker_t **)item);
 }
 
 dispatch_t *dispatch_new (size_t max_queue, uint32_t max_lost)
@@ -218,8 +222,8 @@ dispatch_t *dispatch_new (size_t max_queue, uint32_t max_lost)
     self->index = idmap_new ();
     if (!self->models || !self->latest || !self->workers || !self->index)
         goto err;
-    zhashx_set_destructor (self->models, model_destructor);
-    zhashx_set_destructor (self->workers, worker_destructor);
+    zhashx_set_destructor (self->models, s_model_destructor);
+    zhashx_set_destructor (self->workers, s_worker_destructor);
     self->max_queue = max_queue;
     self->max_lost = max_lost ? max_lost : 1;
     self->next_seq = 1;
@@ -263,28 +267,29 @@ typedef struct {
     uint64_t id;
 } job_key_t;
 
-static uint64_t job_hash (uint64_t session, uint64_t principal, const void *owner, uint64_t id)
+static uint64_t s_job_hash (uint64_t session, uint64_t principal, const void *owner, uint64_t id)
 {
     return idmap_hash_pair (session ? session ^ principal : (uint64_t)(uintptr_t)owner, id);
 }
 
-static bool job_is (const void *item, const void *key_arg)
+static bool s_job_is (const void *item, const void *key_arg)
 {
-    const broker_job_t *job = item;
+    const dispatch_job_t *job = item;
     const job_key_t *key = key_arg;
     return job->id == key->id && job->session == key->session && job->principal == key->principal &&
            (key->session || job->owner == key->owner);
 }
 
-broker_job_t *dispatch_find (dispatch_t *self, uint64_t session, uint64_t principal,
-                             const void *owner, uint64_t id)
+dispatch_job_t *dispatch_find (dispatch_t *self, uint64_t session, uint64_t principal,
+                               const void *owner, uint64_t id)
 {
+    assert (self);
     job_key_t key = {session, principal, owner, id};
-    return idmap_find (self->index, job_hash (session, principal, owner, id), job_is, &key);
+    return idmap_find (self->index, s_job_hash (session, principal, owner, id), s_job_is, &key);
 }
 
 //  A free slot for a new job, or -1 when none can be had.
-static int64_t slot_take (dispatch_t *self)
+static int64_t s_slot_take (dispatch_t *self)
 {
     if (self->n_free)
         return self->free_slots[--self->n_free];
@@ -305,11 +310,12 @@ static int64_t slot_take (dispatch_t *self)
     return (int64_t)self->n_slots++;
 }
 
-broker_job_t *dispatch_job_new (dispatch_t *self, uint64_t id, const codec_header_t *request,
-                                const void *client, size_t client_size, zmq_msg_t *payload,
-                                uint64_t now_us)
+dispatch_job_t *dispatch_job_new (dispatch_t *self, uint64_t id, const codec_header_t *request,
+                                  const void *client, size_t client_size, zmq_msg_t *payload,
+                                  uint64_t now_us)
 {
-    int64_t slot = slot_take (self);
+    assert (self);
+    int64_t slot = s_slot_take (self);
     if (slot < 0)
         return NULL;
     job_node_t *node = self->spares;
@@ -322,7 +328,7 @@ broker_job_t *dispatch_job_new (dispatch_t *self, uint64_t id, const codec_heade
     }
     //  Clear what a job reads before it writes; the long strings and the
     //  fail message are written when used
-    broker_job_t *job = &node->job;
+    dispatch_job_t *job = &node->job;
     job->n_outputs = 0;
     job->outputs = NULL;
     if (request->n_outputs) {
@@ -373,16 +379,21 @@ broker_job_t *dispatch_job_new (dispatch_t *self, uint64_t id, const codec_heade
     return job;
 }
 
-void dispatch_job_destroy (broker_job_t **job_p)
+void dispatch_job_destroy (dispatch_job_t **job_p)
 {
-    broker_job_t *job = *job_p;
+    dispatch_job_t *job = *job_p;
     if (!job)
         return;
-    job_node_t *node = node_of (job);
+    job_node_t *node = s_node_of (job);
     dispatch_t *self = node->owner;
-    if (node->indexed)
-        idmap_delete (self->index, job_hash (job->session, job->principal, job->owner, job->id),
-                      job);
+    //  Out of every list (lane, worker, failed jobs) before it goes
+    assert (!list_node_linked (&node->link));
+    assert (!node->lane);
+    assert (self->slots[node->slot] == node);
+    if (node->indexed &&
+        idmap_delete (self->index, s_job_hash (job->session, job->principal, job->owner, job->id),
+                      job))
+        assert (!"an indexed job is in the index");
     zmq_msg_close (&job->payload);
     free (job->outputs);
     job->outputs = NULL;
@@ -397,28 +408,73 @@ void dispatch_job_destroy (broker_job_t **job_p)
     *job_p = NULL;
 }
 
-broker_job_t *dispatch_held_first (broker_worker_t *worker)
+dispatch_job_t *dispatch_held_first (dispatch_worker_t *worker)
 {
-    return job_at (list_first (&worker->jobs));
+    return s_job_at (list_first (&worker->jobs));
 }
 
-broker_job_t *dispatch_held_next (broker_worker_t *worker, broker_job_t *job)
+dispatch_job_t *dispatch_held_next (dispatch_worker_t *worker, dispatch_job_t *job)
 {
-    return job_at (list_after (&worker->jobs, &node_of (job)->link));
+    return s_job_at (list_next (&worker->jobs, &s_node_of (job)->link));
 }
 
-zlistx_t *dispatch_job_list_new (void)
+dispatch_jobs_t *dispatch_jobs_new (void)
 {
-    zlistx_t *list = zlistx_new ();
-    if (list)
-        zlistx_set_destructor (list, job_destructor);
-    return list;
+    dispatch_jobs_t *self = calloc (1, sizeof *self);
+    if (self)
+        list_init (&self->jobs);
+    return self;
 }
 
-static void fail_job (broker_job_t *job, amaas_code_t code, zlistx_t *failed, const char *fmt, ...)
-    __attribute__ ((format (printf, 4, 5)));
+void dispatch_jobs_destroy (dispatch_jobs_t **self_p)
+{
+    assert (self_p);
+    dispatch_jobs_t *self = *self_p;
+    if (!self)
+        return;
+    dispatch_jobs_purge (self);
+    free (self);
+    *self_p = NULL;
+}
 
-static void fail_job (broker_job_t *job, amaas_code_t code, zlistx_t *failed, const char *fmt, ...)
+dispatch_job_t *dispatch_jobs_pop (dispatch_jobs_t *self)
+{
+    assert (self);
+    return s_job_at (list_pop_first (&self->jobs));
+}
+
+dispatch_job_t *dispatch_jobs_first (dispatch_jobs_t *self)
+{
+    assert (self);
+    return s_job_at (list_first (&self->jobs));
+}
+
+dispatch_job_t *dispatch_jobs_next (dispatch_jobs_t *self, dispatch_job_t *job)
+{
+    assert (self);
+    assert (job);
+    return s_job_at (list_next (&self->jobs, &s_node_of (job)->link));
+}
+
+size_t dispatch_jobs_size (const dispatch_jobs_t *self)
+{
+    assert (self);
+    return list_size (&self->jobs);
+}
+
+void dispatch_jobs_purge (dispatch_jobs_t *self)
+{
+    assert (self);
+    dispatch_job_t *job;
+    while ((job = dispatch_jobs_pop (self)))
+        dispatch_job_destroy (&job);
+}
+
+static void s_fail_job (dispatch_job_t *job, amaas_code_t code, dispatch_jobs_t *failed,
+                        const char *fmt, ...) __attribute__ ((format (printf, 4, 5)));
+
+static void s_fail_job (dispatch_job_t *job, amaas_code_t code, dispatch_jobs_t *failed,
+                        const char *fmt, ...)
 {
     va_list args;
     va_start (args, fmt);
@@ -426,25 +482,29 @@ static void fail_job (broker_job_t *job, amaas_code_t code, zlistx_t *failed, co
     va_end (args);
     job->fail_code = code;
     job->worker = NULL;
-    zlistx_add_end (failed, job);
+    job_node_t *node = s_node_of (job);
+    //  Out of every queue and worker: the failed list is its one place
+    assert (!node->lane);
+    list_append (&failed->jobs, &node->link);
 }
 
 //  The table key of a model version: "LENGTH:NAMEVERSION", so that no two
 //  pairs of strings make the same key.
-static void model_key (char *key, size_t size, const char *name, const char *version)
+static void s_model_key (char *key, size_t size, const char *name, const char *version)
 {
     snprintf (key, size, "%zu:%s%s", strlen (name), name, version);
 }
 
-broker_model_t *dispatch_model_find (dispatch_t *self, const char *name, const char *version)
+dispatch_model_t *dispatch_model_find (dispatch_t *self, const char *name, const char *version)
 {
+    assert (self);
     char key[DISPATCH_MODEL_KEY_MAX];
-    model_key (key, sizeof key, name, version);
+    s_model_key (key, sizeof key, name, version);
     return zhashx_lookup (self->models, key);
 }
 
 //  Versions in order: numbers inside as numbers ("2" < "10", "1.9" < "1.10").
-static int version_compare (const char *a, const char *b)
+static int s_version_compare (const char *a, const char *b)
 {
     return strverscmp (a, b);
 }
@@ -452,12 +512,12 @@ static int version_compare (const char *a, const char *b)
 //  Sets the highest version of `name` that a worker serves as its latest,
 //  or forgets the name when none is served.  Runs when the workers of a
 //  version change, not per job.
-static void latest_update (dispatch_t *self, const char *name)
+static void s_latest_update (dispatch_t *self, const char *name)
 {
-    broker_model_t *best = NULL;
-    for (broker_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
+    dispatch_model_t *best = NULL;
+    for (dispatch_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
         if (zlistx_size (m->workers) && streq (m->name, name) &&
-            (!best || version_compare (m->version, best->version) > 0))
+            (!best || s_version_compare (m->version, best->version) > 0))
             best = m;
     if (best)
         zhashx_update (self->latest, name, best);
@@ -466,19 +526,19 @@ static void latest_update (dispatch_t *self, const char *name)
 }
 
 //  Forgets a model version that no worker serves and no job waits for.
-static void model_release (dispatch_t *self, broker_model_t *model)
+static void s_model_release (dispatch_t *self, dispatch_model_t *model)
 {
     if (zlistx_size (model->workers) || model->queued)
         return;
     char name[CODEC_NAME_MAX];
     snprintf (name, sizeof name, "%s", model->name);
     zhashx_delete (self->models, model->key);
-    latest_update (self, name);
+    s_latest_update (self, name);
 }
 
-static broker_model_t *model_require (dispatch_t *self, const char *name, const char *version)
+static dispatch_model_t *s_model_require (dispatch_t *self, const char *name, const char *version)
 {
-    broker_model_t *model = dispatch_model_find (self, name, version);
+    dispatch_model_t *model = dispatch_model_find (self, name, version);
     if (model)
         return model;
     model = calloc (1, sizeof *model);
@@ -486,23 +546,26 @@ static broker_model_t *model_require (dispatch_t *self, const char *name, const 
         return NULL;
     snprintf (model->name, sizeof model->name, "%s", name);
     snprintf (model->version, sizeof model->version, "%s", version);
-    model_key (model->key, sizeof model->key, name, version);
+    s_model_key (model->key, sizeof model->key, name, version);
     bool ok = (model->workers = zlistx_new ()) != NULL;
     ok &= (model->lane_of = zhashx_new ()) != NULL;
     if (model->lane_of)
-        zhashx_set_destructor (model->lane_of, lane_destructor);
+        zhashx_set_destructor (model->lane_of, s_lane_destructor);
     for (int p = 0; p < CODEC_PRIORITIES; p++)
         list_init (&model->turns[p]);
     if (!ok) {
-        model_destroy (&model);
+        s_model_destroy (&model);
         return NULL;
     }
-    zhashx_insert (self->models, model->key, model);
+    if (zhashx_insert (self->models, model->key, model)) {
+        s_model_destroy (&model);
+        return NULL;
+    }
     return model;
 }
 
 //  The lane key of a job: its priority and its client's identity in hex.
-static void lane_key (const broker_job_t *job, char *key)
+static void s_lane_key (const dispatch_job_t *job, char *key)
 {
     table_identity_key (key, (char)('0' + job->priority), job->client, job->client_size);
 }
@@ -510,11 +573,16 @@ static void lane_key (const broker_job_t *job, char *key)
 //  Queues a job at the end of its client's lane, or, for a job coming back
 //  from a lost worker, at the front of its lane with the lane first in turn.
 //  Returns 0, -1 on out-of-memory.
-static int queue_push (broker_model_t *model, broker_job_t *job, bool front)
+static int s_queue_push (dispatch_model_t *model, dispatch_job_t *job, bool front)
 {
+    job_node_t *node = s_node_of (job);
+    //  A job is in one place at a time: not held, not in a lane
+    assert (!job->worker);
+    assert (!node->lane);
+    assert (job->priority < CODEC_PRIORITIES);
     char key[TABLE_KEY_MAX];
-    lane_key (job, key);
-    dispatch_list_t *turns = &model->turns[job->priority];
+    s_lane_key (job, key);
+    list_t *turns = &model->turns[job->priority];
     lane_t *lane = zhashx_lookup (model->lane_of, key);
     if (!lane) {
         lane = calloc (1, sizeof *lane);
@@ -523,23 +591,25 @@ static int queue_push (broker_model_t *model, broker_job_t *job, bool front)
         list_init (&lane->jobs);
         memcpy (lane->key, key, sizeof key);
         lane->priority = job->priority;
-        zhashx_insert (model->lane_of, lane->key, lane);
+        if (zhashx_insert (model->lane_of, lane->key, lane)) {
+            free (lane);
+            return -1;
+        }
     }
     if (list_empty (&lane->jobs)) {
         //  Its turn comes after the lanes waiting, or first for a requeue
         if (front)
-            list_push_front (turns, &lane->turn);
+            list_prepend (turns, &lane->turn);
         else
-            list_push_back (turns, &lane->turn);
+            list_append (turns, &lane->turn);
     } else if (front) {
         list_remove (turns, &lane->turn);
-        list_push_front (turns, &lane->turn);
+        list_prepend (turns, &lane->turn);
     }
-    job_node_t *node = node_of (job);
     if (front)
-        list_push_front (&lane->jobs, &node->link);
+        list_prepend (&lane->jobs, &node->link);
     else
-        list_push_back (&lane->jobs, &node->link);
+        list_append (&lane->jobs, &node->link);
     node->lane = lane;
     model->queued++;
     return 0;
@@ -547,12 +617,12 @@ static int queue_push (broker_model_t *model, broker_job_t *job, bool front)
 
 //  The job that goes next: of the most urgent priority, the oldest job of
 //  the lane whose turn it is; NULL if none waits.
-static broker_job_t *queue_head (broker_model_t *model)
+static dispatch_job_t *s_queue_head (dispatch_model_t *model)
 {
     for (int p = CODEC_PRIORITIES - 1; p >= 0; p--) {
-        lane_t *lane = lane_at (list_first (&model->turns[p]));
+        lane_t *lane = s_lane_at (list_first (&model->turns[p]));
         if (lane)
-            return job_at (list_first (&lane->jobs));
+            return s_job_at (list_first (&lane->jobs));
     }
     return NULL;
 }
@@ -560,83 +630,97 @@ static broker_job_t *queue_head (broker_model_t *model)
 //  Takes a queued job out of its lane; a lane left empty leaves the turn
 //  (it is freed later, if its client sends nothing more).  With rotate, the
 //  lane goes to the end of the turn.
-static void queue_take (broker_model_t *model, broker_job_t *job, bool rotate, uint64_t now_us)
+static void s_queue_take (dispatch_model_t *model, dispatch_job_t *job, bool rotate,
+                          uint64_t now_us)
 {
-    job_node_t *node = node_of (job);
+    job_node_t *node = s_node_of (job);
     lane_t *lane = node->lane;
+    assert (lane); //  queued
+    assert (model->queued > 0);
     list_remove (&lane->jobs, &node->link);
     node->lane = NULL;
     model->queued--;
-    dispatch_list_t *turns = &model->turns[lane->priority];
+    list_t *turns = &model->turns[lane->priority];
     if (list_empty (&lane->jobs)) {
         list_remove (turns, &lane->turn);
         lane->empty_since_us = now_us;
     } else if (rotate) {
         list_remove (turns, &lane->turn);
-        list_push_back (turns, &lane->turn);
+        list_append (turns, &lane->turn);
     }
 }
 
 //  Takes a queued job out of its lane, the turn unchanged.
-static void queue_remove (broker_model_t *model, broker_job_t *job, uint64_t now_us)
+static void s_queue_remove (dispatch_model_t *model, dispatch_job_t *job, uint64_t now_us)
 {
-    queue_take (model, job, false, now_us);
+    s_queue_take (model, job, false, now_us);
 }
 
 //  Fails every queued job of a model with `code`.
-static void queue_fail_all (broker_model_t *model, amaas_code_t code, zlistx_t *failed,
-                            const char *message)
+static void s_queue_fail_all (dispatch_model_t *model, amaas_code_t code, dispatch_jobs_t *failed,
+                              const char *message)
 {
-    broker_job_t *job;
-    while ((job = queue_head (model))) {
-        queue_remove (model, job, 0);
-        fail_job (job, code, failed, "%s", message);
+    dispatch_job_t *job;
+    while ((job = s_queue_head (model))) {
+        s_queue_remove (model, job, 0);
+        s_fail_job (job, code, failed, "%s", message);
     }
+}
+
+//  Queues a job again (from a lost worker, or a version no longer served)
+//  at the front or the back of its lane; with no memory for a lane, it
+//  fails UNAVAILABLE with `why`, so that it is answered, not lost.
+static void s_requeue (dispatch_model_t *model, dispatch_job_t *job, bool front,
+                       dispatch_jobs_t *failed, const char *why)
+{
+    if (s_queue_push (model, job, front))
+        s_fail_job (job, AMAAS_UNAVAILABLE, failed,
+                    "%s, and the broker has no memory to queue it again: retry later", why);
 }
 
 //  Puts a job that lost its version (no worker serves it any more) in the
 //  queue of the highest version served, at the front or the back, when the
 //  client did not ask for a version; else, or when no version is served,
 //  fails it UNAVAILABLE with `why`.
-static void requeue_elsewhere (dispatch_t *self, broker_job_t *job, bool front, zlistx_t *failed,
-                               const char *why)
+static void s_requeue_elsewhere (dispatch_t *self, dispatch_job_t *job, bool front,
+                                 dispatch_jobs_t *failed, const char *why)
 {
-    broker_model_t *latest = job->pinned ? NULL : zhashx_lookup (self->latest, job->model);
+    dispatch_model_t *latest = job->pinned ? NULL : zhashx_lookup (self->latest, job->model);
     if (latest) {
         snprintf (job->version, sizeof job->version, "%s", latest->version);
-        if (queue_push (latest, job, front) == 0)
-            return;
+        s_requeue (latest, job, front, failed, why);
+        return;
     }
     if (job->pinned)
-        fail_job (job, AMAAS_UNAVAILABLE, failed,
-                  "%s, and no other worker serves model '%.128s' version '%.32s': retry later", why,
-                  job->model, job->version);
+        s_fail_job (job, AMAAS_UNAVAILABLE, failed,
+                    "%s, and no other worker serves model '%.128s' version '%.32s': retry later",
+                    why, job->model, job->version);
     else
-        fail_job (job, AMAAS_UNAVAILABLE, failed,
-                  "%s, and no other worker serves model '%.128s': retry later", why, job->model);
+        s_fail_job (job, AMAAS_UNAVAILABLE, failed,
+                    "%s, and no other worker serves model '%.128s': retry later", why, job->model);
 }
 
 //  A version that no worker serves any more: its queued jobs go to another
-//  version or fail (requeue_elsewhere), and it is forgotten.
-static void orphan_version (dispatch_t *self, broker_model_t *model, zlistx_t *failed)
+//  version or fail (s_requeue_elsewhere), and it is forgotten.
+static void s_orphan_version (dispatch_t *self, dispatch_model_t *model, dispatch_jobs_t *failed)
 {
     if (zlistx_size (model->workers))
         return;
-    broker_job_t *job;
-    while ((job = queue_head (model))) {
-        queue_remove (model, job, 0);
-        requeue_elsewhere (self, job, false, failed, "its version is no longer served");
+    dispatch_job_t *job;
+    while ((job = s_queue_head (model))) {
+        s_queue_remove (model, job, 0);
+        s_requeue_elsewhere (self, job, false, failed, "its version is no longer served");
     }
-    model_release (self, model);
+    s_model_release (self, model);
 }
 
 //  Detaches the worker from every model it serves, updates the latest
 //  version of each name, and returns the list of those models (the caller
-//  frees it) for orphan_version.
-static broker_model_t **worker_unlink_models (dispatch_t *self, broker_worker_t *worker,
-                                              size_t *n_models)
+//  frees it) for s_orphan_version.
+static dispatch_model_t **s_worker_unlink_models (dispatch_t *self, dispatch_worker_t *worker,
+                                                  size_t *n_models)
 {
-    broker_model_t **models = worker->models;
+    dispatch_model_t **models = worker->models;
     *n_models = worker->n_models;
     for (size_t i = 0; i < worker->n_models; i++) {
         void *handle = zlistx_find (models[i]->workers, worker);
@@ -644,65 +728,72 @@ static broker_model_t **worker_unlink_models (dispatch_t *self, broker_worker_t 
             zlistx_detach (models[i]->workers, handle);
     }
     for (size_t i = 0; i < worker->n_models; i++)
-        latest_update (self, models[i]->name);
+        s_latest_update (self, models[i]->name);
     worker->models = NULL;
     worker->n_models = 0;
     return models;
 }
 
-//  Orphans (orphan_version) the models of a worker's list that no worker
+//  Orphans (s_orphan_version) the models of a worker's list that no worker
 //  serves any more, and frees the list.  The models of a list are distinct
 //  (dispatch_worker_ready links each once), so freeing one leaves the
 //  others valid.
-static void orphan_versions (dispatch_t *self, broker_model_t **models, size_t n_models,
-                             zlistx_t *failed)
+static void s_orphan_versions (dispatch_t *self, dispatch_model_t **models, size_t n_models,
+                               dispatch_jobs_t *failed)
 {
     for (size_t i = 0; i < n_models; i++)
-        orphan_version (self, models[i], failed);
+        s_orphan_version (self, models[i], failed);
     free (models);
 }
 
 //  Puts the worker's held jobs back at the front of their queues, in the
 //  order they were given, or into failed.
-static void worker_requeue_jobs (dispatch_t *self, broker_worker_t *worker, zlistx_t *failed)
+static void s_worker_requeue_jobs (dispatch_t *self, dispatch_worker_t *worker,
+                                   dispatch_jobs_t *failed)
 {
-    broker_job_t *job;
-    while ((job = job_at (list_last (&worker->jobs)))) {
-        list_remove (&worker->jobs, &node_of (job)->link);
+    dispatch_job_t *job;
+    while ((job = s_job_at (list_last (&worker->jobs)))) {
+        list_remove (&worker->jobs, &s_node_of (job)->link);
+        assert (self->held > 0);
         self->held--;
+        assert (job->worker == worker);
         job->worker = NULL;
         job->lost++;
-        broker_model_t *model = dispatch_model_find (self, job->model, job->version);
+        dispatch_model_t *model = dispatch_model_find (self, job->model, job->version);
         if (job->lost >= self->max_lost)
-            fail_job (job, AMAAS_UNAVAILABLE, failed,
-                      "job lost with %u workers that died or left while holding it; "
-                      "not retried, it may be a poison job",
-                      job->lost);
-        else if (!model || zlistx_size (model->workers) == 0 || queue_push (model, job, true))
-            requeue_elsewhere (self, job, true, failed, "the worker holding the job was lost");
+            s_fail_job (job, AMAAS_UNAVAILABLE, failed,
+                        "job lost with %u workers that died or left while holding it; "
+                        "not retried, it may be a poison job",
+                        job->lost);
+        else if (model && zlistx_size (model->workers))
+            s_requeue (model, job, true, failed, "the worker holding the job was lost");
+        else
+            s_requeue_elsewhere (self, job, true, failed, "the worker holding the job was lost");
     }
 }
 
-broker_worker_t *dispatch_worker_find (dispatch_t *self, const char *key)
+dispatch_worker_t *dispatch_worker_find (dispatch_t *self, const char *key)
 {
+    assert (self);
     return zhashx_lookup (self->workers, key);
 }
 
-broker_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zframe_t **identity_p,
-                                        const codec_header_t *ready, int64_t expires_ms,
-                                        zlistx_t *failed, size_t *refused, char *warning,
-                                        size_t warning_size)
+dispatch_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zframe_t **identity_p,
+                                          const codec_header_t *ready, int64_t expires_ms,
+                                          dispatch_jobs_t *failed, size_t *refused, char *warning,
+                                          size_t warning_size)
 {
+    assert (self);
     *refused = 0;
     if (warning_size)
         warning[0] = 0;
-    broker_worker_t *worker = zhashx_lookup (self->workers, key);
-    broker_model_t **old_models = NULL;
+    dispatch_worker_t *worker = zhashx_lookup (self->workers, key);
+    dispatch_model_t **old_models = NULL;
     size_t n_old = 0;
     if (worker) {
         //  An update (the worker reloaded its models): the jobs it holds
         //  stay with it, and it answers them
-        old_models = worker_unlink_models (self, worker, &n_old);
+        old_models = s_worker_unlink_models (self, worker, &n_old);
         free (worker->models);
         worker->models = NULL;
     } else {
@@ -711,7 +802,10 @@ broker_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfram
             return NULL;
         snprintf (worker->key, sizeof worker->key, "%s", key);
         list_init (&worker->jobs);
-        zhashx_insert (self->workers, worker->key, worker);
+        if (zhashx_insert (self->workers, worker->key, worker)) {
+            free (worker);
+            return NULL;
+        }
     }
     zframe_destroy (&worker->identity);
     worker->identity = *identity_p;
@@ -723,13 +817,13 @@ broker_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfram
     worker->expires_ms = expires_ms;
     //  A draining worker takes no new job: it keeps serving no model
     size_t n_models = worker->draining ? 0 : ready->n_models;
-    worker->models = calloc (n_models ? n_models : 1, sizeof (broker_model_t *));
+    worker->models = calloc (n_models ? n_models : 1, sizeof (dispatch_model_t *));
     if (!worker->models)
         goto err;
     for (size_t i = 0; i < n_models; i++) {
         const codec_model_t *announced = &ready->models[i];
         const char *version = announced->version[0] ? announced->version : "1";
-        broker_model_t *model = model_require (self, announced->name, version);
+        dispatch_model_t *model = s_model_require (self, announced->name, version);
         if (!model)
             goto err;
         bool dup = false;
@@ -751,47 +845,53 @@ broker_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfram
             model->width = announced->width;
             model->mapped = announced->mapped;
         }
-        zlistx_add_end (model->workers, worker);
+        if (!zlistx_add_end (model->workers, worker)) {
+            s_model_release (self, model); //  if made for this worker
+            goto err;
+        }
         worker->models[worker->n_models++] = model;
     }
     for (size_t i = 0; i < worker->n_models; i++)
-        latest_update (self, worker->models[i]->name);
+        s_latest_update (self, worker->models[i]->name);
     //  Versions the worker no longer serves go if nobody else serves them
-    orphan_versions (self, old_models, n_old, failed);
+    s_orphan_versions (self, old_models, n_old, failed);
     return worker;
 err:
-    orphan_versions (self, old_models, n_old, failed);
+    s_orphan_versions (self, old_models, n_old, failed);
     dispatch_worker_remove (self, worker, failed);
     return NULL;
 }
 
-void dispatch_worker_remove (dispatch_t *self, broker_worker_t *worker, zlistx_t *failed)
+void dispatch_worker_remove (dispatch_t *self, dispatch_worker_t *worker, dispatch_jobs_t *failed)
 {
+    assert (self);
     //  Requeue while the worker is unlinked, so that jobs of models it alone
     //  served go to another version or fail rather than wait for a worker
     //  that will not come.
     size_t n_models;
-    broker_model_t **models = worker_unlink_models (self, worker, &n_models);
-    worker_requeue_jobs (self, worker, failed);
-    orphan_versions (self, models, n_models, failed);
+    dispatch_model_t **models = s_worker_unlink_models (self, worker, &n_models);
+    s_worker_requeue_jobs (self, worker, failed);
+    s_orphan_versions (self, models, n_models, failed);
     zhashx_delete (self->workers, worker->key);
 }
 
-void dispatch_worker_drain (dispatch_t *self, broker_worker_t *worker, zlistx_t *failed)
+void dispatch_worker_drain (dispatch_t *self, dispatch_worker_t *worker, dispatch_jobs_t *failed)
 {
+    assert (self);
     size_t n_models;
-    broker_model_t **models = worker_unlink_models (self, worker, &n_models);
-    orphan_versions (self, models, n_models, failed);
+    dispatch_model_t **models = s_worker_unlink_models (self, worker, &n_models);
+    s_orphan_versions (self, models, n_models, failed);
     worker->draining = true;
 }
 
-amaas_code_t dispatch_submit (dispatch_t *self, broker_job_t *job, const char *version)
+amaas_code_t dispatch_submit (dispatch_t *self, dispatch_job_t *job, const char *version)
 {
-    broker_model_t *model;
+    assert (self);
+    dispatch_model_t *model;
     if (version && *version) {
         model = dispatch_model_find (self, job->model, version);
         if (!model || zlistx_size (model->workers) == 0) {
-            broker_model_t *latest = zhashx_lookup (self->latest, job->model);
+            dispatch_model_t *latest = zhashx_lookup (self->latest, job->model);
             if (latest)
                 snprintf (job->fail_message, sizeof job->fail_message,
                           "no worker serves model '%.64s' in version '%.32s' (the highest "
@@ -815,12 +915,12 @@ amaas_code_t dispatch_submit (dispatch_t *self, broker_job_t *job, const char *v
         return job->fail_code = AMAAS_RESOURCE_EXHAUSTED;
     }
     snprintf (job->version, sizeof job->version, "%s", model->version);
-    job_node_t *node = node_of (job);
-    if (idmap_insert (self->index, job_hash (job->session, job->principal, job->owner, job->id),
+    job_node_t *node = s_node_of (job);
+    if (idmap_insert (self->index, s_job_hash (job->session, job->principal, job->owner, job->id),
                       job) ||
-        queue_push (model, job, false)) {
-        if (idmap_delete (self->index, job_hash (job->session, job->principal, job->owner, job->id),
-                          job) == 0)
+        s_queue_push (model, job, false)) {
+        if (idmap_delete (self->index,
+                          s_job_hash (job->session, job->principal, job->owner, job->id), job) == 0)
             node->indexed = false;
         snprintf (job->fail_message, sizeof job->fail_message, "broker out of memory");
         return job->fail_code = AMAAS_INTERNAL;
@@ -829,68 +929,72 @@ amaas_code_t dispatch_submit (dispatch_t *self, broker_job_t *job, const char *v
     return AMAAS_OK;
 }
 
-bool dispatch_cancel (dispatch_t *self, broker_job_t *job)
+bool dispatch_cancel (dispatch_t *self, dispatch_job_t *job)
 {
+    assert (self);
     if (job->worker)
         return false;
-    broker_model_t *model = dispatch_model_find (self, job->model, job->version);
-    if (!model || !node_of (job)->lane)
+    dispatch_model_t *model = dispatch_model_find (self, job->model, job->version);
+    if (!model || !s_node_of (job)->lane)
         return false; //  not queued: cannot happen for a live job
-    queue_remove (model, job, 0);
-    model_release (self, model);
+    s_queue_remove (model, job, 0);
+    s_model_release (self, model);
     return true;
 }
 
 //  Least-loaded worker of the model with free credit, or NULL.
-static broker_worker_t *pick_worker (broker_model_t *model)
+static dispatch_worker_t *s_pick_worker (dispatch_model_t *model)
 {
-    broker_worker_t *best = NULL;
-    for (broker_worker_t *w = zlistx_first (model->workers); w; w = zlistx_next (model->workers)) {
-        size_t held = w->jobs.size;
+    dispatch_worker_t *best = NULL;
+    for (dispatch_worker_t *w = zlistx_first (model->workers); w;
+         w = zlistx_next (model->workers)) {
+        size_t held = list_size (&w->jobs);
         if (held >= w->credit)
             continue;
-        if (!best || held < best->jobs.size ||
-            (held == best->jobs.size && w->last_given < best->last_given))
+        if (!best || held < list_size (&best->jobs) ||
+            (held == list_size (&best->jobs) && w->last_given < best->last_given))
             best = w;
     }
     return best;
 }
 
-static bool expired (const broker_job_t *job, uint64_t now_us)
+static bool s_expired (const dispatch_job_t *job, uint64_t now_us)
 {
     return job->deadline_us && now_us >= job->deadline_us;
 }
 
-static void fail_expired (broker_job_t *job, uint64_t now_us, zlistx_t *failed)
+static void s_fail_expired (dispatch_job_t *job, uint64_t now_us, dispatch_jobs_t *failed)
 {
-    fail_job (job, AMAAS_DEADLINE_EXCEEDED, failed,
-              "deadline passed after %" PRIu64 " ms in the queue of model '%.128s'; not computed",
-              (now_us - job->received_us) / 1000, job->model);
+    s_fail_job (job, AMAAS_DEADLINE_EXCEEDED, failed,
+                "deadline passed after %" PRIu64 " ms in the queue of model '%.128s'; not computed",
+                (now_us - job->received_us) / 1000, job->model);
 }
 
 size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint64_t now_us,
-                      zlistx_t *failed)
+                      dispatch_jobs_t *failed)
 {
+    assert (self);
     size_t sent = 0;
-    for (broker_model_t *model = zhashx_first (self->models); model;
+    for (dispatch_model_t *model = zhashx_first (self->models); model;
          model = zhashx_next (self->models)) {
-        broker_job_t *job;
-        while ((job = queue_head (model))) {
-            if (expired (job, now_us)) {
-                queue_remove (model, job, now_us);
-                fail_expired (job, now_us, failed);
+        dispatch_job_t *job;
+        while ((job = s_queue_head (model))) {
+            if (s_expired (job, now_us)) {
+                s_queue_remove (model, job, now_us);
+                s_fail_expired (job, now_us, failed);
                 continue;
             }
-            broker_worker_t *worker = pick_worker (model);
+            dispatch_worker_t *worker = s_pick_worker (model);
             if (!worker)
                 break;
             if (send (job, worker, arg))
                 break;
-            queue_take (model, job, true, now_us); //  the next job comes from the next lane
+            s_queue_take (model, job, true, now_us); //  the next job comes from the next lane
+            assert (!job->worker);
             job->worker = worker;
             job->dispatched_us = now_us;
             worker->last_given = ++self->next_given;
-            list_push_back (&worker->jobs, &node_of (job)->link);
+            list_append (&worker->jobs, &s_node_of (job)->link);
             self->held++;
             sent++;
         }
@@ -898,133 +1002,151 @@ size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint6
     return sent;
 }
 
-broker_job_t *dispatch_complete (dispatch_t *self, broker_worker_t *worker, uint64_t token)
+dispatch_job_t *dispatch_complete (dispatch_t *self, dispatch_worker_t *worker, uint64_t token)
 {
+    assert (self);
     uint64_t slot = token & (SLOTS_MAX - 1);
     job_node_t *node = slot < self->n_slots ? self->slots[slot] : NULL;
-    broker_job_t *job = node ? &node->job : NULL;
+    dispatch_job_t *job = node ? &node->job : NULL;
     if (!job || job->token != token || job->worker != worker)
         return NULL;
     list_remove (&worker->jobs, &node->link);
+    assert (self->held > 0);
     self->held--;
     job->worker = NULL;
     worker->done++;
     return job;
 }
 
-size_t dispatch_purge (dispatch_t *self, int64_t now_ms, zlistx_t *failed)
+size_t dispatch_purge (dispatch_t *self, int64_t now_ms, dispatch_jobs_t *failed)
 {
-    zlistx_t *dead = zlistx_new ();
-    for (broker_worker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers))
-        if (w->expires_ms < now_ms)
-            zlistx_add_end (dead, w);
-    size_t count = zlistx_size (dead);
-    for (broker_worker_t *w = zlistx_first (dead); w; w = zlistx_next (dead))
-        dispatch_worker_remove (self, w, failed);
-    zlistx_destroy (&dead);
+    assert (self);
+    //  Removing a worker changes the table: look again from the start
+    //  after each (workers are few, dead ones fewer), allocating nothing
+    size_t count = 0;
+    bool removed = true;
+    while (removed) {
+        removed = false;
+        for (dispatch_worker_t *w = zhashx_first (self->workers); w;
+             w = zhashx_next (self->workers))
+            if (w->expires_ms < now_ms) {
+                dispatch_worker_remove (self, w, failed);
+                count++;
+                removed = true;
+                break;
+            }
+    }
     return count;
 }
 
-void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message, zlistx_t *failed)
+void dispatch_fail_all (dispatch_t *self, amaas_code_t code, const char *message,
+                        dispatch_jobs_t *failed)
 {
-    for (broker_model_t *model = zhashx_first (self->models); model;
+    assert (self);
+    for (dispatch_model_t *model = zhashx_first (self->models); model;
          model = zhashx_next (self->models))
-        queue_fail_all (model, code, failed, message);
+        s_queue_fail_all (model, code, failed, message);
 }
 
 //  Whether a lane has been empty for LANE_IDLE_US (arg: now, in µs).
-static bool lane_idle (const void *item, const void *arg)
+static bool s_lane_idle (const void *item, const void *arg)
 {
     const lane_t *lane = item;
-    return lane->jobs.size == 0 && *(const uint64_t *)arg - lane->empty_since_us >= LANE_IDLE_US;
+    return list_empty (&lane->jobs) &&
+           *(const uint64_t *)arg - lane->empty_since_us >= LANE_IDLE_US;
 }
 
-size_t dispatch_expire (dispatch_t *self, uint64_t now_us, zlistx_t *failed)
+size_t dispatch_expire (dispatch_t *self, uint64_t now_us, dispatch_jobs_t *failed)
 {
+    assert (self);
     size_t count = 0;
     bool sweep = now_us - self->lanes_swept >= LANE_IDLE_US;
     if (sweep)
         self->lanes_swept = now_us;
-    for (broker_model_t *model = zhashx_first (self->models); model;
+    for (dispatch_model_t *model = zhashx_first (self->models); model;
          model = zhashx_next (self->models)) {
         for (int p = 0; p < CODEC_PRIORITIES; p++) {
             //  Each lane's jobs, oldest first; taking the last job out of a
-            //  lane takes the lane out of the turn, so step first
-            dispatch_list_t *turns = &model->turns[p];
-            dispatch_link_t *lane_link = list_first (turns);
-            while (lane_link) {
-                lane_t *lane = lane_at (lane_link);
-                lane_link = list_after (turns, lane_link);
-                dispatch_link_t *link = list_first (&lane->jobs);
-                while (link) {
-                    broker_job_t *job = job_at (link);
-                    link = list_after (&lane->jobs, link);
-                    if (expired (job, now_us)) {
-                        queue_remove (model, job, now_us);
-                        fail_expired (job, now_us, failed);
+            //  lane takes the lane out of the turn, which LIST_FOREACH allows
+            lane_t *lane;
+            LIST_FOREACH (lane, &model->turns[p], lane_t, turn)
+            {
+                job_node_t *node;
+                LIST_FOREACH (node, &lane->jobs, job_node_t, link)
+                {
+                    if (s_expired (&node->job, now_us)) {
+                        s_queue_remove (model, &node->job, now_us);
+                        s_fail_expired (&node->job, now_us, failed);
                         count++;
                     }
                 }
             }
         }
         if (sweep)
-            table_delete_if (model->lane_of, lane_idle, &now_us);
+            table_delete_if (model->lane_of, s_lane_idle, &now_us);
     }
     return count;
 }
 
-void dispatch_shutdown (dispatch_t *self, zlistx_t *failed)
+void dispatch_shutdown (dispatch_t *self, dispatch_jobs_t *failed)
 {
-    for (broker_worker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers)) {
-        broker_job_t *job;
-        while ((job = job_at (list_first (&w->jobs)))) {
-            list_remove (&w->jobs, &node_of (job)->link);
+    assert (self);
+    for (dispatch_worker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers)) {
+        dispatch_job_t *job;
+        while ((job = s_job_at (list_first (&w->jobs)))) {
+            list_remove (&w->jobs, &s_node_of (job)->link);
+            assert (self->held > 0);
             self->held--;
-            fail_job (job, AMAAS_UNAVAILABLE, failed,
-                      "the broker shut down before the job completed: retry");
+            s_fail_job (job, AMAAS_UNAVAILABLE, failed,
+                        "the broker shut down before the job completed: retry");
         }
     }
     dispatch_fail_all (self, AMAAS_UNAVAILABLE,
                        "the broker shut down before the job was served: retry", failed);
-    for (broker_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
+    for (dispatch_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
         zlistx_purge (m->workers);
     zhashx_purge (self->workers);
 }
 
-broker_model_t *dispatch_model_first (dispatch_t *self)
+dispatch_model_t *dispatch_model_first (dispatch_t *self)
 {
+    assert (self);
     return zhashx_first (self->models);
 }
 
-broker_model_t *dispatch_model_next (dispatch_t *self)
+dispatch_model_t *dispatch_model_next (dispatch_t *self)
 {
+    assert (self);
     return zhashx_next (self->models);
 }
 
-broker_worker_t *dispatch_worker_first (dispatch_t *self)
+dispatch_worker_t *dispatch_worker_first (dispatch_t *self)
 {
+    assert (self);
     return zhashx_first (self->workers);
 }
 
-broker_worker_t *dispatch_worker_next (dispatch_t *self)
+dispatch_worker_t *dispatch_worker_next (dispatch_t *self)
 {
+    assert (self);
     return zhashx_next (self->workers);
 }
 
-static int compare_models (const void *a, const void *b)
+static int s_compare_models (const void *a, const void *b)
 {
     const codec_model_t *x = a, *y = b;
     int by_name = strcmp (x->name, y->name);
-    return by_name ? by_name : version_compare (x->version, y->version);
+    return by_name ? by_name : s_version_compare (x->version, y->version);
 }
 
 int dispatch_models (dispatch_t *self, codec_header_t *header)
 {
+    assert (self);
     size_t n = 0;
     codec_model_t *list = calloc (zhashx_size (self->models) + 1, sizeof *list);
     if (!list)
         return -1;
-    for (broker_model_t *model = zhashx_first (self->models); model;
+    for (dispatch_model_t *model = zhashx_first (self->models); model;
          model = zhashx_next (self->models)) {
         if (zlistx_size (model->workers) == 0)
             continue;
@@ -1036,7 +1158,7 @@ int dispatch_models (dispatch_t *self, codec_header_t *header)
         list[n].queued = (uint32_t)model->queued;
         n++;
     }
-    qsort (list, n, sizeof *list, compare_models);
+    qsort (list, n, sizeof *list, s_compare_models);
     free (header->models);
     header->models = list;
     header->n_models = n;
@@ -1046,13 +1168,15 @@ int dispatch_models (dispatch_t *self, codec_header_t *header)
 
 size_t dispatch_worker_count (dispatch_t *self)
 {
+    assert (self);
     return zhashx_size (self->workers);
 }
 
 size_t dispatch_queued (dispatch_t *self, const char *name)
 {
+    assert (self);
     size_t queued = 0;
-    for (broker_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
+    for (dispatch_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
         if (streq (m->name, name))
             queued += m->queued;
     return queued;
@@ -1060,13 +1184,263 @@ size_t dispatch_queued (dispatch_t *self, const char *name)
 
 size_t dispatch_queued_total (dispatch_t *self)
 {
+    assert (self);
     size_t total = 0;
-    for (broker_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
+    for (dispatch_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
         total += m->queued;
     return total;
 }
 
 size_t dispatch_in_flight (dispatch_t *self)
 {
+    assert (self);
     return self->held;
+}
+
+//  --------------------------------------------------------------------------
+//  Fields of jobs, workers and model versions
+
+uint64_t dispatch_job_token (const dispatch_job_t *job)
+{
+    assert (job);
+    return job->token;
+}
+
+uint64_t dispatch_job_id (const dispatch_job_t *job)
+{
+    assert (job);
+    return job->id;
+}
+
+const char *dispatch_job_model (const dispatch_job_t *job)
+{
+    assert (job);
+    return job->model;
+}
+
+const char *dispatch_job_version (const dispatch_job_t *job)
+{
+    assert (job);
+    return job->version;
+}
+
+const void *dispatch_job_client (const dispatch_job_t *job, size_t *size)
+{
+    assert (job);
+    *size = job->client_size;
+    return job->client;
+}
+
+void dispatch_job_set_client (dispatch_job_t *job, const void *identity, size_t size)
+{
+    assert (job);
+    if (size > sizeof job->client)
+        return;
+    memcpy (job->client, identity, size);
+    job->client_size = size;
+}
+
+void *dispatch_job_owner (const dispatch_job_t *job)
+{
+    assert (job);
+    return job->owner;
+}
+
+void dispatch_job_set_owner (dispatch_job_t *job, void *owner)
+{
+    assert (job);
+    //  A job without a session is filed in the index under its owner
+    assert (job->session || !s_node_of (job)->indexed || job->owner == owner);
+    job->owner = owner;
+}
+
+void dispatch_job_set_principal (dispatch_job_t *job, uint64_t principal)
+{
+    assert (job);
+    assert (!s_node_of (job)->indexed); //  filed under it
+    job->principal = principal;
+}
+
+dispatch_worker_t *dispatch_job_worker (const dispatch_job_t *job)
+{
+    assert (job);
+    return job->worker;
+}
+
+uint64_t dispatch_job_deadline_us (const dispatch_job_t *job)
+{
+    assert (job);
+    return job->deadline_us;
+}
+
+const char (*dispatch_job_outputs (const dispatch_job_t *job, size_t *n))[CODEC_NAME_MAX]
+{
+    assert (job);
+    *n = job->n_outputs;
+    return (const char (*)[CODEC_NAME_MAX])job->outputs;
+}
+
+zmq_msg_t *dispatch_job_payload (dispatch_job_t *job)
+{
+    assert (job);
+    return job->has_payload ? &job->payload : NULL;
+}
+
+uint64_t dispatch_job_received_us (const dispatch_job_t *job)
+{
+    assert (job);
+    return job->received_us;
+}
+
+uint64_t dispatch_job_dispatched_us (const dispatch_job_t *job)
+{
+    assert (job);
+    return job->dispatched_us;
+}
+
+uint32_t dispatch_job_lost (const dispatch_job_t *job)
+{
+    assert (job);
+    return job->lost;
+}
+
+amaas_code_t dispatch_job_fail_code (const dispatch_job_t *job)
+{
+    assert (job);
+    return job->fail_code;
+}
+
+const char *dispatch_job_fail_message (const dispatch_job_t *job)
+{
+    assert (job);
+    return job->fail_message;
+}
+
+void dispatch_job_set_failure (dispatch_job_t *job, amaas_code_t code, const char *message)
+{
+    assert (job);
+    job->fail_code = code;
+    snprintf (job->fail_message, sizeof job->fail_message, "%s", message);
+}
+
+const char *dispatch_worker_key (const dispatch_worker_t *worker)
+{
+    assert (worker);
+    return worker->key;
+}
+
+zframe_t *dispatch_worker_identity (const dispatch_worker_t *worker)
+{
+    assert (worker);
+    return worker->identity;
+}
+
+size_t dispatch_worker_held (const dispatch_worker_t *worker)
+{
+    assert (worker);
+    return list_size (&worker->jobs);
+}
+
+uint32_t dispatch_worker_credit (const dispatch_worker_t *worker)
+{
+    assert (worker);
+    return worker->credit;
+}
+
+uint32_t dispatch_worker_pid (const dispatch_worker_t *worker)
+{
+    assert (worker);
+    return worker->pid;
+}
+
+const char *dispatch_worker_host (const dispatch_worker_t *worker)
+{
+    assert (worker);
+    return worker->host;
+}
+
+size_t dispatch_worker_model_count (const dispatch_worker_t *worker)
+{
+    assert (worker);
+    return worker->n_models;
+}
+
+dispatch_model_t *dispatch_worker_model (const dispatch_worker_t *worker, size_t i)
+{
+    assert (worker);
+    assert (i < worker->n_models);
+    return worker->models[i];
+}
+
+uint32_t dispatch_worker_model_errors (const dispatch_worker_t *worker)
+{
+    assert (worker);
+    return worker->model_errors;
+}
+
+uint64_t dispatch_worker_done (const dispatch_worker_t *worker)
+{
+    assert (worker);
+    return worker->done;
+}
+
+bool dispatch_worker_draining (const dispatch_worker_t *worker)
+{
+    assert (worker);
+    return worker->draining;
+}
+
+int64_t dispatch_worker_seen_ms (const dispatch_worker_t *worker)
+{
+    assert (worker);
+    return worker->seen_ms;
+}
+
+void dispatch_worker_heard (dispatch_worker_t *worker, int64_t now_ms, int64_t expires_ms)
+{
+    assert (worker);
+    worker->seen_ms = now_ms;
+    worker->expires_ms = expires_ms;
+}
+
+const char *dispatch_model_name (const dispatch_model_t *model)
+{
+    assert (model);
+    return model->name;
+}
+
+const char *dispatch_model_version (const dispatch_model_t *model)
+{
+    assert (model);
+    return model->version;
+}
+
+uint32_t dispatch_model_width (const dispatch_model_t *model)
+{
+    assert (model);
+    return model->width;
+}
+
+uint64_t dispatch_model_mapped (const dispatch_model_t *model)
+{
+    assert (model);
+    return model->mapped;
+}
+
+size_t dispatch_model_queued (const dispatch_model_t *model)
+{
+    assert (model);
+    return model->queued;
+}
+
+size_t dispatch_model_workers (const dispatch_model_t *model)
+{
+    assert (model);
+    return zlistx_size (model->workers);
+}
+
+size_t dispatch_model_lanes (const dispatch_model_t *model)
+{
+    assert (model);
+    return zhashx_size (model->lane_of);
 }

@@ -11,7 +11,7 @@
 #include "options.h"
 #include "signals.h"
 
-static void usage (FILE *out, const broker_config_t *d)
+static void s_usage (FILE *out, const broker_config_t *d)
 {
     fprintf (out,
              "Usage: amaas-broker [OPTIONS]\n"
@@ -130,7 +130,7 @@ int main (int argc, char *argv[])
         case 'Y': syslog = true; break;
         case 'F': break; //  read by options_with_config
         case 'l': level = options_log_level ("amaas-broker", optarg); break;
-        case 'h': usage (stdout, &config); return 0;
+        case 'h': s_usage (stdout, &config); return 0;
         default: fprintf (stderr, "Try 'amaas-broker --help'.\n"); return 2;
         }
     }
@@ -142,8 +142,10 @@ int main (int argc, char *argv[])
     log_setup ("amaas-broker", (log_level_t)level);
     if (syslog)
         log_to_syslog ();
+    //  One way to handle signals, util/signals.c: it keeps czmq's handler
+    //  out of the way, so that SIGINT and SIGTERM count as stop requests
+    //  that the event loop reads (a first one stops gracefully)
     signals_catch_stop ();
     zsys_init ();
-    zsys_catch_interrupts ();
     return broker_run (&config) == 0 ? 0 : 1;
 }

@@ -1,10 +1,10 @@
 /*  metrics.c - the broker's Prometheus metrics, served over HTTP.
 
     Each model has one block of counters, allocated the first time the
-    model is seen and found again through a small open-addressing hash
-    table, so that counting a job is a hash, a few additions and no
-    allocation.  A histogram keeps the count of each bucket on its own;
-    the cumulative counts Prometheus wants are summed when rendering.
+    model is seen and found again by its label's hash in an idmap (the
+    project's table by 64-bit key), so that counting a job is a hash, a
+    lookup, a few additions and no allocation.  A histogram keeps the count of each bucket on its
+   own; the cumulative counts Prometheus wants are summed when rendering.
 
     Publishing renders the text into a new buffer and swaps it, under the
     mutex, for the one the HTTP server serves.  The server is libmicrohttpd
@@ -21,6 +21,7 @@
 #include <stddef.h>
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -35,6 +36,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "idmap.h"
 #include "utf8.h"
 
 #if MHD_VERSION < 0x00097002
@@ -47,7 +49,6 @@ typedef enum MHD_Result mhd_result_t;
 #define LABEL_MAX (3 * NAME_MAX_BYTES + 1) //  as UTF-8: a bad byte takes 3
 #define MAX_CODES 24                       //  distinct codes; the last is "OTHER"
 #define MAX_BUCKETS 18                     //  finite bucket bounds of a histogram
-#define HASH_SLOTS 1024                    //  power of 2, over 2 * METRICS_MAX_MODELS
 #define OTHER_MODEL "(other)"              //  label of the models past the limit
 #define CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
@@ -60,21 +61,21 @@ typedef struct {
     size_t n_bounds;      //  how many
 } histogram_kind_t;
 
-static const double seconds_bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-                                        0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
-                                        0.5,     1,      2.5,     5,      10};
-static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+static const double s_seconds_bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                          0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
+                                          0.5,     1,      2.5,     5,      10};
+static const double s_batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 #define N_OF(a) (sizeof (a) / sizeof (a)[0])
 
-static const histogram_kind_t histogram_kinds[N_HISTOGRAMS] = {
+static const histogram_kind_t s_histogram_kinds[N_HISTOGRAMS] = {
     {"amaas_queue_seconds", "Time jobs waited in the broker before a worker took them.",
-     seconds_bounds, N_OF (seconds_bounds)},
+     s_seconds_bounds, N_OF (s_seconds_bounds)},
     {"amaas_compute_seconds", "Time workers spent computing jobs, as they report it.",
-     seconds_bounds, N_OF (seconds_bounds)},
+     s_seconds_bounds, N_OF (s_seconds_bounds)},
     {"amaas_latency_seconds", "Time from a job's arrival at the broker to its answer.",
-     seconds_bounds, N_OF (seconds_bounds)},
-    {"amaas_batch_size", "Size of the batch each job was computed in.", batch_bounds,
-     N_OF (batch_bounds)},
+     s_seconds_bounds, N_OF (s_seconds_bounds)},
+    {"amaas_batch_size", "Size of the batch each job was computed in.", s_batch_bounds,
+     N_OF (s_batch_bounds)},
 };
 
 typedef struct {
@@ -90,29 +91,30 @@ typedef struct {
     bool has_gauges;                      //  metrics_add_model was called for it
     size_t queued;                        //  jobs waiting
     size_t in_flight;                     //  jobs held by workers
-} model_t;
+} metrics_model_t;
 
 struct metrics_t {
-    model_t *models[METRICS_MAX_MODELS + 1]; //  in order of first sight; the last: "(other)"
-    size_t n_models;                         //  models[0 .. n_models-1] in use, "(other)" aside
-    int16_t slots[HASH_SLOTS];               //  index in models + 1 by hash of label; 0: free
-    char codes[MAX_CODES][32];               //  code names in order of first sight
-    size_t n_codes;                          //  codes in use
-    size_t workers;                          //  workers connected
-    metrics_counts_t counts;                 //  job lifecycle
-    struct timespec started;                 //  monotonic time metrics_new ran
-    struct MHD_Daemon *daemon;               //  HTTP server, or NULL
-    int port;                                //  its port
-    pthread_mutex_t lock;                    //  guards text and text_size
-    char *text;                              //  the published exposition
-    size_t text_size;                        //  its length
+    metrics_model_t
+        *models[METRICS_MAX_MODELS + 1]; //  in order of first sight; the last: "(other)"
+    size_t n_models;                     //  models[0 .. n_models-1] in use, "(other)" aside
+    idmap_t *by_label;                   //  models[0 .. n_models-1] by hash of label
+    char codes[MAX_CODES][32];           //  code names in order of first sight
+    size_t n_codes;                      //  codes in use
+    size_t workers;                      //  workers connected
+    metrics_counts_t counts;             //  job lifecycle
+    struct timespec started;             //  monotonic time metrics_new ran
+    struct MHD_Daemon *daemon;           //  HTTP server, or NULL
+    int port;                            //  its port
+    pthread_mutex_t lock;                //  guards text and text_size
+    char *text;                          //  the published exposition
+    size_t text_size;                    //  its length
 };
 
 //  Copies name into label as valid UTF-8 (RFC 3629: no overlong forms, no
 //  surrogates, nothing over U+10FFFF), each byte that does not belong to a
 //  valid sequence replaced by U+FFFD; at most NAME_MAX_BYTES of name are
 //  read.  label holds LABEL_MAX bytes.
-static void label_from_name (char *label, const char *name)
+static void s_label_from_name (char *label, const char *name)
 {
     const unsigned char *s = (const unsigned char *)name;
     size_t n = strnlen (name, NAME_MAX_BYTES), out = 0;
@@ -131,47 +133,48 @@ static void label_from_name (char *label, const char *name)
     label[out] = 0;
 }
 
-static uint32_t hash (const char *s)
+//  Whether a model's counters are those of the label `key`.
+static bool s_model_is (const void *item, const void *key)
 {
-    uint32_t h = 2166136261u; //  FNV-1a
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
+    const metrics_model_t *model = item;
+    return strcmp (model->label, key) == 0;
 }
 
 //  The counters of a model, added on first sight; past METRICS_MAX_MODELS
 //  models, those of "(other)".  NULL on out-of-memory.
-static model_t *model_get (metrics_t *self, const char *name)
+static metrics_model_t *s_model_get (metrics_t *self, const char *name)
 {
     char label[LABEL_MAX];
-    label_from_name (label, name);
-    uint32_t slot = hash (label) & (HASH_SLOTS - 1);
-    while (self->slots[slot]) {
-        model_t *model = self->models[self->slots[slot] - 1];
-        if (strcmp (model->label, label) == 0)
-            return model;
-        slot = (slot + 1) & (HASH_SLOTS - 1);
-    }
+    s_label_from_name (label, name);
+    uint64_t hash = idmap_hash_bytes (label, strlen (label), 0);
+    metrics_model_t *model = idmap_find (self->by_label, hash, s_model_is, label);
+    if (model)
+        return model;
     //  A model named "(other)" shares its counters with the models past
     //  the limit: one label, one series
     bool other = self->n_models == METRICS_MAX_MODELS || strcmp (label, OTHER_MODEL) == 0;
     size_t index = other ? METRICS_MAX_MODELS : self->n_models;
     if (!self->models[index]) {
-        self->models[index] = calloc (1, sizeof (model_t));
+        self->models[index] = calloc (1, sizeof (metrics_model_t));
         if (!self->models[index])
             return NULL;
         strcpy (self->models[index]->label, other ? OTHER_MODEL : label);
     }
     if (!other) {
-        self->slots[slot] = (int16_t)(index + 1);
+        if (idmap_insert (self->by_label, hash, self->models[index])) {
+            free (self->models[index]); //  the next model may take the index
+            self->models[index] = NULL;
+            return NULL;
+        }
         self->n_models++;
     }
+    assert (self->n_models <= METRICS_MAX_MODELS);
     return self->models[index];
 }
 
 //  Index of a code name in self->codes, added on first sight; when they
 //  are all taken, that of the last one, "OTHER".
-static size_t code_index (metrics_t *self, const char *code)
+static size_t s_code_index (metrics_t *self, const char *code)
 {
     for (size_t i = 0; i < self->n_codes; i++)
         if (strcmp (self->codes[i], code) == 0)
@@ -187,11 +190,11 @@ static size_t code_index (metrics_t *self, const char *code)
     return self->n_codes++;
 }
 
-static void histogram_observe (histogram_t *h, histogram_id_t id, double value)
+static void s_histogram_observe (histogram_t *h, histogram_id_t id, double value)
 {
     if (!(value >= 0) || isinf (value)) //  negative, NaN or infinite: not observed
         return;
-    const histogram_kind_t *kind = &histogram_kinds[id];
+    const histogram_kind_t *kind = &s_histogram_kinds[id];
     size_t b = 0;
     while (b < kind->n_bounds && value > kind->bounds[b])
         b++;
@@ -203,26 +206,28 @@ static void histogram_observe (histogram_t *h, histogram_id_t id, double value)
 void metrics_observe_job (metrics_t *self, const char *model_name, const char *code, double queue_s,
                           double compute_s, double latency_s, unsigned batch)
 {
-    model_t *model = model_get (self, model_name);
+    assert (self);
+    metrics_model_t *model = s_model_get (self, model_name);
     if (!model)
         return;
-    model->jobs[code_index (self, code)]++;
-    histogram_observe (&model->histograms[H_QUEUE], H_QUEUE, queue_s);
-    histogram_observe (&model->histograms[H_COMPUTE], H_COMPUTE, compute_s);
-    histogram_observe (&model->histograms[H_LATENCY], H_LATENCY, latency_s);
+    model->jobs[s_code_index (self, code)]++;
+    s_histogram_observe (&model->histograms[H_QUEUE], H_QUEUE, queue_s);
+    s_histogram_observe (&model->histograms[H_COMPUTE], H_COMPUTE, compute_s);
+    s_histogram_observe (&model->histograms[H_LATENCY], H_LATENCY, latency_s);
     if (batch > 0)
-        histogram_observe (&model->histograms[H_BATCH], H_BATCH, batch);
+        s_histogram_observe (&model->histograms[H_BATCH], H_BATCH, batch);
 }
 
 //  Every model counted so far, "(other)" last if it was used
-static model_t *model_at (metrics_t *self, size_t i)
+static metrics_model_t *s_model_at (metrics_t *self, size_t i)
 {
     return i < self->n_models ? self->models[i] : self->models[METRICS_MAX_MODELS];
 }
 
 void metrics_add_model (metrics_t *self, const char *model_name, size_t queued, size_t in_flight)
 {
-    model_t *model = model_get (self, model_name);
+    assert (self);
+    metrics_model_t *model = s_model_get (self, model_name);
     if (!model)
         return;
     model->has_gauges = true;
@@ -232,8 +237,9 @@ void metrics_add_model (metrics_t *self, const char *model_name, size_t queued, 
 
 void metrics_clear_models (metrics_t *self)
 {
+    assert (self);
     for (size_t i = 0; i <= self->n_models; i++) {
-        model_t *model = model_at (self, i);
+        metrics_model_t *model = s_model_at (self, i);
         if (model)
             model->queued = model->in_flight = 0;
     }
@@ -241,17 +247,19 @@ void metrics_clear_models (metrics_t *self)
 
 void metrics_set_counts (metrics_t *self, const metrics_counts_t *counts)
 {
+    assert (self);
     self->counts = *counts;
 }
 
 void metrics_set_workers (metrics_t *self, size_t workers)
 {
+    assert (self);
     self->workers = workers;
 }
 
 //  A number as Prometheus reads it: the shortest %g that reads back the
 //  same, or +Inf, -Inf, NaN.
-static void put_number (FILE *f, double v)
+static void s_put_number (FILE *f, double v)
 {
     if (isnan (v)) {
         fputs ("NaN", f);
@@ -271,7 +279,7 @@ static void put_number (FILE *f, double v)
 }
 
 //  A label value, escaped as the text format requires: \ " and newline.
-static void put_label (FILE *f, const char *s)
+static void s_put_label (FILE *f, const char *s)
 {
     for (; *s; s++) {
         if (*s == '\\')
@@ -285,17 +293,17 @@ static void put_label (FILE *f, const char *s)
     }
 }
 
-static void put_header (FILE *f, const char *name, const char *type, const char *help)
+static void s_put_header (FILE *f, const char *name, const char *type, const char *help)
 {
     fprintf (f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void put_histograms (metrics_t *self, FILE *f, histogram_id_t id)
+static void s_put_histograms (metrics_t *self, FILE *f, histogram_id_t id)
 {
-    const histogram_kind_t *kind = &histogram_kinds[id];
-    put_header (f, kind->name, "histogram", kind->help);
+    const histogram_kind_t *kind = &s_histogram_kinds[id];
+    s_put_header (f, kind->name, "histogram", kind->help);
     for (size_t i = 0; i <= self->n_models; i++) {
-        model_t *model = model_at (self, i);
+        metrics_model_t *model = s_model_at (self, i);
         if (!model)
             continue;
         const histogram_t *h = &model->histograms[id];
@@ -303,60 +311,61 @@ static void put_histograms (metrics_t *self, FILE *f, histogram_id_t id)
         for (size_t b = 0; b <= kind->n_bounds; b++) {
             cumulative += h->buckets[b];
             fprintf (f, "%s_bucket{model=\"", kind->name);
-            put_label (f, model->label);
+            s_put_label (f, model->label);
             fputs ("\",le=\"", f);
-            put_number (f, b < kind->n_bounds ? kind->bounds[b] : INFINITY);
+            s_put_number (f, b < kind->n_bounds ? kind->bounds[b] : INFINITY);
             fprintf (f, "\"} %" PRIu64 "\n", cumulative);
         }
         fprintf (f, "%s_sum{model=\"", kind->name);
-        put_label (f, model->label);
+        s_put_label (f, model->label);
         fputs ("\"} ", f);
-        put_number (f, h->sum);
+        s_put_number (f, h->sum);
         fprintf (f, "\n%s_count{model=\"", kind->name);
-        put_label (f, model->label);
+        s_put_label (f, model->label);
         fprintf (f, "\"} %" PRIu64 "\n", h->count);
     }
 }
 
 //  One gauge line per model that has gauges; which: 0 queued, 1 in flight
-static void put_model_gauges (metrics_t *self, FILE *f, const char *name, int which)
+static void s_put_model_gauges (metrics_t *self, FILE *f, const char *name, int which)
 {
     for (size_t i = 0; i <= self->n_models; i++) {
-        model_t *model = model_at (self, i);
+        metrics_model_t *model = s_model_at (self, i);
         if (!model || !model->has_gauges)
             continue;
         fprintf (f, "%s{model=\"", name);
-        put_label (f, model->label);
+        s_put_label (f, model->label);
         fprintf (f, "\"} %zu\n", which == 0 ? model->queued : model->in_flight);
     }
 }
 
 char *metrics_render (metrics_t *self)
 {
+    assert (self);
     char *text = NULL;
     size_t size = 0;
     FILE *f = open_memstream (&text, &size);
     if (!f)
         return NULL;
-    put_header (f, "amaas_jobs_total", "counter", "Jobs answered, by model and code.");
+    s_put_header (f, "amaas_jobs_total", "counter", "Jobs answered, by model and code.");
     for (size_t i = 0; i <= self->n_models; i++) {
-        model_t *model = model_at (self, i);
+        metrics_model_t *model = s_model_at (self, i);
         for (size_t c = 0; model && c < self->n_codes; c++) {
             if (!model->jobs[c])
                 continue;
             fputs ("amaas_jobs_total{model=\"", f);
-            put_label (f, model->label);
+            s_put_label (f, model->label);
             fputs ("\",code=\"", f);
-            put_label (f, self->codes[c]);
+            s_put_label (f, self->codes[c]);
             fprintf (f, "\"} %" PRIu64 "\n", model->jobs[c]);
         }
     }
     for (histogram_id_t id = 0; id < N_HISTOGRAMS; id++)
-        put_histograms (self, f, id);
-    put_header (f, "amaas_queue_depth", "gauge", "Jobs waiting in the broker, by model.");
-    put_model_gauges (self, f, "amaas_queue_depth", 0);
-    put_header (f, "amaas_jobs_in_flight", "gauge", "Jobs held by workers, by model.");
-    put_model_gauges (self, f, "amaas_jobs_in_flight", 1);
+        s_put_histograms (self, f, id);
+    s_put_header (f, "amaas_queue_depth", "gauge", "Jobs waiting in the broker, by model.");
+    s_put_model_gauges (self, f, "amaas_queue_depth", 0);
+    s_put_header (f, "amaas_jobs_in_flight", "gauge", "Jobs held by workers, by model.");
+    s_put_model_gauges (self, f, "amaas_jobs_in_flight", 1);
     static const struct {
         const char *name, *type, *help;
         size_t offset;
@@ -376,18 +385,18 @@ char *metrics_render (metrics_t *self)
          offsetof (metrics_counts_t, load_failures)},
     };
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
-        put_header (f, counts[i].name, counts[i].type, counts[i].help);
+        s_put_header (f, counts[i].name, counts[i].type, counts[i].help);
         fprintf (f, "%s %" PRIu64 "\n", counts[i].name,
                  *(const uint64_t *)(const void *)((const char *)&self->counts + counts[i].offset));
     }
-    put_header (f, "amaas_workers", "gauge", "Workers connected to the broker.");
+    s_put_header (f, "amaas_workers", "gauge", "Workers connected to the broker.");
     fprintf (f, "amaas_workers %zu\n", self->workers);
     struct timespec now;
     clock_gettime (CLOCK_MONOTONIC, &now);
-    put_header (f, "amaas_uptime_seconds", "gauge", "Seconds since the broker started.");
+    s_put_header (f, "amaas_uptime_seconds", "gauge", "Seconds since the broker started.");
     fputs ("amaas_uptime_seconds ", f);
-    put_number (f, (double)(now.tv_sec - self->started.tv_sec) +
-                       (double)(now.tv_nsec - self->started.tv_nsec) / 1e9);
+    s_put_number (f, (double)(now.tv_sec - self->started.tv_sec) +
+                         (double)(now.tv_nsec - self->started.tv_nsec) / 1e9);
     fputc ('\n', f);
     bool failed = ferror (f) != 0;
     if (fclose (f) || failed) {
@@ -399,6 +408,7 @@ char *metrics_render (metrics_t *self)
 
 int metrics_publish (metrics_t *self)
 {
+    assert (self);
     char *text = metrics_render (self);
     if (!text)
         return -1;
@@ -413,9 +423,9 @@ int metrics_publish (metrics_t *self)
 }
 
 //  libmicrohttpd's request handler, on the server's thread
-static mhd_result_t on_request (void *cls, struct MHD_Connection *connection, const char *url,
-                                const char *method, const char *version, const char *upload_data,
-                                size_t *upload_data_size, void **con_cls)
+static mhd_result_t s_on_request (void *cls, struct MHD_Connection *connection, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)version, (void)upload_data, (void)upload_data_size, (void)con_cls;
     metrics_t *self = cls;
@@ -450,7 +460,7 @@ static mhd_result_t on_request (void *cls, struct MHD_Connection *connection, co
 
 //  Starts the HTTP server on "ADDRESS:PORT".  Returns 0, or -1 with the
 //  reason in err.
-static int start_server (metrics_t *self, const char *listen, char *err, size_t err_size)
+static int s_start_server (metrics_t *self, const char *listen, char *err, size_t err_size)
 {
     const char *colon = strrchr (listen, ':');
     char *end;
@@ -492,7 +502,7 @@ static int start_server (metrics_t *self, const char *listen, char *err, size_t 
     unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD | (ipv6 ? MHD_USE_IPv6 : 0);
     errno = 0;
     self->daemon = MHD_start_daemon (
-        flags, (uint16_t)port, NULL, NULL, on_request, self, MHD_OPTION_SOCK_ADDR,
+        flags, (uint16_t)port, NULL, NULL, s_on_request, self, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&address, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)16,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10, MHD_OPTION_END);
     if (!self->daemon) {
@@ -514,8 +524,15 @@ metrics_t *metrics_new (const char *listen, char *err, size_t err_size)
         return NULL;
     }
     clock_gettime (CLOCK_MONOTONIC, &self->started);
+    self->by_label = idmap_new ();
+    if (!self->by_label) {
+        snprintf (err, err_size, "out of memory");
+        free (self);
+        return NULL;
+    }
     if (pthread_mutex_init (&self->lock, NULL)) {
         snprintf (err, err_size, "cannot create a mutex");
+        idmap_destroy (&self->by_label);
         free (self);
         return NULL;
     }
@@ -524,7 +541,7 @@ metrics_t *metrics_new (const char *listen, char *err, size_t err_size)
         snprintf (err, err_size, "out of memory");
         goto err;
     }
-    if (listen && start_server (self, listen, err, err_size))
+    if (listen && s_start_server (self, listen, err, err_size))
         goto err;
     return self;
 err:
@@ -541,6 +558,7 @@ void metrics_destroy (metrics_t **self_p)
         MHD_stop_daemon (self->daemon);
     for (size_t i = 0; i <= METRICS_MAX_MODELS; i++)
         free (self->models[i]);
+    idmap_destroy (&self->by_label);
     pthread_mutex_destroy (&self->lock);
     free (self->text);
     free (self);
@@ -549,5 +567,6 @@ void metrics_destroy (metrics_t **self_p)
 
 int metrics_port (metrics_t *self)
 {
+    assert (self);
     return self->daemon ? self->port : 0;
 }

@@ -9,13 +9,13 @@
 #define MAX_SENT 1000
 
 typedef struct {
-    broker_job_t *job[MAX_SENT];
-    broker_worker_t *worker[MAX_SENT];
+    dispatch_job_t *job[MAX_SENT];
+    dispatch_worker_t *worker[MAX_SENT];
     size_t n;
     bool refuse; //  make the send fail
 } sent_t;
 
-static int record (broker_job_t *job, broker_worker_t *worker, void *arg)
+static int record (dispatch_job_t *job, dispatch_worker_t *worker, void *arg)
 {
     sent_t *sent = arg;
     if (sent->refuse)
@@ -28,8 +28,8 @@ static int record (broker_job_t *job, broker_worker_t *worker, void *arg)
 }
 
 //  Registers a worker serving the comma-separated models with credit.
-static broker_worker_t *add_worker (dispatch_t *d, const char *key, const char *models,
-                                    uint32_t credit, zlistx_t *failed)
+static dispatch_worker_t *add_worker (dispatch_t *d, const char *key, const char *models,
+                                      uint32_t credit, dispatch_jobs_t *failed)
 {
     codec_header_t ready = {0};
     char list[256];
@@ -49,14 +49,14 @@ static broker_worker_t *add_worker (dispatch_t *d, const char *key, const char *
     zframe_t *identity = zframe_new (key, strlen (key));
     size_t refused;
     char warning[256];
-    broker_worker_t *w = dispatch_worker_ready (d, key, &identity, &ready, 1000, failed, &refused,
-                                                warning, sizeof warning);
+    dispatch_worker_t *w = dispatch_worker_ready (d, key, &identity, &ready, 1000, failed, &refused,
+                                                  warning, sizeof warning);
     codec_header_reset (&ready);
     ck_assert_ptr_nonnull (w);
     return w;
 }
 
-static broker_job_t *new_job (dispatch_t *d, const char *model, uint64_t id)
+static dispatch_job_t *new_job (dispatch_t *d, const char *model, uint64_t id)
 {
     codec_header_t request = {0};
     codec_header_set_model (&request, model);
@@ -64,9 +64,9 @@ static broker_job_t *new_job (dispatch_t *d, const char *model, uint64_t id)
 }
 
 //  Submits a job that must be accepted
-static broker_job_t *submit (dispatch_t *d, const char *model, uint64_t id)
+static dispatch_job_t *submit (dispatch_t *d, const char *model, uint64_t id)
 {
-    broker_job_t *job = new_job (d, model, id);
+    dispatch_job_t *job = new_job (d, model, id);
     ck_assert_int_eq (dispatch_submit (d, job, NULL), AMAAS_OK);
     return job;
 }
@@ -74,10 +74,10 @@ static broker_job_t *submit (dispatch_t *d, const char *model, uint64_t id)
 START_TEST (test_dispatch_and_complete)
 {
     dispatch_t *d = dispatch_new (100, 2);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     sent_t sent = {0};
-    broker_worker_t *w = add_worker (d, "w1", "linear", 4, failed);
-    broker_job_t *job = submit (d, "linear", 7);
+    dispatch_worker_t *w = add_worker (d, "w1", "linear", 4, failed);
+    dispatch_job_t *job = submit (d, "linear", 7);
     ck_assert_uint_eq (dispatch_queued (d, "linear"), 1);
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
     ck_assert_ptr_eq (sent.job[0], job);
@@ -85,16 +85,16 @@ START_TEST (test_dispatch_and_complete)
     ck_assert_uint_eq (dispatch_queued (d, "linear"), 0);
     ck_assert_uint_eq (dispatch_in_flight (d), 1);
     //  A result from another worker, or for another token, is not accepted
-    broker_worker_t *other = add_worker (d, "w2", "linear", 4, failed);
-    ck_assert_ptr_null (dispatch_complete (d, other, job->token));
-    ck_assert_ptr_null (dispatch_complete (d, w, job->token + 100));
-    broker_job_t *done = dispatch_complete (d, w, job->token);
+    dispatch_worker_t *other = add_worker (d, "w2", "linear", 4, failed);
+    ck_assert_ptr_null (dispatch_complete (d, other, dispatch_job_token (job)));
+    ck_assert_ptr_null (dispatch_complete (d, w, dispatch_job_token (job) + 100));
+    dispatch_job_t *done = dispatch_complete (d, w, dispatch_job_token (job));
     ck_assert_ptr_eq (done, job);
-    ck_assert_uint_eq (done->id, 7);
-    ck_assert_ptr_null (dispatch_complete (d, w, job->token)); //  only once
-    ck_assert_uint_eq (w->done, 1);
+    ck_assert_uint_eq (dispatch_job_id (done), 7);
+    ck_assert_ptr_null (dispatch_complete (d, w, dispatch_job_token (job))); //  only once
+    ck_assert_uint_eq (dispatch_worker_done (w), 1);
     dispatch_job_destroy (&done);
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d);
 }
 END_TEST
@@ -102,22 +102,22 @@ END_TEST
 START_TEST (test_not_found_and_full)
 {
     dispatch_t *d = dispatch_new (2, 2);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     add_worker (d, "w1", "a", 1, failed);
-    broker_job_t *job = new_job (d, "nope", 1);
+    dispatch_job_t *job = new_job (d, "nope", 1);
     ck_assert_int_eq (dispatch_submit (d, job, NULL), AMAAS_NOT_FOUND);
-    ck_assert_ptr_nonnull (strstr (job->fail_message, "nope"));
+    ck_assert_ptr_nonnull (strstr (dispatch_job_fail_message (job), "nope"));
     dispatch_job_destroy (&job);
     job = new_job (d, "a", 2);
     ck_assert_int_eq (dispatch_submit (d, job, "9"), AMAAS_NOT_FOUND);
-    ck_assert_ptr_nonnull (strstr (job->fail_message, "version"));
+    ck_assert_ptr_nonnull (strstr (dispatch_job_fail_message (job), "version"));
     ck_assert_int_eq (dispatch_submit (d, job, "1"), AMAAS_OK);
     submit (d, "a", 3);
     job = new_job (d, "a", 4);
     ck_assert_int_eq (dispatch_submit (d, job, NULL), AMAAS_RESOURCE_EXHAUSTED);
-    ck_assert_ptr_nonnull (strstr (job->fail_message, "full"));
+    ck_assert_ptr_nonnull (strstr (dispatch_job_fail_message (job), "full"));
     dispatch_job_destroy (&job);
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d); //  frees the queued jobs (ASan checks)
 }
 END_TEST
@@ -125,10 +125,10 @@ END_TEST
 START_TEST (test_credit_and_least_loaded)
 {
     dispatch_t *d = dispatch_new (100, 2);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     sent_t sent = {0};
-    broker_worker_t *w1 = add_worker (d, "w1", "m", 2, failed);
-    broker_worker_t *w2 = add_worker (d, "w2", "m", 3, failed);
+    dispatch_worker_t *w1 = add_worker (d, "w1", "m", 2, failed);
+    dispatch_worker_t *w2 = add_worker (d, "w2", "m", 3, failed);
     for (uint64_t i = 1; i <= 10; i++)
         submit (d, "m", i);
     //  Credit 2 + 3: five go out, five wait
@@ -140,25 +140,29 @@ START_TEST (test_credit_and_least_loaded)
     ck_assert_uint_eq (to_w1, 2);
     //  Jobs leave the queue in FIFO order
     for (size_t i = 0; i < sent.n; i++)
-        ck_assert_uint_eq (sent.job[i]->id, i + 1);
+        ck_assert_uint_eq (dispatch_job_id (sent.job[i]), i + 1);
     //  Least loaded alternates while both are equally loaded
     ck_assert_ptr_ne (sent.worker[0], sent.worker[1]);
     //  w2 finishes one: the next job goes to w2, the only one with credit
-    broker_job_t *done = dispatch_complete (
-        d, w2, sent.job[1]->worker == w2 ? sent.job[1]->token : sent.job[0]->token);
+    dispatch_job_t *done = dispatch_complete (d, w2,
+                                              dispatch_job_worker (sent.job[1]) == w2
+                                                  ? dispatch_job_token (sent.job[1])
+                                                  : dispatch_job_token (sent.job[0]));
     ck_assert_ptr_nonnull (done);
     dispatch_job_destroy (&done);
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
     ck_assert_ptr_eq (sent.worker[5], w2);
-    ck_assert_uint_eq (sent.job[5]->id, 6);
+    ck_assert_uint_eq (dispatch_job_id (sent.job[5]), 6);
     //  A send that fails leaves the job queued
     done = dispatch_complete (d, w1,
-                              sent.job[0]->worker == w1 ? sent.job[0]->token : sent.job[1]->token);
+                              dispatch_job_worker (sent.job[0]) == w1
+                                  ? dispatch_job_token (sent.job[0])
+                                  : dispatch_job_token (sent.job[1]));
     dispatch_job_destroy (&done);
     sent.refuse = true;
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 0);
     ck_assert_uint_eq (dispatch_queued (d, "m"), 4);
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d);
 }
 END_TEST
@@ -166,24 +170,24 @@ END_TEST
 START_TEST (test_round_robin_when_idle)
 {
     dispatch_t *d = dispatch_new (100, 2);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     sent_t sent = {0};
-    broker_worker_t *w1 = add_worker (d, "w1", "m", 4, failed);
-    broker_worker_t *w2 = add_worker (d, "w2", "m", 4, failed);
+    dispatch_worker_t *w1 = add_worker (d, "w1", "m", 4, failed);
+    dispatch_worker_t *w2 = add_worker (d, "w2", "m", 4, failed);
     //  One job at a time, each completed before the next: both workers get work
     size_t counts[2] = {0, 0};
     for (uint64_t i = 1; i <= 10; i++) {
         submit (d, "m", i);
         ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
-        broker_worker_t *w = sent.worker[sent.n - 1];
+        dispatch_worker_t *w = sent.worker[sent.n - 1];
         counts[w == w2]++;
-        broker_job_t *done = dispatch_complete (d, w, sent.job[sent.n - 1]->token);
+        dispatch_job_t *done = dispatch_complete (d, w, dispatch_job_token (sent.job[sent.n - 1]));
         dispatch_job_destroy (&done);
     }
     ck_assert_uint_eq (counts[0], 5);
     ck_assert_uint_eq (counts[1], 5);
     (void)w1;
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d);
 }
 END_TEST
@@ -191,41 +195,42 @@ END_TEST
 START_TEST (test_dead_worker_requeues)
 {
     dispatch_t *d = dispatch_new (100, 2);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     sent_t sent = {0};
-    broker_worker_t *w1 = add_worker (d, "w1", "m", 3, failed);
+    dispatch_worker_t *w1 = add_worker (d, "w1", "m", 3, failed);
     for (uint64_t i = 1; i <= 3; i++)
         submit (d, "m", i);
     submit (d, "m", 4);
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 3);
-    broker_worker_t *w2 = add_worker (d, "w2", "m", 10, failed);
+    dispatch_worker_t *w2 = add_worker (d, "w2", "m", 10, failed);
     //  w2 joined after: job 4 goes to it
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
     ck_assert_ptr_eq (sent.worker[3], w2);
     //  w1 dies holding 1..3: they go back to the front, in order, then to w2
     dispatch_worker_remove (d, w1, failed);
-    ck_assert_uint_eq (zlistx_size (failed), 0);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 0);
     ck_assert_uint_eq (dispatch_worker_count (d), 1);
     ck_assert_uint_eq (dispatch_queued (d, "m"), 3);
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 3);
     for (size_t i = 4; i < 7; i++) {
         ck_assert_ptr_eq (sent.worker[i], w2);
-        ck_assert_uint_eq (sent.job[i]->id, i - 3);
-        ck_assert_uint_eq (sent.job[i]->lost, 1);
+        ck_assert_uint_eq (dispatch_job_id (sent.job[i]), i - 3);
+        ck_assert_uint_eq (dispatch_job_lost (sent.job[i]), 1);
     }
     //  w2 dies too: jobs lost with 2 workers fail as poison; job 4 (lost
     //  once) has no worker left to go to: it fails too
     dispatch_worker_remove (d, w2, failed);
-    ck_assert_uint_eq (zlistx_size (failed), 4);
-    for (broker_job_t *job = zlistx_first (failed); job; job = zlistx_next (failed)) {
-        ck_assert_int_eq (job->fail_code, AMAAS_UNAVAILABLE);
-        if (job->id <= 3)
-            ck_assert_ptr_nonnull (strstr (job->fail_message, "poison"));
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 4);
+    for (dispatch_job_t *job = dispatch_jobs_first (failed); job;
+         job = dispatch_jobs_next (failed, job)) {
+        ck_assert_int_eq (dispatch_job_fail_code (job), AMAAS_UNAVAILABLE);
+        if (dispatch_job_id (job) <= 3)
+            ck_assert_ptr_nonnull (strstr (dispatch_job_fail_message (job), "poison"));
         else
-            ck_assert_ptr_nonnull (strstr (job->fail_message, "no other"));
+            ck_assert_ptr_nonnull (strstr (dispatch_job_fail_message (job), "no other"));
     }
     ck_assert_uint_eq (dispatch_in_flight (d), 0);
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d);
 }
 END_TEST
@@ -233,23 +238,23 @@ END_TEST
 START_TEST (test_last_worker_gone_fails_queue)
 {
     dispatch_t *d = dispatch_new (100, 5);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     sent_t sent = {0};
-    broker_worker_t *w = add_worker (d, "w1", "a,b", 1, failed);
+    dispatch_worker_t *w = add_worker (d, "w1", "a,b", 1, failed);
     submit (d, "a", 1);
     submit (d, "a", 2);
     submit (d, "b", 3);
     dispatch_pump (d, record, &sent, 0, failed);
     ck_assert_uint_eq (sent.n, 1);
     dispatch_worker_remove (d, w, failed);
-    ck_assert_uint_eq (zlistx_size (failed), 3);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 3);
     ck_assert_uint_eq (dispatch_queued (d, "a") + dispatch_queued (d, "b"), 0);
     //  The model is no longer listed
     codec_header_t h = {0};
     ck_assert_int_eq (dispatch_models (d, &h), 0);
     ck_assert_uint_eq (h.n_models, 0);
     codec_header_reset (&h);
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d);
 }
 END_TEST
@@ -257,9 +262,9 @@ END_TEST
 START_TEST (test_purge_and_models)
 {
     dispatch_t *d = dispatch_new (100, 2);
-    zlistx_t *failed = dispatch_job_list_new ();
-    broker_worker_t *w1 = add_worker (d, "w1", "zeta,alpha", 1, failed);
-    broker_worker_t *w2 = add_worker (d, "w2", "alpha", 1, failed);
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
+    dispatch_worker_t *w1 = add_worker (d, "w1", "zeta,alpha", 1, failed);
+    dispatch_worker_t *w2 = add_worker (d, "w2", "alpha", 1, failed);
     codec_header_t h = {0};
     ck_assert_int_eq (dispatch_models (d, &h), 0);
     ck_assert_uint_eq (h.n_models, 2);
@@ -267,8 +272,8 @@ START_TEST (test_purge_and_models)
     ck_assert_uint_eq (h.models[0].workers, 2);
     ck_assert_str_eq (h.models[1].name, "zeta");
     ck_assert_uint_eq (h.models[1].workers, 1);
-    w1->expires_ms = 500;
-    w2->expires_ms = 2000;
+    dispatch_worker_heard (w1, 0, 500);
+    dispatch_worker_heard (w2, 0, 2000);
     ck_assert_uint_eq (dispatch_purge (d, 1000, failed), 1);
     ck_assert_ptr_null (dispatch_worker_find (d, "w1"));
     ck_assert_ptr_eq (dispatch_worker_find (d, "w2"), w2);
@@ -276,7 +281,7 @@ START_TEST (test_purge_and_models)
     ck_assert_uint_eq (h.n_models, 1);
     ck_assert_str_eq (h.models[0].name, "alpha");
     codec_header_reset (&h);
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d);
 }
 END_TEST
@@ -284,9 +289,9 @@ END_TEST
 START_TEST (test_reregistration_and_shutdown)
 {
     dispatch_t *d = dispatch_new (100, 3);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     sent_t sent = {0};
-    broker_worker_t *w1 = add_worker (d, "w1", "m", 2, failed);
+    dispatch_worker_t *w1 = add_worker (d, "w1", "m", 2, failed);
     submit (d, "m", 1);
     submit (d, "m", 2);
     submit (d, "m", 3);
@@ -297,18 +302,18 @@ START_TEST (test_reregistration_and_shutdown)
     ck_assert_uint_eq (dispatch_worker_count (d), 1);
     ck_assert_uint_eq (dispatch_queued (d, "m"), 1);
     ck_assert_uint_eq (dispatch_in_flight (d), 2);
-    ck_assert_uint_eq (zlistx_size (failed), 0);
-    ck_assert_ptr_eq (dispatch_complete (d, w1, sent.job[0]->token), sent.job[0]);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 0);
+    ck_assert_ptr_eq (dispatch_complete (d, w1, dispatch_job_token (sent.job[0])), sent.job[0]);
     dispatch_job_destroy (&sent.job[0]);
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
-    ck_assert_uint_eq (sent.job[2]->id, 3);
+    ck_assert_uint_eq (dispatch_job_id (sent.job[2]), 3);
     //  Shutdown fails the held and the queued
     submit (d, "m", 4);
     dispatch_shutdown (d, failed);
-    ck_assert_uint_eq (zlistx_size (failed), 3);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 3);
     ck_assert_uint_eq (dispatch_worker_count (d), 0);
     ck_assert_uint_eq (dispatch_in_flight (d), 0);
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d);
 }
 END_TEST
@@ -316,9 +321,9 @@ END_TEST
 //  Submits a job for a version ("" for none) and returns its code; an
 //  accepted job belongs to the dispatcher, a refused one is destroyed
 static amaas_code_t submit_version (dispatch_t *d, const char *model, uint64_t id,
-                                    const char *version, broker_job_t **job_p)
+                                    const char *version, dispatch_job_t **job_p)
 {
-    broker_job_t *job = new_job (d, model, id);
+    dispatch_job_t *job = new_job (d, model, id);
     amaas_code_t code = dispatch_submit (d, job, version);
     if (code != AMAAS_OK)
         dispatch_job_destroy (&job);
@@ -330,11 +335,11 @@ static amaas_code_t submit_version (dispatch_t *d, const char *model, uint64_t i
 START_TEST (test_versions_side_by_side)
 {
     dispatch_t *d = dispatch_new (100, 3);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     sent_t sent = {0};
-    broker_worker_t *w1 = add_worker (d, "w1", "linear@1", 8, failed);
-    broker_worker_t *w2 = add_worker (d, "w2", "linear@2", 8, failed);
-    broker_worker_t *w10 = add_worker (d, "w10", "linear@10", 8, failed);
+    dispatch_worker_t *w1 = add_worker (d, "w1", "linear@1", 8, failed);
+    dispatch_worker_t *w2 = add_worker (d, "w2", "linear@2", 8, failed);
+    dispatch_worker_t *w10 = add_worker (d, "w10", "linear@10", 8, failed);
     //  MODELS lists every version, each with its own workers, in order
     codec_header_t h = {0};
     ck_assert_int_eq (dispatch_models (d, &h), 0);
@@ -345,23 +350,23 @@ START_TEST (test_versions_side_by_side)
     ck_assert_uint_eq (h.models[1].workers, 1);
     codec_header_reset (&h);
     //  No version: the highest, numerically (10 > 2); a version: that one
-    broker_job_t *job;
+    dispatch_job_t *job;
     ck_assert_int_eq (submit_version (d, "linear", 1, NULL, &job), AMAAS_OK);
-    ck_assert_str_eq (job->version, "10");
+    ck_assert_str_eq (dispatch_job_version (job), "10");
     ck_assert_int_eq (submit_version (d, "linear", 2, "1", &job), AMAAS_OK);
-    ck_assert_str_eq (job->version, "1");
+    ck_assert_str_eq (dispatch_job_version (job), "1");
     ck_assert_int_eq (submit_version (d, "linear", 3, "3", NULL), AMAAS_NOT_FOUND);
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 2);
     for (size_t i = 0; i < 2; i++)
-        ck_assert_ptr_eq (sent.worker[i], sent.job[i]->id == 1 ? w10 : w1);
+        ck_assert_ptr_eq (sent.worker[i], dispatch_job_id (sent.job[i]) == 1 ? w10 : w1);
     //  The worker of version 10 dies: its job, which asked for no version,
     //  goes to the highest version left; version 10 disappears
     dispatch_worker_remove (d, w10, failed);
-    ck_assert_uint_eq (zlistx_size (failed), 0);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 0);
     ck_assert_ptr_null (dispatch_model_find (d, "linear", "10"));
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
     ck_assert_ptr_eq (sent.worker[2], w2);
-    ck_assert_str_eq (sent.job[2]->version, "2");
+    ck_assert_str_eq (dispatch_job_version (sent.job[2]), "2");
     ck_assert_int_eq (submit_version (d, "linear", 4, "10", NULL), AMAAS_NOT_FOUND);
     //  A job that asked for version 1 fails when version 1 is gone
     ck_assert_int_eq (submit_version (d, "linear", 5, "1", &job), AMAAS_OK);
@@ -376,14 +381,14 @@ START_TEST (test_versions_side_by_side)
     ck_assert_uint_eq (dispatch_queued (d, "linear"), 1);
     dispatch_worker_remove (d, w1, failed);
     //  8 held and 1 queued, all asked for version 1: each fails
-    ck_assert_uint_eq (zlistx_size (failed), 9);
-    ck_assert_int_eq (((broker_job_t *)zlistx_first (failed))->fail_code, AMAAS_UNAVAILABLE);
-    zlistx_purge (failed);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 9);
+    ck_assert_int_eq (dispatch_job_fail_code (dispatch_jobs_first (failed)), AMAAS_UNAVAILABLE);
+    dispatch_jobs_purge (failed);
     ck_assert_int_eq (dispatch_models (d, &h), 0);
     ck_assert_uint_eq (h.n_models, 1);
     ck_assert_str_eq (h.models[0].version, "2");
     codec_header_reset (&h);
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d);
 }
 END_TEST
@@ -391,7 +396,7 @@ END_TEST
 START_TEST (test_one_worker_cannot_change_another)
 {
     dispatch_t *d = dispatch_new (100, 3);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     codec_header_t ready = {0};
     ready.models = calloc (2, sizeof (codec_model_t));
     ready.n_models = 1;
@@ -402,19 +407,19 @@ START_TEST (test_one_worker_cannot_change_another)
     size_t refused;
     char warning[256];
     zframe_t *identity = zframe_new ("good", 4);
-    broker_worker_t *good = dispatch_worker_ready (d, "good", &identity, &ready, 1000, failed,
-                                                   &refused, warning, sizeof warning);
+    dispatch_worker_t *good = dispatch_worker_ready (d, "good", &identity, &ready, 1000, failed,
+                                                     &refused, warning, sizeof warning);
     ck_assert_uint_eq (refused, 0);
     //  Another worker announces the same version with another width: it is
     //  not linked to it, and the version keeps its width
     ready.models[0].width = 7;
     identity = zframe_new ("bad", 3);
-    broker_worker_t *bad = dispatch_worker_ready (d, "bad", &identity, &ready, 1000, failed,
-                                                  &refused, warning, sizeof warning);
+    dispatch_worker_t *bad = dispatch_worker_ready (d, "bad", &identity, &ready, 1000, failed,
+                                                    &refused, warning, sizeof warning);
     ck_assert_ptr_nonnull (bad);
     ck_assert_uint_eq (refused, 1);
     ck_assert_ptr_nonnull (strstr (warning, "width 7"));
-    ck_assert_uint_eq (bad->n_models, 0);
+    ck_assert_uint_eq (dispatch_worker_model_count (bad), 0);
     //  Made-up versions from it come and go with it
     ready.n_models = 2;
     snprintf (ready.models[0].version, CODEC_VERSION_MAX, "d75c4d7e");
@@ -439,7 +444,7 @@ START_TEST (test_one_worker_cannot_change_another)
     ck_assert_ptr_null (dispatch_model_find (d, "linear", "v49"));
     (void)good;
     codec_header_reset (&ready);
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d);
 }
 END_TEST
@@ -447,12 +452,12 @@ END_TEST
 START_TEST (test_update_moves_queued_jobs)
 {
     dispatch_t *d = dispatch_new (100, 3);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     sent_t sent = {0};
-    broker_worker_t *w = add_worker (d, "w", "linear@1", 1, failed);
-    broker_job_t *held = submit (d, "linear", 1);
+    dispatch_worker_t *w = add_worker (d, "w", "linear@1", 1, failed);
+    dispatch_job_t *held = submit (d, "linear", 1);
     submit (d, "linear", 2);
-    broker_job_t *pinned;
+    dispatch_job_t *pinned;
     ck_assert_int_eq (submit_version (d, "linear", 3, "1", &pinned), AMAAS_OK);
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
     //  Hot reload: the worker now serves version 2 only.  Its held job
@@ -460,15 +465,15 @@ START_TEST (test_update_moves_queued_jobs)
     //  that asked for 1 fails
     ck_assert_ptr_eq (add_worker (d, "w", "linear@2", 1, failed), w);
     ck_assert_uint_eq (dispatch_in_flight (d), 1);
-    ck_assert_uint_eq (zlistx_size (failed), 1);
-    ck_assert_ptr_eq (zlistx_first (failed), pinned);
-    ck_assert_int_eq (pinned->fail_code, AMAAS_UNAVAILABLE);
-    ck_assert_ptr_eq (dispatch_complete (d, w, held->token), held);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 1);
+    ck_assert_ptr_eq (dispatch_jobs_first (failed), pinned);
+    ck_assert_int_eq (dispatch_job_fail_code (pinned), AMAAS_UNAVAILABLE);
+    ck_assert_ptr_eq (dispatch_complete (d, w, dispatch_job_token (held)), held);
     dispatch_job_destroy (&held);
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
-    ck_assert_str_eq (sent.job[1]->version, "2");
+    ck_assert_str_eq (dispatch_job_version (sent.job[1]), "2");
     ck_assert_ptr_null (dispatch_model_find (d, "linear", "1"));
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d);
 }
 END_TEST
@@ -476,7 +481,7 @@ END_TEST
 START_TEST (test_find_and_cancel)
 {
     dispatch_t *d = dispatch_new (1000, 3);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     sent_t sent = {0};
     add_worker (d, "w", "m", 1, failed);
     int owner_a, owner_b;
@@ -485,24 +490,24 @@ START_TEST (test_find_and_cancel)
     request.fields |= HDR_SESSION;
     request.session = 77;
     //  With a session: found by session and id, whatever its connection
-    broker_job_t *a = dispatch_job_new (d, 5, &request, "c1", 2, NULL, 0);
-    a->owner = &owner_a;
+    dispatch_job_t *a = dispatch_job_new (d, 5, &request, "c1", 2, NULL, 0);
+    dispatch_job_set_owner (a, &owner_a);
     ck_assert_int_eq (dispatch_submit (d, a, NULL), AMAAS_OK);
     ck_assert_ptr_eq (dispatch_find (d, 77, 0, &owner_b, 5), a);
     ck_assert_ptr_null (dispatch_find (d, 77, 0, &owner_b, 6));
     ck_assert_ptr_null (dispatch_find (d, 78, 0, &owner_a, 5));
     ck_assert_ptr_null (dispatch_find (d, 77, 99, &owner_a, 5)); //  another key
     //  Without: by its connection's record and id
-    broker_job_t *b = new_job (d, "m", 5);
-    b->owner = &owner_b;
+    dispatch_job_t *b = new_job (d, "m", 5);
+    dispatch_job_set_owner (b, &owner_b);
     ck_assert_int_eq (dispatch_submit (d, b, NULL), AMAAS_OK);
     ck_assert_ptr_eq (dispatch_find (d, 0, 0, &owner_b, 5), b);
     ck_assert_ptr_null (dispatch_find (d, 0, 0, &owner_a, 5));
     //  Many jobs: each is found, and not once destroyed
-    broker_job_t *many[500];
+    dispatch_job_t *many[500];
     for (uint64_t i = 0; i < 500; i++) {
         many[i] = new_job (d, "m", 1000 + i);
-        many[i]->owner = &owner_a;
+        dispatch_job_set_owner (many[i], &owner_a);
         ck_assert_int_eq (dispatch_submit (d, many[i], NULL), AMAAS_OK);
     }
     for (uint64_t i = 0; i < 500; i++)
@@ -522,7 +527,7 @@ START_TEST (test_find_and_cancel)
     dispatch_job_destroy (&b);
     ck_assert_uint_eq (dispatch_queued (d, "m"), 250);
     codec_header_reset (&request);
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d);
 }
 END_TEST
@@ -530,7 +535,7 @@ END_TEST
 START_TEST (test_priorities)
 {
     dispatch_t *d = dispatch_new (100, 2);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     sent_t sent = {0};
     codec_header_t request = {0};
     codec_header_set_model (&request, "m");
@@ -541,27 +546,27 @@ START_TEST (test_priorities)
     add_worker (d, "w1", "m", 10, failed);
     for (uint64_t i = 0; i < 6; i++) {
         request.priority = levels[i];
-        broker_job_t *job = dispatch_job_new (d, i, &request, NULL, 0, NULL, 0);
+        dispatch_job_t *job = dispatch_job_new (d, i, &request, NULL, 0, NULL, 0);
         ck_assert_int_eq (dispatch_submit (d, job, NULL), AMAAS_OK);
     }
     ck_assert_uint_eq (dispatch_queued (d, "m"), 6);
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 6);
     uint64_t order[6] = {2, 4, 3, 0, 1, 5};
     for (size_t i = 0; i < 6; i++)
-        ck_assert_uint_eq (sent.job[i]->id, order[i]);
+        ck_assert_uint_eq (dispatch_job_id (sent.job[i]), order[i]);
     //  The queue bound counts every level
     dispatch_t *small = dispatch_new (2, 2);
     add_worker (small, "w", "m", 1, failed);
     for (uint64_t i = 0; i < 3; i++) {
         request.priority = (uint32_t)i;
-        broker_job_t *job = dispatch_job_new (small, i, &request, NULL, 0, NULL, 0);
+        dispatch_job_t *job = dispatch_job_new (small, i, &request, NULL, 0, NULL, 0);
         amaas_code_t code = dispatch_submit (small, job, NULL);
         ck_assert_int_eq (code, i < 2 ? AMAAS_OK : AMAAS_RESOURCE_EXHAUSTED);
         if (code != AMAAS_OK)
             dispatch_job_destroy (&job);
     }
     dispatch_destroy (&small);
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d);
 }
 END_TEST
@@ -569,7 +574,7 @@ END_TEST
 START_TEST (test_deadlines)
 {
     dispatch_t *d = dispatch_new (100, 2);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     sent_t sent = {0};
     codec_header_t request = {0};
     codec_header_set_model (&request, "m");
@@ -577,13 +582,13 @@ START_TEST (test_deadlines)
     //  Received at t = 1 s: job 1 with 100 ms, job 2 with 5 s, job 3 none
     request.fields |= HDR_DEADLINE_MS;
     request.deadline_ms = 100;
-    broker_job_t *j1 = dispatch_job_new (d, 1, &request, NULL, 0, NULL, 1000000);
+    dispatch_job_t *j1 = dispatch_job_new (d, 1, &request, NULL, 0, NULL, 1000000);
     request.deadline_ms = 5000;
-    broker_job_t *j2 = dispatch_job_new (d, 2, &request, NULL, 0, NULL, 1000000);
+    dispatch_job_t *j2 = dispatch_job_new (d, 2, &request, NULL, 0, NULL, 1000000);
     request.fields &= ~(uint32_t)HDR_DEADLINE_MS;
-    broker_job_t *j3 = dispatch_job_new (d, 3, &request, NULL, 0, NULL, 1000000);
-    ck_assert_uint_eq (j1->deadline_us, 1100000);
-    ck_assert_uint_eq (j3->deadline_us, 0);
+    dispatch_job_t *j3 = dispatch_job_new (d, 3, &request, NULL, 0, NULL, 1000000);
+    ck_assert_uint_eq (dispatch_job_deadline_us (j1), 1100000);
+    ck_assert_uint_eq (dispatch_job_deadline_us (j3), 0);
     ck_assert_int_eq (dispatch_submit (d, j1, NULL), AMAAS_OK);
     ck_assert_int_eq (dispatch_submit (d, j2, NULL), AMAAS_OK);
     ck_assert_int_eq (dispatch_submit (d, j3, NULL), AMAAS_OK);
@@ -591,22 +596,22 @@ START_TEST (test_deadlines)
     ck_assert_uint_eq (dispatch_expire (d, 1050000, failed), 0);
     //  At 1.2 s job 1 is past its deadline: the pump fails it, never sends it
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 1200000, failed), 1);
-    ck_assert_uint_eq (sent.job[0]->id, 2);
-    ck_assert_uint_eq (zlistx_size (failed), 1);
-    broker_job_t *f = zlistx_first (failed);
-    ck_assert_uint_eq (f->id, 1);
-    ck_assert_int_eq (f->fail_code, AMAAS_DEADLINE_EXCEEDED);
-    ck_assert_ptr_nonnull (strstr (f->fail_message, "deadline"));
+    ck_assert_uint_eq (dispatch_job_id (sent.job[0]), 2);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 1);
+    dispatch_job_t *f = dispatch_jobs_first (failed);
+    ck_assert_uint_eq (dispatch_job_id (f), 1);
+    ck_assert_int_eq (dispatch_job_fail_code (f), AMAAS_DEADLINE_EXCEEDED);
+    ck_assert_ptr_nonnull (strstr (dispatch_job_fail_message (f), "deadline"));
     //  A job with no deadline never expires
     ck_assert_uint_eq (dispatch_expire (d, UINT64_MAX / 2, failed), 0);
     ck_assert_uint_eq (dispatch_queued (d, "m"), 1);
-    zlistx_destroy (&failed);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d);
 }
 END_TEST
 
 //  A job from the client whose identity is `who`
-static broker_job_t *job_from (dispatch_t *d, const char *who, uint64_t id)
+static dispatch_job_t *job_from (dispatch_t *d, const char *who, uint64_t id)
 {
     codec_header_t request = {0};
     codec_header_set_model (&request, "m");
@@ -616,9 +621,9 @@ static broker_job_t *job_from (dispatch_t *d, const char *who, uint64_t id)
 START_TEST (test_clients_take_turns)
 {
     dispatch_t *d = dispatch_new (100, 2);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     sent_t sent = {0};
-    broker_worker_t *w = add_worker (d, "w1", "m", 1, failed);
+    dispatch_worker_t *w = add_worker (d, "w1", "m", 1, failed);
     //  A floods with 10 jobs, then B sends 3: they take turns, A's flood
     //  does not make B wait behind it
     for (uint64_t i = 0; i < 10; i++)
@@ -627,9 +632,9 @@ START_TEST (test_clients_take_turns)
         ck_assert_int_eq (dispatch_submit (d, job_from (d, "B", 200 + i), NULL), AMAAS_OK);
     for (int n = 0; n < 13; n++) {
         ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
-        broker_job_t *done = dispatch_complete (d, w, sent.job[n]->token);
+        dispatch_job_t *done = dispatch_complete (d, w, dispatch_job_token (sent.job[n]));
         //  keep the id for the order check, then free
-        sent.job[n] = (broker_job_t *)(uintptr_t)done->id;
+        sent.job[n] = (dispatch_job_t *)(uintptr_t)dispatch_job_id (done);
         dispatch_job_destroy (&done);
     }
     uint64_t expect[13] = {100, 200, 101, 201, 102, 202, 103, 104, 105, 106, 107, 108, 109};
@@ -637,20 +642,20 @@ START_TEST (test_clients_take_turns)
         ck_assert_uint_eq ((uint64_t)(uintptr_t)sent.job[n], expect[n]);
     ck_assert_uint_eq (dispatch_queued (d, "m"), 0);
     //  A job requeued after its worker died goes first again, in its lane
-    broker_worker_t *w2 = add_worker (d, "w2", "m", 1, failed);
+    dispatch_worker_t *w2 = add_worker (d, "w2", "m", 1, failed);
     ck_assert_int_eq (dispatch_submit (d, job_from (d, "A", 1), NULL), AMAAS_OK);
     ck_assert_int_eq (dispatch_submit (d, job_from (d, "B", 2), NULL), AMAAS_OK);
     ck_assert_int_eq (dispatch_submit (d, job_from (d, "B", 3), NULL), AMAAS_OK);
     sent.n = 0;
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 2); //  A1 and B2 out
-    ck_assert_uint_eq (sent.job[0]->id, 1);
+    ck_assert_uint_eq (dispatch_job_id (sent.job[0]), 1);
     dispatch_worker_remove (d, sent.worker[0], failed); //  A1's worker dies
-    broker_worker_t *alive = sent.worker[0] == w ? w2 : w;
-    broker_job_t *done = dispatch_complete (d, alive, sent.job[1]->token);
+    dispatch_worker_t *alive = sent.worker[0] == w ? w2 : w;
+    dispatch_job_t *done = dispatch_complete (d, alive, dispatch_job_token (sent.job[1]));
     dispatch_job_destroy (&done);
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, 0, failed), 1);
-    ck_assert_uint_eq (sent.job[2]->id, 1);
-    zlistx_destroy (&failed);
+    ck_assert_uint_eq (dispatch_job_id (sent.job[2]), 1);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d); //  frees B3, still queued, and A1, held
 }
 END_TEST
@@ -661,24 +666,24 @@ END_TEST
 START_TEST (test_pool_tokens_and_idle_lanes)
 {
     dispatch_t *d = dispatch_new (100, 2);
-    zlistx_t *failed = dispatch_job_list_new ();
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
     sent_t sent = {0};
-    broker_worker_t *w = add_worker (d, "w1", "m", 1, failed);
-    broker_model_t *m = dispatch_model_first (d);
+    dispatch_worker_t *w = add_worker (d, "w1", "m", 1, failed);
+    dispatch_model_t *m = dispatch_model_first (d);
     uint64_t now = 5000000; //  µs
     uint64_t tokens[50];
     for (uint64_t i = 0; i < 50; i++) {
         ck_assert_int_eq (dispatch_submit (d, job_from (d, "A", 1 + i), NULL), AMAAS_OK);
         ck_assert_uint_eq (dispatch_pump (d, record, &sent, now, failed), 1);
-        tokens[i] = sent.job[i]->token;
+        tokens[i] = dispatch_job_token (sent.job[i]);
         for (uint64_t j = 0; j < i; j++)
             ck_assert_uint_ne (tokens[j], tokens[i]);
         //  Every earlier token, its slot reused, is stale
         for (uint64_t j = 0; j < i; j++)
             ck_assert_ptr_null (dispatch_complete (d, w, tokens[j]));
-        broker_job_t *done = dispatch_complete (d, w, tokens[i]);
+        dispatch_job_t *done = dispatch_complete (d, w, tokens[i]);
         ck_assert_ptr_eq (done, sent.job[i]);
-        ck_assert_uint_eq (done->id, 1 + i);
+        ck_assert_uint_eq (dispatch_job_id (done), 1 + i);
         ck_assert_ptr_null (dispatch_complete (d, w, tokens[i])); //  only once
         dispatch_job_destroy (&done);
     }
@@ -687,18 +692,103 @@ START_TEST (test_pool_tokens_and_idle_lanes)
     ck_assert_ptr_null (dispatch_complete (d, w, 0));
     ck_assert_ptr_null (dispatch_complete (d, w, UINT64_MAX));
     //  A's lane outlived its jobs; idle for 0.5 s it stays, for 1.5 s it goes
-    ck_assert_uint_eq (zhashx_size (m->lane_of), 1);
+    ck_assert_uint_eq (dispatch_model_lanes (m), 1);
     ck_assert_uint_eq (dispatch_expire (d, now + 500000, failed), 0);
-    ck_assert_uint_eq (zhashx_size (m->lane_of), 1);
+    ck_assert_uint_eq (dispatch_model_lanes (m), 1);
     ck_assert_uint_eq (dispatch_expire (d, now + 1500000, failed), 0);
-    ck_assert_uint_eq (zhashx_size (m->lane_of), 0);
+    ck_assert_uint_eq (dispatch_model_lanes (m), 0);
     //  and the client is served as before
     ck_assert_int_eq (dispatch_submit (d, job_from (d, "A", 99), NULL), AMAAS_OK);
     ck_assert_uint_eq (dispatch_pump (d, record, &sent, now, failed), 1);
-    ck_assert_uint_eq (sent.job[50]->id, 99);
-    ck_assert_uint_eq (zlistx_size (failed), 0);
-    zlistx_destroy (&failed);
+    ck_assert_uint_eq (dispatch_job_id (sent.job[50]), 99);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 0);
+    dispatch_jobs_destroy (&failed);
     dispatch_destroy (&d); //  frees the held job
+}
+END_TEST
+
+START_TEST (test_fields_through_accessors)
+{
+    dispatch_t *d = dispatch_new (100, 2);
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
+    sent_t sent = {0};
+    dispatch_worker_t *w = add_worker (d, "w1", "iris@2,linear", 3, failed);
+    ck_assert_str_eq (dispatch_worker_key (w), "w1");
+    ck_assert_uint_eq (zframe_size (dispatch_worker_identity (w)), 2);
+    ck_assert_uint_eq (dispatch_worker_credit (w), 3);
+    ck_assert_uint_eq (dispatch_worker_pid (w), 1);
+    ck_assert_uint_eq (dispatch_worker_model_count (w), 2);
+    ck_assert_str_eq (dispatch_model_name (dispatch_worker_model (w, 0)), "iris");
+    ck_assert_str_eq (dispatch_model_version (dispatch_worker_model (w, 0)), "2");
+    ck_assert (!dispatch_worker_draining (w));
+    dispatch_worker_heard (w, 1234, 5678);
+    ck_assert_int_eq (dispatch_worker_seen_ms (w), 1234);
+    //  A job with a client identity, outputs asked for and a payload
+    codec_header_t request = {0};
+    codec_header_set_model (&request, "iris");
+    request.fields |= HDR_OUTPUTS | HDR_DEADLINE_MS;
+    request.n_outputs = 2;
+    snprintf (request.outputs[0], CODEC_NAME_MAX, "probs");
+    snprintf (request.outputs[1], CODEC_NAME_MAX, "label");
+    request.deadline_ms = 50;
+    zmq_msg_t payload;
+    zmq_msg_init_size (&payload, 3);
+    memcpy (zmq_msg_data (&payload), "abc", 3);
+    dispatch_job_t *job = dispatch_job_new (d, 9, &request, "client-1", 8, &payload, 1000);
+    ck_assert_ptr_nonnull (job);
+    ck_assert_uint_eq (zmq_msg_size (&payload), 0); //  moved into the job
+    size_t size, n;
+    ck_assert_mem_eq (dispatch_job_client (job, &size), "client-1", 8);
+    ck_assert_uint_eq (size, 8);
+    const char (*outputs)[CODEC_NAME_MAX] = dispatch_job_outputs (job, &n);
+    ck_assert_uint_eq (n, 2);
+    ck_assert_str_eq (outputs[1], "label");
+    ck_assert_uint_eq (zmq_msg_size (dispatch_job_payload (job)), 3);
+    ck_assert_uint_eq (dispatch_job_received_us (job), 1000);
+    ck_assert_uint_eq (dispatch_job_deadline_us (job), 51000);
+    ck_assert_str_eq (dispatch_job_version (job), "");
+    int owner;
+    dispatch_job_set_owner (job, &owner);
+    dispatch_job_set_principal (job, 42);
+    ck_assert_int_eq (dispatch_submit (d, job, NULL), AMAAS_OK);
+    ck_assert_str_eq (dispatch_job_version (job), "2");
+    ck_assert_ptr_eq (dispatch_job_owner (job), &owner);
+    ck_assert_ptr_eq (dispatch_find (d, 0, 42, &owner, 9), job);
+    dispatch_model_t *iris = dispatch_model_find (d, "iris", "2");
+    ck_assert_uint_eq (dispatch_model_queued (iris), 1);
+    ck_assert_uint_eq (dispatch_model_workers (iris), 1);
+    ck_assert_uint_eq (dispatch_model_lanes (iris), 1);
+    ck_assert_ptr_null (dispatch_job_worker (job));
+    ck_assert_uint_eq (dispatch_pump (d, record, &sent, 2000, failed), 1);
+    ck_assert_ptr_eq (dispatch_job_worker (job), w);
+    ck_assert_uint_eq (dispatch_job_dispatched_us (job), 2000);
+    ck_assert_uint_eq (dispatch_worker_held (w), 1);
+    ck_assert_uint_eq (dispatch_model_queued (iris), 0);
+    //  Sent again on another connection: the answer goes there; an identity
+    //  longer than ZeroMQ allows is not taken
+    dispatch_job_set_client (job, "client-2", 8);
+    char huge[DISPATCH_IDENTITY_MAX + 1] = {0};
+    dispatch_job_set_client (job, huge, sizeof huge);
+    ck_assert_mem_eq (dispatch_job_client (job, &size), "client-2", 8);
+    ck_assert_uint_eq (size, 8);
+    //  The worker is lost: the job goes back, counted as lost once
+    dispatch_worker_remove (d, w, failed);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 1); //  no other worker serves iris
+    ck_assert_ptr_eq (dispatch_jobs_first (failed), job);
+    ck_assert_ptr_null (dispatch_jobs_next (failed, job));
+    ck_assert_uint_eq (dispatch_job_lost (job), 1);
+    ck_assert_int_eq (dispatch_job_fail_code (job), AMAAS_UNAVAILABLE);
+    ck_assert_ptr_eq (dispatch_jobs_pop (failed), job);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 0);
+    ck_assert_ptr_null (dispatch_jobs_pop (failed));
+    dispatch_job_set_failure (job, AMAAS_CANCELLED, "cancelled by the client");
+    ck_assert_int_eq (dispatch_job_fail_code (job), AMAAS_CANCELLED);
+    ck_assert_str_eq (dispatch_job_fail_message (job), "cancelled by the client");
+    dispatch_job_destroy (&job);
+    ck_assert_ptr_null (dispatch_find (d, 0, 42, &owner, 9));
+    codec_header_reset (&request);
+    dispatch_jobs_destroy (&failed);
+    dispatch_destroy (&d);
 }
 END_TEST
 
@@ -722,6 +812,7 @@ int main (void)
     tcase_add_test (tc, test_deadlines);
     tcase_add_test (tc, test_clients_take_turns);
     tcase_add_test (tc, test_pool_tokens_and_idle_lanes);
+    tcase_add_test (tc, test_fields_through_accessors);
     suite_add_tcase (s, tc);
     SRunner *sr = srunner_create (s);
     srunner_run_all (sr, CK_NORMAL);
