@@ -217,6 +217,14 @@ bool codec_mp_str_is (const msgpack_object *obj, const char *text)
            s_equal (obj->via.str.ptr, obj->via.str.size, text, strlen (text));
 }
 
+bool codec_mp_same_str (const msgpack_object *a, const msgpack_object *b)
+{
+    assert (a);
+    assert (b);
+    return a->type == MSGPACK_OBJECT_STR && b->type == MSGPACK_OBJECT_STR &&
+           s_equal (a->via.str.ptr, a->via.str.size, b->via.str.ptr, b->via.str.size);
+}
+
 const msgpack_object *codec_mp_find (const msgpack_object *obj, const char *key)
 {
     assert (obj);

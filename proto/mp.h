@@ -38,6 +38,9 @@ void codec_mp_release (void);
 //  Is obj a str equal to text?  Cannot fail.
 bool codec_mp_str_is (const msgpack_object *obj, const char *text);
 
+//  Are a and b both strs of the same bytes?  Cannot fail.
+bool codec_mp_same_str (const msgpack_object *a, const msgpack_object *b);
+
 //  Value of the first str key equal to key in map obj, or NULL when absent
 //  or when obj is not a map.  Cannot fail.
 const msgpack_object *codec_mp_find (const msgpack_object *obj, const char *key);
