@@ -15,7 +15,7 @@
 
 #include "table.h"
 
-#define WINDOW_MS 1000 //  the limit is per second
+#define S_WINDOW_MS 1000 //  the limit is per second
 
 typedef struct {
     int64_t window_ms; //  when the current window started
@@ -31,7 +31,7 @@ struct ratelimit_t {
     peer_t others;     //  the peers that are not in the table
 };
 
-static void peer_destructor (void **item)
+static void s_peer_destructor (void **item)
 {
     free (*item);
     *item = NULL;
@@ -46,7 +46,7 @@ ratelimit_t *ratelimit_new (size_t per_second)
     self->peers = zhashx_new ();
     if (!self->peers)
         goto err;
-    zhashx_set_destructor (self->peers, peer_destructor);
+    zhashx_set_destructor (self->peers, s_peer_destructor);
     return self;
 err:
     ratelimit_destroy (&self);
@@ -65,7 +65,7 @@ void ratelimit_destroy (ratelimit_t **self_p)
 
 //  The counters of peer_key, made if new; &self->others when the table is
 //  full or there is no memory.
-static peer_t *peer_of (ratelimit_t *self, const char *peer_key)
+static peer_t *s_peer_of (ratelimit_t *self, const char *peer_key)
 {
     peer_t *peer = zhashx_lookup (self->peers, peer_key);
     if (peer)
@@ -84,10 +84,10 @@ static peer_t *peer_of (ratelimit_t *self, const char *peer_key)
 
 bool ratelimit_allow (ratelimit_t *self, const char *peer_key, int64_t now_ms)
 {
-    peer_t *peer = peer_of (self, peer_key ? peer_key : "");
+    peer_t *peer = s_peer_of (self, peer_key ? peer_key : "");
     peer->seen_ms = now_ms;
     //  A new window when the last one is over (or the clock went back)
-    if (!peer->started || now_ms - peer->window_ms >= WINDOW_MS || now_ms < peer->window_ms) {
+    if (!peer->started || now_ms - peer->window_ms >= S_WINDOW_MS || now_ms < peer->window_ms) {
         peer->started = true;
         peer->window_ms = now_ms;
         peer->lines = 0;
