@@ -7,6 +7,8 @@
 */
 #include "idmap.h"
 
+#include <assert.h>
+
 #include <stdlib.h>
 
 #define S_FIRST_SLOTS 64 //  a power of two
@@ -63,6 +65,7 @@ idmap_t *idmap_new (void)
 
 void idmap_destroy (idmap_t **self_p)
 {
+    assert (self_p);
     idmap_t *self = *self_p;
     if (!self)
         return;
@@ -73,6 +76,8 @@ void idmap_destroy (idmap_t **self_p)
 
 void *idmap_find (const idmap_t *self, uint64_t hash, idmap_equal_fn *equal, const void *key)
 {
+    assert (self);
+    assert (equal);
     for (size_t i = s_home (self, hash); self->slots[i].item; i = (i + 1) & self->mask)
         if (self->slots[i].hash == hash && equal (self->slots[i].item, key))
             return self->slots[i].item;
@@ -81,6 +86,8 @@ void *idmap_find (const idmap_t *self, uint64_t hash, idmap_equal_fn *equal, con
 
 int idmap_insert (idmap_t *self, uint64_t hash, void *item)
 {
+    assert (self);
+    assert (item);
     if (2 * (self->count + 1) > self->mask + 1 && s_resize (self, 2 * (self->mask + 1)))
         return -1;
     size_t i = s_home (self, hash);
@@ -94,6 +101,8 @@ int idmap_insert (idmap_t *self, uint64_t hash, void *item)
 
 int idmap_delete (idmap_t *self, uint64_t hash, const void *item)
 {
+    assert (self);
+    assert (item);
     size_t i = s_home (self, hash);
     while (self->slots[i].item && self->slots[i].item != item)
         i = (i + 1) & self->mask;
@@ -111,12 +120,15 @@ int idmap_delete (idmap_t *self, uint64_t hash, const void *item)
         }
     }
     self->slots[hole].item = NULL;
+    assert (self->count > 0);
     self->count--;
     return 0;
 }
 
 void *idmap_next (const idmap_t *self, size_t *cursor)
 {
+    assert (self);
+    assert (cursor);
     while (*cursor <= self->mask) {
         void *item = self->slots[(*cursor)++].item;
         if (item)
@@ -127,6 +139,7 @@ void *idmap_next (const idmap_t *self, size_t *cursor)
 
 size_t idmap_size (const idmap_t *self)
 {
+    assert (self);
     return self->count;
 }
 

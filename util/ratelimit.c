@@ -11,6 +11,8 @@
 */
 #include "ratelimit.h"
 
+#include <assert.h>
+
 #include <czmq.h>
 
 #include "table.h"
@@ -67,6 +69,7 @@ void ratelimit_destroy (ratelimit_t **self_p)
 //  full or there is no memory.
 static peer_t *s_peer_of (ratelimit_t *self, const char *peer_key)
 {
+    assert (self);
     peer_t *peer = zhashx_lookup (self->peers, peer_key);
     if (peer)
         return peer;
@@ -84,6 +87,8 @@ static peer_t *s_peer_of (ratelimit_t *self, const char *peer_key)
 
 bool ratelimit_allow (ratelimit_t *self, const char *peer_key, int64_t now_ms)
 {
+    assert (self);
+    assert (peer_key);
     peer_t *peer = s_peer_of (self, peer_key ? peer_key : "");
     peer->seen_ms = now_ms;
     //  A new window when the last one is over (or the clock went back)
@@ -100,7 +105,7 @@ bool ratelimit_allow (ratelimit_t *self, const char *peer_key, int64_t now_ms)
     return false;
 }
 
-static bool is_idle (const void *item, const void *arg)
+static bool s_is_idle (const void *item, const void *arg)
 {
     const peer_t *peer = item;
     int64_t now_ms = *(const int64_t *)arg;
@@ -109,6 +114,7 @@ static bool is_idle (const void *item, const void *arg)
 
 size_t ratelimit_flush (ratelimit_t *self, int64_t now_ms, ratelimit_report_fn *fn, void *arg)
 {
+    assert (self);
     size_t reported = 0;
     for (peer_t *peer = zhashx_first (self->peers); peer; peer = zhashx_next (self->peers))
         if (peer->suppressed) {
@@ -121,11 +127,12 @@ size_t ratelimit_flush (ratelimit_t *self, int64_t now_ms, ratelimit_report_fn *
         self->others.suppressed = 0;
         reported++;
     }
-    table_delete_if (self->peers, is_idle, &now_ms);
+    table_delete_if (self->peers, s_is_idle, &now_ms);
     return reported;
 }
 
 size_t ratelimit_peers (ratelimit_t *self)
 {
+    assert (self);
     return zhashx_size (self->peers);
 }
