@@ -40,10 +40,10 @@ int options_log_level (const char *program, const char *value)
     return level;
 }
 
-//  The tree and the argv of options_with_config stay for the life of the
-//  process: their strings are the option values
-static zconfig_t *s_config_root;
-static char **s_config_args;
+//  The argv options_with_config made, kept for the life of the process.
+//  Nothing reads it: volatile, so that the compiler keeps the store and
+//  LeakSanitizer sees the argv and its strings as still reachable.
+static char **volatile s_config_args;
 
 char **options_with_config (const char *program, const char *section, int *argc_p, char **argv)
 {
@@ -62,39 +62,45 @@ char **options_with_config (const char *program, const char *section, int *argc_
         fprintf (stderr, "%s: cannot read config file %s\n", program, path);
         return NULL;
     }
-    s_config_root = zconfig_load (path);
-    if (!s_config_root) {
+    zconfig_t *root = zconfig_load (path);
+    if (!root) {
         fprintf (stderr, "%s: %s is not a valid config file (zconfig format)\n", program, path);
         return NULL;
     }
-    zconfig_t *settings = zconfig_locate (s_config_root, section);
+    //  The new argv and its strings (copies: the tree goes) stay for the
+    //  life of the process, as the option values
+    zconfig_t *settings = zconfig_locate (root, section);
     size_t count = 0;
     for (zconfig_t *s = settings ? zconfig_child (settings) : NULL; s; s = zconfig_next (s))
         count++;
-    s_config_args = calloc (2 * count + (size_t)argc + 1, sizeof (char *));
-    if (!s_config_args) {
-        fprintf (stderr, "%s: out of memory reading %s\n", program, path);
-        return NULL;
-    }
+    char **args = calloc (2 * count + (size_t)argc + 1, sizeof (char *));
     int n = 0;
-    s_config_args[n++] = argv[0];
+    if (!args)
+        goto nomem;
+    args[n++] = argv[0];
     for (zconfig_t *s = settings ? zconfig_child (settings) : NULL; s; s = zconfig_next (s)) {
         const char *value = zconfig_value (s);
         if (value && strcmp (value, "false") == 0)
             continue; //  a flag switched off: as if not given
-        char *flag = zsys_sprintf ("--%s", zconfig_name (s));
-        if (!flag) {
-            fprintf (stderr, "%s: out of memory reading %s\n", program, path);
-            return NULL;
-        }
-        s_config_args[n++] = flag;
+        if (!(args[n++] = zsys_sprintf ("--%s", zconfig_name (s))))
+            goto nomem;
         if (!value || strcmp (value, "true") != 0)
-            s_config_args[n++] = (char *)(value ? value : "");
+            if (!(args[n++] = strdup (value ? value : "")))
+                goto nomem;
     }
     //  Then the command line, which wins over the file
     for (int i = 1; i < argc; i++)
-        s_config_args[n++] = argv[i];
-    s_config_args[n] = NULL;
+        args[n++] = argv[i];
+    args[n] = NULL;
     *argc_p = n;
-    return s_config_args;
+    zconfig_destroy (&root);
+    s_config_args = args;
+    return args;
+nomem:
+    fprintf (stderr, "%s: out of memory reading %s\n", program, path);
+    for (int i = 1; args && i < n; i++)
+        free (args[i]);
+    free (args);
+    zconfig_destroy (&root);
+    return NULL;
 }
