@@ -209,14 +209,6 @@ static bool s_equal (const char *a, size_t a_size, const char *b, size_t b_size)
     return a_size == b_size && (a_size == 0 || memcmp (a, b, a_size) == 0);
 }
 
-bool codec_mp_str_is (const msgpack_object *obj, const char *text)
-{
-    assert (obj);
-    assert (text);
-    return obj->type == MSGPACK_OBJECT_STR &&
-           s_equal (obj->via.str.ptr, obj->via.str.size, text, strlen (text));
-}
-
 bool codec_mp_same_str (const msgpack_object *a, const msgpack_object *b)
 {
     assert (a);
@@ -235,16 +227,6 @@ const msgpack_object *codec_mp_find (const msgpack_object *obj, const char *key)
         if (codec_mp_str_is (&map->ptr[i].key, key))
             return &map->ptr[i].val;
     return NULL;
-}
-
-int codec_mp_uint (const msgpack_object *obj, uint64_t low, uint64_t high, uint64_t *value)
-{
-    assert (obj);
-    assert (value);
-    if (obj->type != MSGPACK_OBJECT_POSITIVE_INTEGER || obj->via.u64 < low || obj->via.u64 > high)
-        return -1;
-    *value = obj->via.u64;
-    return 0;
 }
 
 int codec_mp_str (const msgpack_object *obj, size_t min, char *dest, size_t dest_size)

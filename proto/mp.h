@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define CODEC_MAX_DEPTH 16 //  msgpack nesting accepted
 
@@ -35,8 +36,14 @@ int codec_mp_unpack (const void *buf, size_t size, msgpack_object *object, const
 //  its first chunk for the next).  Cannot fail.
 void codec_mp_release (void);
 
-//  Is obj a str equal to text?  Cannot fail.
-bool codec_mp_str_is (const msgpack_object *obj, const char *text);
+//  Is obj a str equal to text?  Cannot fail.  (Inline: decoders call it
+//  for every key of every message, with text a literal.)
+static inline bool codec_mp_str_is (const msgpack_object *obj, const char *text)
+{
+    size_t len = strlen (text);
+    return obj->type == MSGPACK_OBJECT_STR && obj->via.str.size == len &&
+           (len == 0 || memcmp (obj->via.str.ptr, text, len) == 0);
+}
 
 //  Are a and b both strs of the same bytes?  Cannot fail.
 bool codec_mp_same_str (const msgpack_object *a, const msgpack_object *b);
@@ -46,8 +53,16 @@ bool codec_mp_same_str (const msgpack_object *a, const msgpack_object *b);
 const msgpack_object *codec_mp_find (const msgpack_object *obj, const char *key);
 
 //  Read a non-negative integer in low..high into *value.  Returns 0, or -1
-//  (wrong type or out of range) and *value is unchanged.
-int codec_mp_uint (const msgpack_object *obj, uint64_t low, uint64_t high, uint64_t *value);
+//  (wrong type or out of range) and *value is unchanged.  (Inline, as
+//  codec_mp_str_is.)
+static inline int codec_mp_uint (const msgpack_object *obj, uint64_t low, uint64_t high,
+                                 uint64_t *value)
+{
+    if (obj->type != MSGPACK_OBJECT_POSITIVE_INTEGER || obj->via.u64 < low || obj->via.u64 > high)
+        return -1;
+    *value = obj->via.u64;
+    return 0;
+}
 
 //  Copy a str of min..dest_size-1 bytes with no NUL in it into dest, NUL-
 //  terminated.  Returns 0, or -1 (wrong type, length or a NUL) and dest is
