@@ -51,8 +51,10 @@ void codec_header_set_message (codec_header_t *self, const char *fmt, ...)
 
 //  --------------------------------------------------------------------------
 //  Kinds: each packs, decodes and resets a member at `at` of codec_header_t.
-//  Pack functions return 0, -1 on out-of-memory; decode functions return 0,
-//  -1 on a bad value (the caller words the message, but for models).
+//  Pack functions return 0, -1 on out-of-memory.  Decode functions return
+//  0; -1 on a bad value, and the caller words the message from the table's
+//  `want`; or -2 when they worded it themselves (an entry of names or
+//  models, out of memory).
 
 static int s_sbuffer_write (void *data, const char *buf, size_t len)
 {
