@@ -18,8 +18,9 @@
 //  --------------------------------------------------------------------------
 //  Parsing
 
-//  Parses the frames of a message, given as their bytes.  *payload is set to the index of
-//  the payload frame, or 0 if there is none.
+//  Parses the frames of a message, given as their bytes.  *payload is set
+//  to the index of the payload frame, or 0 if there is none.  Returns 0, or
+//  -1 with a message in err.
 static int s_parse (const uint8_t *const data[], const size_t size[], size_t frames,
                     codec_cmd_t *cmd, codec_header_t *header, size_t *payload, char *err,
                     size_t err_size)
@@ -73,6 +74,8 @@ static int s_parse (const uint8_t *const data[], const size_t size[], size_t fra
 
 int codec_frames_recv (codec_frames_t *self, void *socket)
 {
+    assert (self);
+    assert (socket);
     self->count = self->n = self->size = 0;
     while (true) {
         zmq_msg_t spill, *part = self->n < CODEC_MAX_FRAMES ? &self->frames[self->n] : &spill;
@@ -100,6 +103,8 @@ int codec_frames_recv (codec_frames_t *self, void *socket)
 
 void codec_frames_close (codec_frames_t *self)
 {
+    assert (self);
+    assert (self->n <= CODEC_MAX_FRAMES);
     for (size_t i = 0; i < self->n; i++)
         zmq_msg_close (&self->frames[i]);
     self->n = self->count = self->size = 0;
@@ -108,6 +113,9 @@ void codec_frames_close (codec_frames_t *self)
 int codec_frames_parse (codec_frames_t *self, size_t first, codec_cmd_t *cmd,
                         codec_header_t *header, zmq_msg_t **payload_p, char *err, size_t err_size)
 {
+    assert (self);
+    assert (self->n <= CODEC_MAX_FRAMES && self->n <= self->count);
+    assert (cmd && header && payload_p);
     const uint8_t *data[CODEC_MAX_FRAMES];
     size_t size[CODEC_MAX_FRAMES];
     size_t n = 0, payload;

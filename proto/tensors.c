@@ -134,6 +134,7 @@ done:
 
 int64_t codec_tensors_bytes_check (const void *data, size_t size, uint64_t elements)
 {
+    assert (data || size == 0);
     const uint8_t *p = data;
     size_t offset = 0;
     for (uint64_t i = 0; i < elements; i++) {
