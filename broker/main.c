@@ -87,6 +87,9 @@ int main (int argc, char *argv[])
                                             {"help", no_argument, 0, 'h'},
                                             {0, 0, 0, 0}};
     argv = options_with_config ("amaas-broker", "broker", &argc, argv);
+    if (!argv)
+        return 2;
+    long long n; //  an option's value
     int c;
     while ((c = getopt_long (argc, argv, "h", options, NULL)) != -1) {
         switch (c) {
@@ -94,27 +97,35 @@ int main (int argc, char *argv[])
         case 'b': config.backend = optarg; break;
         case 'C': config.control = optarg; break;
         case 'H':
-            config.heartbeat_ms =
-                (int)options_positive ("amaas-broker", "heartbeat-ms", optarg, 3600000);
+            if ((n = options_positive ("amaas-broker", "heartbeat-ms", optarg, 3600000)) < 0)
+                return 2;
+            config.heartbeat_ms = (int)n;
             break;
         case 'L':
-            config.liveness = (int)options_positive ("amaas-broker", "liveness", optarg, 1000);
+            if ((n = options_positive ("amaas-broker", "liveness", optarg, 1000)) < 0)
+                return 2;
+            config.liveness = (int)n;
             break;
         case 'M':
-            config.max_message =
-                (size_t)options_positive ("amaas-broker", "max-message", optarg, 1LL << 31);
+            if ((n = options_positive ("amaas-broker", "max-message", optarg, 1LL << 31)) < 0)
+                return 2;
+            config.max_message = (size_t)n;
             break;
         case 'Q':
-            config.max_queue =
-                (size_t)options_positive ("amaas-broker", "max-queue", optarg, 100000000);
+            if ((n = options_positive ("amaas-broker", "max-queue", optarg, 100000000)) < 0)
+                return 2;
+            config.max_queue = (size_t)n;
             break;
         case 'R':
-            config.max_lost = (uint32_t)options_positive ("amaas-broker", "max-lost", optarg, 1000);
+            if ((n = options_positive ("amaas-broker", "max-lost", optarg, 1000)) < 0)
+                return 2;
+            config.max_lost = (uint32_t)n;
             break;
         case 'D': config.drain = true; break;
         case 'J':
-            config.max_client_jobs =
-                (size_t)options_positive ("amaas-broker", "max-client-jobs", optarg, 100000000);
+            if ((n = options_positive ("amaas-broker", "max-client-jobs", optarg, 100000000)) < 0)
+                return 2;
+            config.max_client_jobs = (size_t)n;
             break;
         case 'K': config.auth.cert = optarg; break;
         case '1': config.auth.clients = optarg; break;
@@ -122,14 +133,18 @@ int main (int argc, char *argv[])
         case '3': config.auth.operators = optarg; break;
         case 'A': config.auth.acl = optarg; break;
         case 'G':
-            config.shutdown_grace_ms =
-                (int)options_positive ("amaas-broker", "shutdown-grace-ms", optarg, 3600000);
+            if ((n = options_positive ("amaas-broker", "shutdown-grace-ms", optarg, 3600000)) < 0)
+                return 2;
+            config.shutdown_grace_ms = (int)n;
             break;
         case 'E': config.endpoints_file = optarg; break;
         case 'P': config.metrics = optarg; break;
         case 'Y': syslog = true; break;
         case 'F': break; //  read by options_with_config
-        case 'l': level = options_log_level ("amaas-broker", optarg); break;
+        case 'l':
+            if ((level = options_log_level ("amaas-broker", optarg)) < 0)
+                return 2;
+            break;
         case 'h': s_usage (stdout, &config); return 0;
         default: fprintf (stderr, "Try 'amaas-broker --help'.\n"); return 2;
         }

@@ -28,6 +28,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+//  What libamaas exports: it is built with hidden visibility, so that only
+//  the amaas_* functions declared here are visible to programs.
+#if defined(__GNUC__)
+#define AMAAS_EXPORT __attribute__ ((visibility ("default")))
+#else
+#define AMAAS_EXPORT
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -128,7 +136,8 @@ typedef struct amaas_client_t amaas_client_t;
 //  in the background, so the connection is proved by a round trip to the broker
 //  that must complete within timeout_ms.  On error, NULL is returned and err
 //  says why (UNAVAILABLE when the broker does not answer).
-amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms, amaas_error_t *err);
+AMAAS_EXPORT amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms,
+                                            amaas_error_t *err);
 
 //  Same, over CURVE (a broker with security on, docs/SECURITY.md): the
 //  connection is encrypted, the broker proves it holds the key whose
@@ -137,45 +146,48 @@ amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms, amaas_error
 //  as 'amaas keygen' writes them).  On error, NULL is returned and err says
 //  why (INVALID_ARGUMENT for unreadable keys, UNAVAILABLE when the broker
 //  does not answer, e.g. because it refused the key).
-amaas_client_t *amaas_connect_curve (const char *endpoint, int timeout_ms, const char *server_cert,
-                                     const char *cert, amaas_error_t *err);
+AMAAS_EXPORT amaas_client_t *amaas_connect_curve (const char *endpoint, int timeout_ms,
+                                                  const char *server_cert, const char *cert,
+                                                  amaas_error_t *err);
 
 //  Close the connection and free the client; nulls *self_p.  Cannot fail.
-void amaas_close (amaas_client_t **self_p);
+AMAAS_EXPORT void amaas_close (amaas_client_t **self_p);
 
 //  Timeout, in milliseconds, that amaas_predict and amaas_recv wait by
 //  default; it is also the deadline of a job sent without one.  Cannot fail.
-void amaas_set_timeout (amaas_client_t *self, int timeout_ms);
+AMAAS_EXPORT void amaas_set_timeout (amaas_client_t *self, int timeout_ms);
 
 //  Retries: a job is sent at most `attempts` times (1 = never resent); it
 //  is resent only after UNAVAILABLE or when the broker's epoch changed
 //  (restart, new connection), never because it is slow.  While jobs are
 //  pending the client PINGs the broker every heartbeat_ms for its epoch.
 //  Defaults: 3 attempts, 1000 ms.  Cannot fail.
-void amaas_set_retry (amaas_client_t *self, int attempts, int heartbeat_ms);
+AMAAS_EXPORT void amaas_set_retry (amaas_client_t *self, int attempts, int heartbeat_ms);
 
 //  Send one job for `model` with the given inputs, without waiting for the
 //  result.  Returns the job's id (never 0); on error returns 0 and err says why.
 //  The inputs are encoded before the call returns: the caller may free them.
-uint64_t amaas_send (amaas_client_t *self, const char *model, const amaas_tensor_t *inputs,
-                     size_t n_inputs, amaas_error_t *err);
+AMAAS_EXPORT uint64_t amaas_send (amaas_client_t *self, const char *model,
+                                  const amaas_tensor_t *inputs, size_t n_inputs,
+                                  amaas_error_t *err);
 
 //  Same, with options (deadline, priority, version); opts may be NULL.
-uint64_t amaas_send_opts (amaas_client_t *self, const char *model, const amaas_tensor_t *inputs,
-                          size_t n_inputs, const amaas_options_t *opts, amaas_error_t *err);
+AMAAS_EXPORT uint64_t amaas_send_opts (amaas_client_t *self, const char *model,
+                                       const amaas_tensor_t *inputs, size_t n_inputs,
+                                       const amaas_options_t *opts, amaas_error_t *err);
 
 //  Give up job `id`: the library forgets it (no result will come for it)
 //  and tells the broker, which drops it if it is still queued and tells
 //  its worker to skip it if not yet started.  Returns 0, -1 if no such job
 //  is pending.
-int amaas_cancel (amaas_client_t *self, uint64_t id);
+AMAAS_EXPORT int amaas_cancel (amaas_client_t *self, uint64_t id);
 
 //  Jobs sent and not yet returned by amaas_recv / amaas_predict.
-size_t amaas_pending (const amaas_client_t *self);
+AMAAS_EXPORT size_t amaas_pending (const amaas_client_t *self);
 
 //  Counters since connect: attempts resent, and answers dropped as
 //  duplicates.  Either pointer may be NULL.  Cannot fail.
-void amaas_stats (const amaas_client_t *self, uint64_t *resent, uint64_t *duplicates);
+AMAAS_EXPORT void amaas_stats (const amaas_client_t *self, uint64_t *resent, uint64_t *duplicates);
 
 //  Wait up to timeout_ms (-1: the client's timeout) for the next result of any
 //  job sent on this client.  Returns a result the caller frees with
@@ -183,34 +195,37 @@ void amaas_stats (const amaas_client_t *self, uint64_t *resent, uint64_t *duplic
 //  DEADLINE_EXCEEDED.  A job's error is a result with error.code set; a job
 //  that got no answer within its deadline is a result with
 //  DEADLINE_EXCEEDED.
-amaas_result_t *amaas_recv (amaas_client_t *self, int timeout_ms, amaas_error_t *err);
+AMAAS_EXPORT amaas_result_t *amaas_recv (amaas_client_t *self, int timeout_ms, amaas_error_t *err);
 
 //  Send one job and wait for its result (the client's timeout).  Results of
 //  other jobs that arrive meanwhile are kept for amaas_recv.  Returns NULL only
 //  when no result came (err says why); otherwise check result->error.code.
-amaas_result_t *amaas_predict (amaas_client_t *self, const char *model,
-                               const amaas_tensor_t *inputs, size_t n_inputs, amaas_error_t *err);
+AMAAS_EXPORT amaas_result_t *amaas_predict (amaas_client_t *self, const char *model,
+                                            const amaas_tensor_t *inputs, size_t n_inputs,
+                                            amaas_error_t *err);
 
 //  Free a result and null *self_p.  Cannot fail.
-void amaas_result_destroy (amaas_result_t **self_p);
+AMAAS_EXPORT void amaas_result_destroy (amaas_result_t **self_p);
 
 //  Output of a result by name, or NULL if it has none.
-const amaas_tensor_t *amaas_result_output (const amaas_result_t *self, const char *name);
+AMAAS_EXPORT const amaas_tensor_t *amaas_result_output (const amaas_result_t *self,
+                                                        const char *name);
 
 //  Ask the broker which models it can serve.  Fills up to `max` entries of
 //  models and returns how many models there are (may be more than max); -1 on
 //  error with err set.
-int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max, amaas_error_t *err);
+AMAAS_EXPORT int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max,
+                               amaas_error_t *err);
 
 //  Name of a code ("NOT_FOUND") and of a datatype ("FP32").  Never NULL.
-const char *amaas_code_name (amaas_code_t code);
-const char *amaas_dtype_name (amaas_dtype_t dtype);
+AMAAS_EXPORT const char *amaas_code_name (amaas_code_t code);
+AMAAS_EXPORT const char *amaas_dtype_name (amaas_dtype_t dtype);
 
 //  Datatype by name, AMAAS_DTYPE_INVALID if unknown.
-amaas_dtype_t amaas_dtype_from_name (const char *name, size_t len);
+AMAAS_EXPORT amaas_dtype_t amaas_dtype_from_name (const char *name, size_t len);
 
 //  Bytes per element of a fixed-size datatype; 0 for BYTES and INVALID.
-size_t amaas_dtype_size (amaas_dtype_t dtype);
+AMAAS_EXPORT size_t amaas_dtype_size (amaas_dtype_t dtype);
 
 #ifdef __cplusplus
 }

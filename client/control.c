@@ -18,7 +18,7 @@
 #include "curve.h"
 
 //  A msgpack object as JSON (maps with str keys, arrays, scalars)
-static json_t *to_json (const msgpack_object *o)
+static json_t *s_to_json (const msgpack_object *o)
 {
     switch (o->type) {
     case MSGPACK_OBJECT_NIL: return json_null ();
@@ -31,7 +31,7 @@ static json_t *to_json (const msgpack_object *o)
     case MSGPACK_OBJECT_ARRAY: {
         json_t *a = json_array ();
         for (uint32_t i = 0; i < o->via.array.size; i++)
-            json_array_append_new (a, to_json (&o->via.array.ptr[i]));
+            json_array_append_new (a, s_to_json (&o->via.array.ptr[i]));
         return a;
     }
     case MSGPACK_OBJECT_MAP: {
@@ -42,7 +42,7 @@ static json_t *to_json (const msgpack_object *o)
                 continue;
             char key[256];
             snprintf (key, sizeof key, "%.*s", (int)k->via.str.size, k->via.str.ptr);
-            json_object_set_new (m, key, to_json (&o->via.map.ptr[i].val));
+            json_object_set_new (m, key, s_to_json (&o->via.map.ptr[i].val));
         }
         return m;
     }
@@ -52,12 +52,16 @@ static json_t *to_json (const msgpack_object *o)
 
 //  Sends one CONTROL command and returns its answer as JSON (NULL on error,
 //  with a message printed).  *code_p gets the answer's code.
-static json_t *control_call (const char *endpoint, int timeout_ms, const char *server_cert,
-                             const char *cert, const char *command, const char *worker,
-                             char *message, size_t message_size, int *code_p)
+static json_t *s_control_call (const char *endpoint, int timeout_ms, const char *server_cert,
+                               const char *cert, const char *command, const char *worker,
+                               char *message, size_t message_size, int *code_p)
 {
     json_t *answer = NULL;
     zsock_t *sock = zsock_new (ZMQ_DEALER);
+    if (!sock) {
+        fprintf (stderr, "amaas: cannot create a socket: %s\n", zmq_strerror (zmq_errno ()));
+        return NULL;
+    }
     zsock_set_linger (sock, 0);
     char why[512];
     if ((server_cert || cert) && curve_client_apply (sock, server_cert, cert, why, sizeof why)) {
@@ -78,46 +82,50 @@ static json_t *control_call (const char *endpoint, int timeout_ms, const char *s
         h.fields |= HDR_WORKER;
         snprintf (h.worker, sizeof h.worker, "%s", worker);
     }
-    codec_send (sock, NULL, CMD_CONTROL, &h, NULL);
-    zpoller_t *poller = zpoller_new (sock, NULL);
-    zmsg_t *msg = zpoller_wait (poller, timeout_ms) ? zmsg_recv (sock) : NULL;
-    zpoller_destroy (&poller);
+    void *handle = zsock_resolve (sock);
+    codec_frames_t in = {0};
     codec_cmd_t cmd;
-    zframe_t *payload = NULL;
+    zmq_msg_t *payload = NULL;
     char err[CODEC_MESSAGE_MAX];
-    if (!msg) {
+    zmq_pollitem_t item = {handle, 0, ZMQ_POLLIN, 0};
+    if (codec_send_frames (handle, NULL, 0, CMD_CONTROL, &h, NULL)) {
+        fprintf (stderr, "amaas: cannot send to the control endpoint %s: %s\n", endpoint,
+                 zmq_strerror (zmq_errno ()));
+    } else if (zmq_poll (&item, 1, timeout_ms) != 1 || codec_frames_recv (&in, handle)) {
         fprintf (stderr,
                  "amaas: UNAVAILABLE: no broker answered on the control endpoint %s "
                  "within %d ms\n",
                  endpoint, timeout_ms);
-    } else if (codec_msg_parse (msg, &cmd, &h, &payload, err, sizeof err) ||
-               (cmd != CMD_CONTROL_REPLY && cmd != CMD_ERROR && cmd != CMD_REPLY)) {
+    } else if (codec_frames_parse (&in, 0, &cmd, &h, &payload, err, sizeof err)) {
         fprintf (stderr, "amaas: the broker's answer cannot be read: %s\n", err);
+    } else if (cmd != CMD_CONTROL_REPLY && cmd != CMD_ERROR && cmd != CMD_REPLY) {
+        fprintf (stderr, "amaas: the broker answered with command 0x%02x, not CONTROL_REPLY\n",
+                 (unsigned)cmd);
     } else {
         *code_p = (int)h.code;
         snprintf (message, message_size, "%s", h.message);
         answer = json_object ();
         if (payload) {
+            const char *data = zmq_msg_data (payload);
+            size_t size = zmq_msg_size (payload);
             msgpack_unpacked u;
             msgpack_unpacked_init (&u);
             size_t offset = 0;
-            if (codec_mp_check (zframe_data (payload), zframe_size (payload), err, sizeof err) ==
-                    0 &&
-                msgpack_unpack_next (&u, (const char *)zframe_data (payload), zframe_size (payload),
-                                     &offset) == MSGPACK_UNPACK_SUCCESS) {
+            if (codec_mp_check (data, size, err, sizeof err) == 0 &&
+                msgpack_unpack_next (&u, data, size, &offset) == MSGPACK_UNPACK_SUCCESS) {
                 json_decref (answer);
-                answer = to_json (&u.data);
+                answer = s_to_json (&u.data);
             }
             msgpack_unpacked_destroy (&u);
         }
     }
     codec_header_reset (&h);
-    zmsg_destroy (&msg);
+    codec_frames_close (&in);
     zsock_destroy (&sock);
     return answer;
 }
 
-static void print_status (json_t *a)
+static void s_print_status (json_t *a)
 {
     printf ("uptime      %.0f s\n", json_number_value (json_object_get (a, "uptime_s")));
     printf ("workers     %lld\n", json_integer_value (json_object_get (a, "workers")));
@@ -133,7 +141,7 @@ static void print_status (json_t *a)
     printf ("\n");
 }
 
-static void print_workers (json_t *a)
+static void s_print_workers (json_t *a)
 {
     printf ("%-12s %-16s %7s %6s %9s %9s %8s %-8s %s\n", "WORKER", "HOST", "PID", "CREDIT",
             "IN FLIGHT", "DONE", "SEEN MS", "STATE", "MODELS");
@@ -192,8 +200,8 @@ int control_main (const char *endpoint, int timeout_ms, const char *server_cert,
     }
     char message[CODEC_MESSAGE_MAX] = "";
     int code = 0;
-    json_t *answer = control_call (endpoint, timeout_ms, server_cert, cert, command, worker,
-                                   message, sizeof message, &code);
+    json_t *answer = s_control_call (endpoint, timeout_ms, server_cert, cert, command, worker,
+                                     message, sizeof message, &code);
     if (!answer)
         return 1;
     int rc = 0;
@@ -207,9 +215,9 @@ int control_main (const char *endpoint, int timeout_ms, const char *server_cert,
         printf ("%s\n", text);
         free (text);
     } else if (streq (command, "status"))
-        print_status (answer);
+        s_print_status (answer);
     else if (streq (command, "workers"))
-        print_workers (answer);
+        s_print_workers (answer);
     else
         printf ("%s\n", message);
     json_decref (answer);

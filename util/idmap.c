@@ -7,9 +7,11 @@
 */
 #include "idmap.h"
 
+#include <assert.h>
+
 #include <stdlib.h>
 
-#define FIRST_SLOTS 64 //  a power of two
+#define S_FIRST_SLOTS 64 //  a power of two
 
 typedef struct {
     uint64_t hash;
@@ -25,12 +27,12 @@ struct idmap_t {
 
 //  Spreads the hash so that its top bits, which pick the slot, depend on
 //  all of it (Fibonacci hashing).
-static size_t home (const idmap_t *self, uint64_t hash)
+static size_t s_home (const idmap_t *self, uint64_t hash)
 {
     return (size_t)((hash * 0x9E3779B97F4A7C15ULL) >> self->shift) & self->mask;
 }
 
-static int resize (idmap_t *self, size_t slots)
+static int s_resize (idmap_t *self, size_t slots)
 {
     slot_t *fresh = calloc (slots, sizeof *fresh);
     if (!fresh)
@@ -42,7 +44,7 @@ static int resize (idmap_t *self, size_t slots)
     self->shift = 64 - __builtin_ctzll (slots);
     for (size_t i = 0; i < old_slots; i++)
         if (old[i].item) {
-            size_t j = home (self, old[i].hash);
+            size_t j = s_home (self, old[i].hash);
             while (fresh[j].item)
                 j = (j + 1) & self->mask;
             fresh[j] = old[i];
@@ -54,7 +56,7 @@ static int resize (idmap_t *self, size_t slots)
 idmap_t *idmap_new (void)
 {
     idmap_t *self = calloc (1, sizeof *self);
-    if (self && resize (self, FIRST_SLOTS)) {
+    if (self && s_resize (self, S_FIRST_SLOTS)) {
         free (self);
         self = NULL;
     }
@@ -63,6 +65,7 @@ idmap_t *idmap_new (void)
 
 void idmap_destroy (idmap_t **self_p)
 {
+    assert (self_p);
     idmap_t *self = *self_p;
     if (!self)
         return;
@@ -73,7 +76,9 @@ void idmap_destroy (idmap_t **self_p)
 
 void *idmap_find (const idmap_t *self, uint64_t hash, idmap_equal_fn *equal, const void *key)
 {
-    for (size_t i = home (self, hash); self->slots[i].item; i = (i + 1) & self->mask)
+    assert (self);
+    assert (equal);
+    for (size_t i = s_home (self, hash); self->slots[i].item; i = (i + 1) & self->mask)
         if (self->slots[i].hash == hash && equal (self->slots[i].item, key))
             return self->slots[i].item;
     return NULL;
@@ -81,9 +86,11 @@ void *idmap_find (const idmap_t *self, uint64_t hash, idmap_equal_fn *equal, con
 
 int idmap_insert (idmap_t *self, uint64_t hash, void *item)
 {
-    if (2 * (self->count + 1) > self->mask + 1 && resize (self, 2 * (self->mask + 1)))
+    assert (self);
+    assert (item);
+    if (2 * (self->count + 1) > self->mask + 1 && s_resize (self, 2 * (self->mask + 1)))
         return -1;
-    size_t i = home (self, hash);
+    size_t i = s_home (self, hash);
     while (self->slots[i].item)
         i = (i + 1) & self->mask;
     self->slots[i].hash = hash;
@@ -94,7 +101,9 @@ int idmap_insert (idmap_t *self, uint64_t hash, void *item)
 
 int idmap_delete (idmap_t *self, uint64_t hash, const void *item)
 {
-    size_t i = home (self, hash);
+    assert (self);
+    assert (item);
+    size_t i = s_home (self, hash);
     while (self->slots[i].item && self->slots[i].item != item)
         i = (i + 1) & self->mask;
     if (!self->slots[i].item)
@@ -103,7 +112,7 @@ int idmap_delete (idmap_t *self, uint64_t hash, const void *item)
     //  hole and it (cyclically), so that every item stays reachable
     size_t hole = i;
     for (size_t j = (i + 1) & self->mask; self->slots[j].item; j = (j + 1) & self->mask) {
-        size_t h = home (self, self->slots[j].hash);
+        size_t h = s_home (self, self->slots[j].hash);
         bool stays = hole <= j ? (hole < h && h <= j) : (hole < h || h <= j);
         if (!stays) {
             self->slots[hole] = self->slots[j];
@@ -111,12 +120,15 @@ int idmap_delete (idmap_t *self, uint64_t hash, const void *item)
         }
     }
     self->slots[hole].item = NULL;
+    assert (self->count > 0);
     self->count--;
     return 0;
 }
 
 void *idmap_next (const idmap_t *self, size_t *cursor)
 {
+    assert (self);
+    assert (cursor);
     while (*cursor <= self->mask) {
         void *item = self->slots[(*cursor)++].item;
         if (item)
@@ -127,10 +139,11 @@ void *idmap_next (const idmap_t *self, size_t *cursor)
 
 size_t idmap_size (const idmap_t *self)
 {
+    assert (self);
     return self->count;
 }
 
-static uint64_t mix (uint64_t x)
+static uint64_t s_mix (uint64_t x)
 {
     //  splitmix64's finaliser
     x ^= x >> 30;
@@ -146,10 +159,10 @@ uint64_t idmap_hash_bytes (const void *data, size_t size, uint64_t seed)
     uint64_t h = 0xCBF29CE484222325ULL ^ seed;
     for (size_t i = 0; i < size; i++)
         h = (h ^ p[i]) * 0x100000001B3ULL;
-    return mix (h);
+    return s_mix (h);
 }
 
 uint64_t idmap_hash_pair (uint64_t a, uint64_t b)
 {
-    return mix (a * 0x9E3779B97F4A7C15ULL ^ mix (b));
+    return s_mix (a * 0x9E3779B97F4A7C15ULL ^ s_mix (b));
 }

@@ -27,6 +27,7 @@ idmap_t *idmap_new (void);
 void idmap_destroy (idmap_t **self_p);
 
 //  The item filed under `hash` for which equal (item, key) is true, or NULL.
+//  Cannot fail.
 void *idmap_find (const idmap_t *self, uint64_t hash, idmap_equal_fn *equal, const void *key);
 
 //  Files `item` under `hash`.  Returns 0; -1 on out-of-memory, and nothing

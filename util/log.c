@@ -15,26 +15,26 @@
 #include <unistd.h>
 
 log_level_t log_threshold = LOG_LEVEL_INFO;
-static char log_program[64] = "amaas";
-static const char *level_names[] = {"error", "warn", "info", "debug"};
-static bool to_syslog = false;
+static char s_log_program[64] = "amaas";
+static const char *s_level_names[] = {"error", "warn", "info", "debug"};
+static bool s_to_syslog = false;
 
 void log_to_syslog (void)
 {
-    openlog (log_program, LOG_PID, LOG_DAEMON);
-    to_syslog = true;
+    openlog (s_log_program, LOG_PID, LOG_DAEMON);
+    s_to_syslog = true;
 }
 
 void log_setup (const char *program, log_level_t level)
 {
-    snprintf (log_program, sizeof log_program, "%s", program);
+    snprintf (s_log_program, sizeof s_log_program, "%s", program);
     log_threshold = level;
 }
 
 int log_level_from_name (const char *name)
 {
     for (int i = 0; i < 4; i++)
-        if (strcmp (name, level_names[i]) == 0)
+        if (strcmp (name, s_level_names[i]) == 0)
             return i;
     return -1;
 }
@@ -50,15 +50,15 @@ void log_print (log_level_t level, const char *fmt, ...)
     gmtime_r (&now.tv_sec, &tm);
     int n = (int)strftime (line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
     n += snprintf (line + n, sizeof line - (size_t)n, ".%03dZ %s[%d] %s ",
-                   (int)(now.tv_usec / 1000), log_program, (int)getpid (), level_names[level]);
+                   (int)(now.tv_usec / 1000), s_log_program, (int)getpid (), s_level_names[level]);
     va_list args;
     va_start (args, fmt);
     int body = vsnprintf (line + n, sizeof line - (size_t)n - 1, fmt, args);
     va_end (args);
-    if (to_syslog) {
+    if (s_to_syslog) {
         //  syslog stamps time, program and pid itself: the level and the event
         static const int priorities[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
-        syslog (priorities[level], "%s %s", level_names[level], line + n);
+        syslog (priorities[level], "%s %s", s_level_names[level], line + n);
         return;
     }
     if (body < 0)

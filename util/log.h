@@ -15,15 +15,18 @@ typedef enum { LOG_LEVEL_ERROR = 0, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DE
 void log_setup (const char *program, log_level_t level);
 
 //  Level by name ("error", "warn", "info", "debug"); -1 if unknown.
+//  Cannot fail.
 int log_level_from_name (const char *name);
 
 //  From now on, lines go to syslog (daemon facility, with the program name
 //  and pid) instead of stderr.  Cannot fail.
 void log_to_syslog (void);
 
+//  Print one line at level (if at or above the threshold).  Cannot fail: a
+//  line that cannot be written is lost.
 void log_print (log_level_t level, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
 
-extern log_level_t log_threshold;
+extern log_level_t log_threshold; //  lowest level printed (log_setup)
 
 #define log_error(...) log_print (LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_print (LOG_LEVEL_WARN, __VA_ARGS__)

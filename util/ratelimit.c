@@ -11,11 +11,13 @@
 */
 #include "ratelimit.h"
 
+#include <assert.h>
+
 #include <czmq.h>
 
 #include "table.h"
 
-#define WINDOW_MS 1000 //  the limit is per second
+#define S_WINDOW_MS 1000 //  the limit is per second
 
 typedef struct {
     int64_t window_ms; //  when the current window started
@@ -31,7 +33,7 @@ struct ratelimit_t {
     peer_t others;     //  the peers that are not in the table
 };
 
-static void peer_destructor (void **item)
+static void s_peer_destructor (void **item)
 {
     free (*item);
     *item = NULL;
@@ -46,7 +48,7 @@ ratelimit_t *ratelimit_new (size_t per_second)
     self->peers = zhashx_new ();
     if (!self->peers)
         goto err;
-    zhashx_set_destructor (self->peers, peer_destructor);
+    zhashx_set_destructor (self->peers, s_peer_destructor);
     return self;
 err:
     ratelimit_destroy (&self);
@@ -65,8 +67,9 @@ void ratelimit_destroy (ratelimit_t **self_p)
 
 //  The counters of peer_key, made if new; &self->others when the table is
 //  full or there is no memory.
-static peer_t *peer_of (ratelimit_t *self, const char *peer_key)
+static peer_t *s_peer_of (ratelimit_t *self, const char *peer_key)
 {
+    assert (self);
     peer_t *peer = zhashx_lookup (self->peers, peer_key);
     if (peer)
         return peer;
@@ -84,10 +87,11 @@ static peer_t *peer_of (ratelimit_t *self, const char *peer_key)
 
 bool ratelimit_allow (ratelimit_t *self, const char *peer_key, int64_t now_ms)
 {
-    peer_t *peer = peer_of (self, peer_key ? peer_key : "");
+    assert (self);
+    peer_t *peer = s_peer_of (self, peer_key ? peer_key : "");
     peer->seen_ms = now_ms;
     //  A new window when the last one is over (or the clock went back)
-    if (!peer->started || now_ms - peer->window_ms >= WINDOW_MS || now_ms < peer->window_ms) {
+    if (!peer->started || now_ms - peer->window_ms >= S_WINDOW_MS || now_ms < peer->window_ms) {
         peer->started = true;
         peer->window_ms = now_ms;
         peer->lines = 0;
@@ -100,7 +104,7 @@ bool ratelimit_allow (ratelimit_t *self, const char *peer_key, int64_t now_ms)
     return false;
 }
 
-static bool is_idle (const void *item, const void *arg)
+static bool s_is_idle (const void *item, const void *arg)
 {
     const peer_t *peer = item;
     int64_t now_ms = *(const int64_t *)arg;
@@ -109,6 +113,7 @@ static bool is_idle (const void *item, const void *arg)
 
 size_t ratelimit_flush (ratelimit_t *self, int64_t now_ms, ratelimit_report_fn *fn, void *arg)
 {
+    assert (self);
     size_t reported = 0;
     for (peer_t *peer = zhashx_first (self->peers); peer; peer = zhashx_next (self->peers))
         if (peer->suppressed) {
@@ -121,11 +126,12 @@ size_t ratelimit_flush (ratelimit_t *self, int64_t now_ms, ratelimit_report_fn *
         self->others.suppressed = 0;
         reported++;
     }
-    table_delete_if (self->peers, is_idle, &now_ms);
+    table_delete_if (self->peers, s_is_idle, &now_ms);
     return reported;
 }
 
 size_t ratelimit_peers (ratelimit_t *self)
 {
+    assert (self);
     return zhashx_size (self->peers);
 }

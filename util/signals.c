@@ -5,21 +5,21 @@
 #include <czmq.h>
 #include <signal.h>
 
-static volatile sig_atomic_t stop_requests = 0;
-static volatile sig_atomic_t reload_requests = 0;
+static volatile sig_atomic_t s_stop_requests = 0;
+static volatile sig_atomic_t s_reload_requests = 0;
 
-static void on_signal (int sig)
+static void s_on_signal (int sig)
 {
     if (sig == SIGHUP)
-        reload_requests++;
+        s_reload_requests++;
     else
-        stop_requests++;
+        s_stop_requests++;
 }
 
 void signals_catch_stop (void)
 {
     zsys_handler_set (NULL); //  czmq would swallow the signal into zsys_interrupted
-    struct sigaction action = {.sa_handler = on_signal};
+    struct sigaction action = {.sa_handler = s_on_signal};
     sigemptyset (&action.sa_mask);
     sigaction (SIGINT, &action, NULL);
     sigaction (SIGTERM, &action, NULL);
@@ -27,17 +27,17 @@ void signals_catch_stop (void)
 
 int signals_stop_requests (void)
 {
-    return stop_requests;
+    return s_stop_requests;
 }
 
 void signals_catch_reload (void)
 {
-    struct sigaction action = {.sa_handler = on_signal};
+    struct sigaction action = {.sa_handler = s_on_signal};
     sigemptyset (&action.sa_mask);
     sigaction (SIGHUP, &action, NULL);
 }
 
 int signals_reload_requests (void)
 {
-    return reload_requests;
+    return s_reload_requests;
 }

@@ -13,7 +13,7 @@
 //  the way).  Call once, early.  Cannot fail.
 void signals_catch_stop (void);
 
-//  How many SIGINT/SIGTERM arrived since signals_catch_stop.
+//  How many SIGINT/SIGTERM arrived since signals_catch_stop.  Cannot fail.
 int signals_stop_requests (void);
 
 //  Installs the SIGHUP handler (without it SIGHUP ends the process).  Call
@@ -21,7 +21,7 @@ int signals_stop_requests (void);
 void signals_catch_reload (void);
 
 //  How many SIGHUP arrived since signals_catch_reload: compare with the
-//  count last seen.
+//  count last seen.  Cannot fail.
 int signals_reload_requests (void);
 
 #endif

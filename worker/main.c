@@ -77,6 +77,9 @@ int main (int argc, char *argv[])
                                             {"help", no_argument, 0, 'h'},
                                             {0, 0, 0, 0}};
     argv = options_with_config ("amaas-worker", "worker", &argc, argv);
+    if (!argv)
+        return 2;
+    long long n; //  an option's value
     int c;
     while ((c = getopt_long (argc, argv, "h", options, NULL)) != -1) {
         switch (c) {
@@ -85,28 +88,38 @@ int main (int argc, char *argv[])
         case 'S': config.server_cert = optarg; break;
         case 'K': config.cert = optarg; break;
         case 'c':
-            config.credit = (uint32_t)options_positive ("amaas-worker", "credit", optarg, 65535);
+            if ((n = options_positive ("amaas-worker", "credit", optarg, 65535)) < 0)
+                return 2;
+            config.credit = (uint32_t)n;
             break;
         case 'H':
-            config.heartbeat_ms =
-                (int)options_positive ("amaas-worker", "heartbeat-ms", optarg, 3600000);
+            if ((n = options_positive ("amaas-worker", "heartbeat-ms", optarg, 3600000)) < 0)
+                return 2;
+            config.heartbeat_ms = (int)n;
             break;
         case 'L':
-            config.liveness = (int)options_positive ("amaas-worker", "liveness", optarg, 1000);
+            if ((n = options_positive ("amaas-worker", "liveness", optarg, 1000)) < 0)
+                return 2;
+            config.liveness = (int)n;
             break;
         case 'E':
-            config.max_elements =
-                (uint64_t)options_positive ("amaas-worker", "max-elements", optarg, 1LL << 40);
+            if ((n = options_positive ("amaas-worker", "max-elements", optarg, 1LL << 40)) < 0)
+                return 2;
+            config.max_elements = (uint64_t)n;
             break;
         case 'B':
-            config.max_batch =
-                (size_t)options_positive ("amaas-worker", "max-batch", optarg, 1 << 24);
+            if ((n = options_positive ("amaas-worker", "max-batch", optarg, 1 << 24)) < 0)
+                return 2;
+            config.max_batch = (size_t)n;
             break;
         case 'D': config.batch_delay_us = (uint64_t)strtoull (optarg, NULL, 10); break;
         case 'P': model_batch[n_model_batch < 63 ? n_model_batch++ : n_model_batch] = optarg; break;
         case 'Y': syslog = true; break;
         case 'F': break; //  read by options_with_config
-        case 'l': level = options_log_level ("amaas-worker", optarg); break;
+        case 'l':
+            if ((level = options_log_level ("amaas-worker", optarg)) < 0)
+                return 2;
+            break;
         case 'h': usage (stdout, &config); return 0;
         default: fprintf (stderr, "Try 'amaas-worker --help'.\n"); return 2;
         }

@@ -143,31 +143,6 @@ static const char *s_quote (const char *data, size_t size, char *buf, size_t buf
     return buf;
 }
 
-//  Are two byte strings equal?  Either may be NULL when empty (msgpack-c
-//  gives a NULL pointer for an empty str).
-static bool s_equal (const char *a, size_t a_size, const char *b, size_t b_size)
-{
-    return a_size == b_size && (a_size == 0 || memcmp (a, b, a_size) == 0);
-}
-
-static const char *s_type_name (msgpack_object_type type)
-{
-    switch (type) {
-    case MSGPACK_OBJECT_NIL: return "nil";
-    case MSGPACK_OBJECT_BOOLEAN: return "bool";
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: return "uint";
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "negative int";
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: return "float";
-    case MSGPACK_OBJECT_STR: return "str";
-    case MSGPACK_OBJECT_ARRAY: return "array";
-    case MSGPACK_OBJECT_MAP: return "map";
-    case MSGPACK_OBJECT_BIN: return "bin";
-    case MSGPACK_OBJECT_EXT: return "ext";
-    }
-    return "unknown type";
-}
-
 //  Datatype of an output from its name; INVALID for any other.
 static amaas_dtype_t s_dtype_from (const char *name, size_t len)
 {
@@ -188,17 +163,15 @@ static const char *s_shape_text (size_t width, char *buf, size_t buf_size)
 }
 
 //  --------------------------------------------------------------------------
-//  Raw msgpack walk
-
-//  --------------------------------------------------------------------------
-//  Typed getters.  Each returns 0, or -1 with a message naming the key.
+//  Typed getters over proto/mp.h's: each returns 0, or -1 with a message
+//  naming the key.
 
 //  Check that obj is a map of at most S_MAX_KEYS str keys, distinct except
 //  "pad" (the exporter puts one before each bin).  what names it ("op", ...).
 static int s_check_map (s_ctx_t *ctx, const msgpack_object *obj, const char *what)
 {
     if (obj->type != MSGPACK_OBJECT_MAP)
-        return s_fail (ctx, "%s has type %s, expected map", what, s_type_name (obj->type));
+        return s_fail (ctx, "%s has type %s, expected map", what, codec_mp_type_name (obj->type));
     const msgpack_object_map *map = &obj->via.map;
     if (map->size > S_MAX_KEYS)
         return s_fail (ctx, "%s has %u keys, at most %d are allowed", what, map->size, S_MAX_KEYS);
@@ -206,13 +179,12 @@ static int s_check_map (s_ctx_t *ctx, const msgpack_object *obj, const char *wha
         const msgpack_object *key = &map->ptr[i].key;
         if (key->type != MSGPACK_OBJECT_STR)
             return s_fail (ctx, "%s has a key of type %s, keys must be str", what,
-                           s_type_name (key->type));
-        if (s_equal (key->via.str.ptr, key->via.str.size, "pad", 3))
+                           codec_mp_type_name (key->type));
+        if (codec_mp_str_is (key, "pad"))
             continue;
         for (uint32_t j = 0; j < i; j++) {
             const msgpack_object *other = &map->ptr[j].key;
-            if (s_equal (other->via.str.ptr, other->via.str.size, key->via.str.ptr,
-                         key->via.str.size)) {
+            if (codec_mp_same_str (other, key)) {
                 char quoted[200];
                 return s_fail (
                     ctx, "%s has key \"%s\" twice", what,
@@ -223,30 +195,18 @@ static int s_check_map (s_ctx_t *ctx, const msgpack_object *obj, const char *wha
     return 0;
 }
 
-//  Value of key in a checked map, or NULL when absent.
-static const msgpack_object *s_find (const msgpack_object *obj, const char *key)
-{
-    const msgpack_object_map *map = &obj->via.map;
-    for (uint32_t i = 0; i < map->size; i++) {
-        const msgpack_object_str *name = &map->ptr[i].key.via.str;
-        if (s_equal (name->ptr, name->size, key, strlen (key)))
-            return &map->ptr[i].val;
-    }
-    return NULL;
-}
-
 //  Value of a required key of the given type.
 static const msgpack_object *s_require (s_ctx_t *ctx, const msgpack_object *map, const char *key,
                                         msgpack_object_type type)
 {
-    const msgpack_object *value = s_find (map, key);
+    const msgpack_object *value = codec_mp_find (map, key);
     if (!value) {
         s_fail (ctx, "missing key \"%s\"", key);
         return NULL;
     }
     if (value->type != type) {
-        s_fail (ctx, "\"%s\" has type %s, expected %s", key, s_type_name (value->type),
-                s_type_name (type));
+        s_fail (ctx, "\"%s\" has type %s, expected %s", key, codec_mp_type_name (value->type),
+                codec_mp_type_name (type));
         return NULL;
     }
     return value;
@@ -256,18 +216,17 @@ static const msgpack_object *s_require (s_ctx_t *ctx, const msgpack_object *map,
 static int s_get_uint (s_ctx_t *ctx, const msgpack_object *map, const char *key, uint64_t low,
                        uint64_t high, uint64_t *value)
 {
-    const msgpack_object *obj = s_find (map, key);
+    const msgpack_object *obj = codec_mp_find (map, key);
     if (obj && obj->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
         return s_fail (ctx, "\"%s\" is %lld, expected %llu..%llu", key, (long long)obj->via.i64,
                        (unsigned long long)low, (unsigned long long)high);
     obj = s_require (ctx, map, key, MSGPACK_OBJECT_POSITIVE_INTEGER);
     if (!obj)
         return -1;
-    if (obj->via.u64 < low || obj->via.u64 > high)
+    if (codec_mp_uint (obj, low, high, value))
         return s_fail (ctx, "\"%s\" is %llu, expected %llu..%llu", key,
                        (unsigned long long)obj->via.u64, (unsigned long long)low,
                        (unsigned long long)high);
-    *value = obj->via.u64;
     return 0;
 }
 
@@ -314,13 +273,6 @@ static int s_get_name (s_ctx_t *ctx, const msgpack_object *map, const char *key,
     memcpy (buf, data, size);
     buf[size] = 0;
     return 0;
-}
-
-//  Does a str object equal text?
-static bool s_str_is (const msgpack_object *obj, const char *text)
-{
-    return obj->type == MSGPACK_OBJECT_STR &&
-           s_equal (obj->via.str.ptr, obj->via.str.size, text, strlen (text));
 }
 
 //  A required bin of exactly `count` elements of the model datatype, as an
@@ -444,7 +396,7 @@ static int s_parse_header (s_ctx_t *ctx, model_t *self, const msgpack_object *to
     const msgpack_object *format = s_require (ctx, top, "format", MSGPACK_OBJECT_STR);
     if (!format)
         return -1;
-    if (!s_str_is (format, S_FORMAT))
+    if (!codec_mp_str_is (format, S_FORMAT))
         return s_fail (ctx, "format is \"%s\", expected \"" S_FORMAT "\"",
                        s_quote (format->via.str.ptr, format->via.str.size, quoted, sizeof quoted));
     const msgpack_object *version =
@@ -462,17 +414,18 @@ static int s_parse_header (s_ctx_t *ctx, model_t *self, const msgpack_object *to
     const msgpack_object *dtype = s_require (ctx, top, "datatype", MSGPACK_OBJECT_STR);
     if (!dtype)
         return -1;
-    if (s_str_is (dtype, "FP32"))
+    if (codec_mp_str_is (dtype, "FP32"))
         self->dtype = AMAAS_FP32;
-    else if (s_str_is (dtype, "FP64"))
+    else if (codec_mp_str_is (dtype, "FP64"))
         self->dtype = AMAAS_FP64;
     else
         return s_fail (ctx, "datatype \"%s\" is not FP32 or FP64",
                        s_quote (dtype->via.str.ptr, dtype->via.str.size, quoted, sizeof quoted));
 
-    const msgpack_object *source = s_find (top, "source");
+    const msgpack_object *source = codec_mp_find (top, "source");
     if (source && source->type != MSGPACK_OBJECT_STR)
-        return s_fail (ctx, "\"source\" has type %s, expected str", s_type_name (source->type));
+        return s_fail (ctx, "\"source\" has type %s, expected str",
+                       codec_mp_type_name (source->type));
 
     return s_parse_input (ctx, self, top) || s_parse_outputs (ctx, self, top) ? -1 : 0;
 }
@@ -514,7 +467,7 @@ static int s_parse_argmax (s_ctx_t *ctx, s_op_t *op, const msgpack_object *map, 
                                (unsigned long long)label->via.u64);
             else
                 return s_fail (ctx, "label %zu has type %s, labels[0] is an int so all must be", i,
-                               s_type_name (label->type));
+                               codec_mp_type_name (label->type));
         }
         op->op.labels_dtype = AMAAS_INT64;
         op->op.int_labels = values;
@@ -527,7 +480,7 @@ static int s_parse_argmax (s_ctx_t *ctx, s_op_t *op, const msgpack_object *map, 
         const msgpack_object *label = &array->ptr[i];
         if (label->type != MSGPACK_OBJECT_STR)
             return s_fail (ctx, "label %zu has type %s, labels[0] is a str so all must be", i,
-                           s_type_name (label->type));
+                           codec_mp_type_name (label->type));
         if (label->via.str.size > S_MAX_LABEL)
             return s_fail (ctx, "label %zu has %u bytes, at most %d are allowed", i,
                            label->via.str.size, S_MAX_LABEL);
@@ -574,9 +527,10 @@ static int s_parse_output (s_ctx_t *ctx, model_t *self, s_op_t *op, const msgpac
     char name[S_TENSOR_NAME_MAX + 1];
     if (s_get_name (ctx, map, "name", S_TENSOR_NAME_MAX, NULL, name))
         return -1;
-    const msgpack_object *flatten = s_find (map, "flatten");
+    const msgpack_object *flatten = codec_mp_find (map, "flatten");
     if (flatten && flatten->type != MSGPACK_OBJECT_BOOLEAN)
-        return s_fail (ctx, "\"flatten\" has type %s, expected bool", s_type_name (flatten->type));
+        return s_fail (ctx, "\"flatten\" has type %s, expected bool",
+                       codec_mp_type_name (flatten->type));
     op->op.flatten = flatten && flatten->via.boolean;
     if (op->op.flatten && tensor->width > 1)
         return s_fail (ctx, "output \"%s\": flatten needs a width of 1, the width is %zu", name,
@@ -615,7 +569,7 @@ static int s_parse_op (s_ctx_t *ctx, model_t *self, size_t index, const msgpack_
         return -1;
     size_t i;
     for (i = 0; i < sizeof s_op_names / sizeof s_op_names[0]; i++)
-        if (s_str_is (kind, s_op_names[i].name))
+        if (codec_mp_str_is (kind, s_op_names[i].name))
             break;
     if (i == sizeof s_op_names / sizeof s_op_names[0]) {
         char quoted[200];
