@@ -19,11 +19,12 @@
 #include <string.h>
 
 #include "amaas.h"
+#include "amaas_defs.h"
 #include "bench.h"
 #include "control.h"
 
 static const char *broker = AMAAS_DEFAULT_FRONTEND;
-static const char *control = "tcp://127.0.0.1:5557";
+static const char *control = DEFS_CONTROL_LOCAL;
 static const char *server_cert = NULL; //  CURVE: the broker's public certificate
 static const char *cert = NULL;        //  CURVE: our key pair
 static int timeout_ms = 10000;
@@ -65,7 +66,7 @@ static void usage (FILE *out)
              "\n"
              "Options:\n"
              "  --broker ENDPOINT   broker's frontend [%s, or $AMAAS_BROKER]\n"
-             "  --control ENDPOINT  broker's control endpoint [tcp://127.0.0.1:5557, or\n"
+             "  --control ENDPOINT  broker's control endpoint [" DEFS_CONTROL_LOCAL ", or\n"
              "                      $AMAAS_CONTROL]\n"
              "  --server-key FILE   CURVE: the broker's public certificate [$AMAAS_SERVER_KEY]\n"
              "  --cert FILE         CURVE: our key pair, FILE and FILE_secret [$AMAAS_CERT]\n"
