@@ -151,7 +151,10 @@ class Cluster:
         after it was killed: the broker again on the same endpoints, so that
         workers and clients find it (`amaas-cluster start-broker`)."""
         if not self._started:
-            args = ["start", "--workers", "0", "--models", self.models_dir,
+            # --attached: in our session, scheduled with us as the processes
+            # the tests were written with (a session per process would give
+            # each its own CPU share)
+            args = ["start", "--workers", "0", "--attached", "--models", self.models_dir,
                     "--frontend", RANDOM_PORT, "--backend", RANDOM_PORT, "--control", RANDOM_PORT,
                     "--heartbeat-ms", str(self.heartbeat_ms)]
             for a in self.broker_args:
