@@ -26,6 +26,7 @@
 #include <sys/random.h>
 
 #include "admission.h"
+#include "amaas_defs.h"
 #include "clock.h"
 #include "codec.h"
 #include "control.h"
@@ -74,9 +75,9 @@ typedef struct {
 void broker_config_defaults (broker_config_t *config)
 {
     memset (config, 0, sizeof *config);
-    config->frontend = "tcp://*:5555";
-    config->backend = "tcp://*:5556";
-    config->control = "tcp://127.0.0.1:5557";
+    config->frontend = DEFS_FRONTEND_ANY;
+    config->backend = DEFS_BACKEND_ANY;
+    config->control = DEFS_CONTROL_LOCAL;
     config->heartbeat_ms = 1000;
     config->liveness = 3;
     config->max_message = 64u << 20;

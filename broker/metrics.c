@@ -37,6 +37,7 @@
 #include <time.h>
 
 #include "idmap.h"
+#include "amaas_defs.h"
 #include "utf8.h"
 
 #if MHD_VERSION < 0x00097002
@@ -45,7 +46,7 @@ typedef int mhd_result_t;
 typedef enum MHD_Result mhd_result_t;
 #endif
 
-#define NAME_MAX_BYTES 127                 //  bytes of a model name kept
+#define NAME_MAX_BYTES DEFS_NAME_MAX       //  bytes of a model name kept
 #define LABEL_MAX (3 * NAME_MAX_BYTES + 1) //  as UTF-8: a bad byte takes 3
 #define MAX_CODES 24                       //  distinct codes; the last is "OTHER"
 #define MAX_BUCKETS 18                     //  finite bucket bounds of a histogram

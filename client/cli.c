@@ -19,13 +19,14 @@
 #include <string.h>
 
 #include "amaas.h"
+#include "amaas_defs.h"
 #include "bench.h"
 #include "control.h"
 
 //  Where and how to reach the broker: the defaults, then the environment,
 //  then the options
 static const char *s_broker = AMAAS_DEFAULT_FRONTEND;
-static const char *s_control = "tcp://127.0.0.1:5557";
+static const char *s_control = DEFS_CONTROL_LOCAL;
 static const char *s_server_cert = NULL; //  CURVE: the broker's public certificate
 static const char *s_cert = NULL;        //  CURVE: our key pair
 static int s_timeout_ms = 10000;
@@ -68,7 +69,7 @@ static void s_usage (FILE *out)
              "\n"
              "Options:\n"
              "  --broker ENDPOINT   broker's frontend [%s, or $AMAAS_BROKER]\n"
-             "  --control ENDPOINT  broker's control endpoint [tcp://127.0.0.1:5557, or\n"
+             "  --control ENDPOINT  broker's control endpoint [" DEFS_CONTROL_LOCAL ", or\n"
              "                      $AMAAS_CONTROL]\n"
              "  --server-key FILE   CURVE: the broker's public certificate [$AMAAS_SERVER_KEY]\n"
              "  --cert FILE         CURVE: our key pair, FILE and FILE_secret [$AMAAS_CERT]\n"

@@ -182,7 +182,8 @@ static int s_decode_names (codec_header_t *self, void *at, uint64_t low, uint64_
     for (size_t i = 0; i < self->n_outputs; i++)
         if (codec_mp_str (&val->via.array.ptr[i], 1, self->outputs[i], CODEC_NAME_MAX)) {
             snprintf (err, err_size,
-                      "header key 'outputs' must be an array of names (str, 1..127 bytes)");
+                      "header key 'outputs' must be an array of names (str, 1.." CODEC_STR (
+                          DEFS_NAME_MAX) " bytes)");
             return -2;
         }
     return 0;

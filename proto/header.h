@@ -14,11 +14,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CODEC_NAME_MAX 128    //  model, tensor, output names incl. NUL
-#define CODEC_VERSION_MAX 64  //  model version incl. NUL
-#define CODEC_MESSAGE_MAX 256 //  error messages incl. NUL
-#define CODEC_HOST_MAX 256    //  host name incl. NUL
-#define CODEC_COMMAND_MAX 32  //  CONTROL command incl. NUL
+#include "amaas_defs.h"
+
+//  A number as a string literal, for messages that state a limit
+#define CODEC_STR(number) CODEC_STR_ (number)
+#define CODEC_STR_(number) #number
+
+#define CODEC_NAME_MAX (DEFS_NAME_MAX + 1)       //  model, tensor, output names incl. NUL
+#define CODEC_VERSION_MAX (DEFS_VERSION_MAX + 1) //  model version incl. NUL
+#define CODEC_MESSAGE_MAX 256                    //  error messages incl. NUL
+#define CODEC_HOST_MAX 256                       //  host name incl. NUL
+#define CODEC_COMMAND_MAX 32                     //  CONTROL command incl. NUL
 #define CODEC_WORKER_MAX 511  //  worker id (hex of a 255-byte identity) incl. NUL
 #define CODEC_MAX_OUTPUTS 16  //  output names in a request
 #define CODEC_MAX_MODELS 1024 //  models in READY / MODELS_REPLY
@@ -74,8 +80,8 @@ typedef struct {
 #define CODEC_HEADER_FIELDS(X)                                                                     \
     X ("id",           id,           ID,           u64,     1, UINT64_MAX,         "a uint64 of at least 1") /* client's job id */ \
     X ("job",          job,          JOB,          u64,     0, UINT64_MAX,         "a uint64") /* broker's job token */ \
-    X ("model",        model,        MODEL,        str,     1, CODEC_NAME_MAX,     "a str of 1..127 bytes") \
-    X ("version",      version,      VERSION,      str,     1, CODEC_VERSION_MAX,  "a str of 1..63 bytes") \
+    X ("model",        model,        MODEL,        str,     1, CODEC_NAME_MAX,     "a str of 1.." CODEC_STR (DEFS_NAME_MAX) " bytes") \
+    X ("version",      version,      VERSION,      str,     1, CODEC_VERSION_MAX,  "a str of 1.." CODEC_STR (DEFS_VERSION_MAX) " bytes") \
     X ("code",         code,         CODE,         u32,     0, 255,                "an error code (uint)") /* amaas_code_t */ \
     X ("message",      message,      MESSAGE,      text,    0, CODEC_MESSAGE_MAX,  "a str") /* error message, or DISCONNECT reason */ \
     X ("queue_us",     queue_us,     QUEUE_US,     u64,     0, UINT64_MAX,         "a uint64") /* time queued in the broker */ \

@@ -10,20 +10,25 @@ to check where each bin lies in the file (the 64-byte alignment).
     outs = amm_reference.run(model, x)               # {"probabilities": ..., "label": ...}
 """
 
+import os
 import re
+import sys
 
 import msgpack
 import numpy as np
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,127}$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9._+-]{1,63}$")
-TENSOR_RE = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
-MAX_LABEL = 4096
-MAX_KEYS = 64
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "defs"))
+import amaas_defs  # noqa: E402  the format's limits, shared with the C runtime (defs/amaas.defs)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,%d}$" % amaas_defs.NAME_MAX)
+VERSION_RE = re.compile(r"^[A-Za-z0-9._+-]{1,%d}$" % amaas_defs.VERSION_MAX)
+TENSOR_RE = re.compile(r"^[A-Za-z0-9._-]{1,%d}$" % amaas_defs.TENSOR_NAME_MAX)
+MAX_LABEL = amaas_defs.LABEL_MAX
+MAX_KEYS = amaas_defs.KEYS_MAX
 MAX_DEPTH = 16
 DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
-MAX_WIDTH = 1 << 24
-MAX_OPS = 256
+MAX_WIDTH = amaas_defs.WIDTH_MAX
+MAX_OPS = amaas_defs.OPS_MAX
 MAX_OUTPUTS = 8
 ELEMENTWISE = ("identity", "relu", "tanh", "sigmoid", "softmax", "normalize")
 
@@ -96,15 +101,16 @@ def load_bytes(data):
     _need(_depth(m) <= MAX_DEPTH, "containers nest deeper than %d" % MAX_DEPTH)
     _need(m.get("format") == "amaas-model", "format is %r, not 'amaas-model'" % m.get("format"))
     _need(m.get("format_version") == 1, "format_version is %r, not 1" % m.get("format_version"))
-    _need(NAME_RE.match(_str(m, "name", "top")), "name %r is not 1..127 of [A-Za-z0-9._-]"
-          % m["name"])
-    _need(VERSION_RE.match(_str(m, "version", "top")), "version %r is not 1..63 of [A-Za-z0-9._+-]"
-          % m["version"])
+    _need(NAME_RE.match(_str(m, "name", "top")), "name %r is not 1..%d of [A-Za-z0-9._-]"
+          % (m["name"], amaas_defs.NAME_MAX))
+    _need(VERSION_RE.match(_str(m, "version", "top")), "version %r is not 1..%d of [A-Za-z0-9._+-]"
+          % (m["version"], amaas_defs.VERSION_MAX))
     _need(m.get("datatype") in DTYPES, "datatype is %r, not FP32 or FP64" % m.get("datatype"))
     dtype = DTYPES[m["datatype"]]
     inp = m.get("input")
     _need(isinstance(inp, dict), "input is not a map")
-    _need(TENSOR_RE.match(_str(inp, "name", "input")), "input name is not 1..63 of [A-Za-z0-9._-]")
+    _need(TENSOR_RE.match(_str(inp, "name", "input")), "input name is not 1..%d of [A-Za-z0-9._-]"
+          % amaas_defs.TENSOR_NAME_MAX)
     width = _uint(inp, "width", "input", 1, MAX_WIDTH)
     if "source" in m:
         _str(m, "source", "top")
@@ -116,7 +122,8 @@ def load_bytes(data):
     for i, o in enumerate(outs):
         where = "outputs[%d]" % i
         _need(isinstance(o, dict), where + " is not a map")
-        _need(TENSOR_RE.match(_str(o, "name", where)), where + ": name is not 1..63 of [A-Za-z0-9._-]")
+        _need(TENSOR_RE.match(_str(o, "name", where)), where + ": name is not 1..%d of [A-Za-z0-9._-]"
+              % amaas_defs.TENSOR_NAME_MAX)
         _need(o["name"] not in names, where + ": name %r repeats" % o["name"])
         names.add(o["name"])
         _need(o.get("datatype") in ("FP32", "FP64", "INT64", "BYTES"), where + ": bad datatype")

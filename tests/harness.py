@@ -6,12 +6,16 @@
         c.kill_worker(0)    # SIGKILL the first
         c.models()          # [{"name", "version", "workers"}] via `amaas models --json`
 
-The broker binds random free ports on 127.0.0.1 (czmq's tcp://127.0.0.1:!) and
-writes the ports it got to a file, so tests never assume a port is free, and
-two suites running at once on one machine do not meet on the same ports.  Every
-process is stopped on exit, killed if it does not stop in time.  Logs go to
-files in a temporary folder; c.logs() returns them, and they are printed when
-the with-block raises.
+Processes are started by scripts/amaas-cluster, the operators' tool, on a
+state folder of their own (c.tmp: logs, pids, exit statuses, endpoints):
+the broker binds random free ports on 127.0.0.1 (czmq's tcp://127.0.0.1:!)
+and writes the ports it got to a file, so tests never assume a port is free,
+and two suites running at once on one machine do not meet on the same ports.
+c.broker and c.workers are Process objects, as much of subprocess.Popen as
+tests use (pid, args, poll, wait, send_signal, kill, returncode).  Every
+process is stopped on exit (`amaas-cluster stop`, which waits until a process
+handles signals before it sends SIGTERM), killed if it does not stop in time.
+c.logs() returns the logs; they are printed when the with-block raises.
 """
 import importlib.machinery
 import importlib.util
@@ -22,6 +26,63 @@ import subprocess
 import sys
 import tempfile
 import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AMAAS_CLUSTER = os.path.join(ROOT, "scripts", "amaas-cluster")
+RANDOM_PORT = "tcp://127.0.0.1:!"
+
+
+class Process:
+    """A broker or worker that amaas-cluster started: not our child, so its
+    exit status comes from the NAME.status file amaas-cluster's wrapper
+    writes when it ends (128+N for signal N, which returncode gives as -N,
+    as Popen does)."""
+
+    def __init__(self, cluster_dir, name, pid, args):
+        self.name = name  # broker, worker-K
+        self.pid = pid
+        self.args = args
+        self._status_path = os.path.join(cluster_dir, name + ".status")
+        self._returncode = None
+
+    def poll(self):
+        """The exit status, or None while the process runs."""
+        if self._returncode is None:
+            try:
+                with open(self._status_path) as f:
+                    text = f.read().strip()
+            except FileNotFoundError:
+                return None
+            if not text:
+                return None
+            code = int(text)
+            self._returncode = 128 - code if code > 128 else code
+        return self._returncode
+
+    @property
+    def returncode(self):
+        return self.poll()
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(0.01)
+        return self._returncode
+
+    def send_signal(self, sig):
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def __repr__(self):
+        return "<%s pid %d>" % (self.name, self.pid)
 
 
 class Cluster:
@@ -34,60 +95,90 @@ class Cluster:
         self.broker_args = list(broker_args)
         self.worker_args = list(worker_args)
         self.cli_args = list(cli_args)  # e.g. CURVE keys for `amaas models`
-        self.env = dict(os.environ, **env) if env else None  # broker and workers only
+        self.env = dict(env or {})  # broker and workers only
         self.ready_timeout = ready_timeout
         self.tmp = tempfile.mkdtemp(prefix="amaas-test-")
         self.broker = None
         self.workers = []
-        self.frontend = self.backend = None
+        self.frontend = self.backend = self.control = None
         self._log_files = []
+        self._started = False
         self.expected_exits = set()  # processes a test stopped or killed on purpose
 
     def bin(self, name):
         return os.path.join(self.build_dir, name)
 
-    def _spawn(self, args, label):
-        path = os.path.join(self.tmp, "%s.log" % label)
-        log = open(path, "wb")
-        self._log_files.append(path)
-        self._last_spawn = time.monotonic()
-        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=self.env)
+    def _cluster(self, *args, timeout=None):
+        """Runs `amaas-cluster ARGS` on our state folder: its stdout, or
+        RuntimeError with its stderr and the logs."""
+        # AMAAS_CONFIG='': no /etc/amaas/amaas.env of this machine
+        env = dict(os.environ, AMAAS_CONFIG="")
+        r = subprocess.run([AMAAS_CLUSTER] + list(args) + [
+            "--dir", self.tmp, "--bin", self.build_dir,
+            "--timeout", str(max(1, int(timeout or self.ready_timeout)))],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
+        if r.returncode != 0:
+            raise RuntimeError("amaas-cluster %s: exit %d\n%s\n%s"
+                               % (" ".join(args), r.returncode, r.stderr, self.logs()))
+        return r.stdout
+
+    def _pid(self, name):
+        with open(os.path.join(self.tmp, name + ".pid")) as f:
+            return int(f.read())
+
+    def _endpoints(self, text):
+        eps = dict(line.split("=", 1) for line in text.split())
+        self.frontend, self.backend, self.control = eps["frontend"], eps["backend"], eps["control"]
+
+    def _add_log(self, name):
+        path = os.path.join(self.tmp, name + ".log")
+        if path not in self._log_files:
+            self._log_files.append(path)
+
+    def _adopt_broker(self):
+        self.broker = Process(self.tmp, "broker", self._pid("broker"), [self.bin("amaas-broker")])
+        self._add_log("broker")
+
+    def _adopt_worker(self, number, pid):
+        name = "worker-%d" % number
+        w = Process(self.tmp, name, pid, [self.bin("amaas-worker")])
+        self.workers.append(w)
+        self._add_log(name)
+        return w
 
     def start_broker(self):
-        ep_file = os.path.join(self.tmp, "endpoints")
-        if os.path.exists(ep_file):
-            os.unlink(ep_file)
-        # Reuse the same ports after a restart, so that workers and clients
-        # find the broker again; first start takes ephemeral ones.
-        front = self.frontend or "tcp://127.0.0.1:!"
-        back = self.backend or "tcp://127.0.0.1:!"
-        ctl = getattr(self, "control", None) or "tcp://127.0.0.1:!"
-        self.broker = self._spawn(
-            [self.bin("amaas-broker"), "--frontend", front, "--backend", back,
-             "--control", ctl, "--endpoints-file", ep_file, "--heartbeat-ms", str(self.heartbeat_ms)]
-            + self.broker_args, "broker-%d" % len(self._log_files))
-        deadline = time.time() + self.ready_timeout
-        while time.time() < deadline:
-            if self.broker.poll() is not None:
-                raise RuntimeError("broker exited with %s\n%s" % (self.broker.returncode, self.logs()))
-            if os.path.exists(ep_file):
-                eps = dict(line.split("=", 1) for line in open(ep_file).read().split())
-                if "control" in eps:
-                    self.frontend, self.backend = eps["frontend"], eps["backend"]
-                    self.control = eps["control"]
-                    return
-            time.sleep(0.02)
-        raise RuntimeError("broker did not start\n" + self.logs())
+        """The first time: the broker (`amaas-cluster start --workers 0`);
+        after it was killed: the broker again on the same endpoints, so that
+        workers and clients find it (`amaas-cluster start-broker`)."""
+        if not self._started:
+            # --attached: in our session, scheduled with us as the processes
+            # the tests were written with (a session per process would give
+            # each its own CPU share)
+            args = ["start", "--workers", "0", "--attached", "--models", self.models_dir,
+                    "--frontend", RANDOM_PORT, "--backend", RANDOM_PORT, "--control", RANDOM_PORT,
+                    "--heartbeat-ms", str(self.heartbeat_ms)]
+            for a in self.broker_args:
+                args += ["--broker-arg", a]
+            for a in self.worker_args:
+                args += ["--worker-arg", a]
+            for name, value in self.env.items():
+                args += ["--env", "%s=%s" % (name, value)]
+            self._started = True
+            self._endpoints(self._cluster(*args))
+        else:
+            self._endpoints(self._cluster("start-broker"))
+        self._adopt_broker()
 
     def start_worker(self, models_dir=None, extra_args=()):
-        w = self._spawn(
-            [self.bin("amaas-worker"), "--broker", self.backend,
-             "--models", models_dir or self.models_dir,
-             "--heartbeat-ms", str(self.heartbeat_ms)] + self.worker_args + list(extra_args),
-            "worker-%d" % len(self._log_files))
-        self.workers.append(w)
-        return w
+        """One more worker (`amaas-cluster add-worker --no-wait`): returns its
+        Process once it runs; wait_workers waits for it to register."""
+        args = ["add-worker", "--no-wait"]
+        if models_dir:
+            args += ["--models", models_dir]
+        for a in extra_args:
+            args += ["--worker-arg", a]
+        number, pid = self._cluster(*args).split()
+        return self._adopt_worker(int(number), int(pid))
 
     def kill_worker(self, index, sig=signal.SIGKILL):
         w = self.workers[index]
@@ -133,6 +224,8 @@ class Cluster:
             for _ in range(self.n_workers):
                 self.start_worker()
             if self.n_workers:
+                # through the frontend, with cli_args: the control socket of
+                # a CURVE broker would want an operator's key
                 self.wait_workers(self.n_workers)
         except BaseException:
             self.stop()
@@ -140,28 +233,25 @@ class Cluster:
         return self
 
     def stop(self):
-        """SIGTERM every process.  Returns the processes that did not exit 0
-        of their own (crash, sanitizer report, hang), other than those a test
-        stopped on purpose."""
+        """Stops every process (`amaas-cluster stop`: workers, then the
+        broker, each SIGTERMed once it handles signals, killed after 10 s).
+        Returns the processes that did not exit 0 of their own (crash,
+        sanitizer report, hang), other than those a test stopped on purpose."""
         procs = [p for p in self.workers + [self.broker] if p is not None]
-        # A process signalled before its main() installed its handlers dies
-        # of the signal: give the youngest a moment to start
-        young = getattr(self, "_last_spawn", 0) + 0.3 - time.monotonic()
-        if young > 0:
-            time.sleep(young)
-        bad = [p for p in procs if p.poll() is not None and p.returncode != 0
-               and p not in self.expected_exits]
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+        if self._started:
+            env = dict(os.environ, AMAAS_CONFIG="")
+            # exit 1 when a process exited badly: told apart below, by process
+            subprocess.run([AMAAS_CLUSTER, "stop", "--dir", self.tmp, "--timeout", "10"],
+                           capture_output=True, stdin=subprocess.DEVNULL, env=env)
+        bad = []
         for p in procs:
             try:
-                p.wait(timeout=10)
+                p.wait(timeout=10)  # recorded right after it ended
             except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait()
                 bad.append(p)
-            if p.returncode != 0 and p not in self.expected_exits and p not in bad:
+                continue
+            if p.returncode != 0 and p not in self.expected_exits:
                 bad.append(p)
             self.expected_exits.add(p)
         return bad

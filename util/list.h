@@ -34,9 +34,13 @@ typedef struct {
 } list_t;
 
 //  The item of type `type` whose member `member` is the node `node`, or
-//  NULL if node is NULL.
+//  NULL if node is NULL.  node is evaluated once.
 #define LIST_ITEM(node, type, member)                                                              \
-    ((node) ? (type *)(void *)((char *)(node)-offsetof (type, member)) : (type *)NULL)
+    __extension__({                                                                                \
+        char *list_item_node_ = (char *)(node);                                                    \
+        list_item_node_ ? (type *)(void *)(list_item_node_ - offsetof (type, member))              \
+                        : (type *)NULL;                                                            \
+    })
 
 //  Empty the list (it forgets any items it had).  Cannot fail.
 static inline void list_init (list_t *self)

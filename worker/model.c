@@ -32,20 +32,22 @@
 
 #include <msgpack.h>
 
+#include "amaas_defs.h"
 #include "codec.h"
 #include "model.h"
 #include "utf8.h"
 
 #define S_FORMAT "amaas-model"
 #define S_FORMAT_VERSION 1
-#define S_MAX_WIDTH (1u << 24) //  widths are 1 .. 2^24
-#define S_MAX_OPS 256
-#define S_MAX_KEYS 64        //  keys in one map
-#define S_MAX_LABEL 4096     //  bytes in one string label
-#define S_NAME_MAX 127       //  model name
-#define S_VERSION_MAX 63     //  model version
-#define S_TENSOR_NAME_MAX 63 //  input and output names
-#define S_ALIGN 64           //  weights are used in place at this alignment
+//  The format's limits, shared with amaas-export and the tests (defs/amaas.defs)
+#define S_MAX_WIDTH DEFS_WIDTH_MAX             //  widths are 1 .. 2^24
+#define S_MAX_OPS DEFS_OPS_MAX                 //  operations in one model
+#define S_MAX_KEYS DEFS_KEYS_MAX               //  keys in one map
+#define S_MAX_LABEL DEFS_LABEL_MAX             //  bytes in one string label
+#define S_NAME_MAX DEFS_NAME_MAX               //  model name
+#define S_VERSION_MAX DEFS_VERSION_MAX         //  model version
+#define S_TENSOR_NAME_MAX DEFS_TENSOR_NAME_MAX //  input and output names
+#define S_ALIGN DEFS_ALIGN                     //  weights are used in place at this alignment
 
 //  One output the header declares
 typedef struct {

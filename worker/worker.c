@@ -38,6 +38,7 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include "amaas_defs.h"
 #include "catalog.h"
 #include "clock.h"
 #include "codec.h"
@@ -77,7 +78,7 @@ typedef struct {
 void worker_config_defaults (worker_config_t *config)
 {
     memset (config, 0, sizeof *config);
-    config->broker = "tcp://127.0.0.1:5556";
+    config->broker = DEFS_BACKEND_LOCAL;
     config->heartbeat_ms = 1000;
     config->liveness = 3;
     config->credit = 32;

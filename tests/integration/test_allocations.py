@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Allocations on the hot path: the broker and a worker run with
-bench/liballoc_count.so preloaded, which counts every malloc, calloc and
+tools/liballoc_count.so preloaded, which counts every malloc, calloc and
 realloc by the library that called it.  After a warm-up, 20,000 pipelined
 jobs (tests/chaos_client.c, no chaos) must cost no allocation in amaas's
 own code, czmq or msgpack-c: fewer than one per 100 jobs, a margin for
@@ -20,7 +20,7 @@ from harness import Cluster  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1])
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
-PRELOAD = os.path.join(BUILD, "bench", "liballoc_count.so")
+PRELOAD = os.path.join(BUILD, "tools", "liballoc_count.so")
 JOBS = 20000
 LIBZMQ = ("libzmq.so.5", "libstdc++.so.6")  # libzmq allocates through operator new too
 

@@ -109,7 +109,7 @@ def test_config_files_and_flags():
                 except pyamaas.AmaasError as e:
                     codes.append(e.name)
             assert "RESOURCE_EXHAUSTED" in codes and "OK" in codes, codes
-        assert "info" not in open(os.path.join(c.tmp, "broker-0.log")).read()  # log-level warn
+        assert "info" not in open(os.path.join(c.tmp, "broker.log")).read()  # log-level warn
     r = subprocess.run([os.path.join(BUILD, "amaas-worker"), "--config", "/nonexistent"],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and "config" in r.stderr, r.stderr

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Integration: scripts/amaas-cluster, the operator's tool for a local cluster.
-(a) start, status, scale up and down, stop, and its errors; (b) a rolling
+(a) start, status, scale up and down, stop, and its errors; the settings file,
+add-worker, start-broker, and stop of a worker just spawned; (b) a rolling
 restart of every worker while `amaas bench` loads the cluster: no job fails,
 and every original worker is gone, replaced by a new one.  Bounded to about
 a minute.  Usage: test_ops.py BUILD_DIR"""
@@ -32,8 +33,8 @@ class LocalCluster:
         self.dir = tempfile.mkdtemp(prefix="amaas-ops-")
         self.endpoints = {}
 
-    def run(self, *args, timeout=60):
-        r = subprocess.run([SCRIPT] + list(args) + ["--dir", self.dir, "--bin", BUILD],
+    def run(self, *args, timeout=60, bin_dir=BUILD):
+        r = subprocess.run([SCRIPT] + list(args) + ["--dir", self.dir, "--bin", bin_dir],
                            capture_output=True, text=True, timeout=timeout,
                            stdin=subprocess.DEVNULL)
         print("$ amaas-cluster %s -> %d" % (" ".join(args), r.returncode))
@@ -151,6 +152,114 @@ def test_start_status_scale_stop():
         assert r.returncode == 3 and "not running" in r.stdout, r.stdout
 
 
+def wait_until(what, condition, timeout=30.0):
+    """The first true value of condition(), polled until timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(0.05)
+
+
+def test_settings_add_worker_and_broker_restart():
+    """The settings file (what the systemd units read too), start --workers 0,
+    add-worker (its number and pid; --models, --worker-arg, --no-wait),
+    start-broker on the same endpoints after a kill, and stop's report."""
+    models = tempfile.mkdtemp(prefix="amaas-ops-models-")
+    empty = tempfile.mkdtemp(prefix="amaas-ops-empty-")
+    shutil.copy(os.path.join(EXAMPLES, "linear.amm"), models)
+    try:
+        with LocalCluster() as c:
+            config = os.path.join(c.dir, "amaas.env")
+            with open(config, "w") as f:
+                f.write("# this machine\nAMAAS_MODELS=%s\nAMAAS_FRONTEND=tcp://127.0.0.1:!\n"
+                        "AMAAS_BACKEND='tcp://127.0.0.1:!'\n  AMAAS_CONTROL=\"tcp://127.0.0.1:!\"\n"
+                        "AMAAS_WORKER_ARGS=--credit 3\n" % models)
+            r = c.run("start", "--workers", "0", "--config", config)
+            assert r.returncode == 0, r.stderr
+            c.endpoints = dict(line.split("=", 1) for line in r.stdout.split())
+            assert not c.endpoints["frontend"].endswith(":5555"), c.endpoints  # the file's '!'
+            assert c.workers() == []
+
+            r = c.run("add-worker")
+            assert r.returncode == 0, r.stderr
+            number, pid = r.stdout.split()
+            listed = c.workers()
+            assert number == "1" and [w["pid"] for w in listed] == [int(pid)], (r.stdout, listed)
+            assert listed[0]["credit"] == 3, listed  # AMAAS_WORKER_ARGS
+            r = c.amaas("models", "--json")
+            assert [m["name"] for m in json.loads(r.stdout)] == ["linear"], r.stdout  # AMAAS_MODELS
+
+            r = c.run("add-worker", "--models", EXAMPLES, "--worker-arg", "--credit",
+                      "--worker-arg", "5")
+            assert r.returncode == 0 and r.stdout.split()[0] == "2", (r.stdout, r.stderr)
+            assert sorted(w["credit"] for w in c.workers()) == [3, 5]  # its flags come last
+            r = c.amaas("models", "--json")
+            assert sorted(m["name"] for m in json.loads(r.stdout)) == ["iris", "linear"], r.stdout
+
+            # A worker with nothing to serve: --no-wait returns, the worker exits 1
+            r = c.run("add-worker", "--no-wait", "--models", empty)
+            assert r.returncode == 0 and r.stdout.split()[0] == "3", (r.stdout, r.stderr)
+            wait_until("worker-3's exit status",
+                       lambda: os.path.exists(os.path.join(c.dir, "worker-3.status")))
+            assert c.status_of("worker-3") == 1
+            r = c.run("add-worker", "--models", empty)
+            assert r.returncode == 1 and "before it registered" in r.stderr, r.stderr
+
+            # The broker killed, then started again on the same endpoints
+            with open(os.path.join(c.dir, "broker.pid")) as f:
+                os.kill(int(f.read()), signal.SIGKILL)
+            wait_until("the broker's exit status",
+                       lambda: os.path.exists(os.path.join(c.dir, "broker.status")))
+            assert c.status_of("broker") == 128 + signal.SIGKILL
+            assert c.run("status").returncode == 3
+            r = c.run("start-broker")
+            assert r.returncode == 0, r.stderr
+            assert dict(line.split("=", 1) for line in r.stdout.split()) == c.endpoints, r.stdout
+            assert c.run("start-broker").returncode == 1  # it runs already
+            wait_until("both workers back", lambda: len(c.workers()) == 2)
+
+            r = c.run("stop")
+            assert r.returncode == 1 and "status 1" in r.stdout, r.stdout  # worker-3
+            assert r.stdout.count(": exit 0") == 3, r.stdout  # workers 1 and 2, the broker
+
+            with open(config, "a") as f:
+                f.write("AMAAS_COLOUR=blue\n")
+            r = c.run("start", "--config", config)
+            assert r.returncode == 1 and "unknown setting AMAAS_COLOUR" in r.stderr, r.stderr
+            r = c.run("add-worker", "--heartbeat-ms", "5")
+            assert r.returncode == 2 and "of 'start' only" in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(models)
+        shutil.rmtree(empty)
+
+
+def test_stop_waits_until_a_young_worker_handles_signals():
+    """A worker stopped before it installed its signal handlers still exits
+    0: stop SIGTERMs it only once it catches SIGTERM.  The workers here take
+    a second to get there (a script that waits, then execs amaas-worker)."""
+    slow_bin = tempfile.mkdtemp(prefix="amaas-ops-bin-")
+    try:
+        for name in ("amaas-broker", "amaas"):
+            os.symlink(os.path.join(BUILD, name), os.path.join(slow_bin, name))
+        with open(os.path.join(slow_bin, "amaas-worker"), "w") as f:
+            f.write("#!/bin/bash\nsleep 1\nexec %s \"$@\"\n" % os.path.join(BUILD, "amaas-worker"))
+        os.chmod(os.path.join(slow_bin, "amaas-worker"), 0o755)
+        with LocalCluster() as c:
+            r = c.run("start", "--workers", "0", "--models", EXAMPLES, *RANDOM_PORTS,
+                      bin_dir=slow_bin)
+            assert r.returncode == 0, r.stderr
+            for _ in range(2):
+                r = c.run("add-worker", "--no-wait", bin_dir=slow_bin)
+                assert r.returncode == 0, r.stderr
+            r = c.run("stop", bin_dir=slow_bin)
+            assert r.returncode == 0 and r.stdout.count(": exit 0") == 3, r.stdout
+    finally:
+        shutil.rmtree(slow_bin)
+
+
 def test_rolling_restart_under_load():
     with LocalCluster() as c:
         c.start(3)
@@ -194,4 +303,6 @@ def test_rolling_restart_under_load():
 
 
 if __name__ == "__main__":
-    runner.run([test_start_status_scale_stop, test_rolling_restart_under_load])
+    runner.run([test_start_status_scale_stop, test_settings_add_worker_and_broker_restart,
+                test_stop_waits_until_a_young_worker_handles_signals,
+                test_rolling_restart_under_load])
