@@ -11,7 +11,7 @@
     heartbeats are not held up (tests/integration/test_memory.py prints
     how long).
 
-    An entry's wrk_model_t is its first member: the pointer jobs hold is the
+    An entry's batch_model_t is its first member: the pointer jobs hold is the
     entry's, and catalog_release finds the entry from it.
 */
 #define _GNU_SOURCE //  strverscmp
@@ -26,12 +26,13 @@
 #include <sys/stat.h>
 
 #include "clock.h"
+#include "compute.h"
 #include "log.h"
 #include "model.h"
 
 typedef struct entry_t entry_t;
 struct entry_t {
-    wrk_model_t run;          //  what jobs point to; first member
+    batch_model_t run;        //  what jobs point to; first member
     entry_t *next;            //  next entry
     size_t refs;              //  jobs pointing to it
     bool serving;             //  announced (or to be); false: retired
@@ -372,7 +373,7 @@ static bool higher (const entry_t *a, const entry_t *b)
     return strverscmp (model_version (a->run.model), model_version (b->run.model)) > 0;
 }
 
-const wrk_model_t *catalog_resolve (catalog_t *self, const char *name, const char *version)
+const batch_model_t *catalog_resolve (catalog_t *self, const char *name, const char *version)
 {
     entry_t *best = NULL;
     for (entry_t *e = self->entries; e; e = e->next) {
@@ -391,7 +392,7 @@ const wrk_model_t *catalog_resolve (catalog_t *self, const char *name, const cha
     return best ? &best->run : NULL;
 }
 
-void catalog_release (catalog_t *self, const wrk_model_t *model)
+void catalog_release (catalog_t *self, const batch_model_t *model)
 {
     if (!model)
         return;

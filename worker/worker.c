@@ -32,6 +32,7 @@
 */
 #include "worker.h"
 
+#include <assert.h>
 #include <czmq.h>
 #include <errno.h>
 #include <string.h>
@@ -41,8 +42,9 @@
 #include "catalog.h"
 #include "clock.h"
 #include "codec.h"
-#include "log.h"
 #include "compute.h"
+#include "list.h"
+#include "log.h"
 #include "curve.h"
 #include "model.h"
 #include "signals.h"
@@ -167,14 +169,14 @@ static void send_answer (worker_t *self, uint64_t token, amaas_code_t code, cons
 
 //  A JOB becomes a job for the compute thread, queued on jobs; it keeps the
 //  payload frame, and a reference to the model that serves it.
-static void on_job (worker_t *self, const codec_header_t *h, zmq_msg_t *payload, wrk_queue_t *jobs)
+static void on_job (worker_t *self, const codec_header_t *h, zmq_msg_t *payload, list_t *jobs)
 {
     if (!(h->fields & HDR_JOB) || !(h->fields & HDR_MODEL)) {
         log_warn ("JOB without job token or model: dropped");
         return;
     }
     const char *version = h->fields & HDR_VERSION ? h->version : NULL;
-    const wrk_model_t *serving = catalog_resolve (self->catalog, h->model, version);
+    const batch_model_t *serving = catalog_resolve (self->catalog, h->model, version);
     if (!serving) {
         char message[CODEC_MESSAGE_MAX];
         if (version)
@@ -190,7 +192,7 @@ static void on_job (worker_t *self, const codec_header_t *h, zmq_msg_t *payload,
         send_answer (self, h->job, AMAAS_UNAVAILABLE, message);
         return;
     }
-    wrk_job_t *job = compute_job_take (self->compute);
+    batch_job_t *job = compute_job_take (self->compute);
     if (!job) {
         catalog_release (self->catalog, serving);
         log_error ("out of memory for a job: dropped");
@@ -205,14 +207,15 @@ static void on_job (worker_t *self, const codec_header_t *h, zmq_msg_t *payload,
     if (h->fields & HDR_DEADLINE_MS)
         job->deadline_us = clock_now_us () + (uint64_t)h->deadline_ms * 1000u;
     zmq_msg_move (&job->payload, payload);
-    wrk_queue_push (jobs, job);
+    list_append (jobs, &job->node);
     self->held++;
 }
 
 //  A job answered (by the compute thread, the I/O thread or a cancel) is
 //  done: its model loses a reference, and it goes back to the pool.
-static void job_done (worker_t *self, wrk_job_t *job)
+static void job_done (worker_t *self, batch_job_t *job)
 {
+    assert (self->held > 0);
     self->held--;
     self->jobs_done++;
     catalog_release (self->catalog, job->serving);
@@ -221,13 +224,13 @@ static void job_done (worker_t *self, wrk_job_t *job)
 
 //  CANCEL_JOB: a job that still waits (received in this burst, or queued
 //  for the compute thread) is answered CANCELLED; any other is left alone.
-static void on_cancel (worker_t *self, const codec_header_t *h, wrk_queue_t *jobs)
+static void on_cancel (worker_t *self, const codec_header_t *h, list_t *jobs)
 {
     if (!(h->fields & HDR_JOB)) {
         log_warn ("CANCEL_JOB without job token: ignored");
         return;
     }
-    wrk_job_t *job = wrk_queue_take (jobs, h->job, self->connection);
+    batch_job_t *job = batch_queue_take (jobs, h->job, self->connection);
     if (!job)
         job = compute_cancel (self->compute, h->job, self->connection);
     if (!job)
@@ -238,7 +241,7 @@ static void on_cancel (worker_t *self, const codec_header_t *h, wrk_queue_t *job
 }
 
 //  Handles the message in self->frames; a JOB is queued on jobs.
-static void on_broker_message (worker_t *self, wrk_queue_t *jobs)
+static void on_broker_message (worker_t *self, list_t *jobs)
 {
     char err[CODEC_MESSAGE_MAX];
     codec_cmd_t cmd;
@@ -279,7 +282,7 @@ static void on_broker_message (worker_t *self, wrk_queue_t *jobs)
 }
 
 //  A finished job's RESULT: the outputs on success, the error otherwise.
-static void send_result (worker_t *self, wrk_job_t *job)
+static void send_result (worker_t *self, batch_job_t *job)
 {
     codec_header_t *r = &self->reply;
     codec_header_reset (r);
@@ -304,7 +307,8 @@ static void send_result (worker_t *self, wrk_job_t *job)
 //  it to the compute thread at once.
 static void on_broker_messages (worker_t *self)
 {
-    wrk_queue_t jobs = {NULL, NULL};
+    list_t jobs;
+    list_init (&jobs);
     size_t count = 0;
     while (count < RECV_BURST &&
            codec_frames_recv (&self->frames, zsock_resolve (self->sock)) == 0) {
@@ -315,11 +319,14 @@ static void on_broker_messages (worker_t *self)
     //  A job that came alone, small, while the compute thread has nothing
     //  to do, is computed here: no hand-off, no wake-up.  Jobs that come
     //  together go to the compute thread, to be batched.
-    wrk_job_t *job = jobs.first;
-    if (job && job == jobs.last && compute_run_inline (self->compute, job)) {
-        jobs.first = jobs.last = NULL;
-        send_result (self, job);
-        job_done (self, job);
+    if (list_size (&jobs) == 1) {
+        batch_job_t *job = batch_queue_first (&jobs);
+        list_remove (&jobs, &job->node);
+        if (compute_run_inline (self->compute, job)) {
+            send_result (self, job);
+            job_done (self, job);
+        } else
+            list_append (&jobs, &job->node);
     }
     compute_submit (self->compute, &jobs);
     if (count) {
@@ -334,13 +341,16 @@ static void on_broker_messages (worker_t *self)
 //  the pool.
 static void on_finished (worker_t *self)
 {
-    wrk_job_t *job = compute_take_finished (self->compute);
-    while (job) {
-        wrk_job_t *next = job->next;
+    list_t finished;
+    list_init (&finished);
+    compute_take_finished (self->compute, &finished);
+    batch_job_t *job;
+    LIST_FOREACH (job, &finished, batch_job_t, node)
+    {
+        list_remove (&finished, &job->node);
         if (job->connection == self->connection)
             send_result (self, job);
         job_done (self, job);
-        job = next;
     }
 }
 
