@@ -101,8 +101,10 @@ static const char *t_tokens (const list_t *queue)
     buf[0] = 0;
     batch_job_t *job;
     LIST_FOREACH (job, queue, batch_job_t, node)
-    len += (size_t)snprintf (buf + len, sizeof buf - len, "%s%llu", len ? "," : "",
-                             (unsigned long long)job->token);
+    {
+        len += (size_t)snprintf (buf + len, sizeof buf - len, "%s%llu", len ? "," : "",
+                                 (unsigned long long)job->token);
+    }
     return buf;
 }
 

@@ -46,9 +46,11 @@ batch_job_t *batch_queue_take (list_t *queue, uint64_t token, uint64_t connectio
     assert (queue);
     batch_job_t *job;
     LIST_FOREACH (job, queue, batch_job_t, node)
-    if (job->token == token && job->connection == connection) {
-        list_remove (queue, &job->node);
-        return job;
+    {
+        if (job->token == token && job->connection == connection) {
+            list_remove (queue, &job->node);
+            return job;
+        }
     }
     return NULL;
 }
