@@ -30,7 +30,7 @@
 #ifndef AMAAS_COMPUTE_H_INCLUDED
 #define AMAAS_COMPUTE_H_INCLUDED
 
-#include <czmq.h>
+#include <stdbool.h>
 
 #include "batch.h"
 #include "list.h"
@@ -88,7 +88,7 @@ void compute_take_finished (compute_t *self, list_t *into);
 //  done, or never came).  Cannot fail.
 batch_job_t *compute_cancel (compute_t *self, uint64_t token, uint64_t connection);
 
-//  I/O thread: computes a job itself, when the compute thread has nothing
+//  I/O thread: computes a job (in no queue) itself, when the compute thread has nothing
 //  to do and the job costs little (a few thousand multiply-adds: a linear
 //  model, a small tree of ops), and its model has no batch delay.  That
 //  saves two hand-offs between threads, most of a small job's latency.
