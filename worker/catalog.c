@@ -11,14 +11,16 @@
     heartbeats are not held up (tests/integration/test_memory.py prints
     how long).
 
-    An entry's wrk_model_t is its first member: the pointer jobs hold is the
+    An entry's batch_model_t is its first member: the pointer jobs hold is the
     entry's, and catalog_release finds the entry from it.
 */
 #define _GNU_SOURCE //  strverscmp
 #include "catalog.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,13 +28,15 @@
 #include <sys/stat.h>
 
 #include "clock.h"
+#include "list.h"
+#include "compute.h"
 #include "log.h"
 #include "model.h"
 
 typedef struct entry_t entry_t;
 struct entry_t {
-    wrk_model_t run;          //  what jobs point to; first member
-    entry_t *next;            //  next entry
+    batch_model_t run;        //  what jobs point to; first member
+    list_node_t node;         //  in the catalog's entries
     size_t refs;              //  jobs pointing to it
     bool serving;             //  announced (or to be); false: retired
     uint64_t drop_connection; //  retired on this connection ...
@@ -41,7 +45,7 @@ struct entry_t {
 
 typedef struct file_t file_t;
 struct file_t {
-    file_t *next;
+    list_node_t node;     //  in the catalog's files
     char *name;           //  file name in the folder
     dev_t dev;            //  identity when last looked at
     ino_t ino;            //
@@ -60,8 +64,8 @@ typedef struct {
 
 struct catalog_t {
     const catalog_config_t *config;
-    entry_t *entries;        //  every entry, newest first
-    file_t *files;           //  files seen, in no order
+    list_t entries;          //  every entry (entry_t), newest first
+    list_t files;            //  files seen (file_t), in no order
     override_t *overrides;   //  --model-batch
     size_t n_overrides;      //
     uint32_t errors;         //  files refused since the start
@@ -72,10 +76,13 @@ struct catalog_t {
 
 catalog_t *catalog_new (const catalog_config_t *config)
 {
+    assert (config && config->dir);
     catalog_t *self = calloc (1, sizeof *self);
     if (!self)
         return NULL;
     self->config = config;
+    list_init (&self->entries);
+    list_init (&self->files);
     size_t n = 0;
     while (config->model_batch && config->model_batch[n])
         n++;
@@ -103,7 +110,7 @@ err:
     return NULL;
 }
 
-static void entry_free (entry_t *entry)
+static void s_entry_free (entry_t *entry)
 {
     model_destroy (&entry->run.model);
     free (entry);
@@ -111,17 +118,20 @@ static void entry_free (entry_t *entry)
 
 void catalog_destroy (catalog_t **self_p)
 {
+    assert (self_p);
     catalog_t *self = *self_p;
     if (!self)
         return;
-    while (self->entries) {
-        entry_t *entry = self->entries;
-        self->entries = entry->next;
-        entry_free (entry);
+    entry_t *entry;
+    LIST_FOREACH (entry, &self->entries, entry_t, node)
+    {
+        list_remove (&self->entries, &entry->node);
+        s_entry_free (entry);
     }
-    while (self->files) {
-        file_t *file = self->files;
-        self->files = file->next;
+    file_t *file;
+    LIST_FOREACH (file, &self->files, file_t, node)
+    {
+        list_remove (&self->files, &file->node);
         free (file->name);
         free (file);
     }
@@ -132,29 +142,28 @@ void catalog_destroy (catalog_t **self_p)
 
 //  True if a retired entry may still be asked for: the broker has not
 //  answered, on this connection, the READY that dropped it.
-static bool still_announced (const catalog_t *self, const entry_t *entry)
+static bool s_still_announced (const catalog_t *self, const entry_t *entry)
 {
     return entry->drop_connection == self->connection && self->ready_answered < entry->drop_ready;
 }
 
 //  Frees the retired entries that no job points to and no JOB can come for.
-static void collect (catalog_t *self)
+static void s_collect (catalog_t *self)
 {
-    entry_t **link = &self->entries;
-    while (*link) {
-        entry_t *entry = *link;
-        if (!entry->serving && entry->refs == 0 && !still_announced (self, entry)) {
+    entry_t *entry;
+    LIST_FOREACH (entry, &self->entries, entry_t, node)
+    {
+        if (!entry->serving && entry->refs == 0 && !s_still_announced (self, entry)) {
             log_info ("model freed name=%s version=%s", model_name (entry->run.model),
                       model_version (entry->run.model));
-            *link = entry->next;
-            entry_free (entry);
-        } else
-            link = &entry->next;
+            list_remove (&self->entries, &entry->node);
+            s_entry_free (entry);
+        }
     }
 }
 
 //  Retires an entry: it serves no new job once the broker knows.
-static void retire (catalog_t *self, entry_t *entry)
+static void s_retire (catalog_t *self, entry_t *entry)
 {
     entry->serving = false;
     entry->drop_connection = self->connection;
@@ -162,7 +171,7 @@ static void retire (catalog_t *self, entry_t *entry)
 }
 
 //  A new entry for a model loaded, with the batch settings of its name.
-static entry_t *entry_new (catalog_t *self, model_t *model)
+static entry_t *s_entry_new (catalog_t *self, model_t *model)
 {
     entry_t *entry = calloc (1, sizeof *entry);
     if (!entry)
@@ -182,25 +191,31 @@ static entry_t *entry_new (catalog_t *self, model_t *model)
 }
 
 //  The entry serving name and version, other than except; NULL if none.
-static entry_t *find_serving (catalog_t *self, const char *name, const char *version,
-                              const entry_t *except)
+static entry_t *s_find_serving (catalog_t *self, const char *name, const char *version,
+                                const entry_t *except)
 {
-    for (entry_t *e = self->entries; e; e = e->next)
+    entry_t *e;
+    LIST_FOREACH (e, &self->entries, entry_t, node)
+    {
         if (e->serving && e != except && strcmp (model_name (e->run.model), name) == 0 &&
             strcmp (model_version (e->run.model), version) == 0)
             return e;
+    }
     return NULL;
 }
 
-static file_t *find_file (catalog_t *self, const char *name)
+static file_t *s_find_file (catalog_t *self, const char *name)
 {
-    for (file_t *f = self->files; f; f = f->next)
+    file_t *f;
+    LIST_FOREACH (f, &self->files, file_t, node)
+    {
         if (strcmp (f->name, name) == 0)
             return f;
+    }
     return NULL;
 }
 
-static int compare_names (const void *a, const void *b)
+static int s_compare_names (const void *a, const void *b)
 {
     return strcmp (*(char *const *)a, *(char *const *)b);
 }
@@ -208,7 +223,7 @@ static int compare_names (const void *a, const void *b)
 //  The *.amm names of the folder, sorted, in a NULL-terminated array the
 //  caller frees (names and array); NULL if the folder cannot be read or on
 //  out-of-memory (logged).
-static char **list_folder (const char *path)
+static char **s_list_folder (const char *path)
 {
     DIR *dir = opendir (path);
     if (!dir) {
@@ -242,7 +257,7 @@ static char **list_folder (const char *path)
         free (names);
         return NULL;
     }
-    qsort (names, n, sizeof names[0], compare_names);
+    qsort (names, n, sizeof names[0], s_compare_names);
     names[n] = NULL;
     return names;
 }
@@ -250,7 +265,7 @@ static char **list_folder (const char *path)
 //  Loads a new or changed file into a new entry that replaces the file's
 //  old one.  Returns true if it serves now, false if refused (logged,
 //  counted; what served before stays).
-static bool load_file (catalog_t *self, file_t *file, const char *path)
+static bool s_load_file (catalog_t *self, file_t *file, const char *path)
 {
     char err[512];
     uint64_t start_us = clock_now_us ();
@@ -262,7 +277,7 @@ static bool load_file (catalog_t *self, file_t *file, const char *path)
         return false;
     }
     const char *name = model_name (model), *version = model_version (model);
-    if (find_serving (self, name, version, file->entry)) {
+    if (s_find_serving (self, name, version, file->entry)) {
         log_error ("model refused path=%s error=\"another file already holds model '%s' "
                    "version '%s'\"",
                    path, name, version);
@@ -277,15 +292,14 @@ static bool load_file (catalog_t *self, file_t *file, const char *path)
         self->errors++;
         return false;
     }
-    entry_t *entry = entry_new (self, model);
+    entry_t *entry = s_entry_new (self, model);
     if (!entry) {
         log_error ("model refused path=%s error=\"out of memory\"", path);
         model_destroy (&model);
         self->errors++;
         return false;
     }
-    entry->next = self->entries;
-    self->entries = entry;
+    list_prepend (&self->entries, &entry->node);
     entry_t *old = file->entry;
     log_info ("model loaded name=%s version=%s path=%s inputs=%zu outputs=%zu mapped=%zu "
               "load_us=%" PRIu64 "%s%s",
@@ -293,22 +307,26 @@ static bool load_file (catalog_t *self, file_t *file, const char *path)
               model_mapped_bytes (model), load_us, old ? " replaces=" : "",
               old ? model_version (old->run.model) : "");
     if (old)
-        retire (self, old);
+        s_retire (self, old);
     file->entry = entry;
     return true;
 }
 
 bool catalog_rescan (catalog_t *self)
 {
+    assert (self);
     const char *dir = self->config->dir;
-    char **names = list_folder (dir);
+    char **names = s_list_folder (dir);
     if (!names) {
         self->errors++;
         return true;
     }
     bool changed = false;
-    for (file_t *f = self->files; f; f = f->next)
-        f->seen = false;
+    file_t *file;
+    LIST_FOREACH (file, &self->files, file_t, node)
+    {
+        file->seen = false;
+    }
     for (size_t i = 0; names[i]; i++) {
         char path[4096];
         struct stat st;
@@ -316,7 +334,7 @@ bool catalog_rescan (catalog_t *self)
         //  A file that went meanwhile, or that is no file, is not there
         if (stat (path, &st) || !S_ISREG (st.st_mode))
             continue;
-        file_t *file = find_file (self, names[i]);
+        file = s_find_file (self, names[i]);
         if (file && file->dev == st.st_dev && file->ino == st.st_ino && file->size == st.st_size &&
             file->mtim.tv_sec == st.st_mtim.tv_sec && file->mtim.tv_nsec == st.st_mtim.tv_nsec) {
             file->seen = true;
@@ -329,61 +347,60 @@ bool catalog_rescan (catalog_t *self)
                 log_error ("out of memory for model file path=%s", path);
                 continue;
             }
-            file->next = self->files;
-            self->files = file;
+            list_prepend (&self->files, &file->node);
         }
         file->seen = true;
         file->dev = st.st_dev;
         file->ino = st.st_ino;
         file->size = st.st_size;
         file->mtim = st.st_mtim;
-        load_file (self, file, path);
+        s_load_file (self, file, path);
         changed = true; //  a model more, or a new error
     }
     for (size_t i = 0; names[i]; i++)
         free (names[i]);
     free (names);
     //  Files gone: what they served is retired
-    file_t **link = &self->files;
-    while (*link) {
-        file_t *file = *link;
-        if (file->seen) {
-            link = &file->next;
+    LIST_FOREACH (file, &self->files, file_t, node)
+    {
+        if (file->seen)
             continue;
-        }
         if (file->entry) {
             log_info ("model removed name=%s version=%s path=%s/%s",
                       model_name (file->entry->run.model), model_version (file->entry->run.model),
                       dir, file->name);
-            retire (self, file->entry);
+            s_retire (self, file->entry);
             changed = true;
         }
-        *link = file->next;
+        list_remove (&self->files, &file->node);
         free (file->name);
         free (file);
     }
-    collect (self);
+    s_collect (self);
     return changed;
 }
 
 //  True if version a is higher than b (GNU strverscmp: "2" < "10").
-static bool higher (const entry_t *a, const entry_t *b)
+static bool s_higher (const entry_t *a, const entry_t *b)
 {
     return strverscmp (model_version (a->run.model), model_version (b->run.model)) > 0;
 }
 
-const wrk_model_t *catalog_resolve (catalog_t *self, const char *name, const char *version)
+const batch_model_t *catalog_resolve (catalog_t *self, const char *name, const char *version)
 {
+    assert (self && name);
     entry_t *best = NULL;
-    for (entry_t *e = self->entries; e; e = e->next) {
+    entry_t *e;
+    LIST_FOREACH (e, &self->entries, entry_t, node)
+    {
         if (strcmp (model_name (e->run.model), name) != 0 ||
-            (!e->serving && !still_announced (self, e)))
+            (!e->serving && !s_still_announced (self, e)))
             continue;
         if (version && *version && strcmp (model_version (e->run.model), version) != 0)
             continue;
         //  What serves wins over what is retired, then the highest version
         if (!best || (e->serving && !best->serving) ||
-            (e->serving == best->serving && higher (e, best)))
+            (e->serving == best->serving && s_higher (e, best)))
             best = e;
     }
     if (best)
@@ -391,38 +408,49 @@ const wrk_model_t *catalog_resolve (catalog_t *self, const char *name, const cha
     return best ? &best->run : NULL;
 }
 
-void catalog_release (catalog_t *self, const wrk_model_t *model)
+void catalog_release (catalog_t *self, const batch_model_t *model)
 {
     if (!model)
         return;
+    assert (self);
     entry_t *entry = (entry_t *)model;
+    assert (entry->refs > 0); //  a reference catalog_resolve took
     entry->refs--;
     if (!entry->serving && entry->refs == 0)
-        collect (self);
+        s_collect (self);
 }
 
 size_t catalog_size (const catalog_t *self)
 {
+    assert (self);
     size_t n = 0;
-    for (const entry_t *e = self->entries; e; e = e->next)
+    const entry_t *e;
+    LIST_FOREACH (e, &self->entries, const entry_t, node)
+    {
         n += e->serving;
+    }
     return n;
 }
 
 size_t catalog_retired (const catalog_t *self)
 {
+    assert (self);
     size_t n = 0;
-    for (const entry_t *e = self->entries; e; e = e->next)
+    const entry_t *e;
+    LIST_FOREACH (e, &self->entries, const entry_t, node)
+    {
         n += !e->serving;
+    }
     return n;
 }
 
 uint32_t catalog_errors (const catalog_t *self)
 {
+    assert (self);
     return self->errors;
 }
 
-static int compare_models (const void *a, const void *b)
+static int s_compare_models (const void *a, const void *b)
 {
     const codec_model_t *x = a, *y = b;
     int c = strcmp (x->name, y->name);
@@ -431,12 +459,15 @@ static int compare_models (const void *a, const void *b)
 
 int catalog_fill_ready (const catalog_t *self, codec_header_t *h)
 {
+    assert (self && h);
     size_t n = catalog_size (self);
     codec_model_t *models = calloc (n ? n : 1, sizeof *models);
     if (!models)
         return -1;
     size_t i = 0;
-    for (const entry_t *e = self->entries; e; e = e->next)
+    const entry_t *e;
+    LIST_FOREACH (e, &self->entries, const entry_t, node)
+    {
         if (e->serving) {
             const model_t *m = e->run.model;
             snprintf (models[i].name, CODEC_NAME_MAX, "%s", model_name (m));
@@ -445,7 +476,9 @@ int catalog_fill_ready (const catalog_t *self, codec_header_t *h)
             models[i].mapped = model_mapped_bytes (m);
             i++;
         }
-    qsort (models, n, sizeof *models, compare_models);
+    }
+    assert (i == n);
+    qsort (models, n, sizeof *models, s_compare_models);
     free (h->models);
     h->models = models;
     h->n_models = n;
@@ -456,19 +489,22 @@ int catalog_fill_ready (const catalog_t *self, codec_header_t *h)
 
 void catalog_connected (catalog_t *self)
 {
+    assert (self);
     self->connection++;
     self->ready_sent = self->ready_answered = 0;
-    collect (self);
+    s_collect (self);
 }
 
 void catalog_ready_sent (catalog_t *self)
 {
+    assert (self);
     self->ready_sent++;
 }
 
 void catalog_ready_answered (catalog_t *self)
 {
+    assert (self);
     if (self->ready_answered < self->ready_sent)
         self->ready_answered++;
-    collect (self);
+    s_collect (self);
 }

@@ -2,7 +2,7 @@
     with their lifetimes.
 
     The catalog holds one entry per model loaded: the model, its batch
-    settings (wrk_model_t, what the compute thread reads) and a count of
+    settings (batch_model_t, what the compute thread reads) and a count of
     the jobs that point to it.  A rescan (catalog_rescan) compares each
     *.amm file of the folder with what was loaded from it (device, inode,
     size, modification time): a new or changed file is loaded and checked
@@ -30,7 +30,7 @@
 #include <stdint.h>
 
 #include "codec.h"
-#include "compute.h"
+#include "batch.h"
 
 typedef struct catalog_t catalog_t;
 
@@ -59,11 +59,11 @@ bool catalog_rescan (catalog_t *self);
 //  highest version served, by strverscmp), with a reference taken; NULL if
 //  there is none (the caller answers UNAVAILABLE).  Entries retired whose
 //  drop the broker has not acknowledged still serve.  Cannot fail otherwise.
-const wrk_model_t *catalog_resolve (catalog_t *self, const char *name, const char *version);
+const batch_model_t *catalog_resolve (catalog_t *self, const char *name, const char *version);
 
 //  Drops a reference catalog_resolve took; frees the entry if it is
 //  retired and may go.  Cannot fail.
-void catalog_release (catalog_t *self, const wrk_model_t *model);
+void catalog_release (catalog_t *self, const batch_model_t *model);
 
 //  Models served now.  Cannot fail.
 size_t catalog_size (const catalog_t *self);

@@ -11,12 +11,14 @@
     DEADLINE_EXCEEDED without being computed.  Jobs for one model that wait
     together are computed as one batch (dynamic batching).
 
-    Each job points to the model that serves it (a wrk_model_t: the model
+    Each job points to the model that serves it (a batch_model_t: the model
     and its batch settings, which do not change while any job points to
     them); the I/O thread resolves it when the JOB arrives (catalog.h), so
     the compute thread reads no table that the I/O thread changes, and
-    batches group jobs by that pointer.  A job still queued (not yet taken
-    into a batch) can be taken back by its token (compute_cancel).
+    batches group jobs by that pointer.  Which jobs batch together is the
+    batching policy's (batch.h); this thread only applies it.  A job still
+    queued (not yet taken into a batch) can be taken back by its token
+    (compute_cancel).
 
     Jobs travel between the threads on two queues under one mutex: nothing
     is allocated per job once the pool holds as many jobs as are in flight
@@ -28,48 +30,11 @@
 #ifndef AMAAS_COMPUTE_H_INCLUDED
 #define AMAAS_COMPUTE_H_INCLUDED
 
-#include <czmq.h>
+#include <stdbool.h>
 
-#include "codec.h"
+#include "batch.h"
+#include "list.h"
 #include "model.h"
-
-//  A model as the compute thread runs it.  Set before the first job points
-//  to it; read-only from then on, until no job points to it.
-typedef struct {
-    model_t *model;          //  the loaded model
-    size_t max_batch;        //  rows stacked into one run at most (1: no batching)
-    uint64_t batch_delay_us; //  how long to wait for more jobs to stack
-    size_t inline_work;      //  multiply-adds per row if the I/O thread may run a job
-                             //  alone, 0: never (compute_inline_work)
-} wrk_model_t;
-
-typedef struct wrk_job_t wrk_job_t;
-struct wrk_job_t {
-    wrk_job_t *next; //  next in the queue or the pool it is in
-    wrk_job_t *all;  //  next in the list of every job (to free them at the end)
-    //  The request, filled by the I/O thread
-    uint64_t token;                                  //  broker's job token
-    uint64_t connection;                             //  connection it came on
-    char model[CODEC_NAME_MAX];                      //  model asked for
-    const wrk_model_t *serving;                      //  what computes it (never NULL)
-    size_t n_outputs;                                //  outputs asked for, 0 = all
-    char outputs[CODEC_MAX_OUTPUTS][CODEC_NAME_MAX]; //  their names
-    uint64_t deadline_us;                            //  monotonic; 0 = none
-    zmq_msg_t payload;                               //  inputs
-    //  The result, filled by the compute thread
-    const model_t *served_by;        //  model that answered, NULL if none
-    amaas_code_t code;               //  AMAAS_OK or the error
-    char message[CODEC_MESSAGE_MAX]; //  error message
-    uint64_t compute_us;             //  time the batch computed
-    uint32_t batch;                  //  jobs in the batch
-    zmq_msg_t result;                //  encoded outputs (AMAAS_OK only)
-};
-
-//  A queue of jobs linked by next, oldest first
-typedef struct {
-    wrk_job_t *first;
-    wrk_job_t *last;
-} wrk_queue_t;
 
 typedef struct {
     uint64_t max_elements; //  largest input tensor, elements
@@ -81,7 +46,7 @@ typedef struct {
 
 typedef struct compute_t compute_t;
 
-//  Multiply-adds per row of a model's job, about, for wrk_model_t's
+//  Multiply-adds per row of a model's job, about, for batch_model_t's
 //  inline_work: 0 (never inline) when the model waits batch_delay_us for
 //  more jobs.  Cannot fail.
 size_t compute_inline_work (const model_t *model, uint64_t batch_delay_us);
@@ -100,41 +65,35 @@ void compute_destroy (compute_t **self_p);
 //  zmq_pollitem_t).  Cannot fail.
 int compute_wake_fd (compute_t *self);
 
-//  I/O thread: an empty job from the pool, a new one if the pool is empty.
-//  NULL on out-of-memory.
-wrk_job_t *compute_job_take (compute_t *self);
+//  I/O thread: an empty job from the pool, a new one if the pool is empty;
+//  the job is in no queue.  NULL on out-of-memory.
+batch_job_t *compute_job_take (compute_t *self);
 
-//  I/O thread: gives a job back to the pool; releases its messages.  Cannot
-//  fail.
-void compute_job_give_back (compute_t *self, wrk_job_t *job);
+//  I/O thread: gives a job, which is in no queue, back to the pool;
+//  releases its messages.  Cannot fail.
+void compute_job_give_back (compute_t *self, batch_job_t *job);
 
-//  Appends a job at the end of a queue.  Cannot fail.
-void wrk_queue_push (wrk_queue_t *self, wrk_job_t *job);
+//  I/O thread: hands the jobs of a queue (batch_job_t linked by node) to
+//  the compute thread, which owns them until they come back finished;
+//  empties the queue.  Cannot fail.
+void compute_submit (compute_t *self, list_t *jobs);
 
-//  Takes the job with this token and connection out of a queue and returns
-//  it; NULL if it is not there.  Cannot fail.
-wrk_job_t *wrk_queue_take (wrk_queue_t *self, uint64_t token, uint64_t connection);
-
-//  I/O thread: hands the jobs of a queue to the compute thread, which owns
-//  them until they come back finished; empties the queue.  Cannot fail.
-void compute_submit (compute_t *self, wrk_queue_t *jobs);
-
-//  I/O thread: takes every finished job (linked by next, in the order they
-//  finished), NULL if none; clears the wake fd.  Cannot fail.
-wrk_job_t *compute_take_finished (compute_t *self);
+//  I/O thread: moves every finished job to the end of into, in the order
+//  they finished; clears the wake fd.  Cannot fail.
+void compute_take_finished (compute_t *self, list_t *into);
 
 //  I/O thread: takes back a job that is submitted but not yet taken into a
 //  batch, found by its token and connection, and returns it (unanswered:
 //  the caller answers it); NULL if no such job waits (it computes, is
 //  done, or never came).  Cannot fail.
-wrk_job_t *compute_cancel (compute_t *self, uint64_t token, uint64_t connection);
+batch_job_t *compute_cancel (compute_t *self, uint64_t token, uint64_t connection);
 
-//  I/O thread: computes a job itself, when the compute thread has nothing
+//  I/O thread: computes a job (in no queue) itself, when the compute thread has nothing
 //  to do and the job costs little (a few thousand multiply-adds: a linear
 //  model, a small tree of ops), and its model has no batch delay.  That
 //  saves two hand-offs between threads, most of a small job's latency.
 //  Returns true if the job is answered (result filled: send it), false if
 //  it must go to the compute thread.
-bool compute_run_inline (compute_t *self, wrk_job_t *job);
+bool compute_run_inline (compute_t *self, batch_job_t *job);
 
 #endif

@@ -1,4 +1,9 @@
-/*  main.c - amaas-worker: command line of the worker daemon.  */
+/*  main.c - amaas-worker: command line of the worker daemon.
+
+    Parses the flags (and the settings file they may name) into a
+    worker_config_t, sets up logging and signals, and runs the worker
+    (worker.h).  A bad flag exits 2 with a message, before anything starts.
+*/
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -10,7 +15,10 @@
 #include "signals.h"
 #include "worker.h"
 
-static void usage (FILE *out, const worker_config_t *d)
+#define MAX_MODEL_BATCH 63 //  --model-batch flags at most (the array ends with NULL)
+
+//  Prints the help, with the defaults of d.  Cannot fail.
+static void s_usage (FILE *out, const worker_config_t *d)
 {
     fprintf (out,
              "Usage: amaas-worker --models DIR [OPTIONS]\n"
@@ -57,7 +65,7 @@ int main (int argc, char *argv[])
     worker_config_defaults (&config);
     int level = LOG_LEVEL_INFO;
     bool syslog = false;
-    static const char *model_batch[64];
+    static const char *model_batch[MAX_MODEL_BATCH + 1]; //  NULL-terminated
     size_t n_model_batch = 0;
     config.model_batch = model_batch;
     static const struct option options[] = {{"broker", required_argument, 0, 'b'},
@@ -113,14 +121,23 @@ int main (int argc, char *argv[])
             config.max_batch = (size_t)n;
             break;
         case 'D': config.batch_delay_us = (uint64_t)strtoull (optarg, NULL, 10); break;
-        case 'P': model_batch[n_model_batch < 63 ? n_model_batch++ : n_model_batch] = optarg; break;
+        case 'P':
+            if (n_model_batch == MAX_MODEL_BATCH) {
+                fprintf (stderr,
+                         "amaas-worker: too many --model-batch flags (at most %d); '%s' "
+                         "refused\n",
+                         MAX_MODEL_BATCH, optarg);
+                return 2;
+            }
+            model_batch[n_model_batch++] = optarg;
+            break;
         case 'Y': syslog = true; break;
         case 'F': break; //  read by options_with_config
         case 'l':
             if ((level = options_log_level ("amaas-worker", optarg)) < 0)
                 return 2;
             break;
-        case 'h': usage (stdout, &config); return 0;
+        case 'h': s_usage (stdout, &config); return 0;
         default: fprintf (stderr, "Try 'amaas-worker --help'.\n"); return 2;
         }
     }

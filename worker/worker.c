@@ -15,8 +15,11 @@
     answered UNAVAILABLE: the client library retries it.  A CANCEL_JOB
     answers the job CANCELLED if it still waits (not yet in a batch), and is
     ignored otherwise;
-    when the broker has been silent for `liveness` intervals, the socket is
-    closed and a new one connects after a backoff that doubles up to 30 s.
+    when the broker has been silent for `liveness` intervals, the connection
+    is given up (nothing more is sent on it) and a new one connects after a
+    backoff that doubles up to 30 s; the backoff is a deadline of the event
+    loop, not a sleep, so that signals, the folder's changes and the
+    compute thread's results are handled meanwhile.
     On SIGINT or SIGTERM the worker drains: it tells the broker (DRAIN),
     which sends no more jobs and acknowledges; the worker finishes the jobs
     it holds, says DISCONNECT and exits 0.  A second signal stops at once.
@@ -32,6 +35,7 @@
 */
 #include "worker.h"
 
+#include <assert.h>
 #include <czmq.h>
 #include <errno.h>
 #include <string.h>
@@ -42,8 +46,9 @@
 #include "catalog.h"
 #include "clock.h"
 #include "codec.h"
-#include "log.h"
 #include "compute.h"
+#include "list.h"
+#include "log.h"
 #include "curve.h"
 #include "model.h"
 #include "signals.h"
@@ -66,6 +71,7 @@ typedef struct {
     codec_header_t reply;            //  header being built
     int64_t broker_expires_ms;       //  broker dead after this without a message
     int backoff_ms;                  //  next reconnect delay
+    int64_t reconnect_ms;            //  broker silent: connect again at this time, 0: no
     size_t held;                     //  jobs at the compute thread
     bool draining;                   //  stopping: no new jobs, finish those held
     bool drain_acked;                //  the broker knows: no JOB is on its way
@@ -89,18 +95,27 @@ void worker_config_defaults (worker_config_t *config)
 }
 
 //  Sends a message to the broker.  A message the socket refuses is lost,
-//  as any message on the way to a broker that is gone.
-static void send_msg (worker_t *self, codec_cmd_t cmd, const codec_header_t *h, zmq_msg_t *payload)
+//  as any message on the way to a broker that is gone; so is one sent
+//  while the worker waits to reconnect (the connection is given up: what
+//  it held is the broker's to requeue, and the new one starts with READY).
+static void s_send_msg (worker_t *self, codec_cmd_t cmd, const codec_header_t *h,
+                        zmq_msg_t *payload)
 {
+    if (self->reconnect_ms)
+        return;
     if (codec_send_frames (zsock_resolve (self->sock), NULL, 0, cmd, h, payload))
         log_debug ("cannot send to the broker error=\"%s\"", zmq_strerror (zmq_errno ()));
 }
 
 //  Announces the models served and the count of files refused.  With no
 //  model left (every file removed), the list is empty: the broker sends
-//  nothing more until a model file appears again.
-static void send_ready (worker_t *self)
+//  nothing more until a model file appears again.  Not while the worker
+//  waits to reconnect: the new connection starts with a READY.  Cannot
+//  fail (out of memory is logged, and no READY goes).
+static void s_send_ready (worker_t *self)
 {
+    if (self->reconnect_ms)
+        return;
     if (catalog_size (self->catalog) == 0)
         log_warn ("no model to serve in folder=%s: the worker serves nothing until a model "
                   "file is added",
@@ -117,12 +132,15 @@ static void send_ready (worker_t *self)
     if (gethostname (h->host, sizeof h->host - 1))
         snprintf (h->host, sizeof h->host, "unknown");
     log_info ("ready sent models=%zu model_errors=%u", h->n_models, h->model_errors);
-    send_msg (self, CMD_READY, h, NULL);
+    s_send_msg (self, CMD_READY, h, NULL);
     catalog_ready_sent (self->catalog);
     codec_header_reset (h);
 }
 
-static int connect_broker (worker_t *self)
+//  Replaces the socket with a new one connected to the broker, and sends
+//  READY on it.  Returns 0, -1 if the socket cannot be made or set up
+//  (logged): the worker stops.
+static int s_connect_broker (worker_t *self)
 {
     zsock_destroy (&self->sock);
     //  Results of jobs from an older connection mean nothing to the broker
@@ -150,12 +168,13 @@ static int connect_broker (worker_t *self)
     }
     self->broker_expires_ms =
         clock_now_ms () + (int64_t)self->config->heartbeat_ms * self->config->liveness;
-    send_ready (self);
+    s_send_ready (self);
     return 0;
 }
 
 //  Answers a job that is not computed (not served, cancelled) at once.
-static void send_answer (worker_t *self, uint64_t token, amaas_code_t code, const char *message)
+//  Cannot fail.
+static void s_send_answer (worker_t *self, uint64_t token, amaas_code_t code, const char *message)
 {
     codec_header_t *r = &self->reply;
     codec_header_reset (r);
@@ -163,19 +182,21 @@ static void send_answer (worker_t *self, uint64_t token, amaas_code_t code, cons
     r->job = token;
     r->code = code;
     codec_header_set_message (r, "%s", message);
-    send_msg (self, CMD_RESULT, r, NULL);
+    s_send_msg (self, CMD_RESULT, r, NULL);
 }
 
 //  A JOB becomes a job for the compute thread, queued on jobs; it keeps the
-//  payload frame, and a reference to the model that serves it.
-static void on_job (worker_t *self, const codec_header_t *h, zmq_msg_t *payload, wrk_queue_t *jobs)
+//  payload frame, and a reference to the model that serves it.  A JOB not
+//  served is answered UNAVAILABLE; one that finds no memory is dropped
+//  (logged: the broker's deadline answers it).  Cannot fail otherwise.
+static void s_on_job (worker_t *self, const codec_header_t *h, zmq_msg_t *payload, list_t *jobs)
 {
     if (!(h->fields & HDR_JOB) || !(h->fields & HDR_MODEL)) {
         log_warn ("JOB without job token or model: dropped");
         return;
     }
     const char *version = h->fields & HDR_VERSION ? h->version : NULL;
-    const wrk_model_t *serving = catalog_resolve (self->catalog, h->model, version);
+    const batch_model_t *serving = catalog_resolve (self->catalog, h->model, version);
     if (!serving) {
         char message[CODEC_MESSAGE_MAX];
         if (version)
@@ -188,10 +209,10 @@ static void on_job (worker_t *self, const codec_header_t *h, zmq_msg_t *payload,
         log_debug ("job not served model=%s version=%s", h->model, version ? version : "");
         self->unserved++;
         self->jobs_done++;
-        send_answer (self, h->job, AMAAS_UNAVAILABLE, message);
+        s_send_answer (self, h->job, AMAAS_UNAVAILABLE, message);
         return;
     }
-    wrk_job_t *job = compute_job_take (self->compute);
+    batch_job_t *job = compute_job_take (self->compute);
     if (!job) {
         catalog_release (self->catalog, serving);
         log_error ("out of memory for a job: dropped");
@@ -206,14 +227,16 @@ static void on_job (worker_t *self, const codec_header_t *h, zmq_msg_t *payload,
     if (h->fields & HDR_DEADLINE_MS)
         job->deadline_us = clock_now_us () + (uint64_t)h->deadline_ms * 1000u;
     zmq_msg_move (&job->payload, payload);
-    wrk_queue_push (jobs, job);
+    list_append (jobs, &job->node);
     self->held++;
 }
 
 //  A job answered (by the compute thread, the I/O thread or a cancel) is
 //  done: its model loses a reference, and it goes back to the pool.
-static void job_done (worker_t *self, wrk_job_t *job)
+//  Cannot fail.
+static void s_job_done (worker_t *self, batch_job_t *job)
 {
+    assert (self->held > 0);
     self->held--;
     self->jobs_done++;
     catalog_release (self->catalog, job->serving);
@@ -222,24 +245,26 @@ static void job_done (worker_t *self, wrk_job_t *job)
 
 //  CANCEL_JOB: a job that still waits (received in this burst, or queued
 //  for the compute thread) is answered CANCELLED; any other is left alone.
-static void on_cancel (worker_t *self, const codec_header_t *h, wrk_queue_t *jobs)
+//  Cannot fail.
+static void s_on_cancel (worker_t *self, const codec_header_t *h, list_t *jobs)
 {
     if (!(h->fields & HDR_JOB)) {
         log_warn ("CANCEL_JOB without job token: ignored");
         return;
     }
-    wrk_job_t *job = wrk_queue_take (jobs, h->job, self->connection);
+    batch_job_t *job = batch_queue_take (jobs, h->job, self->connection);
     if (!job)
         job = compute_cancel (self->compute, h->job, self->connection);
     if (!job)
         return; //  computing, done, or unknown: its RESULT goes as usual
-    send_answer (self, job->token, AMAAS_CANCELLED, "cancelled by the client");
+    s_send_answer (self, job->token, AMAAS_CANCELLED, "cancelled by the client");
     self->cancelled++;
-    job_done (self, job);
+    s_job_done (self, job);
 }
 
-//  Handles the message in self->frames; a JOB is queued on jobs.
-static void on_broker_message (worker_t *self, wrk_queue_t *jobs)
+//  Handles the message in self->frames; a JOB is queued on jobs.  A bad
+//  message is logged and dropped.  Cannot fail.
+static void s_on_broker_message (worker_t *self, list_t *jobs)
 {
     char err[CODEC_MESSAGE_MAX];
     codec_cmd_t cmd;
@@ -248,9 +273,9 @@ static void on_broker_message (worker_t *self, wrk_queue_t *jobs)
     if (codec_frames_parse (&self->frames, 0, &cmd, h, &payload, err, sizeof err))
         log_warn ("bad message from the broker error=\"%s\"", err);
     else if (cmd == CMD_JOB)
-        on_job (self, h, payload, jobs);
+        s_on_job (self, h, payload, jobs);
     else if (cmd == CMD_CANCEL_JOB)
-        on_cancel (self, h, jobs);
+        s_on_cancel (self, h, jobs);
     else if (cmd == CMD_READY)
         //  The answer to a READY: no JOB for a model it did not list follows
         catalog_ready_answered (self->catalog);
@@ -261,7 +286,7 @@ static void on_broker_message (worker_t *self, wrk_queue_t *jobs)
             self->drain_acked = true;
         else {
             log_info ("broker asked to register again reason=\"%s\"", h->message);
-            send_ready (self);
+            s_send_ready (self);
         }
     } else if (cmd == CMD_DRAIN) {
         //  The broker's answer to our DRAIN, or an operator's drain: either
@@ -280,7 +305,8 @@ static void on_broker_message (worker_t *self, wrk_queue_t *jobs)
 }
 
 //  A finished job's RESULT: the outputs on success, the error otherwise.
-static void send_result (worker_t *self, wrk_job_t *job)
+//  Cannot fail.
+static void s_send_result (worker_t *self, batch_job_t *job)
 {
     codec_header_t *r = &self->reply;
     codec_header_reset (r);
@@ -298,29 +324,33 @@ static void send_result (worker_t *self, wrk_job_t *job)
         r->fields |= HDR_BATCH;
         r->batch = job->batch;
     }
-    send_msg (self, CMD_RESULT, r, job->code == AMAAS_OK ? &job->result : NULL);
+    s_send_msg (self, CMD_RESULT, r, job->code == AMAAS_OK ? &job->result : NULL);
 }
 
 //  Receives what the broker sent, up to a burst, and hands the JOBs among
-//  it to the compute thread at once.
-static void on_broker_messages (worker_t *self)
+//  it to the compute thread at once.  Cannot fail.
+static void s_on_broker_messages (worker_t *self)
 {
-    wrk_queue_t jobs = {NULL, NULL};
+    list_t jobs;
+    list_init (&jobs);
     size_t count = 0;
     while (count < RECV_BURST &&
            codec_frames_recv (&self->frames, zsock_resolve (self->sock)) == 0) {
-        on_broker_message (self, &jobs);
+        s_on_broker_message (self, &jobs);
         codec_frames_close (&self->frames);
         count++;
     }
     //  A job that came alone, small, while the compute thread has nothing
     //  to do, is computed here: no hand-off, no wake-up.  Jobs that come
     //  together go to the compute thread, to be batched.
-    wrk_job_t *job = jobs.first;
-    if (job && job == jobs.last && compute_run_inline (self->compute, job)) {
-        jobs.first = jobs.last = NULL;
-        send_result (self, job);
-        job_done (self, job);
+    if (list_size (&jobs) == 1) {
+        batch_job_t *job = batch_queue_first (&jobs);
+        list_remove (&jobs, &job->node);
+        if (compute_run_inline (self->compute, job)) {
+            s_send_result (self, job);
+            s_job_done (self, job);
+        } else
+            list_append (&jobs, &job->node);
     }
     compute_submit (self->compute, &jobs);
     if (count) {
@@ -332,21 +362,24 @@ static void on_broker_messages (worker_t *self)
 
 //  The jobs the compute thread finished go to the broker as RESULTs,
 //  unless they came on a connection that was replaced since; then back to
-//  the pool.
-static void on_finished (worker_t *self)
+//  the pool.  Cannot fail.
+static void s_on_finished (worker_t *self)
 {
-    wrk_job_t *job = compute_take_finished (self->compute);
-    while (job) {
-        wrk_job_t *next = job->next;
+    list_t finished;
+    list_init (&finished);
+    compute_take_finished (self->compute, &finished);
+    batch_job_t *job;
+    LIST_FOREACH (job, &finished, batch_job_t, node)
+    {
+        list_remove (&finished, &job->node);
         if (job->connection == self->connection)
-            send_result (self, job);
-        job_done (self, job);
-        job = next;
+            s_send_result (self, job);
+        s_job_done (self, job);
     }
 }
 
-//  Sends a header-only command to the broker.
-static void send_command (worker_t *self, codec_cmd_t cmd, const char *reason)
+//  Sends a header-only command to the broker.  Cannot fail.
+static void s_send_command (worker_t *self, codec_cmd_t cmd, const char *reason)
 {
     codec_header_t *h = &self->reply;
     codec_header_reset (h);
@@ -354,12 +387,12 @@ static void send_command (worker_t *self, codec_cmd_t cmd, const char *reason)
         h->fields = HDR_REASON;
         snprintf (h->message, sizeof h->message, "%s", reason);
     }
-    send_msg (self, cmd, h, NULL);
+    s_send_msg (self, cmd, h, NULL);
 }
 
 //  Starts watching the models folder.  Returns the inotify fd, or -1
 //  (logged: SIGHUP still rescans).
-static int watch_folder (const char *path)
+static int s_watch_folder (const char *path)
 {
     int fd = inotify_init1 (IN_NONBLOCK | IN_CLOEXEC);
     if (fd == -1 || inotify_add_watch (fd, path,
@@ -375,8 +408,8 @@ static int watch_folder (const char *path)
 }
 
 //  Reads every event the folder's watch has; true if one is about a model
-//  file (or events were lost): time to rescan.
-static bool folder_changed (int fd)
+//  file (or events were lost): time to rescan.  Cannot fail.
+static bool s_folder_changed (int fd)
 {
     char buf[4096] __attribute__ ((aligned (__alignof__(struct inotify_event))));
     bool changed = false;
@@ -395,8 +428,8 @@ static bool folder_changed (int fd)
 }
 
 //  Rescans the models folder, and tells the broker if anything changed.
-//  Not while draining: the broker is letting this worker go.
-static void rescan (worker_t *self, const char *why)
+//  Not while draining: the broker is letting this worker go.  Cannot fail.
+static void s_rescan (worker_t *self, const char *why)
 {
     if (self->draining)
         return;
@@ -406,7 +439,7 @@ static void rescan (worker_t *self, const char *why)
     else
         log_debug ("rescanning models folder=%s reason=%s", self->config->models_dir, why);
     if (catalog_rescan (self->catalog))
-        send_ready (self);
+        s_send_ready (self);
 }
 
 int worker_run (const worker_config_t *config)
@@ -422,7 +455,7 @@ int worker_run (const worker_config_t *config)
     if (!self.catalog)
         goto done;
     //  Watch first, then scan: a file that comes in between is not missed
-    self.watch_fd = watch_folder (config->models_dir);
+    self.watch_fd = s_watch_folder (config->models_dir);
     self.reloads_seen = signals_reload_requests ();
     catalog_rescan (self.catalog);
     if (catalog_size (self.catalog) == 0) {
@@ -433,7 +466,7 @@ int worker_run (const worker_config_t *config)
 
     self.compute_config.max_elements = config->max_elements;
     self.compute = compute_new (&self.compute_config);
-    if (!self.compute || connect_broker (&self))
+    if (!self.compute || s_connect_broker (&self))
         goto done;
     log_info ("worker started broker=%s models=%zu credit=%u", config->broker,
               catalog_size (self.catalog), config->credit);
@@ -448,7 +481,7 @@ int worker_run (const worker_config_t *config)
         if (signals_stop_requests () && !self.draining) {
             log_info ("worker draining jobs_held=%zu", self.held);
             self.draining = true;
-            send_command (&self, CMD_DRAIN, NULL);
+            s_send_command (&self, CMD_DRAIN, NULL);
         }
         //  Done draining: the broker sends nothing more (it acknowledged,
         //  or it is gone) and every job held is answered
@@ -457,37 +490,49 @@ int worker_run (const worker_config_t *config)
             break;
         if (signals_reload_requests () != self.reloads_seen) {
             self.reloads_seen = signals_reload_requests ();
-            rescan (&self, "SIGHUP");
+            s_rescan (&self, "SIGHUP");
         }
-        int64_t wait = next_beat - clock_now_ms ();
-        zmq_pollitem_t items[] = {{zsock_resolve (self.sock), 0, ZMQ_POLLIN, 0},
-                                  {NULL, compute_wake_fd (self.compute), ZMQ_POLLIN, 0},
-                                  {NULL, self.watch_fd, ZMQ_POLLIN, 0}};
+        //  Until the next heartbeat, or the end of a reconnect's backoff;
+        //  meanwhile the poll still wakes for finished jobs, the folder's
+        //  changes and signals (EINTR), but the old socket is not read
+        int64_t wake_at = self.reconnect_ms ? self.reconnect_ms : next_beat;
+        int64_t wait = wake_at - clock_now_ms ();
+        zmq_pollitem_t items[] = {
+            {zsock_resolve (self.sock), 0, (short)(self.reconnect_ms ? 0 : ZMQ_POLLIN), 0},
+            {NULL, compute_wake_fd (self.compute), ZMQ_POLLIN, 0},
+            {NULL, self.watch_fd, ZMQ_POLLIN, 0}};
         if (zmq_poll (items, self.watch_fd == -1 ? 2 : 3, (long)(wait > 0 ? wait : 0)) > 0) {
             if (items[1].revents & ZMQ_POLLIN)
-                on_finished (&self);
+                s_on_finished (&self);
             if (items[0].revents & ZMQ_POLLIN)
-                on_broker_messages (&self);
+                s_on_broker_messages (&self);
             if (self.watch_fd != -1 && (items[2].revents & ZMQ_POLLIN) &&
-                folder_changed (self.watch_fd))
-                rescan (&self, "inotify");
+                s_folder_changed (self.watch_fd))
+                s_rescan (&self, "inotify");
         }
         int64_t now = clock_now_ms ();
-        if (now >= next_beat) {
-            send_command (&self, CMD_HEARTBEAT, NULL);
+        if (now >= next_beat && !self.reconnect_ms) {
+            s_send_command (&self, CMD_HEARTBEAT, NULL);
             next_beat = now + config->heartbeat_ms;
         }
-        if (now > self.broker_expires_ms && !self.draining) {
+        if (now > self.broker_expires_ms && !self.draining && !self.reconnect_ms) {
             log_warn ("broker silent, reconnecting broker=%s after=%dms", config->broker,
                       self.backoff_ms);
-            zclock_sleep (self.backoff_ms);
+            self.reconnect_ms = now + self.backoff_ms;
             self.backoff_ms =
                 self.backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self.backoff_ms * 2;
-            if (connect_broker (&self))
+        }
+        //  A worker that drains does not reconnect: it finishes its jobs
+        //  and stops
+        if (self.reconnect_ms && self.draining)
+            self.reconnect_ms = 0;
+        if (self.reconnect_ms && now >= self.reconnect_ms) {
+            self.reconnect_ms = 0;
+            if (s_connect_broker (&self))
                 goto done;
         }
     }
-    send_command (&self, CMD_DISCONNECT, "worker stopping");
+    s_send_command (&self, CMD_DISCONNECT, "worker stopping");
     compute_destroy (&self.compute);
     log_info ("worker stopping jobs_done=%" PRIu64 " computed=%" PRIu64 " inlined=%" PRIu64
               " expired=%" PRIu64 " cancelled=%" PRIu64 " unserved=%" PRIu64 " jobs_held=%zu",
