@@ -1069,11 +1069,9 @@ size_t dispatch_expire (dispatch_t *self, uint64_t now_us, dispatch_jobs_t *fail
             //  Each lane's jobs, oldest first; taking the last job out of a
             //  lane takes the lane out of the turn, which LIST_FOREACH allows
             lane_t *lane;
-            LIST_FOREACH (lane, &model->turns[p], lane_t, turn)
-            {
+            LIST_FOREACH (lane, &model->turns[p], lane_t, turn) {
                 job_node_t *node;
-                LIST_FOREACH (node, &lane->jobs, job_node_t, link)
-                {
+                LIST_FOREACH (node, &lane->jobs, job_node_t, link) {
                     if (s_expired (&node->job, now_us)) {
                         s_queue_remove (model, &node->job, now_us);
                         s_fail_expired (&node->job, now_us, failed);

@@ -100,8 +100,7 @@ static const char *t_tokens (const list_t *queue)
     size_t len = 0;
     buf[0] = 0;
     batch_job_t *job;
-    LIST_FOREACH (job, queue, batch_job_t, node)
-    {
+    LIST_FOREACH (job, queue, batch_job_t, node) {
         len += (size_t)snprintf (buf + len, sizeof buf - len, "%s%llu", len ? "," : "",
                                  (unsigned long long)job->token);
     }

@@ -1,4 +1,4 @@
-/*  test_idmap.c - unit tests of the open-addressing table of common/idmap,
+/*  test_idmap.c - unit tests of the open-addressing table of util/idmap,
     against a plain array as the reference: items whose hashes collide are
     told apart, deletions keep every other item reachable, the table grows,
     and iteration sees each item once.

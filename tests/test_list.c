@@ -1,5 +1,5 @@
-/*  test_list.c - unit tests of common/list.h (the intrusive list) and
-    common/utf8 (the UTF-8 checker), each against a plain reference: an
+/*  test_list.c - unit tests of util/list.h (the intrusive list) and
+    util/utf8 (the UTF-8 checker), each against a plain reference: an
     array for the list, a decoder written from RFC 3629's table for UTF-8.
 */
 #include <check.h>
@@ -106,8 +106,7 @@ START_TEST (test_list_foreach_unlinks_and_splice)
     //  Removing the current item inside the loop is allowed: drop the odd ones
     item_t *item;
     int seen = 0;
-    LIST_FOREACH (item, &a, item_t, node)
-    {
+    LIST_FOREACH (item, &a, item_t, node) {
         seen++;
         if (item->value % 2)
             list_remove (&a, &item->node);

@@ -45,8 +45,7 @@ batch_job_t *batch_queue_take (list_t *queue, uint64_t token, uint64_t connectio
 {
     assert (queue);
     batch_job_t *job;
-    LIST_FOREACH (job, queue, batch_job_t, node)
-    {
+    LIST_FOREACH (job, queue, batch_job_t, node) {
         if (job->token == token && job->connection == connection) {
             list_remove (queue, &job->node);
             return job;
@@ -188,8 +187,7 @@ void batch_gather (batch_t *self, list_t *waiting, uint64_t now_us, list_t *answ
     assert (waiting && answered && waiting != answered);
     char err[CODEC_MESSAGE_MAX];
     batch_job_t *job;
-    LIST_FOREACH (job, waiting, batch_job_t, node)
-    {
+    LIST_FOREACH (job, waiting, batch_job_t, node) {
         if (self->size == self->max_jobs)
             break;
         if (job->serving != self->serving)

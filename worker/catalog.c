@@ -123,14 +123,12 @@ void catalog_destroy (catalog_t **self_p)
     if (!self)
         return;
     entry_t *entry;
-    LIST_FOREACH (entry, &self->entries, entry_t, node)
-    {
+    LIST_FOREACH (entry, &self->entries, entry_t, node) {
         list_remove (&self->entries, &entry->node);
         s_entry_free (entry);
     }
     file_t *file;
-    LIST_FOREACH (file, &self->files, file_t, node)
-    {
+    LIST_FOREACH (file, &self->files, file_t, node) {
         list_remove (&self->files, &file->node);
         free (file->name);
         free (file);
@@ -151,8 +149,7 @@ static bool s_still_announced (const catalog_t *self, const entry_t *entry)
 static void s_collect (catalog_t *self)
 {
     entry_t *entry;
-    LIST_FOREACH (entry, &self->entries, entry_t, node)
-    {
+    LIST_FOREACH (entry, &self->entries, entry_t, node) {
         if (!entry->serving && entry->refs == 0 && !s_still_announced (self, entry)) {
             log_info ("model freed name=%s version=%s", model_name (entry->run.model),
                       model_version (entry->run.model));
@@ -195,8 +192,7 @@ static entry_t *s_find_serving (catalog_t *self, const char *name, const char *v
                                 const entry_t *except)
 {
     entry_t *e;
-    LIST_FOREACH (e, &self->entries, entry_t, node)
-    {
+    LIST_FOREACH (e, &self->entries, entry_t, node) {
         if (e->serving && e != except && strcmp (model_name (e->run.model), name) == 0 &&
             strcmp (model_version (e->run.model), version) == 0)
             return e;
@@ -207,8 +203,7 @@ static entry_t *s_find_serving (catalog_t *self, const char *name, const char *v
 static file_t *s_find_file (catalog_t *self, const char *name)
 {
     file_t *f;
-    LIST_FOREACH (f, &self->files, file_t, node)
-    {
+    LIST_FOREACH (f, &self->files, file_t, node) {
         if (strcmp (f->name, name) == 0)
             return f;
     }
@@ -323,8 +318,7 @@ bool catalog_rescan (catalog_t *self)
     }
     bool changed = false;
     file_t *file;
-    LIST_FOREACH (file, &self->files, file_t, node)
-    {
+    LIST_FOREACH (file, &self->files, file_t, node) {
         file->seen = false;
     }
     for (size_t i = 0; names[i]; i++) {
@@ -361,8 +355,7 @@ bool catalog_rescan (catalog_t *self)
         free (names[i]);
     free (names);
     //  Files gone: what they served is retired
-    LIST_FOREACH (file, &self->files, file_t, node)
-    {
+    LIST_FOREACH (file, &self->files, file_t, node) {
         if (file->seen)
             continue;
         if (file->entry) {
@@ -391,8 +384,7 @@ const batch_model_t *catalog_resolve (catalog_t *self, const char *name, const c
     assert (self && name);
     entry_t *best = NULL;
     entry_t *e;
-    LIST_FOREACH (e, &self->entries, entry_t, node)
-    {
+    LIST_FOREACH (e, &self->entries, entry_t, node) {
         if (strcmp (model_name (e->run.model), name) != 0 ||
             (!e->serving && !s_still_announced (self, e)))
             continue;
@@ -425,8 +417,7 @@ size_t catalog_size (const catalog_t *self)
     assert (self);
     size_t n = 0;
     const entry_t *e;
-    LIST_FOREACH (e, &self->entries, const entry_t, node)
-    {
+    LIST_FOREACH (e, &self->entries, const entry_t, node) {
         n += e->serving;
     }
     return n;
@@ -437,8 +428,7 @@ size_t catalog_retired (const catalog_t *self)
     assert (self);
     size_t n = 0;
     const entry_t *e;
-    LIST_FOREACH (e, &self->entries, const entry_t, node)
-    {
+    LIST_FOREACH (e, &self->entries, const entry_t, node) {
         n += !e->serving;
     }
     return n;
@@ -466,8 +456,7 @@ int catalog_fill_ready (const catalog_t *self, codec_header_t *h)
         return -1;
     size_t i = 0;
     const entry_t *e;
-    LIST_FOREACH (e, &self->entries, const entry_t, node)
-    {
+    LIST_FOREACH (e, &self->entries, const entry_t, node) {
         if (e->serving) {
             const model_t *m = e->run.model;
             snprintf (models[i].name, CODEC_NAME_MAX, "%s", model_name (m));

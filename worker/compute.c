@@ -458,8 +458,7 @@ void compute_destroy (compute_t **self_p)
     pthread_mutex_destroy (&self->lock);
     //  Every job, in whichever queue it is (or none): freed with the lists
     batch_job_t *job;
-    LIST_FOREACH (job, &self->all, batch_job_t, every)
-    {
+    LIST_FOREACH (job, &self->all, batch_job_t, every) {
         list_remove (&self->all, &job->every);
         zmq_msg_close (&job->payload);
         zmq_msg_close (&job->result);

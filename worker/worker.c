@@ -369,8 +369,7 @@ static void s_on_finished (worker_t *self)
     list_init (&finished);
     compute_take_finished (self->compute, &finished);
     batch_job_t *job;
-    LIST_FOREACH (job, &finished, batch_job_t, node)
-    {
+    LIST_FOREACH (job, &finished, batch_job_t, node) {
         list_remove (&finished, &job->node);
         if (job->connection == self->connection)
             s_send_result (self, job);
