@@ -198,3 +198,13 @@ def load_exporter():
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
+
+
+def build_dir():
+    """The build folder under test: pytest's --build-dir (tests/conftest.py)
+    or AMAAS_BUILD_DIR; RuntimeError saying how to give it if neither is set."""
+    path = os.environ.get("AMAAS_BUILD_DIR")
+    if not path:
+        raise RuntimeError("no build folder: run pytest with --build-dir BUILD "
+                           "(or set AMAAS_BUILD_DIR)")
+    return os.path.abspath(path)

@@ -1,10 +1,9 @@
-#!/usr/bin/python3
 """Chaos: a broker and 3 workers; a C client (tests/chaos_client.c, libamaas)
 pipelines 20,000 jobs whose answers it checks, while this script kills -9 a
 random worker every half second and starts a new one, and restarts the broker
 once.  Every job must end with exactly one outcome, every result must be
 right, none lost, none delivered twice.  Bounded to about a minute.
-Usage: test_chaos.py BUILD_DIR [JOBS]"""
+Run: ctest -R integration_chaos, or pytest --build-dir BUILD tests/integration/test_chaos.py"""
 import os
 import random
 import signal
@@ -14,10 +13,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import runner  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, build_dir  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 JOBS = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 RATE = 1000  # jobs per second: 20,000 jobs take about 20 s of chaos
@@ -63,6 +61,3 @@ def test_chaos():
         resent = int(out.split("retried=")[1].split()[0])
         assert resent > 0, "the broker restart should have made the client resend jobs"
 
-
-if __name__ == "__main__":
-    runner.run([test_chaos])

@@ -1,7 +1,6 @@
-#!/usr/bin/python3
 """Integration: the operator commands on the broker's control endpoint:
 amaas status, workers, models, drain WORKER, shutdown (tables and --json).
-Usage: test_control.py BUILD_DIR"""
+Run: ctest -R integration_control, or pytest --build-dir BUILD tests/integration/test_control.py"""
 import json
 import os
 import tempfile
@@ -14,10 +13,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
-import runner  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, build_dir  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 
 
@@ -120,7 +118,3 @@ def test_control_defaults_to_loopback():
                        text=True, timeout=10)
     assert "--control ENDPOINT" in r.stdout and "tcp://127.0.0.1:5557" in r.stdout, r.stdout
 
-
-if __name__ == "__main__":
-    runner.run([test_status_and_workers, test_drain_a_worker_under_load, test_shutdown,
-                test_config_files_and_flags, test_control_defaults_to_loopback])

@@ -1,9 +1,8 @@
-#!/usr/bin/python3
 """Integration: scripts/amaas-cluster, the operator's tool for a local cluster.
 (a) start, status, scale up and down, stop, and its errors; (b) a rolling
 restart of every worker while `amaas bench` loads the cluster: no job fails,
 and every original worker is gone, replaced by a new one.  Bounded to about
-a minute.  Usage: test_ops.py BUILD_DIR"""
+a minute.  Run: ctest -R integration_ops, or pytest --build-dir BUILD tests/integration/test_ops.py"""
 import json
 import os
 import shutil
@@ -15,9 +14,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import runner  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+from harness import build_dir  # noqa: E402
+
+BUILD = build_dir()
 ROOT = os.path.dirname(os.path.dirname(HERE))
 EXAMPLES = os.path.join(ROOT, "examples", "models")
 SCRIPT = os.path.join(ROOT, "scripts", "amaas-cluster")
@@ -192,6 +192,3 @@ def test_rolling_restart_under_load():
         r = c.run("stop")
         assert r.returncode == 0, r.stderr
 
-
-if __name__ == "__main__":
-    runner.run([test_start_status_scale_stop, test_rolling_restart_under_load])

@@ -1,10 +1,9 @@
-#!/usr/bin/python3
 """Integration: what security protects.  (1) A capture on the loopback
 interface while a job runs: without security the job's tensor bytes are in
 it (so the capture can see them), with security they are not.  (2) One
 client flooding at 10x capacity while another sends at a modest rate: the
 modest client's jobs all succeed; its p99 latency is printed next to its
-unloaded p99.  Usage: test_privacy.py BUILD_DIR"""
+unloaded p99.  Run: ctest -R integration_privacy, or pytest --build-dir BUILD tests/integration/test_privacy.py"""
 import json
 import os
 import shutil
@@ -17,11 +16,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import runner  # noqa: E402
 import slow_model  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, build_dir  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 TMP = tempfile.mkdtemp(prefix="amaas-privacy-")
 SECRET_VALUE = 0.8137241900237314  # its 8 bytes are what the capture looks for
@@ -120,9 +118,5 @@ def test_a_flooding_client_does_not_starve_another():
     assert flooded["errors"].get("RESOURCE_EXHAUSTED", 0) > 0, flooded
 
 
-if __name__ == "__main__":
-    try:
-        runner.run([test_capture_sees_tensors_only_without_security,
-                    test_a_flooding_client_does_not_starve_another])
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
+def teardown_module():
+    shutil.rmtree(TMP, ignore_errors=True)

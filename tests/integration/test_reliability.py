@@ -1,7 +1,6 @@
-#!/usr/bin/python3
 """Integration: deadlines, overload, priorities, graceful drain of workers and
 broker, heartbeats during a long compute; real processes on 127.0.0.1.
-Usage: test_reliability.py BUILD_DIR"""
+Run: ctest -R integration_reliability, or pytest --build-dir BUILD tests/integration/test_reliability.py"""
 import os
 import re
 import shutil
@@ -15,11 +14,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
-import runner  # noqa: E402
 import slow_model  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, build_dir  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 MODELS = tempfile.mkdtemp(prefix="amaas-slow-")
 # about 130 ms for 1000 rows on one core of the machine this was written on
 slow_model.write_mlp(os.path.join(MODELS, "slow.amm"), "slow", [256, 2048, 2048, 16])
@@ -202,15 +200,5 @@ def test_heartbeats_flow_during_a_long_compute():
         assert worker_stats(c, 0)["computed"] == 1
 
 
-if __name__ == "__main__":
-    try:
-        runner.run([test_deadline_in_the_broker_queue,
-                    test_deadline_checked_by_the_worker,
-                    test_overload_is_answered_at_once_and_memory_stays_bounded,
-                    test_priorities,
-                    test_worker_drain_loses_nothing,
-                    test_broker_stop_answers_queued_unavailable,
-                    test_broker_stop_with_drain_serves_the_queue,
-                    test_heartbeats_flow_during_a_long_compute])
-    finally:
-        shutil.rmtree(MODELS, ignore_errors=True)
+def teardown_module():
+    shutil.rmtree(MODELS, ignore_errors=True)

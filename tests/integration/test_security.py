@@ -1,8 +1,7 @@
-#!/usr/bin/python3
 """Integration: security.  A broker with CURVE on and three allow-lists; the
 allowed paths work, and plaintext clients, unknown keys, keys of the wrong
 role and calls outside the ACL are refused, the refusals logged with the key's
-name.  Usage: test_security.py BUILD_DIR"""
+name.  Run: ctest -R integration_security, or pytest --build-dir BUILD tests/integration/test_security.py"""
 import json
 import os
 import shutil
@@ -19,10 +18,9 @@ import zmq.auth
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
-import runner  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, build_dir  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 KEYS = tempfile.mkdtemp(prefix="amaas-keys-")
 
@@ -203,11 +201,5 @@ def test_a_routing_id_does_not_carry_a_key_s_rights():
         ctx.destroy(linger=0)
 
 
-if __name__ == "__main__":
-    try:
-        runner.run([test_allowed_paths_work, test_plaintext_and_unknown_keys_are_refused,
-                    test_wrong_roles_are_refused_and_logged,
-                    test_a_key_added_to_a_list_works_without_restart,
-                    test_a_routing_id_does_not_carry_a_key_s_rights])
-    finally:
-        shutil.rmtree(KEYS, ignore_errors=True)
+def teardown_module():
+    shutil.rmtree(KEYS, ignore_errors=True)
