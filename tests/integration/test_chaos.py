@@ -3,6 +3,7 @@ pipelines 20,000 jobs whose answers it checks, while this script kills -9 a
 random worker every half second and starts a new one, and restarts the broker
 once.  Every job must end with exactly one outcome, every result must be
 right, none lost, none delivered twice.  Bounded to about a minute.
+AMAAS_CHAOS_JOBS=N sends N jobs instead of 20,000.
 Run: ctest -R integration_chaos, or pytest --build-dir BUILD tests/integration/test_chaos.py"""
 import os
 import random
@@ -16,7 +17,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from harness import Cluster, build_dir  # noqa: E402
 
 BUILD = build_dir()
-JOBS = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
+JOBS = int(os.environ.get("AMAAS_CHAOS_JOBS", "20000"))
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 RATE = 1000  # jobs per second: 20,000 jobs take about 20 s of chaos
 

@@ -1,6 +1,7 @@
 """Soak: 200,000 pipelined jobs through a broker and two workers (the C client
 tests/chaos_client.c, no chaos).  Prints broker and worker memory (RSS) after
 a warm-up and at the end; memory must stay flat: no per-job leak.
+AMAAS_SOAK_JOBS=N sends N jobs instead.
 Run: ctest -R integration_soak, or pytest --build-dir BUILD tests/integration/test_soak.py"""
 import os
 import subprocess
@@ -11,7 +12,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from harness import Cluster, build_dir  # noqa: E402
 
 BUILD = build_dir()
-JOBS = int(sys.argv[2]) if len(sys.argv) > 2 else 200000
+JOBS = int(os.environ.get("AMAAS_SOAK_JOBS", "200000"))
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 
 
