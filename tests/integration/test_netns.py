@@ -262,11 +262,10 @@ def test_a_worker_host_loses_its_link():
         client = m.spawn("client", [os.path.join(BUILD, "tests", "chaos_client"), frontend,
                                     "12000", "200", "1000", "10"], "client",
                          stdout=subprocess.PIPE)
-        time.sleep(3)
+        # cut while host a holds jobs: they are stranded there
+        wait_for("host a to hold jobs", lambda: client.poll() is not None or sum(
+            w["in_flight"] for w in by_host(workers(m, control)).get("amaas-host-a", [])), 30)
         assert client.poll() is None, "the client ended early"
-        busy_a = sum(w["in_flight"] + w["done"] for w in by_host(workers(m, control))
-                     .get("amaas-host-a", []))
-        assert busy_a > 0, "host a computed nothing before the cut"
 
         print("cutting host a's link")
         m.cable("a", up=False)
@@ -286,9 +285,8 @@ def test_a_worker_host_loses_its_link():
               "host b serves alone" % (time.monotonic() - t_cut, stranded))
         assert stranded > 0, "no job was stranded on host a: the cut proves nothing"
         done_b = sum(w["done"] for w in only_b["amaas-host-b"])
-        time.sleep(3)
-        done_b2 = sum(w["done"] for w in by_host(workers(m, control))["amaas-host-b"])
-        assert done_b2 > done_b + 1000, ("host b should carry the load", done_b, done_b2)
+        wait_for("host b to carry the load: 1000 more jobs", lambda: sum(
+            w["done"] for w in by_host(workers(m, control))["amaas-host-b"]) > done_b + 1000, 60)
 
         print("restoring host a's link")
         m.cable("a", up=True)
