@@ -1,7 +1,8 @@
 """Chaos: a broker and 3 workers; a C client (tests/chaos_client.c, libamaas)
 pipelines 20,000 jobs whose answers it checks, while this script kills -9 a
 random worker every half second and starts a new one, and restarts the broker
-once.  Every job must end with exactly one outcome, every result must be
+once.  Every job must end with exactly one outcome, a success (libamaas
+sends a job again after a loss, up to 10 times), every result must be
 right, none lost, none delivered twice.  Bounded to about a minute.
 AMAAS_CHAOS_JOBS=N sends N jobs instead of 20,000.
 Run: ctest -R integration_chaos, or pytest --build-dir BUILD tests/integration/test_chaos.py"""
@@ -14,12 +15,26 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from harness import Cluster, build_dir  # noqa: E402
+from harness import Cluster, build_dir, wait_for  # noqa: E402
 
 BUILD = build_dir()
 JOBS = int(os.environ.get("AMAAS_CHAOS_JOBS", "20000"))
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 RATE = 1000  # jobs per second: 20,000 jobs take about 20 s of chaos
+
+
+def unread_bytes(endpoint):
+    """Bytes that reached the process listening on endpoint (tcp://127.0.0.1:PORT)
+    over its open connections and that it has not read (from /proc/net/tcp)."""
+    port = int(endpoint.rsplit(":", 1)[1])
+    total = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            # local address, remote address, state (01: established), tx:rx queues
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+                total += int(fields[4].split(":")[1], 16)
+    return total
 
 
 def test_chaos():
@@ -40,12 +55,14 @@ def test_chaos():
                 kills += 1
             c.start_worker()
             if restarts == 0 and time.monotonic() - started > JOBS / RATE / 2:
-                # Freeze the broker while the client keeps sending, then
-                # kill it: every job it had taken in is lost with it, and
-                # the client must send those again to the new broker
+                # Freeze the broker while the client keeps sending (until
+                # jobs wait unread in its socket), then kill it: every job it
+                # had taken in is lost with it, and the client must send
+                # those again to the new broker
                 c.expected_exits.add(c.broker)
                 c.broker.send_signal(signal.SIGSTOP)
-                time.sleep(0.3)
+                wait_for("jobs sent to the frozen broker", lambda: client.poll() is not None
+                         or unread_bytes(c.frontend) > 2000)
                 c.broker.send_signal(signal.SIGKILL)
                 c.broker.wait()
                 c.start_broker()
@@ -57,7 +74,7 @@ def test_chaos():
                 client.kill()
         print(out.strip())
         print("chaos: workers killed=%d broker restarts=%d" % (kills, restarts))
-        assert client.returncode == 0, "chaos client found lost, duplicated or wrong answers"
+        assert client.returncode == 0, "lost, duplicated, failed or wrong answers: " + out
         assert kills >= 10 and restarts == 1, (kills, restarts)
         resent = int(out.split("retried=")[1].split()[0])
         assert resent > 0, "the broker restart should have made the client resend jobs"
