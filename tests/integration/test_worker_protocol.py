@@ -41,7 +41,9 @@ class FakeBroker:
         self.identity = None
 
     def recv(self, want, timeout_ms=20000):
-        """The next message with command want (heartbeats skipped)."""
+        """The next message with command want.  Heartbeats are answered, as
+        the broker does, so that the worker, however slow the test, never
+        finds its broker silent and connects again."""
         while True:
             if not self.sock.poll(timeout_ms):
                 raise AssertionError("no message 0x%02x from the worker" % want)
@@ -50,6 +52,7 @@ class FakeBroker:
             assert frames[1] == SIG, frames
             cmd = frames[2][0]
             if cmd == HEARTBEAT:
+                self.send(HEARTBEAT, {})
                 continue
             assert cmd == want, (hex(cmd), frames)
             return msgpack.unpackb(frames[3], raw=False), frames[4:]
