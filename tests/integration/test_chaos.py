@@ -55,14 +55,15 @@ def test_chaos():
                 kills += 1
             c.start_worker()
             if restarts == 0 and time.monotonic() - started > JOBS / RATE / 2:
-                # Freeze the broker while the client keeps sending (until
-                # jobs wait unread in its socket), then kill it: every job it
-                # had taken in is lost with it, and the client must send
-                # those again to the new broker
+                # Freeze the broker until the client has sent it something
+                # it cannot read (a job, or the PING the client sends only
+                # while jobs are pending), then kill it: every job it had
+                # taken in is lost with it, and the client must send those
+                # again to the new broker
                 c.expected_exits.add(c.broker)
                 c.broker.send_signal(signal.SIGSTOP)
-                wait_for("jobs sent to the frozen broker", lambda: client.poll() is not None
-                         or unread_bytes(c.frontend) > 2000)
+                wait_for("the client to send to the frozen broker", lambda:
+                         client.poll() is not None or unread_bytes(c.frontend) > 0)
                 c.broker.send_signal(signal.SIGKILL)
                 c.broker.wait()
                 c.start_broker()
