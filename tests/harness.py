@@ -212,9 +212,10 @@ def build_dir():
 
 def control_json(cluster, *command):
     """`amaas COMMAND --json` on the cluster's control endpoint (status,
-    workers, ...), decoded; AssertionError with its stderr if it fails."""
-    r = subprocess.run([cluster.bin("amaas"), "--control", cluster.control]
-                       + cluster.cli_args + list(command) + ["--json"],
+    workers, ...), with the CLI of build_dir(), decoded; AssertionError with
+    its stderr if it fails."""
+    r = subprocess.run([os.path.join(build_dir(), "amaas"), "--control", cluster.control]
+                       + list(getattr(cluster, "cli_args", [])) + list(command) + ["--json"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, "amaas %s: %s" % (" ".join(command), r.stderr)
     return json.loads(r.stdout)
