@@ -288,3 +288,42 @@ def load_exporter():
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
+
+
+def build_dir():
+    """The build folder under test: pytest's --build-dir (tests/conftest.py)
+    or AMAAS_BUILD_DIR; RuntimeError saying how to give it if neither is set."""
+    path = os.environ.get("AMAAS_BUILD_DIR")
+    if not path:
+        raise RuntimeError("no build folder: run pytest with --build-dir BUILD "
+                           "(or set AMAAS_BUILD_DIR)")
+    return os.path.abspath(path)
+
+
+def control_json(cluster, *command):
+    """`amaas COMMAND --json` on the cluster's control endpoint (status,
+    workers, ...), with the CLI of build_dir(), decoded; AssertionError with
+    its stderr if it fails."""
+    r = subprocess.run([os.path.join(build_dir(), "amaas"), "--control", cluster.control]
+                       + list(getattr(cluster, "cli_args", [])) + list(command) + ["--json"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, "amaas %s: %s" % (" ".join(command), r.stderr)
+    return json.loads(r.stdout)
+
+
+class stopped:
+    """A process stopped (SIGSTOP) for the block, continued (SIGCONT) after,
+    whatever happens: a worker that cannot finish a job until the test lets
+    it.  The broker must not declare it dead meanwhile: give the cluster a
+    heartbeat long enough for what the block does."""
+
+    def __init__(self, proc):
+        self.proc = proc
+
+    def __enter__(self):
+        self.proc.send_signal(signal.SIGSTOP)
+        return self.proc
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGCONT)
+        return False

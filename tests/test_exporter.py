@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """test_exporter - scripts/amaas-export against docs/MODEL_FORMAT.md and scikit-learn.
 
 Runs the exporter (as a subprocess, like a user) on every model kind it
@@ -14,9 +13,7 @@ stderr, and the command line (--name default, --version, --help).
 
 No C code is involved: this proves the exporter on its own.
 
-    /usr/bin/python3 tests/test_exporter.py [-v]
-
-Exits non-zero when a check fails; ends with 'N passed, N failed'.
+    ctest -R exporter, or /usr/bin/python3 -m pytest tests/test_exporter.py
 """
 
 import contextlib
@@ -26,8 +23,6 @@ import io
 import os
 import subprocess
 import sys
-import tempfile
-import traceback
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,30 +32,13 @@ sys.path.insert(0, os.path.join(HERE, "fidelity"))
 import joblib  # noqa: E402
 import msgpack  # noqa: E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 import amm_reference  # noqa: E402
 import zoo  # noqa: E402
 
 EXPORTER = os.path.join(os.path.dirname(HERE), "scripts", "amaas-export")
 PYTHON = "/usr/bin/python3"
-VERBOSE = "-v" in sys.argv
-results = {"passed": 0, "failed": 0}
-
-
-def check(name, fn):
-    try:
-        fn()
-    except Exception as e:  # noqa: BLE001 - report and go on
-        results["failed"] += 1
-        print("FAIL %s: %s" % (name, e))
-        if VERBOSE:
-            traceback.print_exc()
-    else:
-        results["passed"] += 1
-        if VERBOSE:
-            print("ok   %s" % name)
-
-
 def export(src, dst, *args):
     """Runs the exporter as a user does: a subprocess."""
     return subprocess.run([PYTHON, EXPORTER, src, dst, *args], capture_output=True, text=True,
@@ -131,26 +109,29 @@ def _export_status(*args):
     return r.returncode, r.stderr
 
 
-def check_kind(case, tmp, inproc=True):
+CASES = zoo.build()
+
+
+@pytest.mark.parametrize("dtype,rtol", [("FP64", 1e-12), ("FP32", 1e-5)])
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[case.name for case in CASES])
+def test_kind(index, dtype, rtol, tmp_path):
+    """Every 10th kind exported as a subprocess, the others in this process."""
+    case = CASES[index]
+    tmp = str(tmp_path)
     src = os.path.join(tmp, case.name + ".joblib")
     joblib.dump(case.model, src)
     x = case.rows(300)
     ref = case.reference(x)
-    for dtype, rtol in (("FP64", 1e-12), ("FP32", 1e-5)):
-        def one(dtype=dtype, rtol=rtol):
-            out = os.path.join(tmp, "%s_%s.amm" % (case.name, dtype))
-            status, stderr = (export_inproc if inproc else _export_status)(
-                src, out, "--dtype", dtype)
-            expect(status == 0, "exit %d: %s" % (status, stderr.strip()))
-            model = check_file(out, dtype)
-            expect(model["name"] == "%s_%s" % (case.name, dtype), "name %r" % model["name"])
-            expect(model["width"] == case.width, "width %d" % model["width"])
-            got = amm_reference.run(model, x)
-            err, ok, note = zoo.compare(ref, got, rtol, allow_ties=(dtype == "FP32"))
-            expect(ok, "%s (max error %.3g)" % (note, err))
-            if VERBOSE:
-                print("     %-30s %s max error %.2e %s" % (case.name, dtype, err, note))
-        check("%s %s" % (case.name, dtype), one)
+    out = os.path.join(tmp, "%s_%s.amm" % (case.name, dtype))
+    status, stderr = (export_inproc if index % 10 else _export_status)(src, out, "--dtype", dtype)
+    expect(status == 0, "exit %d: %s" % (status, stderr.strip()))
+    model = check_file(out, dtype)
+    expect(model["name"] == "%s_%s" % (case.name, dtype), "name %r" % model["name"])
+    expect(model["width"] == case.width, "width %d" % model["width"])
+    got = amm_reference.run(model, x)
+    err, ok, note = zoo.compare(ref, got, rtol, allow_ties=(dtype == "FP32"))
+    expect(ok, "%s (max error %.3g)" % (note, err))
+    print("%-30s %s max error %.2e %s" % (case.name, dtype, err, note))
 
 
 def refused_cases():
@@ -197,7 +178,12 @@ def refused_cases():
     ]
 
 
-def check_refused(name, obj, words, tmp):
+REFUSED = refused_cases()
+
+
+@pytest.mark.parametrize("name,obj,words", REFUSED, ids=[name for name, _, _ in REFUSED])
+def test_refused(name, obj, words, tmp_path):
+    tmp = str(tmp_path)
     src = os.path.join(tmp, "bad_%s.joblib" % name)
     joblib.dump(obj, src)
     out = os.path.join(tmp, "bad_%s.amm" % name)
@@ -210,84 +196,100 @@ def check_refused(name, obj, words, tmp):
     expect(words.lower() in lines[0].lower(), "message %r lacks %r" % (lines[0], words))
     expect(not os.path.exists(out), "an output file was written")
     expect(not [f for f in os.listdir(tmp) if f.startswith(".bad_")], "a temp file was left")
-    if VERBOSE:
-        print("     %s" % lines[0])
+    print(lines[0])
 
 
-def check_cli(tmp):
+@pytest.fixture
+def cli(tmp_path):
+    """(a fitted linear model's joblib file, the folder it is in)"""
     from sklearn.linear_model import LinearRegression
+    tmp = str(tmp_path)
     src = os.path.join(tmp, "cli.joblib")
     joblib.dump(LinearRegression().fit([[0.0], [1.0]], [1.0, 3.0]), src)
-
-    def name_default():
-        out = os.path.join(tmp, "my-model.v2.amm")
-        r = export(src, out)
-        expect(r.returncode == 0, r.stderr)
-        m = amm_reference.load(out)
-        expect(m["name"] == "my-model.v2", "name %r" % m["name"])
-        expect(m["version"] == "1", "version %r" % m["version"])
-        expect(m["datatype"] == "FP64", "default dtype %r" % m["datatype"])
-
-    def name_version_given():
-        out = os.path.join(tmp, "whatever.amm")
-        r = export(src, out, "--name", "lin", "--version", "2024.06-a", "--dtype", "fp32")
-        expect(r.returncode == 0, r.stderr)
-        m = amm_reference.load(out)
-        expect((m["name"], m["version"], m["datatype"]) == ("lin", "2024.06-a", "FP32"),
-               "got %r" % ((m["name"], m["version"], m["datatype"]),))
-        got = amm_reference.run(m, np.array([[0.5], [2.0]]))["predictions"]
-        expect(got.dtype == np.float32 and np.allclose(got, [2.0, 5.0], rtol=1e-6),
-               "predictions %r" % got)
-
-    def replaces_atomically():
-        out = os.path.join(tmp, "replace.amm")
-        with open(out, "wb") as f:
-            f.write(b"old")
-        r = export(src, out)
-        expect(r.returncode == 0, r.stderr)
-        amm_reference.load(out)
-        expect(not [f for f in os.listdir(tmp) if f.startswith(".replace")], "temp file left")
-
-    def bad_names():
-        for args, out in ((["--name", "has space"], "x.amm"), ([], "has space.amm"),
-                          (["--name", "x" * 128], "x.amm"), (["--version", ""], "x.amm"),
-                          (["--version", "1 2"], "x.amm"), (["--dtype", "INT8"], "x.amm")):
-            r = export(src, os.path.join(tmp, out), *args)
-            expect(r.returncode == 2, "%s: exit %d" % (args, r.returncode))
-            expect("Traceback" not in r.stderr, "traceback")
-
-    def missing_and_garbage_input():
-        r = export(os.path.join(tmp, "nope.joblib"), os.path.join(tmp, "nope.amm"))
-        expect(r.returncode == 1 and "no such file" in r.stderr, "missing: %d %r"
-               % (r.returncode, r.stderr))
-        garbage = os.path.join(tmp, "garbage.joblib")
-        with open(garbage, "wb") as f:
-            f.write(b"this is not a pickle\n" * 10)
-        r = export(garbage, os.path.join(tmp, "garbage.amm"))
-        expect(r.returncode == 1 and "Traceback" not in r.stderr and
-               len(r.stderr.strip().splitlines()) == 1, "garbage: %d %r" % (r.returncode, r.stderr))
-
-    def unwritable_output():
-        r = export(src, os.path.join(tmp, "no", "such", "dir.amm"))
-        expect(r.returncode == 1 and "cannot write" in r.stderr, "%d %r" % (r.returncode, r.stderr))
-
-    def help_text():
-        r = subprocess.run([EXPORTER, "--help"], capture_output=True, text=True)
-        expect(r.returncode == 0, "exit %d" % r.returncode)
-        for word in ("--name", "--version", "--dtype", "runs code", "trust", "Pipeline"):
-            expect(word in r.stdout, "--help lacks %r" % word)
-
-    def is_executable():
-        expect(os.access(EXPORTER, os.X_OK), "not executable")
-        expect(open(EXPORTER).readline().strip() == "#!/usr/bin/python3", "shebang")
-
-    for fn in (name_default, name_version_given, replaces_atomically, bad_names,
-               missing_and_garbage_input, unwritable_output, help_text, is_executable):
-        check("cli " + fn.__name__, fn)
+    return src, tmp
 
 
-def check_reference_rejects(tmp):
+def test_cli_name_default(cli):
+    src, tmp = cli
+    out = os.path.join(tmp, "my-model.v2.amm")
+    r = export(src, out)
+    expect(r.returncode == 0, r.stderr)
+    m = amm_reference.load(out)
+    expect(m["name"] == "my-model.v2", "name %r" % m["name"])
+    expect(m["version"] == "1", "version %r" % m["version"])
+    expect(m["datatype"] == "FP64", "default dtype %r" % m["datatype"])
+
+
+def test_cli_name_version_given(cli):
+    src, tmp = cli
+    out = os.path.join(tmp, "whatever.amm")
+    r = export(src, out, "--name", "lin", "--version", "2024.06-a", "--dtype", "fp32")
+    expect(r.returncode == 0, r.stderr)
+    m = amm_reference.load(out)
+    expect((m["name"], m["version"], m["datatype"]) == ("lin", "2024.06-a", "FP32"),
+           "got %r" % ((m["name"], m["version"], m["datatype"]),))
+    got = amm_reference.run(m, np.array([[0.5], [2.0]]))["predictions"]
+    expect(got.dtype == np.float32 and np.allclose(got, [2.0, 5.0], rtol=1e-6),
+           "predictions %r" % got)
+
+
+def test_cli_replaces_atomically(cli):
+    src, tmp = cli
+    out = os.path.join(tmp, "replace.amm")
+    with open(out, "wb") as f:
+        f.write(b"old")
+    r = export(src, out)
+    expect(r.returncode == 0, r.stderr)
+    amm_reference.load(out)
+    expect(not [f for f in os.listdir(tmp) if f.startswith(".replace")], "temp file left")
+
+
+def test_cli_bad_names(cli):
+    src, tmp = cli
+    for args, out in ((["--name", "has space"], "x.amm"), ([], "has space.amm"),
+                      (["--name", "x" * 128], "x.amm"), (["--version", ""], "x.amm"),
+                      (["--version", "1 2"], "x.amm"), (["--dtype", "INT8"], "x.amm")):
+        r = export(src, os.path.join(tmp, out), *args)
+        expect(r.returncode == 2, "%s: exit %d" % (args, r.returncode))
+        expect("Traceback" not in r.stderr, "traceback")
+
+
+def test_cli_missing_and_garbage_input(cli):
+    src, tmp = cli
+    r = export(os.path.join(tmp, "nope.joblib"), os.path.join(tmp, "nope.amm"))
+    expect(r.returncode == 1 and "no such file" in r.stderr, "missing: %d %r"
+           % (r.returncode, r.stderr))
+    garbage = os.path.join(tmp, "garbage.joblib")
+    with open(garbage, "wb") as f:
+        f.write(b"this is not a pickle\n" * 10)
+    r = export(garbage, os.path.join(tmp, "garbage.amm"))
+    expect(r.returncode == 1 and "Traceback" not in r.stderr and
+           len(r.stderr.strip().splitlines()) == 1, "garbage: %d %r" % (r.returncode, r.stderr))
+
+
+def test_cli_unwritable_output(cli):
+    src, tmp = cli
+    r = export(src, os.path.join(tmp, "no", "such", "dir.amm"))
+    expect(r.returncode == 1 and "cannot write" in r.stderr, "%d %r" % (r.returncode, r.stderr))
+
+
+def test_cli_help_text(cli):
+    src, tmp = cli
+    r = subprocess.run([EXPORTER, "--help"], capture_output=True, text=True)
+    expect(r.returncode == 0, "exit %d" % r.returncode)
+    for word in ("--name", "--version", "--dtype", "runs code", "trust", "Pipeline"):
+        expect(word in r.stdout, "--help lacks %r" % word)
+
+
+def test_cli_is_executable(cli):
+    src, tmp = cli
+    expect(os.access(EXPORTER, os.X_OK), "not executable")
+    expect(open(EXPORTER).readline().strip() == "#!/usr/bin/python3", "shebang")
+
+
+def test_reference_rejects(tmp_path):
     """The reference reader itself refuses broken files (so its approval means something)."""
+    tmp = str(tmp_path)
     src = os.path.join(tmp, "ref.joblib")
     from sklearn.linear_model import LogisticRegression
     joblib.dump(LogisticRegression().fit([[0.0, 1], [1, 0], [1, 1], [0, 0]], [0, 1, 1, 0]), src)
@@ -314,30 +316,10 @@ def check_reference_rejects(tmp):
         "unknown op": lambda m: m["ops"].insert(1, {"op": "gelu"}),
     }
 
-    def run():
-        amm_reference.load_bytes(mutated(lambda m: None))
-        for what, fn in bad.items():
-            try:
-                amm_reference.load_bytes(mutated(fn))
-            except amm_reference.FormatError:
-                continue
-            raise AssertionError("reference accepted a file with a bad " + what)
-
-    check("reference reader refuses broken files", run)
-
-
-def main():
-    with tempfile.TemporaryDirectory(prefix="amaas-exp-") as tmp:
-        cases = zoo.build()
-        for i, case in enumerate(cases):
-            check_kind(case, tmp, inproc=i % 10 != 0)   # every 10th as a subprocess
-        for name, obj, words in refused_cases():
-            check("refuses " + name, lambda: check_refused(name, obj, words, tmp))
-        check_cli(tmp)
-        check_reference_rejects(tmp)
-    print("%d passed, %d failed" % (results["passed"], results["failed"]))
-    return 1 if results["failed"] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    amm_reference.load_bytes(mutated(lambda m: None))
+    for what, fn in bad.items():
+        try:
+            amm_reference.load_bytes(mutated(fn))
+        except amm_reference.FormatError:
+            continue
+        raise AssertionError("reference accepted a file with a bad " + what)

@@ -1,7 +1,7 @@
-#!/usr/bin/python3
 """test_fidelity - served predictions match scikit-learn's own.
 
-    /usr/bin/python3 tests/fidelity/test_fidelity.py BUILD_DIR [--rows N] [-v]
+    ctest -R fidelity, or
+    AMAAS_FIDELITY_ROWS=N /usr/bin/python3 -m pytest --build-dir BUILD tests/fidelity
 
 Trains one model of every kind scripts/amaas-export accepts (tests/fidelity/zoo.py:
 linear and ridge regression with one and several targets, logistic regression
@@ -10,7 +10,7 @@ regressors and classifiers with each hidden activation, StandardScaler alone
 and pipelines), exports each in FP64 (model NAME) and in FP32 (model
 NAME_fp32) into a temporary model repository, starts a real broker and worker
 from BUILD_DIR (tests/harness.py), sends N random rows (default 400) to each
-model through tests/pyamaas.py and compares the outputs with sklearn's
+model (AMAAS_FIDELITY_ROWS) through tests/pyamaas.py and compares the outputs with sklearn's
 predict / predict_proba / transform on the same rows.
 
 The rows of one model go as several pipelined requests of different sizes
@@ -31,11 +31,9 @@ for FP32 models only, a row whose two largest sklearn probabilities are within
 1e-5 of each other is a tie at that precision and may get either label (such
 rows are counted in the notes).
 
-Prints a table (model, datatype, max error, pass) and ends with
-'N passed, N failed'; exits 1 if any check failed.
+One test per model and datatype; each prints its largest error.
 """
 
-import argparse
 import contextlib
 import importlib.machinery
 import importlib.util
@@ -43,7 +41,6 @@ import io
 import os
 import sys
 import tempfile
-import time
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,13 +51,17 @@ sys.path.insert(0, HERE)
 
 import joblib  # noqa: E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 import pyamaas  # noqa: E402
+from harness import Cluster, build_dir, wait_for  # noqa: E402
 import zoo  # noqa: E402
 
 EXPORTER = os.path.join(ROOT, "scripts", "amaas-export")
 RTOL = {"FP64": 1e-9, "FP32": 1e-5}
 CHUNKS = (1, 7, 92)          # request sizes; the rest of the rows go in a last request
+ROWS = int(os.environ.get("AMAAS_FIDELITY_ROWS", "400"))
+CASES = zoo.build()
 
 
 def load_exporter():
@@ -73,15 +74,18 @@ def load_exporter():
     return mod
 
 
+def model_name(case, dtype):
+    return case.name if dtype == "FP64" else case.name + "_fp32"
+
+
 def export_all(cases, models_dir):
-    """Exports every case in FP64 and FP32; returns [(case, model name, dtype)]."""
+    """Exports every case in FP64 and FP32 (AssertionError if one fails)."""
     exporter = load_exporter()
-    jobs = []
     for case in cases:
         src = os.path.join(os.path.dirname(models_dir), case.name + ".joblib")
         joblib.dump(case.model, src)
         for dtype in ("FP64", "FP32"):
-            name = case.name if dtype == "FP64" else case.name + "_fp32"
+            name = model_name(case, dtype)
             err = io.StringIO()
             saved = warnings.showwarning
             try:
@@ -90,29 +94,16 @@ def export_all(cases, models_dir):
                                             "--dtype", dtype])
             finally:
                 warnings.showwarning = saved
-            if status != 0:
-                raise SystemExit("export of %s %s failed: %s" % (case.name, dtype,
-                                                                 err.getvalue().strip()))
-            jobs.append((case, name, dtype))
-    return jobs
+            assert status == 0, "export of %s %s failed: %s" % (case.name, dtype,
+                                                                 err.getvalue().strip())
 
 
-def wait_ready(client, names, timeout_s=15.0):
-    """Waits until the broker knows every model (a worker has registered them)."""
-    deadline = time.monotonic() + timeout_s
-    missing = set(names)
-    while True:
-        try:
-            served = {m.get("name") for m in client.models(timeout_ms=1000)}
-            missing = set(names) - served
-            if not missing:
-                return
-        except pyamaas.AmaasError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit("the cluster did not serve %d model(s) within %.0f s, e.g. %s"
-                             % (len(missing), timeout_s, sorted(missing)[:3]))
-        time.sleep(0.1)
+def models_served(client, names):
+    """True once the broker knows every model of names (a worker registered them)."""
+    try:
+        return set(names) <= {m.get("name") for m in client.models(timeout_ms=1000)}
+    except pyamaas.AmaasError:
+        return False
 
 
 def serve_rows(client, name, x):
@@ -142,56 +133,31 @@ def check_types(got, dtype, case):
     return ""
 
 
-def main():
-    p = argparse.ArgumentParser(description="served predictions versus scikit-learn")
-    p.add_argument("build_dir", help="build directory holding amaas-broker and amaas-worker")
-    p.add_argument("--rows", type=int, default=400, help="random rows per model (default 400)")
-    p.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args()
-
-    try:
-        from harness import Cluster
-    except ImportError as e:
-        print("cannot import tests/harness.py: %s" % e, file=sys.stderr)
-        return 2
-
-    t0 = time.monotonic()
-    cases = zoo.build()
-    passed = failed = 0
+@pytest.fixture(scope="module")
+def client():
+    """A client of a broker and a worker serving every case in both datatypes."""
     with tempfile.TemporaryDirectory(prefix="amaas-fidelity-") as tmp:
         models_dir = os.path.join(tmp, "models")
         os.mkdir(models_dir)
-        jobs = export_all(cases, models_dir)
-        if args.verbose:
-            print("trained and exported %d models in %.1f s" % (len(jobs), time.monotonic() - t0))
-        with Cluster(os.path.abspath(args.build_dir), models_dir, workers=1) as cluster:
-            with pyamaas.Client(cluster.frontend, timeout_ms=10000) as client:
-                wait_ready(client, [name for _, name, _ in jobs])
-                print("%-36s %-5s %12s  %s" % ("model", "type", "max error", "result"))
-                for case, name, dtype in jobs:
-                    x = case.rows(args.rows)
-                    ref = case.reference(x)
-                    try:
-                        got = serve_rows(client, name, x)
-                        err, ok, note = zoo.compare(ref, got, RTOL[dtype],
-                                                    allow_ties=(dtype == "FP32"))
-                        type_note = check_types(got, dtype, case)
-                        if type_note:
-                            ok = False
-                            note = "; ".join(filter(None, [note, type_note]))
-                    except pyamaas.AmaasError as e:
-                        err, ok, note = float("nan"), False, str(e)
-                    print("%-36s %-5s %12.3e  %s%s" % (name, dtype, err, "pass" if ok else "FAIL",
-                                                      "  (%s)" % note if note else ""))
-                    if ok:
-                        passed += 1
-                    else:
-                        failed += 1
-    if args.verbose:
-        print("took %.1f s" % (time.monotonic() - t0))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+        export_all(CASES, models_dir)
+        with Cluster(build_dir(), models_dir, workers=1) as cluster:
+            with pyamaas.Client(cluster.frontend, timeout_ms=10000) as c:
+                names = [model_name(case, dtype) for case in CASES for dtype in RTOL]
+                wait_for("the worker to serve %d models" % len(names),
+                         lambda: models_served(c, names), timeout=15)
+                yield c
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+@pytest.mark.parametrize("dtype", list(RTOL))
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[case.name for case in CASES])
+def test_served_matches_sklearn(client, index, dtype):
+    case = CASES[index]
+    name = model_name(case, dtype)
+    x = case.rows(ROWS)
+    ref = case.reference(x)
+    got = serve_rows(client, name, x)
+    err, ok, note = zoo.compare(ref, got, RTOL[dtype], allow_ties=(dtype == "FP32"))
+    print("%-36s %-5s max error %12.3e  %s" % (name, dtype, err, note))
+    assert ok, "%s: max error %.3e, rtol %g: %s" % (name, err, RTOL[dtype], note)
+    type_note = check_types(got, dtype, case)
+    assert not type_note, type_note

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Allocations on the hot path: the broker and a worker run with
 tools/liballoc_count.so preloaded, which counts every malloc, calloc and
 realloc by the library that called it.  After a warm-up, 20,000 pipelined
@@ -6,19 +5,20 @@ jobs (tests/chaos_client.c, no chaos) must cost no allocation in amaas's
 own code, czmq or msgpack-c: fewer than one per 100 jobs, a margin for
 heartbeats and timers.  What libzmq allocates inside (the body of each
 frame it sends over 33 bytes) is printed, not checked.
-Usage: test_allocations.py BUILD_DIR"""
+Run: ctest -R integration_allocations, or pytest --build-dir BUILD tests/integration/test_allocations.py"""
 import os
 import struct
 import subprocess
 import sys
 import tempfile
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import runner  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, build_dir  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 PRELOAD = os.path.join(BUILD, "tools", "liballoc_count.so")
 JOBS = 20000
@@ -47,7 +47,7 @@ def run_jobs(c, n):
 
 def test_no_allocation_per_job():
     if os.environ.get("AMAAS_SANITIZED"):
-        raise runner.Skip("ASan replaces malloc itself: the counter cannot be preloaded")
+        pytest.skip("ASan replaces malloc itself: the counter cannot be preloaded")
     tmp = tempfile.mkdtemp(prefix="amaas-alloc-")
     env = {"LD_PRELOAD": PRELOAD, "AMAAS_ALLOC_COUNT": os.path.join(tmp, "alloc-%p")}
     with Cluster(BUILD, EXAMPLES, workers=1, env=env) as c:
@@ -66,6 +66,3 @@ def test_no_allocation_per_job():
             # the counter did count: the process's own start allocated
             assert sum(after[name].values()) > 0, after[name]
 
-
-if __name__ == "__main__":
-    runner.run([test_no_allocation_per_job])

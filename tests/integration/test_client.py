@@ -1,17 +1,15 @@
-#!/usr/bin/python3
 """Integration: the C client library (tests/test_client.c, linked against the
 shared libamaas) against a real broker and two workers.
-Usage: test_client.py BUILD_DIR"""
+Run: ctest -R integration_client, or pytest --build-dir BUILD tests/integration/test_client.py"""
 import os
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import runner  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, build_dir  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 
 
@@ -23,6 +21,3 @@ def test_libamaas():
         sys.stdout.write(r.stdout + r.stderr)
         assert r.returncode == 0, "test_client failed"
 
-
-if __name__ == "__main__":
-    runner.run([test_libamaas])

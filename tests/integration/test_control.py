@@ -1,23 +1,21 @@
-#!/usr/bin/python3
 """Integration: the operator commands on the broker's control endpoint:
 amaas status, workers, models, drain WORKER, shutdown (tables and --json).
-Usage: test_control.py BUILD_DIR"""
+Run: ctest -R integration_control, or pytest --build-dir BUILD tests/integration/test_control.py"""
 import json
 import os
-import tempfile
+import signal
 import subprocess
 import sys
-import time
+import tempfile
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
-import runner  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, build_dir, wait_for  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 
 
@@ -25,6 +23,22 @@ def amaas(c, *args):
     return subprocess.run([os.path.join(BUILD, "amaas"), "--control", c.control,
                            "--broker", c.frontend] + list(args),
                           capture_output=True, text=True, timeout=30)
+
+
+def status(c):
+    """`amaas status --json` as a dict."""
+    r = amaas(c, "status", "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def outcome(client, job_id, timeout_ms=30000):
+    """'OK' or the error name of the job."""
+    try:
+        client.recv(job_id, timeout_ms)
+        return "OK"
+    except pyamaas.AmaasError as e:
+        return e.name
 
 
 def test_status_and_workers():
@@ -92,23 +106,34 @@ def test_config_files_and_flags():
                 "    log-level = \"warn\"\n")
     with open(worker_conf, "w") as f:
         f.write("worker\n    credit = 3\n    max-batch = 1\n")
-    # the command line wins over the file: credit 3 from the file, then 1
-    with Cluster(BUILD, EXAMPLES, workers=1, broker_args=["--config", broker_conf],
+    # the command line wins over the file: credit 3 from the file, then 1.
+    # A long heartbeat: the worker is stopped below while the test looks
+    with Cluster(BUILD, EXAMPLES, workers=1, heartbeat_ms=10000,
+                 broker_args=["--config", broker_conf],
                  worker_args=["--config", worker_conf, "--credit", "1"]) as c:
         workers = json.loads(amaas(c, "workers", "--json").stdout)["workers"]
         assert workers[0]["credit"] == 1, workers
+        worker = c.workers[0]
         with pyamaas.Client(c.frontend) as client:
-            # credit 1 and a queue of 2: of 6 big jobs sent at once, some are
-            # refused at once
-            ids = [client.send("iris", {"input": np.ones((20000, 4))}) for _ in range(6)]
-            codes = []
-            for j in ids:
-                try:
-                    client.recv(j, 30000)
-                    codes.append("OK")
-                except pyamaas.AmaasError as e:
-                    codes.append(e.name)
-            assert "RESOURCE_EXHAUSTED" in codes and "OK" in codes, codes
+            # credit 1 and a queue of 2: with the worker stopped, one job is
+            # held by it, two wait in the queue, and the next are refused at
+            # once, before the worker could have freed a place
+            job = {"input": np.ones((1, 4))}
+            worker.send_signal(signal.SIGSTOP)
+            try:
+                held = client.send("iris", job)
+                wait_for("the worker to hold one job", lambda: status(c)["in_flight"] == 1)
+                queued = [client.send("iris", job) for _ in range(2)]
+                wait_for("two jobs in the queue", lambda: status(c)["queued"].get("iris") == 2)
+                refused = [client.send("iris", job) for _ in range(3)]
+                assert [outcome(client, j) for j in refused] == ["RESOURCE_EXHAUSTED"] * 3
+                assert status(c)["queued"]["iris"] == 2 and status(c)["in_flight"] == 1
+            finally:
+                worker.send_signal(signal.SIGCONT)
+            assert [outcome(client, j) for j in [held] + queued] == ["OK"] * 3
+        # stopped while the broker is there to acknowledge its drain (with the
+        # broker gone too, it would wait three long heartbeats for it)
+        assert c.kill_worker(0, signal.SIGTERM) == 0
         assert "info" not in open(os.path.join(c.tmp, "broker.log")).read()  # log-level warn
     r = subprocess.run([os.path.join(BUILD, "amaas-worker"), "--config", "/nonexistent"],
                        capture_output=True, text=True, timeout=10)
@@ -120,7 +145,3 @@ def test_control_defaults_to_loopback():
                        text=True, timeout=10)
     assert "--control ENDPOINT" in r.stdout and "tcp://127.0.0.1:5557" in r.stdout, r.stdout
 
-
-if __name__ == "__main__":
-    runner.run([test_status_and_workers, test_drain_a_worker_under_load, test_shutdown,
-                test_config_files_and_flags, test_control_defaults_to_loopback])

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Integration: jobs and queues longer than any fixed timeout.  A job lives
 as long as its caller's deadline and is computed once: the client sends it
 again only when the broker it went to is gone, and the broker attaches a job
@@ -9,7 +8,7 @@ The model is an MLP 8 -> 2048 -> 2048 -> 2048 -> 1 whose compute time per row
 is measured first, so that the jobs take about the times the cases name on
 any machine.  Under the sanitizers (AMAAS_SANITIZED=1) the long durations are
 cut by 5: that run looks for memory errors, not for durations.
-Usage: test_long_jobs.py BUILD_DIR"""
+Run: ctest -R integration_long_jobs, or pytest --build-dir BUILD tests/integration/test_long_jobs.py"""
 import json
 import os
 import re
@@ -25,11 +24,10 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import runner  # noqa: E402
 import slow_model  # noqa: E402
-from harness import Cluster, wait_for  # noqa: E402
+from harness import Cluster, build_dir, wait_for  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 MODELS = tempfile.mkdtemp(prefix="amaas-heavy-")
 slow_model.write_mlp(os.path.join(MODELS, "heavy.amm"), "heavy", [8, 2048, 2048, 2048, 1])
 SCALE = 0.2 if os.environ.get("AMAAS_SANITIZED") else 1.0
@@ -195,7 +193,3 @@ def test_cancel_drops_queued_jobs():
         print("cancel: 5 of 8 given up, cancelled=%d computed=%d" % (cancelled, computed))
         assert cancelled + computed == 8 and cancelled >= 1, after
 
-
-if __name__ == "__main__":
-    runner.run([test_one_long_job_and_a_long_queue, test_worker_killed_under_a_long_queue,
-                test_broker_killed_during_a_long_job, test_cancel_drops_queued_jobs])

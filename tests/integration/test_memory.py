@@ -1,6 +1,5 @@
-#!/usr/bin/python3
 """Integration: N workers on one machine share one copy of a model's weights.
-Usage: test_memory.py BUILD_DIR
+Run: ctest -R integration_memory, or pytest --build-dir BUILD tests/integration/test_memory.py
 
 A model of 256 MiB (one dense FP32 layer, 8192 x 8192, written with the
 exporter's own encoder) is served by 4 workers; each computes at least one
@@ -21,15 +20,15 @@ import tempfile
 import time
 
 import numpy as np
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
-import runner  # noqa: E402
-from harness import Cluster, load_exporter  # noqa: E402
+from harness import Cluster, build_dir, load_exporter  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 WIDTH = 8192  # 8192 x 8192 FP32 weights: 256 MiB
 WORKERS = 4
 TIMEOUT = 30.0
@@ -63,7 +62,7 @@ def workers(c):
 
 def test_workers_share_the_weights():
     if not os.path.exists("/proc/self/smaps_rollup"):
-        raise runner.Skip("no /proc/PID/smaps_rollup (Linux 4.14 or later)")
+        pytest.skip("no /proc/PID/smaps_rollup (Linux 4.14 or later)")
     d = tempfile.mkdtemp(prefix="amaas-memory-")
     try:
         path = os.path.join(d, "big.amm")
@@ -105,6 +104,3 @@ def test_workers_share_the_weights():
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
-
-if __name__ == "__main__":
-    runner.run([test_workers_share_the_weights])

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Integration: the broker's Prometheus metrics (amaas-broker --metrics).
 
 A broker started with --metrics 127.0.0.1:0 serves GET /metrics on a free
@@ -6,7 +5,7 @@ port and writes it to the endpoints file as metrics=127.0.0.1:PORT.  The
 tests send jobs, read /metrics, check it with `promtool check metrics`, then
 start a real Prometheus server scraping the broker every second and read
 amaas_jobs_total back through its query API.  Needs the Debian package
-prometheus (promtool and the server).  Usage: test_metrics.py BUILD_DIR"""
+prometheus (promtool and the server).  Run: ctest -R integration_metrics, or pytest --build-dir BUILD tests/integration/test_metrics.py"""
 import json
 import os
 import re
@@ -25,10 +24,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
-import runner  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, build_dir  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 BROKER_ARGS = ["--metrics", "127.0.0.1:0"]
 N_OK, N_IRIS, N_NOT_FOUND = 12, 5, 2
@@ -237,6 +235,3 @@ def test_prometheus_scrapes_the_broker():
                 proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-if __name__ == "__main__":
-    runner.run([test_metrics_endpoint, test_prometheus_scrapes_the_broker])

@@ -1,10 +1,9 @@
-#!/usr/bin/python3
 """Integration: scripts/amaas-cluster, the operator's tool for a local cluster.
 (a) start, status, scale up and down, stop, and its errors; the settings file,
 add-worker, start-broker, and stop of a worker just spawned; (b) a rolling
 restart of every worker while `amaas bench` loads the cluster: no job fails,
 and every original worker is gone, replaced by a new one.  Bounded to about
-a minute.  Usage: test_ops.py BUILD_DIR"""
+a minute.  Run: ctest -R integration_ops, or pytest --build-dir BUILD tests/integration/test_ops.py"""
 import json
 import os
 import shutil
@@ -16,9 +15,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import runner  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+from harness import build_dir, wait_for  # noqa: E402
+
+BUILD = build_dir()
 ROOT = os.path.dirname(os.path.dirname(HERE))
 EXAMPLES = os.path.join(ROOT, "examples", "models")
 SCRIPT = os.path.join(ROOT, "scripts", "amaas-cluster")
@@ -90,6 +90,13 @@ class LocalCluster:
                         sys.stderr.write("==> %s <==\n%s\n" % (f, fh.read()[-3000:]))
         shutil.rmtree(self.dir, ignore_errors=True)
         return False
+
+
+def served(c):
+    """Jobs the cluster's broker answered OK (amaas status)."""
+    r = c.amaas("status", "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["jobs"].get("OK", 0)
 
 
 def alive(pid):
@@ -267,16 +274,19 @@ def test_rolling_restart_under_load():
         assert len(original) == 3
         bench = subprocess.Popen(
             [os.path.join(BUILD, "amaas"), "--broker", c.endpoints["frontend"], "bench",
-             "--model", "linear", "--concurrency", "16", "--duration", "10", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             "--model", "linear", "--concurrency", "16", "--warmup", "0", "--duration", "20",
+             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            time.sleep(2.5)  # past the bench's one-second warmup: the restart is measured
+            # no warmup: every job of the bench is measured, the restart's too
+            wait_for("the bench's first jobs", lambda: served(c) > 0 or bench.poll() is not None)
+            assert bench.poll() is None, bench.communicate()
             t0 = time.monotonic()
             r = c.run("rolling-restart")
             took = time.monotonic() - t0
             assert r.returncode == 0, r.stderr
             assert "rolling restart done: 3 worker(s) replaced" in r.stderr, r.stderr
-            mid = c.workers()  # while the bench still runs
+            mid = c.workers()
+            assert bench.poll() is None, "the restart should have ended while the bench ran"
             out, err = bench.communicate(timeout=60)
         finally:
             if bench.poll() is None:
@@ -284,10 +294,9 @@ def test_rolling_restart_under_load():
                 bench.wait()
         assert bench.returncode == 0, err
         result = json.loads(out)[0]
-        print("bench during the rolling restart (%.1f s of 10 s): jobs=%d ok=%d errors=%s, "
+        print("bench during the rolling restart (%.1f s of 20 s): jobs=%d ok=%d errors=%s, "
               "%.0f jobs/s" % (took, result["jobs"], result["ok"], result["errors"],
                                result["jobs_per_s"]))
-        assert took < 8, "the restart should have ended while the bench ran"
         errors = sum(result["errors"].values()) if isinstance(result["errors"], dict) \
             else result["errors"]
         assert errors == 0 and result["jobs"] > 0 and result["ok"] == result["jobs"], result
@@ -301,8 +310,3 @@ def test_rolling_restart_under_load():
         r = c.run("stop")
         assert r.returncode == 0, r.stderr
 
-
-if __name__ == "__main__":
-    runner.run([test_start_status_scale_stop, test_settings_add_worker_and_broker_restart,
-                test_stop_waits_until_a_young_worker_handles_signals,
-                test_rolling_restart_under_load])

@@ -1,27 +1,27 @@
-#!/usr/bin/python3
 """Integration: what security protects.  (1) A capture on the loopback
 interface while a job runs: without security the job's tensor bytes are in
 it (so the capture can see them), with security they are not.  (2) One
 client flooding at 10x capacity while another sends at a modest rate: the
 modest client's jobs all succeed; its p99 latency is printed next to its
-unloaded p99.  Usage: test_privacy.py BUILD_DIR"""
+unloaded p99.  Run: ctest -R integration_privacy, or pytest --build-dir BUILD tests/integration/test_privacy.py"""
 import json
 import os
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import tempfile
-import time
+
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import runner  # noqa: E402
 import slow_model  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, build_dir, control_json, wait_for  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 TMP = tempfile.mkdtemp(prefix="amaas-privacy-")
 SECRET_VALUE = 0.8137241900237314  # its 8 bytes are what the capture looks for
@@ -43,12 +43,37 @@ SECURE_BROKER = ["--curve-cert", BROKER, "--clients", os.path.join(TMP, "clients
                  "--operators", os.path.join(TMP, "operators")]
 
 
+def closings(pcap, port):
+    """TCP segments with FIN or RST sent to port, in the capture file so far
+    (complete records only: tcpdump may be writing the next one)."""
+    data = open(pcap, "rb").read()
+    if len(data) < 24:
+        return 0
+    endian = "<" if data[:4] == b"\xd4\xc3\xb2\xa1" else ">"
+    link = struct.unpack(endian + "I", data[20:24])[0]
+    link_header = {1: 14, 113: 16, 276: 20}[link]  # Ethernet (lo), Linux cooked v1, v2
+    n, at = 0, 24
+    while at + 16 <= len(data):
+        size = struct.unpack(endian + "I", data[at + 8:at + 12])[0]
+        packet = data[at + 16:at + 16 + size]
+        if len(packet) < size:
+            break
+        at += 16 + size
+        ip = packet[link_header:]
+        if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 6:
+            continue
+        tcp = ip[(ip[0] & 0xF) * 4:]
+        if len(tcp) >= 14 and struct.unpack(">H", tcp[2:4])[0] == port and tcp[13] & 0x05:
+            n += 1
+    return n
+
+
 def capture(c, cli_keys):
     """Bytes tcpdump saw on the frontend port while one job ran; None if
     this machine cannot capture."""
     if not shutil.which("tcpdump"):
         return None
-    port = c.frontend.rsplit(":", 1)[1]
+    port = int(c.frontend.rsplit(":", 1)[1])
     pcap = os.path.join(c.tmp, "capture.pcap")
     dump = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "--immediate-mode", "-Z", "root", "-w", pcap,
                              "tcp port %s" % port],
@@ -58,12 +83,18 @@ def capture(c, cli_keys):
     if "listening" not in line:
         dump.kill()
         return None
-    time.sleep(0.5)  # the filter is in place shortly after the message
+    # the filter is in place once a probe connection's end is in the file
+    def probe():
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return closings(pcap, port) > 0
+    wait_for("tcpdump to capture a probe connection", probe)
+    before = closings(pcap, port)
     r = subprocess.run([os.path.join(BUILD, "amaas"), "--broker", c.frontend] + cli_keys +
                        ["predict", "--model", "linear", "--input", "[[%r]]" % SECRET_VALUE],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    time.sleep(1.0)  # libpcap hands packets over in blocks, at least once a second
+    # every packet of the job's connection is in the file once its end is
+    wait_for("the capture of the job's connection", lambda: closings(pcap, port) > before)
     dump.send_signal(signal.SIGINT)
     dump.wait(timeout=10)
     return open(pcap, "rb").read()
@@ -74,8 +105,7 @@ def test_capture_sees_tensors_only_without_security():
     with Cluster(BUILD, EXAMPLES, workers=1) as c:
         plain = capture(c, [])
     if plain is None:
-        print("SKIP: tcpdump cannot capture on lo here (needs root and tcpdump)")
-        return
+        pytest.skip("tcpdump cannot capture on lo here (needs root and tcpdump)")
     assert needle in plain, "the capture should see the plaintext tensor bytes"
     keys = ["--server-key", BROKER, "--cert", CLIENT]
     with Cluster(BUILD, EXAMPLES, workers=1, broker_args=SECURE_BROKER,
@@ -106,7 +136,9 @@ def test_a_flooding_client_does_not_starve_another():
         alone = json.loads(bench(c, 4, 4).communicate(timeout=60)[0])[0]
         capacity = 1e6 / max(alone["server_us"]["compute_mean"], 1.0)
         flood = bench(c, capacity * 10, 8)
-        time.sleep(1.5)
+        # the flood is on once the flooder has jobs refused (over its 20)
+        wait_for("the flooder's first refusals", lambda: flood.poll() is not None or control_json(
+            c, "status")["jobs"].get("RESOURCE_EXHAUSTED", 0) > 0)
         modest = json.loads(bench(c, 4, 4).communicate(timeout=60)[0])[0]
         flooded = json.loads(flood.communicate(timeout=60)[0])[0]
     print("fair share: capacity %.0f jobs/s; flooder sent %.0f jobs/s: ok %d, refused %s"
@@ -120,9 +152,5 @@ def test_a_flooding_client_does_not_starve_another():
     assert flooded["errors"].get("RESOURCE_EXHAUSTED", 0) > 0, flooded
 
 
-if __name__ == "__main__":
-    try:
-        runner.run([test_capture_sees_tensors_only_without_security,
-                    test_a_flooding_client_does_not_starve_another])
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
+def teardown_module():
+    shutil.rmtree(TMP, ignore_errors=True)

@@ -1,6 +1,5 @@
-#!/usr/bin/python3
 """Integration: a worker loads, reloads and removes models without a restart
-(inotify on its models folder, and SIGHUP).  Usage: test_reload.py BUILD_DIR
+(inotify on its models folder, and SIGHUP).  Run: ctest -R integration_reload, or pytest --build-dir BUILD tests/integration/test_reload.py
 
 Models are made here: scikit-learn LinearRegression fitted on exact points
 (y = a x + b), exported with scripts/amaas-export, which writes a temporary
@@ -23,10 +22,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
-import runner  # noqa: E402
-from harness import Cluster, load_exporter, wait_for  # noqa: E402
+from harness import Cluster, build_dir, load_exporter, wait_for  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 TIMEOUT = 15.0
 X = np.array([[0.5], [2.0]])
 
@@ -239,10 +237,3 @@ def test_sighup_rescans():
         assert "rescanning models folder=%s reason=SIGHUP" % d in worker_log(c)
         assert c.workers[0].poll() is None  # SIGHUP does not stop the worker
 
-
-if __name__ == "__main__":
-    runner.run([test_replace_under_load_no_failed_job,
-                test_broken_files_keep_the_old_model_then_a_fix_is_picked_up,
-                test_new_file_served_then_removed, test_last_model_removed_then_back,
-                test_two_versions_side_by_side,
-                test_sighup_rescans])

@@ -1,6 +1,5 @@
-#!/usr/bin/python3
 """Integration: a real broker and workers on 127.0.0.1, clients in Python
-(tests/pyamaas.py) and the amaas CLI.  Usage: test_service.py BUILD_DIR"""
+(tests/pyamaas.py) and the amaas CLI.  Run: ctest -R integration_service, or pytest --build-dir BUILD tests/integration/test_service.py"""
 import json
 import os
 import re
@@ -16,10 +15,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import amm_reference  # noqa: E402
 import pyamaas  # noqa: E402
-import runner  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, build_dir  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 LINEAR = amm_reference.load(os.path.join(EXAMPLES, "linear.amm"))
 IRIS = amm_reference.load(os.path.join(EXAMPLES, "iris.amm"))
@@ -200,12 +198,3 @@ def test_help_on_every_program():
                            text=True, timeout=10)
         assert r.returncode == 2 and r.stderr, (prog, r.stderr)
 
-
-if __name__ == "__main__":
-    runner.run([test_predictions_two_workers_share_the_work,
-                test_kill_one_worker_the_other_serves,
-                test_no_worker_for_model_is_not_found,
-                test_cli_predict_and_models,
-                test_batching_gives_identical_results,
-                test_small_job_alone_computed_by_the_io_thread_same_answer,
-                test_help_on_every_program])

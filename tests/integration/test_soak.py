@@ -1,19 +1,18 @@
-#!/usr/bin/python3
 """Soak: 200,000 pipelined jobs through a broker and two workers (the C client
 tests/chaos_client.c, no chaos).  Prints broker and worker memory (RSS) after
 a warm-up and at the end; memory must stay flat: no per-job leak.
-Usage: test_soak.py BUILD_DIR [JOBS]"""
+AMAAS_SOAK_JOBS=N sends N jobs instead.
+Run: ctest -R integration_soak, or pytest --build-dir BUILD tests/integration/test_soak.py"""
 import os
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import runner  # noqa: E402
-from harness import Cluster  # noqa: E402
+from harness import Cluster, build_dir  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
-JOBS = int(sys.argv[2]) if len(sys.argv) > 2 else 200000
+BUILD = build_dir()
+JOBS = int(os.environ.get("AMAAS_SOAK_JOBS", "200000"))
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 
 
@@ -50,6 +49,3 @@ def test_memory_stays_flat():
             # a leak of even 50 bytes a job would show as 10 MB here
             assert end[name] - start[name] < 8 * 1024, (name, start[name], end[name])
 
-
-if __name__ == "__main__":
-    runner.run([test_memory_stays_flat])

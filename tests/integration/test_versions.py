@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Integration: versions of a model side by side.  Workers on two folders
 serve `linear` version 1 and version 2 (other coefficients); MODELS lists
 both, each with its own workers; a request without a version gets the
@@ -7,7 +6,7 @@ last worker, and what one worker announces never changes what another
 serves.  Then a hostile peer on the unsecured backend floods READYs with
 made-up versions and bad frames: afterwards only the real version is
 listed, with its width, and the broker's log stays bounded.
-Usage: test_versions.py BUILD_DIR"""
+Run: ctest -R integration_versions, or pytest --build-dir BUILD tests/integration/test_versions.py"""
 import json
 import os
 import random
@@ -21,10 +20,9 @@ import zmq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import runner  # noqa: E402
-from harness import Cluster, wait_for  # noqa: E402
+from harness import Cluster, build_dir, wait_for  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = build_dir()
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PY = "/usr/bin/python3"
 
@@ -153,6 +151,3 @@ def test_hostile_readies_change_nothing():
         assert len(lines) < sent / 10, len(lines)
         assert suppressed > sent / 2, suppressed
 
-
-if __name__ == "__main__":
-    runner.run([test_side_by_side, test_hostile_readies_change_nothing])

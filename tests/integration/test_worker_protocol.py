@@ -1,11 +1,10 @@
-#!/usr/bin/python3
 """Integration: the worker's side of the protocol against a fake broker (a
 pyzmq ROUTER on 127.0.0.1), so that it does not depend on the broker's
 version: READY entries carry `mapped` and READY carries `model_errors`; a
 READY is answered; JOBs resolve by version (none: the highest, by
 strverscmp); a version not served is UNAVAILABLE; CANCEL_JOB answers a
 waiting job CANCELLED and leaves a computing one alone.
-Usage: test_worker_protocol.py BUILD_DIR
+Run: ctest -R integration_worker_protocol, or pytest --build-dir BUILD tests/integration/test_worker_protocol.py
 """
 import os
 import shutil
@@ -20,10 +19,11 @@ import zmq
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
-import runner  # noqa: E402
 import slow_model  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+from harness import build_dir  # noqa: E402
+
+BUILD = build_dir()
 SIG = b"AMAAS01"
 READY, JOB, RESULT, HEARTBEAT, CANCEL_JOB = 0x10, 0x11, 0x12, 0x13, 0x16
 
@@ -41,7 +41,9 @@ class FakeBroker:
         self.identity = None
 
     def recv(self, want, timeout_ms=20000):
-        """The next message with command want (heartbeats skipped)."""
+        """The next message with command want.  Heartbeats are answered, as
+        the broker does, so that the worker, however slow the test, never
+        finds its broker silent and connects again."""
         while True:
             if not self.sock.poll(timeout_ms):
                 raise AssertionError("no message 0x%02x from the worker" % want)
@@ -50,6 +52,7 @@ class FakeBroker:
             assert frames[1] == SIG, frames
             cmd = frames[2][0]
             if cmd == HEARTBEAT:
+                self.send(HEARTBEAT, {})
                 continue
             assert cmd == want, (hex(cmd), frames)
             return msgpack.unpackb(frames[3], raw=False), frames[4:]
@@ -140,6 +143,3 @@ def test_versions_cancel_and_ready_answer():
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
-
-if __name__ == "__main__":
-    runner.run([test_versions_cancel_and_ready_answer])

@@ -4,7 +4,7 @@ backoff inside its event loop, not in a sleep: meanwhile it still handles
 signals (SIGHUP rescans at once, without cutting the backoff short), and a
 SIGTERM during the wait stops it cleanly without connecting again.  The
 broker is a pyzmq ROUTER on 127.0.0.1 that never answers.
-Usage: test_worker_reconnect.py BUILD_DIR
+Run: ctest -R integration_worker_reconnect, or pytest --build-dir BUILD tests/integration/test_worker_reconnect.py
 """
 import os
 import shutil
@@ -19,10 +19,9 @@ import zmq
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import harness  # noqa: E402
-import runner  # noqa: E402
 import slow_model  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1])
+BUILD = harness.build_dir()
 SIG = b"AMAAS01"
 READY = 0x10
 
@@ -89,6 +88,3 @@ def test_signals_handled_during_reconnect_backoff():
         ctx.term()
         shutil.rmtree(d, ignore_errors=True)
 
-
-if __name__ == "__main__":
-    runner.run([test_signals_handled_during_reconnect_backoff])
