@@ -775,6 +775,12 @@ int broker_run (const broker_config_t *config)
     if (getrandom (&self.incarnation, sizeof self.incarnation, 0) != sizeof self.incarnation)
         self.incarnation = (uint64_t)clock_now_us () ^ ((uint64_t)getpid () << 32);
     self.dispatch = dispatch_new (config->max_queue, config->max_lost);
+    //  Workers that served the broker before it restarted find it again
+    //  within their liveness: until then, a model not (yet) served is
+    //  UNAVAILABLE, which clients retry, rather than NOT_FOUND
+    uint64_t warmup_us = (uint64_t)config->heartbeat_ms * (uint64_t)config->liveness * 1000u;
+    if (self.dispatch)
+        dispatch_set_warmup (self.dispatch, clock_now_us () + warmup_us);
     self.failed = dispatch_jobs_new ();
     self.peer_lines = ratelimit_new (PEER_LINES);
     self.all_lines = ratelimit_new (ALL_LINES);

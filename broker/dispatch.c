@@ -122,23 +122,25 @@ struct dispatch_jobs_t {
 };
 
 struct dispatch_t {
-    zhashx_t *models;     //  dispatch_model_t * by name and version (s_model_key)
-    zhashx_t *latest;     //  the highest version served, dispatch_model_t * by name
-    idmap_t *index;       //  live jobs by client and id (s_job_hash)
-    zhashx_t *workers;    //  dispatch_worker_t * by key
-    job_node_t **slots;   //  live jobs by slot; NULL where free
-    uint32_t *free_slots; //  stack of free slot indices
-    size_t n_free;        //  in that stack
-    size_t n_slots;       //  slots ever used
-    size_t slots_size;    //  allocated entries of slots and free_slots
-    job_node_t *spares;   //  free jobs
-    size_t n_spares;      //  how many
-    size_t held;          //  jobs held by workers
-    size_t max_queue;     //  bound of each model's queue
-    uint32_t max_lost;    //  a job lost with this many workers fails
-    uint64_t next_seq;    //  sequence number of the next job's token
-    uint64_t next_given;  //  dispatch sequence number
-    uint64_t lanes_swept; //  when empty lanes were last freed
+    zhashx_t *models;       //  dispatch_model_t * by name and version (s_model_key)
+    zhashx_t *latest;       //  the highest version served, dispatch_model_t * by name
+    idmap_t *index;         //  live jobs by client and id (s_job_hash)
+    zhashx_t *workers;      //  dispatch_worker_t * by key
+    job_node_t **slots;     //  live jobs by slot; NULL where free
+    uint32_t *free_slots;   //  stack of free slot indices
+    size_t n_free;          //  in that stack
+    size_t n_slots;         //  slots ever used
+    size_t slots_size;      //  allocated entries of slots and free_slots
+    job_node_t *spares;     //  free jobs
+    size_t n_spares;        //  how many
+    size_t held;            //  jobs held by workers
+    size_t max_queue;       //  bound of each model's queue
+    uint32_t max_lost;      //  a job lost with this many workers fails
+    uint64_t warm_until_us; //  before then, and before any worker registered, a model
+                            //  not served is UNAVAILABLE (retry), not NOT_FOUND
+    uint64_t next_seq;      //  sequence number of the next job's token
+    uint64_t next_given;    //  dispatch sequence number
+    uint64_t lanes_swept;   //  when empty lanes were last freed
 };
 
 static job_node_t *s_node_of (dispatch_job_t *job)
@@ -855,6 +857,7 @@ dispatch_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfr
         s_latest_update (self, worker->models[i]->name);
     //  Versions the worker no longer serves go if nobody else serves them
     s_orphan_versions (self, old_models, n_old, failed);
+    self->warm_until_us = 0; //  workers are finding the broker: the warm-up is over
     return worker;
 err:
     s_orphan_versions (self, old_models, n_old, failed);
@@ -884,6 +887,28 @@ void dispatch_worker_drain (dispatch_t *self, dispatch_worker_t *worker, dispatc
     worker->draining = true;
 }
 
+void dispatch_set_warmup (dispatch_t *self, uint64_t until_us)
+{
+    assert (self);
+    self->warm_until_us = until_us;
+}
+
+//  Fails a job whose model (or version) no worker serves: NOT_FOUND, with
+//  the message already set, or UNAVAILABLE while the broker warms up (no
+//  worker has registered yet).
+//  Returns the code.  Cannot fail.
+static amaas_code_t s_not_served (dispatch_t *self, dispatch_job_t *job)
+{
+    if (job->received_us < self->warm_until_us) {
+        snprintf (job->fail_message, sizeof job->fail_message,
+                  "no worker has registered model '%.64s' yet (the broker has just started): "
+                  "retry",
+                  job->model);
+        return job->fail_code = AMAAS_UNAVAILABLE;
+    }
+    return job->fail_code = AMAAS_NOT_FOUND;
+}
+
 amaas_code_t dispatch_submit (dispatch_t *self, dispatch_job_t *job, const char *version)
 {
     assert (self);
@@ -900,13 +925,13 @@ amaas_code_t dispatch_submit (dispatch_t *self, dispatch_job_t *job, const char 
             else
                 snprintf (job->fail_message, sizeof job->fail_message,
                           "no worker serves model '%s' (see 'amaas models')", job->model);
-            return job->fail_code = AMAAS_NOT_FOUND;
+            return s_not_served (self, job);
         }
         job->pinned = true;
     } else if (!(model = zhashx_lookup (self->latest, job->model))) {
         snprintf (job->fail_message, sizeof job->fail_message,
                   "no worker serves model '%s' (see 'amaas models')", job->model);
-        return job->fail_code = AMAAS_NOT_FOUND;
+        return s_not_served (self, job);
     }
     if (model->queued >= self->max_queue) {
         snprintf (job->fail_message, sizeof job->fail_message,

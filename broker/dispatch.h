@@ -51,6 +51,12 @@ typedef int (dispatch_send_fn) (dispatch_job_t *job, dispatch_worker_t *worker, 
 //  max_lost workers fails UNAVAILABLE.  NULL on out-of-memory.
 dispatch_t *dispatch_new (size_t max_queue, uint32_t max_lost);
 
+//  Until until_us, or until the first worker registers, a job for a model
+//  that no worker serves is answered UNAVAILABLE (retry after a backoff)
+//  instead of NOT_FOUND: a broker that has just started has not heard from
+//  the workers that will serve it.  Cannot fail.
+void dispatch_set_warmup (dispatch_t *self, uint64_t until_us);
+
 //  Free the dispatcher, its workers and every job it holds.  Nulls *self_p.
 //  Cannot fail.
 void dispatch_destroy (dispatch_t **self_p);

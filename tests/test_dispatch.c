@@ -122,6 +122,43 @@ START_TEST (test_not_found_and_full)
 }
 END_TEST
 
+//  A job received at now_us for model
+static amaas_code_t submit_at (dispatch_t *d, const char *model, uint64_t id, uint64_t now_us)
+{
+    codec_header_t request = {0};
+    codec_header_set_model (&request, model);
+    dispatch_job_t *job = dispatch_job_new (d, id, &request, NULL, 0, NULL, now_us);
+    amaas_code_t code = dispatch_submit (d, job, NULL);
+    if (code != AMAAS_OK)
+        ck_assert_ptr_nonnull (strstr (dispatch_job_fail_message (job), model));
+    dispatch_job_destroy (&job);
+    return code;
+}
+
+START_TEST (test_warmup_unavailable_until_a_worker_registers)
+{
+    //  A broker that has just started answers UNAVAILABLE (retry) for a
+    //  model nobody serves yet, until its warm-up ends ...
+    dispatch_t *d = dispatch_new (10, 2);
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
+    dispatch_set_warmup (d, 1000000);
+    ck_assert_int_eq (submit_at (d, "a", 1, 0), AMAAS_UNAVAILABLE);
+    ck_assert_int_eq (submit_at (d, "a", 2, 999999), AMAAS_UNAVAILABLE);
+    ck_assert_int_eq (submit_at (d, "a", 3, 1000000), AMAAS_NOT_FOUND);
+    dispatch_destroy (&d);
+    //  ... or until a worker registers: then what it does not serve is
+    //  NOT_FOUND, as later
+    d = dispatch_new (10, 2);
+    dispatch_set_warmup (d, 1000000);
+    ck_assert_int_eq (submit_at (d, "b", 4, 10), AMAAS_UNAVAILABLE);
+    add_worker (d, "w1", "a", 1, failed);
+    ck_assert_int_eq (submit_at (d, "b", 5, 20), AMAAS_NOT_FOUND);
+    ck_assert_uint_eq (dispatch_jobs_size (failed), 0);
+    dispatch_jobs_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
 START_TEST (test_credit_and_least_loaded)
 {
     dispatch_t *d = dispatch_new (100, 2);
@@ -813,6 +850,7 @@ int main (void)
     tcase_add_test (tc, test_clients_take_turns);
     tcase_add_test (tc, test_pool_tokens_and_idle_lanes);
     tcase_add_test (tc, test_fields_through_accessors);
+    tcase_add_test (tc, test_warmup_unavailable_until_a_worker_registers);
     suite_add_tcase (s, tc);
     SRunner *sr = srunner_create (s);
     srunner_run_all (sr, CK_NORMAL);
