@@ -21,6 +21,10 @@
 #define DEFS_OPS_MAX 256
 //  keys in one msgpack map
 #define DEFS_KEYS_MAX 64
+//  msgpack containers nested in a model file or a message, at most
+#define DEFS_DEPTH_MAX 16
+//  outputs a model declares, 1 .. OUTPUTS_MAX
+#define DEFS_OUTPUTS_MAX 8
 //  weight bins start at a file offset that is a multiple of this
 #define DEFS_ALIGN 64
 //  port: clients send jobs here

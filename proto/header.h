@@ -89,8 +89,8 @@ typedef struct {
     X ("credit",       credit,       CREDIT,       u32,     1, 65535,              "a uint in 1..65535") /* READY: jobs the worker may hold */ \
     X ("pid",          pid,          PID,          u32,     0, UINT32_MAX,         "a uint32") /* READY: worker's pid */ \
     X ("host",         host,         HOST,         str,     0, CODEC_HOST_MAX,     "a str of at most 255 bytes") /* READY: worker's host */ \
-    X ("outputs",      outputs,      OUTPUTS,      names,   0, CODEC_MAX_OUTPUTS,  "an array of at most 16 names") /* requested output names */ \
-    X ("models",       models,       MODELS,       models,  0, CODEC_MAX_MODELS,   "an array of at most 1024 maps") /* READY, MODELS_REPLY */ \
+    X ("outputs",      outputs,      OUTPUTS,      names,   0, CODEC_MAX_OUTPUTS,  "an array of at most " CODEC_STR (CODEC_MAX_OUTPUTS) " names") /* requested output names */ \
+    X ("models",       models,       MODELS,       models,  0, CODEC_MAX_MODELS,   "an array of at most " CODEC_STR (CODEC_MAX_MODELS) " maps") /* READY, MODELS_REPLY */ \
     X ("command",      command,      COMMAND,      str,     1, CODEC_COMMAND_MAX,  "a str of 1..31 bytes") /* CONTROL: status, workers, ... */ \
     X ("worker",       worker,       WORKER,       str,     1, CODEC_WORKER_MAX,   "a worker id (str)") /* CONTROL drain: the worker's id */ \
     X ("batch",        batch,        BATCH,        u32,     0, UINT32_MAX,         "a uint32") /* RESULT, REPLY: jobs computed together */ \

@@ -18,7 +18,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#define CODEC_MAX_DEPTH 16 //  msgpack nesting accepted
+#include "amaas_defs.h"
+
+#define CODEC_MAX_DEPTH DEFS_DEPTH_MAX //  msgpack nesting accepted
 
 //  Check that buf holds exactly one well-formed msgpack object whose
 //  containers claim no more elements than bytes remain, nested at most

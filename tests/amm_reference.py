@@ -25,11 +25,11 @@ VERSION_RE = re.compile(r"^[A-Za-z0-9._+-]{1,%d}$" % amaas_defs.VERSION_MAX)
 TENSOR_RE = re.compile(r"^[A-Za-z0-9._-]{1,%d}$" % amaas_defs.TENSOR_NAME_MAX)
 MAX_LABEL = amaas_defs.LABEL_MAX
 MAX_KEYS = amaas_defs.KEYS_MAX
-MAX_DEPTH = 16
+MAX_DEPTH = amaas_defs.DEPTH_MAX
 DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 MAX_WIDTH = amaas_defs.WIDTH_MAX
 MAX_OPS = amaas_defs.OPS_MAX
-MAX_OUTPUTS = 8
+MAX_OUTPUTS = amaas_defs.OUTPUTS_MAX
 ELEMENTWISE = ("identity", "relu", "tanh", "sigmoid", "softmax", "normalize")
 
 

@@ -18,8 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "amaas.h"
+#include "amaas_defs.h"
 
-#define MODEL_MAX_OUTPUTS 8
+#define MODEL_MAX_OUTPUTS DEFS_OUTPUTS_MAX
 
 typedef struct model_t model_t;
 typedef struct model_workspace_t model_workspace_t;
