@@ -311,6 +311,17 @@ def control_json(cluster, *command):
     return json.loads(r.stdout)
 
 
+def outcome(client, job_id, timeout_ms=60000):
+    """'OK', or the name of the error that job_id (sent by a tests/pyamaas.py
+    client) was answered with."""
+    import pyamaas  # tests/, beside this file
+    try:
+        client.recv(job_id, timeout_ms)
+        return "OK"
+    except pyamaas.AmaasError as e:
+        return e.name
+
+
 class stopped:
     """A process stopped (SIGSTOP) for the block, continued (SIGCONT) after,
     whatever happens: a worker that cannot finish a job until the test lets

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "admission.h"
+#include "unit.h"
 
 #define IDLE_MS 1000
 
@@ -185,9 +186,5 @@ int main (void)
     tcase_add_test (tc, test_move_to_new_connection);
     tcase_add_test (tc, test_many_clients);
     suite_add_tcase (s, tc);
-    SRunner *sr = srunner_create (s);
-    srunner_run_all (sr, CK_NORMAL);
-    int failed = srunner_ntests_failed (sr);
-    srunner_free (sr);
-    return failed ? 1 : 0;
+    return unit_run (s);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "unit.h"
 
 #define T_MAX_JOBS 64
 
@@ -559,9 +560,5 @@ int main (void)
     tcase_add_test (tc, test_member_outputs_selection);
     tcase_add_test (tc, test_batch_equals_jobs_alone);
     suite_add_tcase (s, tc);
-    SRunner *sr = srunner_create (s);
-    srunner_run_all (sr, CK_NORMAL);
-    int failed = srunner_ntests_failed (sr);
-    srunner_free (sr);
-    return failed ? 1 : 0;
+    return unit_run (s);
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "amaas.h"
+#include "unit.h"
 
 static const char *frontend;
 static double slope, intercept; //  of the linear example model
@@ -299,9 +300,5 @@ int main (void)
     tcase_add_test (tc, test_classifier_outputs);
     tcase_add_test (tc, test_errors);
     suite_add_tcase (s, tc);
-    SRunner *sr = srunner_create (s);
-    srunner_run_all (sr, CK_NORMAL);
-    int failed = srunner_ntests_failed (sr);
-    srunner_free (sr);
-    return failed ? 1 : 0;
+    return unit_run (s);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "unit.h"
 
 static char err[CODEC_MESSAGE_MAX];
 
@@ -904,9 +905,5 @@ int main (void)
     tcase_add_test (tc, test_every_field_round_trips);
     tcase_add_test (tc, test_wire_bytes_unchanged);
     suite_add_tcase (s, tc);
-    SRunner *sr = srunner_create (s);
-    srunner_run_all (sr, CK_NORMAL);
-    int failed = srunner_ntests_failed (sr);
-    srunner_free (sr);
-    return failed ? 1 : 0;
+    return unit_run (s);
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "dispatch.h"
+#include "unit.h"
 
 #define MAX_SENT 1000
 
@@ -852,9 +853,5 @@ int main (void)
     tcase_add_test (tc, test_fields_through_accessors);
     tcase_add_test (tc, test_warmup_unavailable_until_a_worker_registers);
     suite_add_tcase (s, tc);
-    SRunner *sr = srunner_create (s);
-    srunner_run_all (sr, CK_NORMAL);
-    int failed = srunner_ntests_failed (sr);
-    srunner_free (sr);
-    return failed ? 1 : 0;
+    return unit_run (s);
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "idmap.h"
+#include "unit.h"
 
 typedef struct {
     uint64_t key;
@@ -107,9 +108,5 @@ int main (void)
     tcase_add_test (tc, test_iteration_sees_each_item_once);
     tcase_add_test (tc, test_hashes);
     suite_add_tcase (s, tc);
-    SRunner *sr = srunner_create (s);
-    srunner_run_all (sr, CK_NORMAL);
-    int failed = srunner_ntests_failed (sr);
-    srunner_free (sr);
-    return failed ? 1 : 0;
+    return unit_run (s);
 }

@@ -9,6 +9,7 @@
 
 #include "list.h"
 #include "utf8.h"
+#include "unit.h"
 
 typedef struct {
     int value;
@@ -194,9 +195,5 @@ int main (void)
     tcase_add_test (tc, test_list_foreach_unlinks_and_splice);
     tcase_add_test (tc, test_utf8_against_rfc_table);
     suite_add_tcase (s, tc);
-    SRunner *sr = srunner_create (s);
-    srunner_run_all (sr, CK_NORMAL);
-    int failed = srunner_ntests_failed (sr);
-    srunner_free (sr);
-    return failed ? 1 : 0;
+    return unit_run (s);
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "metrics.h"
+#include "unit.h"
 
 //  Whether the rendered text holds this exact line
 static bool has_line (const char *text, const char *line)
@@ -373,9 +374,5 @@ int main (void)
     tcase_add_test (tc, test_bad_listen_addresses);
     tcase_add_test (tc, test_http_server);
     suite_add_tcase (s, tc);
-    SRunner *sr = srunner_create (s);
-    srunner_run_all (sr, CK_NORMAL);
-    int failed = srunner_ntests_failed (sr);
-    srunner_free (sr);
-    return failed ? 1 : 0;
+    return unit_run (s);
 }

@@ -26,6 +26,7 @@
 #include <msgpack.h>
 
 #include "model.h"
+#include "unit.h"
 
 #define T_MAX_LAYERS 32
 #define T_CAPACITY 80 //  entries of a map or array built by t_map/t_array
@@ -1928,9 +1929,5 @@ static Suite *s_suite (void)
 
 int main (void)
 {
-    SRunner *runner = srunner_create (s_suite ());
-    srunner_run_all (runner, CK_NORMAL);
-    int failed = srunner_ntests_failed (runner);
-    srunner_free (runner);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run (s_suite ());
 }

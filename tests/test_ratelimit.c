@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ratelimit.h"
+#include "unit.h"
 
 #define MAX_REPORTS 16
 
@@ -194,9 +195,5 @@ int main (void)
     tcase_add_test (tc, test_the_cap_bounds_memory);
     tcase_add_test (tc, test_zero_allows_nothing);
     suite_add_tcase (s, tc);
-    SRunner *sr = srunner_create (s);
-    srunner_run_all (sr, CK_NORMAL);
-    int failed = srunner_ntests_failed (sr);
-    srunner_free (sr);
-    return failed ? 1 : 0;
+    return unit_run (s);
 }

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "retry.h"
+#include "unit.h"
 
 #define NEVER 1000000000 //  a heartbeat that never comes in these tests
 
@@ -317,9 +318,5 @@ int main (void)
     tcase_add_test (tc, test_epoch_change_gives_up);
     tcase_add_test (tc, test_stop_anywhere);
     suite_add_tcase (s, tc);
-    SRunner *sr = srunner_create (s);
-    srunner_run_all (sr, CK_NORMAL);
-    int failed = srunner_ntests_failed (sr);
-    srunner_free (sr);
-    return failed ? 1 : 0;
+    return unit_run (s);
 }

@@ -13,7 +13,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
-from harness import Cluster, build_dir, wait_for  # noqa: E402
+from harness import Cluster, build_dir, outcome, wait_for  # noqa: E402
 
 BUILD = build_dir()
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
@@ -30,15 +30,6 @@ def status(c):
     r = amaas(c, "status", "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
-
-
-def outcome(client, job_id, timeout_ms=30000):
-    """'OK' or the error name of the job."""
-    try:
-        client.recv(job_id, timeout_ms)
-        return "OK"
-    except pyamaas.AmaasError as e:
-        return e.name
 
 
 def test_status_and_workers():

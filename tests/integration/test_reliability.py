@@ -15,7 +15,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
 import slow_model  # noqa: E402
-from harness import Cluster, build_dir, control_json, stopped, wait_for  # noqa: E402
+from harness import Cluster, build_dir, control_json, outcome, stopped, wait_for  # noqa: E402
 
 BUILD = build_dir()
 MODELS = tempfile.mkdtemp(prefix="amaas-slow-")
@@ -26,15 +26,6 @@ RNG = np.random.default_rng(5)
 
 def rows(n):
     return {"input": RNG.random((n, 256), dtype=np.float32)}
-
-
-def outcome(client, jid, timeout_ms=60000):
-    """'OK' or the error name of job jid."""
-    try:
-        client.recv(jid, timeout_ms)
-        return "OK"
-    except pyamaas.AmaasError as e:
-        return e.name
 
 
 def worker_stats(cluster, index):
