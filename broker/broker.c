@@ -534,7 +534,8 @@ static void s_on_backend (broker_t *self)
         //  file removed); a new one must serve at least one
         if (!(h->fields & HDR_MODELS) || (h->n_models == 0 && !worker)) {
             s_send_error (self, self->back, identity, identity_size, 0, AMAAS_INVALID_ARGUMENT,
-                          "READY needs 'models', an array of 1..1024 models (0 only in an update)");
+                          "READY needs 'models', an array of 1.." CODEC_STR (
+                              CODEC_MAX_MODELS) " models (0 only in an update)");
             return;
         }
         bool update = worker != NULL;

@@ -625,8 +625,7 @@ uint64_t amaas_send_opts (amaas_client_t *self, const char *model, const amaas_t
     }
     //  Encode into the reused buffer, then into the payload the job keeps
     self->packed.size = 0;
-    list_node_t *reused = list_pop_first (&self->pool); //  once: LIST_ITEM reads it twice
-    pending_t *p = LIST_ITEM (reused, pending_t, node);
+    pending_t *p = LIST_ITEM (list_pop_first (&self->pool), pending_t, node);
     if (!p && (p = malloc (sizeof *p))) {
         list_node_init (&p->node);
         p->retry.state = RETRY_UNTRACKED;

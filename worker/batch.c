@@ -31,8 +31,9 @@ struct batch_t {
     batch_member_t *members;      //  the jobs of the batch at hand
     uint64_t expired;             //  jobs answered DEADLINE_EXCEEDED by batch_gather
     msgpack_sbuffer packed;       //  a job's outputs, encoded
-    size_t *byte_offsets;         //  BYTES outputs: offset of each row
+    size_t *byte_offsets;         //  a BYTES output: offset of each row of the batch
     size_t byte_offsets_size;     //  entries allocated
+    const void *offsets_of;       //  the output data byte_offsets describes, NULL: none yet
 };
 
 batch_job_t *batch_queue_first (const list_t *queue)
@@ -164,6 +165,7 @@ void batch_begin (batch_t *self, const batch_model_t *serving, uint64_t now_us)
     self->serving = serving;
     self->gather_until_us = now_us + serving->batch_delay_us;
     self->size = self->rows = 0;
+    self->offsets_of = NULL; //  the next batch's outputs may reuse the same buffers
 }
 
 int batch_add (batch_t *self, const batch_member_t *member)
@@ -253,9 +255,12 @@ uint64_t batch_expired (const batch_t *self)
 }
 
 //  Row byte offsets of a BYTES output of `rows` rows, into self->byte_offsets
-//  (rows + 1 entries).  Returns 0, -1 on out-of-memory.
+//  (rows + 1 entries), walked once per batch and output rather than once
+//  per member.  Returns 0, -1 on out-of-memory.
 static int s_bytes_offsets (batch_t *self, const model_output_t *out, size_t rows)
 {
+    if (self->offsets_of == out->data)
+        return 0;
     if (self->byte_offsets_size < rows + 1) {
         size_t *grown = realloc (self->byte_offsets, (rows + 1) * sizeof (size_t));
         if (!grown)
@@ -272,6 +277,7 @@ static int s_bytes_offsets (batch_t *self, const model_output_t *out, size_t row
         offset += 4 + len;
     }
     self->byte_offsets[rows] = offset;
+    self->offsets_of = out->data;
     return 0;
 }
 

@@ -94,9 +94,7 @@ struct compute_t {
 batch_job_t *compute_job_take (compute_t *self)
 {
     assert (self);
-    //  (LIST_ITEM evaluates its argument twice: the node is popped first)
-    list_node_t *free_node = list_pop_first (&self->pool);
-    batch_job_t *job = LIST_ITEM (free_node, batch_job_t, node);
+    batch_job_t *job = LIST_ITEM (list_pop_first (&self->pool), batch_job_t, node);
     if (!job) {
         job = malloc (sizeof *job);
         if (!job)

@@ -159,17 +159,6 @@ def test_start_status_scale_stop():
         assert r.returncode == 3 and "not running" in r.stdout, r.stdout
 
 
-def wait_until(what, condition, timeout=30.0):
-    """The first true value of condition(), polled until timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting for " + what
-        time.sleep(0.05)
-
-
 def test_settings_add_worker_and_broker_restart():
     """The settings file (what the systemd units read too), start --workers 0,
     add-worker (its number and pid; --models, --worker-arg, --no-wait),
@@ -209,8 +198,8 @@ def test_settings_add_worker_and_broker_restart():
             # A worker with nothing to serve: --no-wait returns, the worker exits 1
             r = c.run("add-worker", "--no-wait", "--models", empty)
             assert r.returncode == 0 and r.stdout.split()[0] == "3", (r.stdout, r.stderr)
-            wait_until("worker-3's exit status",
-                       lambda: os.path.exists(os.path.join(c.dir, "worker-3.status")))
+            wait_for("worker-3's exit status",
+                     lambda: os.path.exists(os.path.join(c.dir, "worker-3.status")))
             assert c.status_of("worker-3") == 1
             r = c.run("add-worker", "--models", empty)
             assert r.returncode == 1 and "before it registered" in r.stderr, r.stderr
@@ -218,15 +207,15 @@ def test_settings_add_worker_and_broker_restart():
             # The broker killed, then started again on the same endpoints
             with open(os.path.join(c.dir, "broker.pid")) as f:
                 os.kill(int(f.read()), signal.SIGKILL)
-            wait_until("the broker's exit status",
-                       lambda: os.path.exists(os.path.join(c.dir, "broker.status")))
+            wait_for("the broker's exit status",
+                     lambda: os.path.exists(os.path.join(c.dir, "broker.status")))
             assert c.status_of("broker") == 128 + signal.SIGKILL
             assert c.run("status").returncode == 3
             r = c.run("start-broker")
             assert r.returncode == 0, r.stderr
             assert dict(line.split("=", 1) for line in r.stdout.split()) == c.endpoints, r.stdout
             assert c.run("start-broker").returncode == 1  # it runs already
-            wait_until("both workers back", lambda: len(c.workers()) == 2)
+            wait_for("both workers back", lambda: len(c.workers()) == 2)
 
             r = c.run("stop")
             assert r.returncode == 1 and "status 1" in r.stdout, r.stdout  # worker-3
