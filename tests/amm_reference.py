@@ -33,6 +33,12 @@ MAX_OUTPUTS = amaas_defs.OUTPUTS_MAX
 ELEMENTWISE = ("identity", "relu", "tanh", "sigmoid", "softmax", "normalize")
 
 
+#  Ops of the families (trees, svm, prep), registered by tests/amm_ref_*.py:
+#  name -> (check, run).  check(op, where, w, dtype) returns (c, new_width),
+#  c being what run needs; run(c, x, dt) returns the new current tensor.
+FAMILY = {}
+
+
 class FormatError(Exception):
     """The file breaks a rule of docs/MODEL_FORMAT.md."""
 
@@ -160,6 +166,9 @@ def load_bytes(data):
             w = m_out
         elif kind in ELEMENTWISE:
             pass
+        elif kind in FAMILY:
+            got, w = FAMILY[kind][0](op, where, w, dtype)
+            c.update(got)
         elif kind == "binary":
             _need(w == 1, where + ": needs width 1, current width %d" % w)
             w = 2
@@ -253,6 +262,8 @@ def run(model, x):
                 else:
                     x = np.empty(len(idx), dtype=object)
                     x[:] = [labels[i] for i in idx]
+            elif k in FAMILY:
+                x = FAMILY[k][1](op, x, dt)
             elif k == "output":
                 result[op["name"]] = x.reshape(-1) if op["flatten"] else x.copy()
     return result
@@ -320,3 +331,9 @@ def bin_offsets(data):
     if end != len(data):
         raise FormatError("%d bytes after the msgpack map" % (len(data) - end))
     return found
+
+
+#  The families register their ops in FAMILY (they import this module's helpers)
+import amm_ref_prep  # noqa: E402,F401
+import amm_ref_svm  # noqa: E402,F401
+import amm_ref_trees  # noqa: E402,F401

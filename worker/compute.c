@@ -316,7 +316,7 @@ static void s_runner_fini (runner_t *self)
 //  A model the I/O thread may run itself, when the compute thread has
 //  nothing to do: one whose job costs little (microseconds, so that
 //  heartbeats are not held up) and that is not set to wait for more jobs to
-//  batch.  A dense layer counts its weights, any other op its input width.
+//  batch.  Each op says what a row costs it (model_op_t.work).
 size_t compute_inline_work (const model_t *model, uint64_t batch_delay_us)
 {
     assert (model);
@@ -325,7 +325,7 @@ size_t compute_inline_work (const model_t *model, uint64_t batch_delay_us)
     size_t work = 0;
     for (size_t i = 0; i < model_op_count (model); i++) {
         const model_op_t *op = model_op (model, i);
-        work += op->kind == MODEL_OP_DENSE ? op->in_width * op->out_width : op->in_width + 1;
+        work += op->work;
     }
     return work;
 }

@@ -20,6 +20,7 @@
     returns.
 */
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -35,6 +36,7 @@
 #include "amaas_defs.h"
 #include "codec.h"
 #include "model.h"
+#include "model_family.h"
 #include "utf8.h"
 
 #define S_FORMAT "amaas-model"
@@ -48,6 +50,8 @@
 #define S_VERSION_MAX DEFS_VERSION_MAX         //  model version
 #define S_TENSOR_NAME_MAX DEFS_TENSOR_NAME_MAX //  input and output names
 #define S_ALIGN DEFS_ALIGN                     //  weights are used in place at this alignment
+#define S_MAX_PARTS 256                        //  parts of one columns op
+#define S_MAX_NESTING 3                        //  columns ops inside columns ops
 
 //  One output the header declares
 typedef struct {
@@ -56,14 +60,26 @@ typedef struct {
     size_t width;                     //  k of [-1, k], 0 for [-1]
 } s_output_t;
 
+typedef struct s_part_t s_part_t;
+
 //  One op and what the model owns of it
 typedef struct {
-    model_op_t op;   //  what model_run sees
-    void *a_copy;    //  aligned copy of op.a, or NULL when op.a is in place
-    void *b_copy;    //  aligned copy of op.b, or NULL
-    void *labels;    //  int_labels or bytes_labels, owned
-    size_t *offsets; //  bytes_offset, owned
+    model_op_t op;       //  what model_run sees
+    void *a_copy;        //  aligned copy of op.a, or NULL when op.a is in place
+    void *b_copy;        //  aligned copy of op.b, or NULL
+    void *labels;        //  int_labels or bytes_labels, owned
+    size_t *offsets;     //  bytes_offset, owned
+    model_part_t *parts; //  columns: op.parts, owned
+    s_part_t *owned;     //  columns: what each part owns
+    void *ext;           //  family op: op.ext, freed by op.family->destroy
 } s_op_t;
+
+//  What one part of a columns op owns
+struct s_part_t {
+    size_t *columns;         //  model_part_t.columns
+    s_op_t *ops;             //  its ops
+    const model_op_t **ptrs; //  model_part_t.ops: &ops[i].op
+};
 
 struct model_t {
     char name[S_NAME_MAX + 1];              //  model name
@@ -76,6 +92,9 @@ struct model_t {
     size_t n_ops;                           //  1 .. S_MAX_OPS
     s_op_t *ops;                            //  checked ops
     size_t copied;                          //  bytes of weights copied
+    void **allocs;                          //  model_parse_alloc's and the getters' copies
+    size_t n_allocs;                        //  used entries of allocs
+    size_t allocs_cap;                      //  entries allocated
     void *map;                              //  mapping of the file, or NULL
     size_t map_size;                        //  its size
 };
@@ -83,10 +102,21 @@ struct model_t {
 //  Where the parser is, for error messages
 typedef struct {
     const char *label; //  file name or caller's label
-    char where[96];    //  "op 3 (dense)", "outputs[1]", or "" at top level
+    char where[160];   //  "op 3 (dense)", "outputs[1]", or "" at top level
     char *err;         //  caller's message buffer, may be NULL
     size_t err_size;   //  its size
+    size_t ops;        //  ops parsed so far, those in parts included
 } s_ctx_t;
+
+//  What a family's parse sees (model_family.h)
+struct model_parse_t {
+    s_ctx_t *ctx;
+    model_t *self;
+};
+
+//  The families' tables
+static const model_family_op_t *const s_families[] = {model_trees_ops, model_svm_ops,
+                                                      model_prep_ops};
 
 static const struct {
     const char *name;
@@ -97,7 +127,7 @@ static const struct {
     {"tanh", MODEL_OP_TANH},         {"sigmoid", MODEL_OP_SIGMOID},
     {"softmax", MODEL_OP_SOFTMAX},   {"normalize", MODEL_OP_NORMALIZE},
     {"binary", MODEL_OP_BINARY},     {"output", MODEL_OP_OUTPUT},
-    {"argmax", MODEL_OP_ARGMAX},
+    {"argmax", MODEL_OP_ARGMAX},     {"columns", MODEL_OP_COLUMNS},
 };
 
 //  --------------------------------------------------------------------------
@@ -314,6 +344,175 @@ static int s_get_weights (s_ctx_t *ctx, model_t *self, const msgpack_object *map
         *data_p = copy;
         self->copied += need;
     }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Getters for the families (model_family.h)
+
+//  Keeps ptr to be freed with the model.  Returns 0, or -1 (ptr freed) when
+//  out of memory.
+static int s_keep (model_t *self, void *ptr)
+{
+    if (self->n_allocs == self->allocs_cap) {
+        size_t cap = self->allocs_cap ? 2 * self->allocs_cap : 16;
+        void **allocs = realloc (self->allocs, cap * sizeof (void *));
+        if (!allocs) {
+            free (ptr);
+            return -1;
+        }
+        self->allocs = allocs;
+        self->allocs_cap = cap;
+    }
+    self->allocs[self->n_allocs++] = ptr;
+    return 0;
+}
+
+amaas_dtype_t model_parse_dtype (const model_parse_t *p)
+{
+    return p->self->dtype;
+}
+
+int model_parse_fail (model_parse_t *p, const char *format, ...)
+{
+    char message[512];
+    va_list args;
+    va_start (args, format);
+    vsnprintf (message, sizeof message, format, args);
+    va_end (args);
+    return s_fail (p->ctx, "%s", message);
+}
+
+int model_parse_uint (model_parse_t *p, const msgpack_object *map, const char *key, uint64_t low,
+                      uint64_t high, uint64_t *value)
+{
+    return s_get_uint (p->ctx, map, key, low, high, value);
+}
+
+int model_parse_number (model_parse_t *p, const msgpack_object *map, const char *key, double *value)
+{
+    const msgpack_object *obj = codec_mp_find (map, key);
+    if (!obj)
+        return s_fail (p->ctx, "missing key \"%s\"", key);
+    switch (obj->type) {
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: *value = (double)obj->via.u64; break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: *value = (double)obj->via.i64; break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: *value = obj->via.f64; break;
+    default:
+        return s_fail (p->ctx, "\"%s\" has type %s, expected a number", key,
+                       codec_mp_type_name (obj->type));
+    }
+    if (!isfinite (*value))
+        return s_fail (p->ctx, "\"%s\" is %g, expected a finite number", key, *value);
+    return 0;
+}
+
+int model_parse_str (model_parse_t *p, const msgpack_object *map, const char *key,
+                     const char **data, size_t *size)
+{
+    const msgpack_object *obj = s_require (p->ctx, map, key, MSGPACK_OBJECT_STR);
+    if (!obj)
+        return -1;
+    *data = obj->via.str.ptr;
+    *size = obj->via.str.size;
+    return 0;
+}
+
+void *model_parse_alloc (model_parse_t *p, size_t size)
+{
+    void *ptr = NULL;
+    size_t rounded;
+    if (size == 0 || __builtin_add_overflow (size, S_ALIGN - 1, &rounded)) {
+        s_fail (p->ctx, "cannot allocate %zu bytes", size);
+        return NULL;
+    }
+    rounded -= rounded % S_ALIGN;
+    if (posix_memalign (&ptr, S_ALIGN, rounded) || s_keep (p->self, ptr)) {
+        s_fail (p->ctx, "out of memory for %zu bytes", size);
+        return NULL;
+    }
+    memset (ptr, 0, rounded);
+    return ptr;
+}
+
+//  A bin of count elements of elem bytes, aligned in place or copied.
+static int s_get_array (model_parse_t *p, const msgpack_object *map, const char *key, size_t count,
+                        size_t elem, const char *type, const void **data_p)
+{
+    static const uint64_t empty[8] __attribute__ ((aligned (64)));
+    const msgpack_object *obj = s_require (p->ctx, map, key, MSGPACK_OBJECT_BIN);
+    if (!obj)
+        return -1;
+    size_t need;
+    if (__builtin_mul_overflow (count, elem, &need))
+        return s_fail (p->ctx, "\"%s\": %zu %s are too many", key, count, type);
+    if (obj->via.bin.size != need)
+        return s_fail (p->ctx, "\"%s\" holds %u bytes, %zu %s need %zu", key, obj->via.bin.size,
+                       count, type, need);
+    const void *data = obj->via.bin.ptr;
+    if (need == 0)
+        *data_p = empty;
+    else if ((uintptr_t)data % S_ALIGN == 0)
+        *data_p = data;
+    else {
+        void *copy = model_parse_alloc (p, need);
+        if (!copy)
+            return -1;
+        memcpy (copy, data, need);
+        p->self->copied += need;
+        *data_p = copy;
+    }
+    return 0;
+}
+
+int model_parse_floats (model_parse_t *p, const msgpack_object *map, const char *key, size_t count,
+                        const void **data)
+{
+    bool fp64 = p->self->dtype == AMAAS_FP64;
+    return s_get_array (p, map, key, count, fp64 ? 8 : 4, fp64 ? "FP64" : "FP32", data);
+}
+
+int model_parse_int32 (model_parse_t *p, const msgpack_object *map, const char *key, size_t count,
+                       const int32_t **data)
+{
+    return s_get_array (p, map, key, count, 4, "INT32", (const void **)data);
+}
+
+int model_parse_uint32 (model_parse_t *p, const msgpack_object *map, const char *key, size_t count,
+                        const uint32_t **data)
+{
+    return s_get_array (p, map, key, count, 4, "UINT32", (const void **)data);
+}
+
+int model_parse_bytes (model_parse_t *p, const msgpack_object *map, const char *key, size_t count,
+                       const uint8_t **data)
+{
+    return s_get_array (p, map, key, count, 1, "bytes", (const void **)data);
+}
+
+int model_parse_uint_array (model_parse_t *p, const msgpack_object *map, const char *key,
+                            size_t max, uint64_t low, uint64_t high, const uint64_t **values,
+                            size_t *count)
+{
+    const msgpack_object *obj = s_require (p->ctx, map, key, MSGPACK_OBJECT_ARRAY);
+    if (!obj)
+        return -1;
+    const msgpack_object_array *array = &obj->via.array;
+    if (array->size < 1 || array->size > max)
+        return s_fail (p->ctx, "\"%s\" has %u entries, expected 1..%zu", key, array->size, max);
+    uint64_t *out = model_parse_alloc (p, array->size * sizeof (uint64_t));
+    if (!out)
+        return -1;
+    for (uint32_t i = 0; i < array->size; i++) {
+        const msgpack_object *v = &array->ptr[i];
+        if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 < low || v->via.u64 > high)
+            return s_fail (p->ctx, "\"%s\"[%u] must be a uint in %llu..%llu", key, i,
+                           (unsigned long long)low, (unsigned long long)high);
+        out[i] = v->via.u64;
+    }
+    *values = out;
+    *count = array->size;
     return 0;
 }
 
@@ -558,12 +757,134 @@ static int s_parse_output (s_ctx_t *ctx, model_t *self, s_op_t *op, const msgpac
     return 0;
 }
 
-//  Check op `index` and fill *op; follows the current tensor.
-static int s_parse_op (s_ctx_t *ctx, model_t *self, size_t index, const msgpack_object *map,
-                       s_tensor_t *tensor)
+static int s_parse_op (s_ctx_t *ctx, model_t *self, s_op_t *op, const char *where,
+                       const msgpack_object *map, s_tensor_t *tensor, int depth);
+
+//  The family op called name, or NULL
+static const model_family_op_t *s_family_find (const msgpack_object *name)
 {
-    s_op_t *op = &self->ops[index];
-    snprintf (ctx->where, sizeof ctx->where, "op %zu", index);
+    for (size_t f = 0; f < sizeof s_families / sizeof s_families[0]; f++)
+        for (const model_family_op_t *entry = s_families[f]; entry->name; entry++)
+            if (codec_mp_str_is (name, entry->name))
+                return entry;
+    return NULL;
+}
+
+static int s_parse_family (s_ctx_t *ctx, model_t *self, s_op_t *op, const msgpack_object *map,
+                           s_tensor_t *tensor)
+{
+    const model_family_op_t *family = op->op.family;
+    model_parse_t parse = {ctx, self};
+    size_t out_width = 0;
+    void *ext = NULL;
+    size_t work = 0;
+    int rc = family->parse (&parse, map, tensor->width, &out_width, &ext, &work);
+    op->ext = ext;
+    op->op.ext = ext;
+    if (rc)
+        return -1;
+    if (out_width < 1 || out_width > S_MAX_WIDTH)
+        return s_fail (ctx, "gives a width of %zu, expected 1..%u", out_width, S_MAX_WIDTH);
+    if (family->in_place && out_width != tensor->width)
+        return s_fail (ctx, "works in place but changes the width");
+    op->op.work = work;
+    tensor->width = out_width;
+    return 0;
+}
+
+//  A columns op: {"parts": [{"columns": [i, ...], "ops": [...]}, ...]}
+static int s_parse_columns (s_ctx_t *ctx, model_t *self, s_op_t *op, const msgpack_object *map,
+                            s_tensor_t *tensor, int depth)
+{
+    if (depth >= S_MAX_NESTING)
+        return s_fail (ctx, "columns ops nest deeper than %d", S_MAX_NESTING);
+    const msgpack_object *parts = s_require (ctx, map, "parts", MSGPACK_OBJECT_ARRAY);
+    if (!parts)
+        return -1;
+    uint32_t count = parts->via.array.size;
+    if (count < 1 || count > S_MAX_PARTS)
+        return s_fail (ctx, "\"parts\" has %u entries, expected 1..%d", count, S_MAX_PARTS);
+    op->parts = calloc (count, sizeof (model_part_t));
+    op->owned = calloc (count, sizeof (s_part_t));
+    if (!op->parts || !op->owned)
+        return s_fail (ctx, "out of memory");
+    op->op.parts = op->parts;
+    op->op.n_parts = count;
+    char where[sizeof ctx->where];
+    snprintf (where, sizeof where, "%s", ctx->where);
+    size_t total = 0;
+    size_t work = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const msgpack_object *entry = &parts->via.array.ptr[i];
+        model_part_t *part = &op->parts[i];
+        s_part_t *owned = &op->owned[i];
+        snprintf (ctx->where, sizeof ctx->where, "%.100s: parts[%u]", where, i);
+        if (s_check_map (ctx, entry, "part"))
+            return -1;
+        const msgpack_object *columns = s_require (ctx, entry, "columns", MSGPACK_OBJECT_ARRAY);
+        if (!columns)
+            return -1;
+        uint32_t n = columns->via.array.size;
+        if (n < 1 || n > S_MAX_WIDTH)
+            return s_fail (ctx, "\"columns\" has %u entries, expected 1..%u", n, S_MAX_WIDTH);
+        owned->columns = malloc (n * sizeof (size_t));
+        if (!owned->columns)
+            return s_fail (ctx, "out of memory");
+        for (uint32_t j = 0; j < n; j++) {
+            const msgpack_object *column = &columns->via.array.ptr[j];
+            if (column->type != MSGPACK_OBJECT_POSITIVE_INTEGER || column->via.u64 >= tensor->width)
+                return s_fail (ctx, "columns[%u] must be a uint below the width %zu", j,
+                               tensor->width);
+            owned->columns[j] = (size_t)column->via.u64;
+        }
+        part->columns = owned->columns;
+        part->n_columns = n;
+        const msgpack_object *ops = s_require (ctx, entry, "ops", MSGPACK_OBJECT_ARRAY);
+        if (!ops)
+            return -1;
+        uint32_t n_ops = ops->via.array.size;
+        if (n_ops > S_MAX_OPS)
+            return s_fail (ctx, "\"ops\" has %u entries, at most %d", n_ops, S_MAX_OPS);
+        s_tensor_t sub = {n, AMAAS_DTYPE_INVALID, 0};
+        if (n_ops) {
+            owned->ops = calloc (n_ops, sizeof (s_op_t));
+            owned->ptrs = calloc (n_ops, sizeof (model_op_t *));
+            if (!owned->ops || !owned->ptrs)
+                return s_fail (ctx, "out of memory");
+            part->n_ops = n_ops;
+            part->ops = owned->ptrs;
+            char part_where[sizeof ctx->where];
+            snprintf (part_where, sizeof part_where, "%s", ctx->where);
+            for (uint32_t j = 0; j < n_ops; j++) {
+                char op_where[sizeof ctx->where];
+                snprintf (op_where, sizeof op_where, "%.100s: op %u", part_where, j);
+                if (s_parse_op (ctx, self, &owned->ops[j], op_where, &ops->via.array.ptr[j], &sub,
+                                depth + 1))
+                    return -1;
+                owned->ptrs[j] = &owned->ops[j].op;
+                work += owned->ops[j].op.work;
+            }
+        }
+        part->width = sub.width;
+        total += sub.width;
+        if (total > S_MAX_WIDTH)
+            return s_fail (ctx, "the parts give more than %u columns", S_MAX_WIDTH);
+    }
+    snprintf (ctx->where, sizeof ctx->where, "%s", where);
+    op->op.work = work + total;
+    tensor->width = total;
+    return 0;
+}
+
+//  Check one op and fill *op; follows the current tensor.  where names it
+//  for messages ("op 3"); depth is 0 at the top level, 1 + that of the
+//  columns op whose part holds it.
+static int s_parse_op (s_ctx_t *ctx, model_t *self, s_op_t *op, const char *where,
+                       const msgpack_object *map, s_tensor_t *tensor, int depth)
+{
+    snprintf (ctx->where, sizeof ctx->where, "%s", where);
+    if (++ctx->ops > S_MAX_OPS)
+        return s_fail (ctx, "the model has more than %d ops, counting those in parts", S_MAX_OPS);
     if (s_check_map (ctx, map, "op"))
         return -1;
     const msgpack_object *kind = s_require (ctx, map, "op", MSGPACK_OBJECT_STR);
@@ -573,19 +894,27 @@ static int s_parse_op (s_ctx_t *ctx, model_t *self, size_t index, const msgpack_
     for (i = 0; i < sizeof s_op_names / sizeof s_op_names[0]; i++)
         if (codec_mp_str_is (kind, s_op_names[i].name))
             break;
-    if (i == sizeof s_op_names / sizeof s_op_names[0]) {
+    if (i < sizeof s_op_names / sizeof s_op_names[0]) {
+        op->op.kind = s_op_names[i].kind;
+        op->op.name = s_op_names[i].name;
+    } else if ((op->op.family = s_family_find (kind))) {
+        op->op.kind = MODEL_OP_FAMILY;
+        op->op.name = op->op.family->name;
+    } else {
         char quoted[200];
         return s_fail (ctx, "unknown op \"%s\"",
                        s_quote (kind->via.str.ptr, kind->via.str.size, quoted, sizeof quoted));
     }
-    op->op.kind = s_op_names[i].kind;
-    op->op.name = s_op_names[i].name;
     op->op.labels_dtype = AMAAS_DTYPE_INVALID;
-    snprintf (ctx->where, sizeof ctx->where, "op %zu (%s)", index, op->op.name);
+    op->op.depth = depth;
+    snprintf (ctx->where, sizeof ctx->where, "%s (%s)", where, op->op.name);
 
     if (tensor->width == 0 && op->op.kind != MODEL_OP_OUTPUT)
         return s_fail (ctx, "only output ops may follow argmax");
+    if (depth > 0 && (op->op.kind == MODEL_OP_OUTPUT || op->op.kind == MODEL_OP_ARGMAX))
+        return s_fail (ctx, "%s may not be in a part of a columns op", op->op.name);
     op->op.in_width = tensor->width;
+    op->op.work = tensor->width + 1;
     size_t width;
 
     switch (op->op.kind) {
@@ -611,6 +940,7 @@ static int s_parse_op (s_ctx_t *ctx, model_t *self, size_t index, const msgpack_
                            &op->a_copy) ||
             s_get_weights (ctx, self, map, "bias", 1, width, &op->op.b, &op->b_copy))
             return -1;
+        op->op.work = tensor->width * width;
         tensor->width = width;
         break;
     case MODEL_OP_BINARY:
@@ -627,6 +957,14 @@ static int s_parse_op (s_ctx_t *ctx, model_t *self, size_t index, const msgpack_
             return -1;
         tensor->width = 0;
         tensor->labels = op->op.labels_dtype;
+        break;
+    case MODEL_OP_COLUMNS:
+        if (s_parse_columns (ctx, self, op, map, tensor, depth))
+            return -1;
+        break;
+    case MODEL_OP_FAMILY:
+        if (s_parse_family (ctx, self, op, map, tensor))
+            return -1;
         break;
     default: //  element-wise, no fields
         break;
@@ -649,9 +987,12 @@ static int s_parse_ops (s_ctx_t *ctx, model_t *self, const msgpack_object *top)
     self->n_ops = count;
 
     s_tensor_t tensor = {self->input_width, AMAAS_DTYPE_INVALID, 0};
-    for (size_t i = 0; i < count; i++)
-        if (s_parse_op (ctx, self, i, &ops->via.array.ptr[i], &tensor))
+    for (size_t i = 0; i < count; i++) {
+        char where[32];
+        snprintf (where, sizeof where, "op %zu", i);
+        if (s_parse_op (ctx, self, &self->ops[i], where, &ops->via.array.ptr[i], &tensor, 0))
             return -1;
+    }
     ctx->where[0] = 0;
     if (tensor.outputs < self->n_outputs)
         return s_fail (ctx, "outputs[%zu] \"%s\" is declared but no output op emits it",
@@ -663,7 +1004,7 @@ static int s_parse_ops (s_ctx_t *ctx, model_t *self, const msgpack_object *top)
 static model_t *s_parse (const void *data, size_t size, const char *label, char *err,
                          size_t err_size)
 {
-    s_ctx_t ctx = {label ? label : "model", "", err, err_size};
+    s_ctx_t ctx = {label ? label : "model", "", err, err_size, 0};
     model_t *self = NULL;
     msgpack_unpacked unpacked;
     msgpack_unpacked_init (&unpacked);
@@ -712,7 +1053,7 @@ model_t *model_load_buffer (const void *data, size_t size, const char *label, ch
 
 model_t *model_load (const char *path, char *err, size_t err_size)
 {
-    s_ctx_t ctx = {path ? path : "(null)", "", err, err_size};
+    s_ctx_t ctx = {path ? path : "(null)", "", err, err_size, 0};
     void *map = MAP_FAILED;
     size_t size = 0;
     int fd = -1;
@@ -766,18 +1107,39 @@ err:
     return NULL;
 }
 
+//  Frees ops[0 .. count) and what they own, then ops.  Cannot fail.
+static void s_free_ops (s_op_t *ops, size_t count)
+{
+    if (!ops)
+        return;
+    for (size_t i = 0; i < count; i++) {
+        s_op_t *op = &ops[i];
+        free (op->a_copy);
+        free (op->b_copy);
+        free (op->labels);
+        free (op->offsets);
+        if (op->ext && op->op.family && op->op.family->destroy)
+            op->op.family->destroy (op->ext);
+        for (size_t j = 0; op->owned && j < op->op.n_parts; j++) {
+            s_free_ops (op->owned[j].ops, op->parts[j].n_ops);
+            free (op->owned[j].columns);
+            free (op->owned[j].ptrs);
+        }
+        free (op->owned);
+        free (op->parts);
+    }
+    free (ops);
+}
+
 void model_destroy (model_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
     model_t *self = *self_p;
-    for (size_t i = 0; i < self->n_ops; i++) {
-        free (self->ops[i].a_copy);
-        free (self->ops[i].b_copy);
-        free (self->ops[i].labels);
-        free (self->ops[i].offsets);
-    }
-    free (self->ops);
+    s_free_ops (self->ops, self->n_ops);
+    for (size_t i = 0; i < self->n_allocs; i++)
+        free (self->allocs[i]);
+    free (self->allocs);
     if (self->map)
         munmap (self->map, self->map_size);
     free (self);

@@ -83,25 +83,45 @@ typedef enum {
     MODEL_OP_NORMALIZE, //  per row x / sum
     MODEL_OP_BINARY,    //  [rows, 1] p -> [rows, 2] (1 - p, p)
     MODEL_OP_OUTPUT,    //  emit the current tensor as outputs[output]
-    MODEL_OP_ARGMAX     //  per row label of the largest value; tensor becomes labels
+    MODEL_OP_ARGMAX,    //  per row label of the largest value; tensor becomes labels
+    MODEL_OP_COLUMNS,   //  parts: columns selected, each through its ops, side by side
+    MODEL_OP_FAMILY     //  an op of a family (model_family.h): family->run
 } model_op_kind_t;
 
+typedef struct model_op_t model_op_t;
+typedef struct model_family_op_t model_family_op_t;
+
+//  One part of a columns op: its columns of the current tensor, then its ops
 typedef struct {
+    size_t n_columns;             //  1 .. 2^24
+    const size_t *columns;        //  each < the columns op's in_width; repeats allowed
+    size_t n_ops;                 //  0 (the columns as they are) .. S_MAX_OPS
+    const model_op_t *const *ops; //  element-wise, dense, scale and family ops only
+    size_t width;                 //  columns this part gives
+} model_part_t;
+
+struct model_op_t {
     model_op_kind_t kind;
-    const char *name;            //  "dense", ...
-    size_t in_width;             //  width of the tensor before the op (0: labels)
-    size_t out_width;            //  width after the op (0: labels)
-    const void *a;               //  dense: weights; scale: mean; else NULL
-    const void *b;               //  dense: bias; scale: scale; else NULL
-    size_t output;               //  output: index in the model's outputs
-    int flatten;                 //  output: 1 when emitted as [rows]
-    amaas_dtype_t labels_dtype;  //  argmax: INT64 or BYTES
-    const int64_t *int_labels;   //  argmax INT64: in_width labels
-    const uint8_t *bytes_labels; //  argmax BYTES: each label as 4-byte LE length + bytes
-    const size_t *bytes_offset;  //  argmax BYTES: label i is at bytes_offset[i] ..
-                                 //  bytes_offset[i + 1] of bytes_labels
-    size_t bytes_max;            //  argmax BYTES: longest encoded label, bytes
-} model_op_t;
+    const char *name;                //  "dense", ...
+    size_t in_width;                 //  width of the tensor before the op (0: labels)
+    size_t out_width;                //  width after the op (0: labels)
+    const void *a;                   //  dense: weights; scale: mean; else NULL
+    const void *b;                   //  dense: bias; scale: scale; else NULL
+    size_t output;                   //  output: index in the model's outputs
+    int flatten;                     //  output: 1 when emitted as [rows]
+    amaas_dtype_t labels_dtype;      //  argmax: INT64 or BYTES
+    const int64_t *int_labels;       //  argmax INT64: in_width labels
+    const uint8_t *bytes_labels;     //  argmax BYTES: each label as 4-byte LE length + bytes
+    const size_t *bytes_offset;      //  argmax BYTES: label i is at bytes_offset[i] ..
+                                     //  bytes_offset[i + 1] of bytes_labels
+    size_t bytes_max;                //  argmax BYTES: longest encoded label, bytes
+    size_t n_parts;                  //  columns: 1 .. 256 parts
+    const model_part_t *parts;       //  columns: the parts, in output order
+    const model_family_op_t *family; //  family op: its table entry
+    const void *ext;                 //  family op: its checked data (NULL if none)
+    size_t work;                     //  about how many multiply-adds one row costs
+    int depth;                       //  0, or 1 + the depth of the columns op it is in
+};
 
 //  Number of operations, and operation `index` (NULL when index is out of
 //  range).  Cannot fail otherwise.

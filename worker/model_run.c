@@ -25,8 +25,10 @@
 #include <blis.h>
 
 #include "model.h"
+#include "model_family.h"
 
 #define S_ALIGN 64
+#define S_MAX_NESTING 3 //  columns ops inside columns ops (model.c)
 
 //  A buffer that only grows
 typedef struct {
@@ -38,6 +40,8 @@ struct model_workspace_t {
     s_buffer_t tensor[2];                 //  current tensor, ping-pong
     s_buffer_t output[MODEL_MAX_OUTPUTS]; //  copies of emitted tensors
     s_buffer_t labels;                    //  argmax labels (INT64 or BYTES)
+    s_buffer_t part[S_MAX_NESTING][2];    //  a columns op's part at each depth, ping-pong
+    s_buffer_t scratch;                   //  a family op's scratch
 };
 
 static pthread_once_t s_blis_once = PTHREAD_ONCE_INIT;
@@ -82,13 +86,20 @@ void model_workspace_destroy (model_workspace_t **self_p)
     for (size_t i = 0; i < MODEL_MAX_OUTPUTS; i++)
         free (self->output[i].data);
     free (self->labels.data);
+    for (size_t d = 0; d < S_MAX_NESTING; d++)
+        for (size_t k = 0; k < 2; k++)
+            free (self->part[d][k].data);
+    free (self->scratch.data);
     free (self);
     *self_p = NULL;
 }
 
 size_t model_workspace_size (const model_workspace_t *self)
 {
-    size_t total = self->tensor[0].capacity + self->tensor[1].capacity + self->labels.capacity;
+    size_t total = self->tensor[0].capacity + self->tensor[1].capacity + self->labels.capacity +
+                   self->scratch.capacity;
+    for (size_t d = 0; d < S_MAX_NESTING; d++)
+        total += self->part[d][0].capacity + self->part[d][1].capacity;
     for (size_t i = 0; i < MODEL_MAX_OUTPUTS; i++)
         total += self->output[i].capacity;
     return total;
@@ -261,14 +272,25 @@ static int s_fail (char *err, size_t err_size, const char *format, ...)
     return -1;
 }
 
+//  Largest width of a tensor over the ops, those in parts included.
+static size_t s_max_width_ops (const model_op_t *const *ops, size_t count, size_t max)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (ops[i]->out_width > max)
+            max = ops[i]->out_width;
+        for (size_t p = 0; p < ops[i]->n_parts; p++)
+            max = s_max_width_ops (ops[i]->parts[p].ops, ops[i]->parts[p].n_ops, max);
+    }
+    return max;
+}
+
 //  Largest width of the current tensor over the ops, input included.
 static size_t s_max_width (const model_t *self)
 {
     size_t max = model_input_width (self);
     for (size_t i = 0; i < model_op_count (self); i++) {
         const model_op_t *op = model_op (self, i);
-        if (op->out_width > max)
-            max = op->out_width;
+        max = s_max_width_ops (&op, 1, max);
     }
     return max;
 }
@@ -349,97 +371,165 @@ int model_run (const model_t *self, model_workspace_t *ws, amaas_dtype_t in_dtyp
     return model_run_input (self, ws, rows, outputs, err, err_size);
 }
 
+//  The tensor while ops run: two ping-pong buffers, the current one, and
+//  the labels once argmax made them
+typedef struct {
+    s_buffer_t *bufs;   //  bufs[0], bufs[1]
+    int cur;            //  the current tensor is bufs[cur]
+    const void *labels; //  after argmax
+    size_t labels_size; //  bytes at labels
+} s_state_t;
+
+static int s_run_op (const model_t *self, model_workspace_t *ws, const model_op_t *op, size_t rows,
+                     s_state_t *state, model_output_t *outputs);
+
+//  A columns op: each part's columns gathered into the part buffers of its
+//  depth, its ops run there, its result copied into y's columns.
+static int s_run_columns (const model_t *self, model_workspace_t *ws, const model_op_t *op,
+                          size_t rows, const void *x, void *y)
+{
+    size_t elem = model_dtype (self) == AMAAS_FP64 ? 8 : 4;
+    size_t in_w = op->in_width;
+    size_t out_w = op->out_width;
+    size_t offset = 0;
+    for (size_t p = 0; p < op->n_parts; p++) {
+        const model_part_t *part = &op->parts[p];
+        s_state_t state = {ws->part[op->depth], 0, NULL, 0};
+        if (s_reserve (&state.bufs[0], rows * part->n_columns * elem))
+            return -1;
+        char *dst = state.bufs[0].data;
+        const char *src = x;
+        for (size_t r = 0; r < rows; r++)
+            for (size_t j = 0; j < part->n_columns; j++)
+                memcpy (dst + (r * part->n_columns + j) * elem,
+                        src + (r * in_w + part->columns[j]) * elem, elem);
+        for (size_t i = 0; i < part->n_ops; i++)
+            if (s_run_op (self, ws, part->ops[i], rows, &state, NULL))
+                return -1;
+        const char *result = state.bufs[state.cur].data;
+        char *out = y;
+        for (size_t r = 0; r < rows; r++)
+            memcpy (out + (r * out_w + offset) * elem, result + r * part->width * elem,
+                    part->width * elem);
+        offset += part->width;
+    }
+    return 0;
+}
+
+//  Runs one op on the current tensor.  Returns 0, or -1 when out of memory.
+static int s_run_op (const model_t *self, model_workspace_t *ws, const model_op_t *op, size_t rows,
+                     s_state_t *state, model_output_t *outputs)
+{
+    amaas_dtype_t dtype = model_dtype (self);
+    size_t elem = dtype == AMAAS_FP64 ? 8 : 4;
+    bool fp64 = dtype == AMAAS_FP64;
+    void *x = state->bufs[state->cur].data;
+    size_t n = rows * op->in_width;
+    s_buffer_t *next = &state->bufs[1 - state->cur];
+    switch (op->kind) {
+    case MODEL_OP_SCALE:
+        if (fp64)
+            s_scale_d (x, rows, op->in_width, op->a, op->b);
+        else
+            s_scale_s (x, rows, op->in_width, op->a, op->b);
+        break;
+    case MODEL_OP_DENSE:
+    case MODEL_OP_BINARY:
+        if (s_reserve (next, rows * op->out_width * elem))
+            return -1;
+        if (op->kind == MODEL_OP_BINARY && fp64)
+            s_binary_d (x, next->data, rows);
+        else if (op->kind == MODEL_OP_BINARY)
+            s_binary_s (x, next->data, rows);
+        else if (fp64)
+            s_dense_d (x, next->data, rows, op->in_width, op->out_width, op->a, op->b);
+        else
+            s_dense_s (x, next->data, rows, op->in_width, op->out_width, op->a, op->b);
+        state->cur = 1 - state->cur;
+        break;
+    case MODEL_OP_COLUMNS:
+        if (s_reserve (next, rows * op->out_width * elem) ||
+            s_run_columns (self, ws, op, rows, x, next->data))
+            return -1;
+        state->cur = 1 - state->cur;
+        break;
+    case MODEL_OP_FAMILY: {
+        const model_family_op_t *family = op->family;
+        void *scratch = NULL;
+        if (family->scratch_size) {
+            size_t size = family->scratch_size (op->ext, dtype, rows);
+            if (size && s_reserve (&ws->scratch, size))
+                return -1;
+            scratch = ws->scratch.data;
+        }
+        if (family->in_place)
+            family->run (op->ext, dtype, x, x, rows, op->in_width, op->out_width, scratch);
+        else {
+            if (s_reserve (next, rows * op->out_width * elem))
+                return -1;
+            family->run (op->ext, dtype, x, next->data, rows, op->in_width, op->out_width, scratch);
+            state->cur = 1 - state->cur;
+        }
+        break;
+    }
+    case MODEL_OP_IDENTITY: break;
+    case MODEL_OP_RELU: fp64 ? s_relu_d (x, n) : s_relu_s (x, n); break;
+    case MODEL_OP_TANH: fp64 ? s_tanh_d (x, n) : s_tanh_s (x, n); break;
+    case MODEL_OP_SIGMOID: fp64 ? s_sigmoid_d (x, n) : s_sigmoid_s (x, n); break;
+    case MODEL_OP_SOFTMAX:
+        fp64 ? s_softmax_d (x, rows, op->in_width) : s_softmax_s (x, rows, op->in_width);
+        break;
+    case MODEL_OP_NORMALIZE:
+        fp64 ? s_normalize_d (x, rows, op->in_width) : s_normalize_s (x, rows, op->in_width);
+        break;
+    case MODEL_OP_ARGMAX: {
+        size_t label_max = op->labels_dtype == AMAAS_INT64 ? sizeof (int64_t) : op->bytes_max;
+        size_t need;
+        if (__builtin_mul_overflow (rows, label_max, &need) || s_reserve (&ws->labels, need))
+            return -1;
+        state->labels_size = s_labels (op, dtype, x, rows, ws->labels.data);
+        state->labels = ws->labels.data;
+        break;
+    }
+    case MODEL_OP_OUTPUT: {
+        model_output_t *output = &outputs[op->output];
+        output->name = model_output_name (self, op->output);
+        output->shape[0] = (int64_t)rows;
+        output->shape[1] = 0;
+        if (op->in_width == 0) { //  labels
+            output->datatype = op->labels_dtype == AMAAS_DTYPE_INVALID
+                                   ? model_output_dtype (self, op->output)
+                                   : op->labels_dtype;
+            output->ndim = 1;
+            output->data = state->labels;
+            output->size = state->labels_size;
+            break;
+        }
+        s_buffer_t *buffer = &ws->output[op->output];
+        size_t size = n * elem;
+        if (s_reserve (buffer, size))
+            return -1;
+        memcpy (buffer->data, x, size);
+        output->datatype = dtype;
+        output->ndim = op->flatten ? 1 : 2;
+        output->shape[1] = op->flatten ? 0 : (int64_t)op->in_width;
+        output->data = buffer->data;
+        output->size = size;
+        break;
+    }
+    }
+    return 0;
+}
+
 int model_run_input (const model_t *self, model_workspace_t *ws, size_t rows,
                      model_output_t *outputs, char *err, size_t err_size)
 {
-    const char *name = model_name (self);
     if (s_check_batch (self, AMAAS_DTYPE_INVALID, rows, err, err_size))
         return -1;
-    amaas_dtype_t dtype = model_dtype (self);
-    size_t elem = dtype == AMAAS_FP64 ? 8 : 4;
-    int cur = 0; //  the input is in tensor buffer 0
-
-    const void *labels = NULL; //  after argmax
-    size_t labels_size = 0;
-    for (size_t i = 0; i < model_op_count (self); i++) {
-        const model_op_t *op = model_op (self, i);
-        void *x = ws->tensor[cur].data;
-        size_t n = rows * op->in_width;
-        bool fp64 = dtype == AMAAS_FP64;
-        switch (op->kind) {
-        case MODEL_OP_SCALE:
-            if (fp64)
-                s_scale_d (x, rows, op->in_width, op->a, op->b);
-            else
-                s_scale_s (x, rows, op->in_width, op->a, op->b);
-            break;
-        case MODEL_OP_DENSE:
-        case MODEL_OP_BINARY:
-            if (s_reserve (&ws->tensor[1 - cur], rows * op->out_width * elem))
-                goto nomem;
-            if (op->kind == MODEL_OP_BINARY && fp64)
-                s_binary_d (x, ws->tensor[1 - cur].data, rows);
-            else if (op->kind == MODEL_OP_BINARY)
-                s_binary_s (x, ws->tensor[1 - cur].data, rows);
-            else if (fp64)
-                s_dense_d (x, ws->tensor[1 - cur].data, rows, op->in_width, op->out_width, op->a,
-                           op->b);
-            else
-                s_dense_s (x, ws->tensor[1 - cur].data, rows, op->in_width, op->out_width, op->a,
-                           op->b);
-            cur = 1 - cur;
-            break;
-        case MODEL_OP_IDENTITY: break;
-        case MODEL_OP_RELU: fp64 ? s_relu_d (x, n) : s_relu_s (x, n); break;
-        case MODEL_OP_TANH: fp64 ? s_tanh_d (x, n) : s_tanh_s (x, n); break;
-        case MODEL_OP_SIGMOID: fp64 ? s_sigmoid_d (x, n) : s_sigmoid_s (x, n); break;
-        case MODEL_OP_SOFTMAX:
-            fp64 ? s_softmax_d (x, rows, op->in_width) : s_softmax_s (x, rows, op->in_width);
-            break;
-        case MODEL_OP_NORMALIZE:
-            fp64 ? s_normalize_d (x, rows, op->in_width) : s_normalize_s (x, rows, op->in_width);
-            break;
-        case MODEL_OP_ARGMAX: {
-            size_t label_max = op->labels_dtype == AMAAS_INT64 ? sizeof (int64_t) : op->bytes_max;
-            size_t need;
-            if (__builtin_mul_overflow (rows, label_max, &need))
-                return s_fail (err, err_size, "%s: a batch of %zu rows is too large", name, rows);
-            if (s_reserve (&ws->labels, need))
-                goto nomem;
-            labels_size = s_labels (op, dtype, x, rows, ws->labels.data);
-            labels = ws->labels.data;
-            break;
-        }
-        case MODEL_OP_OUTPUT: {
-            model_output_t *output = &outputs[op->output];
-            output->name = model_output_name (self, op->output);
-            output->shape[0] = (int64_t)rows;
-            output->shape[1] = 0;
-            if (op->in_width == 0) { //  labels
-                output->datatype = op->labels_dtype == AMAAS_DTYPE_INVALID
-                                       ? model_output_dtype (self, op->output)
-                                       : op->labels_dtype;
-                output->ndim = 1;
-                output->data = labels;
-                output->size = labels_size;
-                break;
-            }
-            s_buffer_t *buffer = &ws->output[op->output];
-            size_t size = n * elem;
-            if (s_reserve (buffer, size))
-                goto nomem;
-            memcpy (buffer->data, x, size);
-            output->datatype = dtype;
-            output->ndim = op->flatten ? 1 : 2;
-            output->shape[1] = op->flatten ? 0 : (int64_t)op->in_width;
-            output->data = buffer->data;
-            output->size = size;
-            break;
-        }
-        }
-    }
+    s_state_t state = {ws->tensor, 0, NULL, 0}; //  the input is in tensor buffer 0
+    for (size_t i = 0; i < model_op_count (self); i++)
+        if (s_run_op (self, ws, model_op (self, i), rows, &state, outputs))
+            return s_fail (err, err_size, "%s: out of memory for a batch of %zu rows",
+                           model_name (self), rows);
     return 0;
-
-nomem:
-    return s_fail (err, err_size, "%s: out of memory for a batch of %zu rows", name, rows);
 }

@@ -1,0 +1,1 @@
+"""amaas_export - the translators of scripts/amaas-export, one module per family."""
