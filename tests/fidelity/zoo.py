@@ -41,15 +41,24 @@ class Case:
     loc: np.ndarray = field(repr=False, default=None)     # feature means
     scale: np.ndarray = field(repr=False, default=None)   # feature spreads
     seed: int = 0
+    #  Optional, for the families' cases (zoo_trees.py, zoo_svm.py, zoo_prep.py):
+    make_rows: object = field(repr=False, default=None)  # (n, rng) -> rows, e.g. with NaNs
+    ref: object = field(repr=False, default=None)        # x -> {output name: array}
+    rtol: dict = field(default=None)   # {"FP64": r, "FP32": r} when the framework itself
+    #                                    computes in lower precision (XGBoost: FP32)
 
     def rows(self, n, seed=None):
         """n random rows from (a slightly wider version of) the training data."""
         rng = np.random.default_rng(self.seed + 1000 if seed is None else seed)
+        if self.make_rows is not None:
+            return self.make_rows(n, rng)
         return self.loc + 1.5 * self.scale * rng.normal(size=(n, self.width))
 
     def reference(self, x):
-        """sklearn's own answers, keyed by the amaas output names."""
+        """The framework's own answers, keyed by the amaas output names."""
         m = self.model
+        if self.ref is not None:
+            return self.ref(x)
         if self.kind == "regressor":
             return {"predictions": m.predict(x)}
         if self.kind == "classifier":
@@ -160,6 +169,15 @@ def build():
     add("pipe_scaler_only_passthrough", Pipeline([("a", "passthrough"),
                                                   ("s", StandardScaler())]),
         "transformer", X, None, loc, sc)
+
+    #  The families' cases
+    import zoo_prep
+    import zoo_svm
+    import zoo_trees
+    for family in (zoo_trees, zoo_svm, zoo_prep):
+        for case in family.build():
+            case.seed = len(cases)
+            cases.append(case)
     return cases
 
 
