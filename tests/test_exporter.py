@@ -143,7 +143,7 @@ def refused_cases():
     """(name, object to pickle, words the message must contain)."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
-    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
     from sklearn.linear_model import LinearRegression, LogisticRegression
     from sklearn.multioutput import MultiOutputClassifier
     from sklearn.neural_network import MLPClassifier
@@ -163,7 +163,11 @@ def refused_cases():
     return [
         ("unfitted", LinearRegression(), "not fitted"),
         ("unfitted_pipeline", make_pipeline(StandardScaler(), LogisticRegression()), "not fitted"),
-        ("random_forest", RandomForestClassifier(n_estimators=3).fit(X, y), "RandomForestClassifier"),
+        ("forest_multi_output", RandomForestClassifier(n_estimators=3).fit(X, Y2),
+         "single-output"),
+        ("gb_init_estimator", GradientBoostingRegressor(init=LinearRegression(), n_estimators=3)
+         .fit(X, X[:, 0]), "init=LinearRegression"),
+        *_xgboost_refused(X, y),
         ("svc", SVC().fit(X, y), "SVC"),
         ("kmeans", KMeans(2, n_init=2).fit(X), "KMeans"),
         ("multioutput", MultiOutputClassifier(LogisticRegression()).fit(X, Y2),
@@ -180,6 +184,19 @@ def refused_cases():
         ("only_passthrough", Pipeline([("a", "passthrough")]), "no steps"),
         ("not_an_estimator", {"coef": [1, 2, 3]}, "not a scikit-learn estimator"),
         ("numpy_array", np.zeros(3), "not a scikit-learn estimator"),
+    ]
+
+
+def _xgboost_refused(X, y):
+    """XGBoost models of objectives and boosters amaas does not compute."""
+    try:
+        import xgboost as xgb
+    except ImportError:  # pragma: no cover
+        return []
+    return [
+        ("xgb_objective", xgb.XGBRegressor(objective="reg:pseudohubererror", n_estimators=2)
+         .fit(X, X[:, 0]), "reg:pseudohubererror"),
+        ("xgb_dart", xgb.XGBClassifier(booster="dart", n_estimators=2).fit(X, y), "dart"),
     ]
 
 
