@@ -19,7 +19,9 @@
 
     Rows are walked in blocks of S_BLOCK, tree-major inside the block: a
     tree's nodes stay in cache while the block's rows go through it, and the
-    rows' independent walks overlap in the CPU.  A tree whose depth is at
+    rows' independent walks overlap in the CPU (eight rows at a time in
+    registers: measured on a 500-tree depth-6 XGBoost model, 8 beat 4, and
+    blocks of 16 rows as fast as 64).  A tree whose depth is at
     most S_STEPS_MAX, with no categorical split, in a block without NaN (or
     in a model where NaN always goes right), is walked branch-free for
     exactly its depth in steps; others walk each row with the full rules.
@@ -330,6 +332,16 @@ static inline bool s_category_left (const s_trees_t *self, uint32_t feature, uin
     return (self->categories[(size_t)set * 8 + c / 32] >> (c % 32)) & 1u;
 }
 
+//  One branch-free step of a walk: node a of the row at x goes to a + 1 or
+//  to its right child; a leaf stays (x <= NaN is false, next is itself).
+//  A mask, not a branch: the way a row goes is data, unpredictable.
+#define S_STEP(NODE, a, x)                                                                         \
+    do {                                                                                           \
+        const NODE *node_ = &nodes[a];                                                             \
+        int32_t left_ = -(int32_t)((x)[node_->feature & S_FEATURE] <= node_->threshold);           \
+        (a) = node_->next ^ ((node_->next ^ ((a) + 1)) & left_);                                   \
+    } while (0)
+
 //  s_run_d / s_run_f: the trees on a batch.  One body for both datatypes,
 //  the node layout aside.
 #define S_RUN(NAME, T, NODE, LEAF_OF, SET_OF)                                                      \
@@ -354,14 +366,32 @@ static inline bool s_category_left (const s_trees_t *self, uint32_t feature, uin
                 const s_tree_t *tree = &self->tree[t];                                             \
                 int32_t at[S_BLOCK];                                                               \
                 if (tree->simple && !nan && tree->depth <= S_STEPS_MAX) {                          \
-                    for (size_t r = 0; r < nb; r++)                                                \
-                        at[r] = tree->root;                                                        \
-                    for (uint32_t d = 0; d < tree->depth; d++)                                     \
-                        for (size_t r = 0; r < nb; r++) {                                          \
-                            const NODE *node = &nodes[at[r]];                                      \
-                            T v = xb[r * w + (node->feature & S_FEATURE)];                         \
-                            at[r] = v <= node->threshold ? at[r] + 1 : node->next;                 \
+                    size_t r = 0;                                                                  \
+                    for (; r + 8 <= nb; r += 8) {                                                  \
+                        const T *x0 = xb + r * w, *x1 = x0 + w, *x2 = x1 + w, *x3 = x2 + w;        \
+                        const T *x4 = x3 + w, *x5 = x4 + w, *x6 = x5 + w, *x7 = x6 + w;            \
+                        int32_t a0 = tree->root, a1 = a0, a2 = a0, a3 = a0;                        \
+                        int32_t a4 = a0, a5 = a0, a6 = a0, a7 = a0;                                \
+                        for (uint32_t d = 0; d < tree->depth; d++) {                               \
+                            S_STEP (NODE, a0, x0);                                                 \
+                            S_STEP (NODE, a1, x1);                                                 \
+                            S_STEP (NODE, a2, x2);                                                 \
+                            S_STEP (NODE, a3, x3);                                                 \
+                            S_STEP (NODE, a4, x4);                                                 \
+                            S_STEP (NODE, a5, x5);                                                 \
+                            S_STEP (NODE, a6, x6);                                                 \
+                            S_STEP (NODE, a7, x7);                                                 \
                         }                                                                          \
+                        at[r] = a0, at[r + 1] = a1, at[r + 2] = a2, at[r + 3] = a3;                \
+                        at[r + 4] = a4, at[r + 5] = a5, at[r + 6] = a6, at[r + 7] = a7;            \
+                    }                                                                              \
+                    for (; r < nb; r++) {                                                          \
+                        const T *x0 = xb + r * w;                                                  \
+                        int32_t a0 = tree->root;                                                   \
+                        for (uint32_t d = 0; d < tree->depth; d++)                                 \
+                            S_STEP (NODE, a0, x0);                                                 \
+                        at[r] = a0;                                                                \
+                    }                                                                              \
                 } else                                                                             \
                     for (size_t r = 0; r < nb; r++) {                                              \
                         int32_t i = tree->root;                                                    \
