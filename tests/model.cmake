@@ -10,3 +10,9 @@ add_test(NAME unit_model COMMAND test_model)
 # the test writes one temporary model file; keep it in the build tree
 set_tests_properties(unit_model PROPERTIES ENVIRONMENT "TMPDIR=${CMAKE_CURRENT_BINARY_DIR}"
                      TIMEOUT 600)
+
+# Unit test of the trees family (worker/model_trees.c): refusals, hand-computed results
+add_executable(test_model_trees test_model_trees.c)
+target_link_libraries(test_model_trees PRIVATE amaas_model PkgConfig::CHECK m)
+add_test(NAME unit_model_trees COMMAND test_model_trees)
+set_tests_properties(unit_model_trees PROPERTIES TIMEOUT 120)
