@@ -345,3 +345,42 @@ def test_reference_rejects(tmp_path):
         except amm_reference.FormatError:
             continue
         raise AssertionError("reference accepted a file with a bad " + what)
+
+
+def test_xgboost_json_file(tmp_path):
+    """An XGBoost JSON model file is exported as is (exporter in a subprocess,
+    which never imports xgboost for it), early-stopped rounds left out; a
+    broken JSON file or one of another objective is refused."""
+    xgb = pytest.importorskip("xgboost")
+    tmp = str(tmp_path)
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 6))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(X[:, 0]) + np.nan_to_num(X[:, 1]) + rng.normal(size=300) > 0).astype(int)
+    m = xgb.XGBClassifier(n_estimators=50, max_depth=4, learning_rate=0.5,
+                          early_stopping_rounds=3, random_state=0)
+    m.fit(X[:200], y[:200], eval_set=[(X[200:], y[200:])], verbose=False)
+    src = os.path.join(tmp, "clf.json")
+    m.get_booster().save_model(src)
+    x = rng.normal(size=(200, 6))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    for dtype in ("FP64", "FP32"):
+        out = os.path.join(tmp, "clf_%s.amm" % dtype)
+        r = export(src, out, "--dtype", dtype)
+        expect(r.returncode == 0, r.stderr)
+        got = amm_reference.run(check_file(out, dtype), x)
+        ref = {"probabilities": m.predict_proba(x), "label": m.predict(x)}
+        err, ok, note = zoo.compare(ref, got, 1e-5, allow_ties=True)
+        expect(ok, "%s %s (max error %.3g)" % (dtype, note, err))
+        print("xgboost json %s max error %.2e, %d of 50 rounds" % (dtype, err,
+                                                                  m.best_iteration + 1))
+    bad = os.path.join(tmp, "bad.json")
+    with open(bad, "w") as f:
+        f.write("{not json")
+    r = export(bad, os.path.join(tmp, "bad.amm"))
+    expect(r.returncode == 1 and "not an XGBoost JSON model" in r.stderr, r.stderr)
+    booster = xgb.train({"objective": "reg:logistic"}, xgb.DMatrix(X, label=y),
+                        num_boost_round=2)
+    booster.save_model(bad)
+    r = export(bad, os.path.join(tmp, "bad.amm"))
+    expect(r.returncode == 2 and "objective reg:logistic" in r.stderr, r.stderr)
