@@ -135,11 +135,12 @@ static model_t *t_load (const t_model_t *m, char *err, size_t err_size)
     t_uint (&pk, m, "leaves", m->leaves);
     t_uint (&pk, m, "leaf_width", m->leaf_width);
     t_uint (&pk, m, "sets", m->sets);
-    t_bin (&pk, m, "feature", m->feature, m->n, 4);
-    t_floats (&pk, m, "threshold", m->threshold, m->n);
-    t_bin (&pk, m, "left", m->left, m->n, 4);
-    t_bin (&pk, m, "right", m->right, m->n, 4);
-    t_bin (&pk, m, "flags", m->flags, m->n, 1);
+    size_t n = m->n < T_NODES ? m->n : T_NODES; //  a count the arrays cannot hold: refused first
+    t_bin (&pk, m, "feature", m->feature, n, 4);
+    t_floats (&pk, m, "threshold", m->threshold, n);
+    t_bin (&pk, m, "left", m->left, n, 4);
+    t_bin (&pk, m, "right", m->right, n, 4);
+    t_bin (&pk, m, "flags", m->flags, n, 1);
     t_bin (&pk, m, "roots", m->roots, m->trees, 4);
     t_floats (&pk, m, "values", m->values, m->leaves * m->leaf_width);
     t_floats (&pk, m, "base", m->base, m->k);
@@ -355,6 +356,7 @@ START_TEST (test_refusals)
     T_BAD ("\"leaf_width\" is 3", m.leaf_width = 3);
     T_BAD ("7 trees and 4 leaves need more", m.trees = 7);
     T_BAD ("\"in\" is 3", m.in = 3);
+    T_BAD ("\"nodes\" is 268435456, expected 1..268435455", m.n = 1u << 28);
     T_BAD ("\"sets\" is 7, more than", m.sets = 7);
     //  A tree that loops back (child before parent) and a diamond (shared child)
     T_BAD ("is not after it", m.left[2] = 1);

@@ -12,8 +12,8 @@
     children after their parent, each node reached exactly once, so a walk
     ends and the trees share nothing), then laid out again for the walk: each
     tree in pre-order, the left child right after its parent, so a node needs
-    only its right child's index.  A node is 16 bytes: threshold, feature and
-    flags, right child; a leaf points to itself and carries its value's index
+    only its right child's offset.  A node is 16 bytes: threshold, feature,
+    right child; a leaf points to itself and carries its value's index
     (in a NaN threshold for FP64, an extra field for FP32), so that a walk
     can step every row of a block the same number of times without a branch.
 
@@ -34,34 +34,35 @@
 
 #include "model_family.h"
 
-#define S_BLOCK 16          //  rows walked together
-#define S_STEPS_MAX 12      //  deepest tree walked branch-free
-#define S_FEATURE 0xffffffu //  feature index bits of a flat node (width <= 2^24)
-#define S_MISSING_LEFT (1u << 24)
-#define S_CATEGORICAL (1u << 25)
+#define S_BLOCK 16                    //  rows walked together
+#define S_STEPS_MAX 12                //  deepest tree walked branch-free
+#define S_NODES_MAX ((1u << 28) - 1)  //  byte offsets of 16-byte nodes fit in 32 bits
 #define S_NAN64 0x7ff8000000000000ull //  a leaf's threshold: quiet NaN | value index
 
 //  File flags of a node
 #define S_FLAG_MISSING_LEFT 1
 #define S_FLAG_CATEGORICAL 2
 
-//  A node laid out for the walk.  Left child: this node + 1.  A leaf has
-//  next == its own index and a NaN threshold (x <= NaN is false).
+//  A node laid out for the walk, addressed by its byte offset in the array
+//  (one add, no multiply, per step).  Left child: the next node.  A leaf has
+//  next == its own offset and a NaN threshold (x <= NaN is false).  The
+//  file's flags sit in a separate array: the walks that need them are the
+//  slow ones, and the branch-free one reads a clean feature index.
 typedef struct {
     double threshold; //  leaf: NaN whose low 32 bits index the values; categorical: set index
-    uint32_t feature; //  feature index | S_MISSING_LEFT | S_CATEGORICAL
-    int32_t next;     //  right child; a leaf: itself
+    uint32_t feature; //  feature index (a leaf: 0)
+    uint32_t next;    //  byte offset of the right child; a leaf: its own
 } s_node64_t;
 
 typedef struct {
     float threshold;  //  leaf: NaN
-    uint32_t feature; //  feature index | S_MISSING_LEFT | S_CATEGORICAL
-    int32_t next;     //  right child; a leaf: itself
+    uint32_t feature; //  feature index (a leaf: 0)
+    uint32_t next;    //  byte offset of the right child; a leaf: its own
     uint32_t aux;     //  leaf: value index; categorical: set index
 } s_node32_t;
 
 typedef struct {
-    int32_t root;   //  flat index of the root
+    uint32_t root;  //  byte offset of the root
     int32_t column; //  output column (leaf_width 1)
     uint32_t depth; //  edges from the root to the deepest leaf
     bool simple;    //  no categorical split
@@ -74,6 +75,7 @@ typedef struct {
     bool missing_left;          //  some node sends NaN left (then blocks with NaN walk fully)
     const s_tree_t *tree;       //  [trees]
     const void *nodes;          //  s_node64_t or s_node32_t [nodes]
+    const uint8_t *flags;       //  [nodes] the file's flags of each laid-out node
     const void *values;         //  [leaves][leaf_width] of the model's datatype
     const void *base;           //  [k]
     const uint32_t *categories; //  [sets][8] bitsets of the categories that go left
@@ -86,9 +88,11 @@ typedef struct {
 static int s_layout (model_parse_t *p, s_trees_t *self, size_t width, size_t n, size_t leaves,
                      size_t sets, const int32_t *feature, const void *threshold,
                      const int32_t *left, const int32_t *right, const uint8_t *flags,
-                     const int32_t *roots, const int32_t *column, s_tree_t *tree, void *flat)
+                     const int32_t *roots, const int32_t *column, s_tree_t *tree, void *flat,
+                     uint8_t *flat_flags)
 {
     bool fp64 = model_parse_dtype (p) == AMAAS_FP64;
+    size_t size = fp64 ? sizeof (s_node64_t) : sizeof (s_node32_t);
     //  Each node must be referred to exactly once: by a root or by a parent
     uint8_t *refs = calloc (n, 1);
     uint32_t *set_of = calloc (n, sizeof (uint32_t));
@@ -165,7 +169,7 @@ static int s_layout (model_parse_t *p, s_trees_t *self, size_t width, size_t n, 
         size_t top = 0;
         uint32_t depth = 0;
         bool simple = true;
-        tree[t].root = (int32_t)pos;
+        tree[t].root = (uint32_t)(pos * size);
         tree[t].column = column ? column[t] : 0;
         stack[top++] = roots[t];
         stack[top++] = -1;
@@ -179,24 +183,21 @@ static int s_layout (model_parse_t *p, s_trees_t *self, size_t width, size_t n, 
                 depth = d;
             if (parent >= 0) {
                 if (fp64)
-                    ((s_node64_t *)flat)[parent].next = (int32_t)pos;
+                    ((s_node64_t *)flat)[parent].next = (uint32_t)(pos * size);
                 else
-                    ((s_node32_t *)flat)[parent].next = (int32_t)pos;
+                    ((s_node32_t *)flat)[parent].next = (uint32_t)(pos * size);
             }
             uint32_t f = 0;
             if (feature[i] >= 0) {
                 f = (uint32_t)feature[i];
-                if (flags[i] & S_FLAG_MISSING_LEFT)
-                    f |= S_MISSING_LEFT;
-                if (flags[i] & S_FLAG_CATEGORICAL) {
-                    f |= S_CATEGORICAL;
+                flat_flags[pos] = flags[i];
+                if (flags[i] & S_FLAG_CATEGORICAL)
                     simple = false;
-                }
             }
             if (fp64) {
                 s_node64_t *node = (s_node64_t *)flat + pos;
                 node->feature = f;
-                node->next = (int32_t)pos;
+                node->next = (uint32_t)(pos * size);
                 if (feature[i] < 0) {
                     uint64_t bits = S_NAN64 | (uint32_t)left[i];
                     memcpy (&node->threshold, &bits, sizeof bits);
@@ -208,7 +209,7 @@ static int s_layout (model_parse_t *p, s_trees_t *self, size_t width, size_t n, 
             } else {
                 s_node32_t *node = (s_node32_t *)flat + pos;
                 node->feature = f;
-                node->next = (int32_t)pos;
+                node->next = (uint32_t)(pos * size);
                 if (feature[i] < 0) {
                     node->threshold = NAN;
                     node->aux = (uint32_t)left[i];
@@ -243,7 +244,7 @@ static int s_trees_parse (model_parse_t *p, const msgpack_object *map, size_t in
     uint64_t in, k, n, trees, leaves, leaf_width, sets;
     if (model_parse_uint (p, map, "in", 1, 1u << 24, &in) ||
         model_parse_uint (p, map, "out", 1, 1u << 24, &k) ||
-        model_parse_uint (p, map, "nodes", 1, INT32_MAX, &n) ||
+        model_parse_uint (p, map, "nodes", 1, S_NODES_MAX, &n) ||
         model_parse_uint (p, map, "trees", 1, INT32_MAX, &trees) ||
         model_parse_uint (p, map, "leaves", 1, INT32_MAX, &leaves) ||
         model_parse_uint (p, map, "leaf_width", 1, 1u << 24, &leaf_width) ||
@@ -290,16 +291,18 @@ static int s_trees_parse (model_parse_t *p, const msgpack_object *map, size_t in
     s_tree_t *tree = self ? model_parse_alloc (p, trees * sizeof *tree) : NULL;
     void *flat =
         tree ? model_parse_alloc (p, n * (fp64 ? sizeof (s_node64_t) : sizeof (s_node32_t))) : NULL;
-    if (!flat)
+    uint8_t *flat_flags = flat ? model_parse_alloc (p, n) : NULL;
+    if (!flat_flags)
         return -1;
     self->trees = trees;
     self->k = k;
     self->leaf_width = leaf_width;
     if (s_layout (p, self, in_width, n, leaves, sets, feature, threshold, left, right, flags, roots,
-                  column, tree, flat))
+                  column, tree, flat, flat_flags))
         return -1;
     self->tree = tree;
     self->nodes = flat;
+    self->flags = flat_flags;
     self->values = values;
     self->base = base;
     self->categories = categories;
@@ -324,22 +327,26 @@ static inline unsigned s_category (double x)
 }
 
 //  True when a categorical node (set `set`) sends x left; x < 0 counts as NaN
-static inline bool s_category_left (const s_trees_t *self, uint32_t feature, uint32_t set, double x)
+static inline bool s_category_left (const s_trees_t *self, uint8_t flags, uint32_t set, double x)
 {
     if (isnan (x) || x < 0)
-        return feature & S_MISSING_LEFT;
+        return flags & S_FLAG_MISSING_LEFT;
     unsigned c = s_category (x);
     return (self->categories[(size_t)set * 8 + c / 32] >> (c % 32)) & 1u;
 }
 
-//  One branch-free step of a walk: node a of the row at x goes to a + 1 or
-//  to its right child; a leaf stays (x <= NaN is false, next is itself).
-//  A mask, not a branch: the way a row goes is data, unpredictable.
+#define S_AT(NODE, offset) ((const NODE *)((const char *)nodes + (offset)))
+
+//  One branch-free step of a walk: the node at offset a of the row at x
+//  goes to the next node or to its right child; a leaf stays (x <= NaN is
+//  false, next is itself).  The way a row goes is data, unpredictable: a
+//  mask, not a branch (gcc makes a branch of a conditional, even one
+//  marked unpredictable, and loses half the speed).
 #define S_STEP(NODE, a, x)                                                                         \
     do {                                                                                           \
-        const NODE *node_ = &nodes[a];                                                             \
-        int32_t left_ = -(int32_t)((x)[node_->feature & S_FEATURE] <= node_->threshold);           \
-        (a) = node_->next ^ ((node_->next ^ ((a) + 1)) & left_);                                   \
+        const NODE *node_ = S_AT (NODE, a);                                                        \
+        uint32_t left_ = -(uint32_t)((x)[node_->feature] <= node_->threshold);                     \
+        (a) = node_->next ^ ((node_->next ^ ((a) + (uint32_t)sizeof (NODE))) & left_);             \
     } while (0)
 
 //  s_run_d / s_run_f: the trees on a batch.  One body for both datatypes,
@@ -364,14 +371,14 @@ static inline bool s_category_left (const s_trees_t *self, uint32_t feature, uin
                     nan |= isnan (xb[i]);                                                          \
             for (size_t t = 0; t < self->trees; t++) {                                             \
                 const s_tree_t *tree = &self->tree[t];                                             \
-                int32_t at[S_BLOCK];                                                               \
+                uint32_t at[S_BLOCK];                                                              \
                 if (tree->simple && !nan && tree->depth <= S_STEPS_MAX) {                          \
                     size_t r = 0;                                                                  \
                     for (; r + 8 <= nb; r += 8) {                                                  \
                         const T *x0 = xb + r * w, *x1 = x0 + w, *x2 = x1 + w, *x3 = x2 + w;        \
                         const T *x4 = x3 + w, *x5 = x4 + w, *x6 = x5 + w, *x7 = x6 + w;            \
-                        int32_t a0 = tree->root, a1 = a0, a2 = a0, a3 = a0;                        \
-                        int32_t a4 = a0, a5 = a0, a6 = a0, a7 = a0;                                \
+                        uint32_t a0 = tree->root, a1 = a0, a2 = a0, a3 = a0;                       \
+                        uint32_t a4 = a0, a5 = a0, a6 = a0, a7 = a0;                               \
                         for (uint32_t d = 0; d < tree->depth; d++) {                               \
                             S_STEP (NODE, a0, x0);                                                 \
                             S_STEP (NODE, a1, x1);                                                 \
@@ -387,36 +394,36 @@ static inline bool s_category_left (const s_trees_t *self, uint32_t feature, uin
                     }                                                                              \
                     for (; r < nb; r++) {                                                          \
                         const T *x0 = xb + r * w;                                                  \
-                        int32_t a0 = tree->root;                                                   \
+                        uint32_t a0 = tree->root;                                                  \
                         for (uint32_t d = 0; d < tree->depth; d++)                                 \
                             S_STEP (NODE, a0, x0);                                                 \
                         at[r] = a0;                                                                \
                     }                                                                              \
                 } else                                                                             \
                     for (size_t r = 0; r < nb; r++) {                                              \
-                        int32_t i = tree->root;                                                    \
+                        uint32_t i = tree->root;                                                   \
                         const T *row = xb + r * w;                                                 \
-                        while (nodes[i].next != i) {                                               \
-                            const NODE *node = &nodes[i];                                          \
-                            T v = row[node->feature & S_FEATURE];                                  \
+                        while (S_AT (NODE, i)->next != i) {                                        \
+                            const NODE *node = S_AT (NODE, i);                                     \
+                            uint8_t flags = self->flags[i / sizeof (NODE)];                        \
+                            T v = row[node->feature];                                              \
                             bool go_left;                                                          \
-                            if (node->feature & S_CATEGORICAL)                                     \
-                                go_left = s_category_left (self, node->feature, SET_OF (node),     \
-                                                           (double)v);                             \
+                            if (flags & S_FLAG_CATEGORICAL)                                        \
+                                go_left = s_category_left (self, flags, SET_OF (node), (double)v); \
                             else if (isnan (v))                                                    \
-                                go_left = node->feature & S_MISSING_LEFT;                          \
+                                go_left = flags & S_FLAG_MISSING_LEFT;                             \
                             else                                                                   \
                                 go_left = v <= node->threshold;                                    \
-                            i = go_left ? i + 1 : node->next;                                      \
+                            i = go_left ? i + (uint32_t)sizeof (NODE) : node->next;                \
                         }                                                                          \
                         at[r] = i;                                                                 \
                     }                                                                              \
                 if (lw == 1)                                                                       \
                     for (size_t r = 0; r < nb; r++)                                                \
-                        yb[r * k + (size_t)tree->column] += values[LEAF_OF (&nodes[at[r]])];       \
+                        yb[r * k + (size_t)tree->column] += values[LEAF_OF (S_AT (NODE, at[r]))];  \
                 else                                                                               \
                     for (size_t r = 0; r < nb; r++) {                                              \
-                        const T *v = values + (size_t)LEAF_OF (&nodes[at[r]]) * lw;                \
+                        const T *v = values + (size_t)LEAF_OF (S_AT (NODE, at[r])) * lw;           \
                         T *out = yb + r * k;                                                       \
                         for (size_t c = 0; c < k; c++)                                             \
                             out[c] += v[c];                                                        \
@@ -437,11 +444,8 @@ static inline uint32_t s_leaf32 (const s_node32_t *node)
     return node->aux;
 }
 
-#define S_SET64(node) s_leaf64 (node)
-#define S_SET32(node) ((node)->aux)
-
-S_RUN (s_run_d, double, s_node64_t, s_leaf64, S_SET64)
-S_RUN (s_run_f, float, s_node32_t, s_leaf32, S_SET32)
+S_RUN (s_run_d, double, s_node64_t, s_leaf64, s_leaf64)
+S_RUN (s_run_f, float, s_node32_t, s_leaf32, s_leaf32)
 
 static void s_trees_run (const void *ext, amaas_dtype_t dtype, const void *x, void *y, size_t rows,
                          size_t in_width, size_t out_width, void *scratch)

@@ -99,8 +99,8 @@ class Ensemble:
         np = _np()
         if not self.roots:
             raise Refused("the model has no trees")
-        if self.nodes >= 1 << 31:
-            raise Refused("the model has %d nodes; the format allows 2^31 - 1" % self.nodes)
+        if self.nodes >= 1 << 28:
+            raise Refused("the model has %d nodes; the format allows 2^28 - 1" % self.nodes)
         thr = np.concatenate(self.parts["threshold"])
         feat = np.concatenate(self.parts["feature"])
         if self.rule == "lt32":
