@@ -18,7 +18,7 @@
 #include "model.h"
 #include "unit.h"
 
-#define T_NODES 64
+#define T_NODES 128
 #define T_TREES 16
 
 typedef struct {
@@ -245,28 +245,37 @@ START_TEST (test_batch_matches_rows)
 }
 END_TEST
 
-//  A chain deeper than the branch-free walk takes: x0 <= i ? leaf i : next
+//  A chain deeper than the branch-free walk takes (S_STEPS_MAX, 32), and the
+//  same chain cut to depth 20, walked branch-free: x0 <= i ? leaf i : next
 START_TEST (test_deep_chain)
 {
-    t_model_t m = {.width = 1, .k = 1, .n = 41, .trees = 1, .leaves = 21, .leaf_width = 1};
-    for (int i = 0; i < 20; i++) {
-        m.feature[2 * i] = 0;
-        m.threshold[2 * i] = i;
-        m.left[2 * i] = 2 * i + 1;
-        m.right[2 * i] = 2 * i + 2;
-        m.feature[2 * i + 1] = -1;
-        m.left[2 * i + 1] = i;
-        m.values[i] = 100 + i;
+    for (int depth = 20; depth <= 40; depth += 20) {
+        t_model_t m = {.width = 1,
+                       .k = 1,
+                       .n = 2 * depth + 1,
+                       .trees = 1,
+                       .leaves = depth + 1,
+                       .leaf_width = 1};
+        for (int i = 0; i < depth; i++) {
+            m.feature[2 * i] = 0;
+            m.threshold[2 * i] = i;
+            m.left[2 * i] = 2 * i + 1;
+            m.right[2 * i] = 2 * i + 2;
+            m.feature[2 * i + 1] = -1;
+            m.left[2 * i + 1] = i;
+            m.values[i] = 100 + i;
+        }
+        m.feature[2 * depth] = -1;
+        m.left[2 * depth] = depth;
+        m.values[depth] = -1;
+        double x[] = {-5, 0, 0.5, 13, 19, depth - 1.5, depth - 0.5, 1e9};
+        double want[] = {100, 100, 101, 113, 119, 100 + depth - 1, -1, -1};
+        double y[8];
+        t_run (&m, x, 8, y);
+        for (int i = 0; i < 8; i++)
+            ck_assert_msg (y[i] == want[i], "depth %d: y[%d] = %g, want %g", depth, i, y[i],
+                           want[i]);
     }
-    m.feature[40] = -1;
-    m.left[40] = 20;
-    m.values[20] = -1;
-    double x[] = {-5, 0, 0.5, 13, 19, 19.5, 1e9};
-    double want[] = {100, 100, 101, 113, 119, -1, -1};
-    double y[7];
-    t_run (&m, x, 7, y);
-    for (int i = 0; i < 7; i++)
-        ck_assert_msg (y[i] == want[i], "y[%d] = %g, want %g", i, y[i], want[i]);
 }
 END_TEST
 

@@ -21,7 +21,10 @@
     tree's nodes stay in cache while the block's rows go through it, and the
     rows' independent walks overlap in the CPU (eight rows at a time in
     registers: measured on a 500-tree depth-6 XGBoost model, 8 beat 4, and
-    blocks of 16 rows as fast as 64).  A tree whose depth is at
+    blocks of 16 rows as fast as 64).  Stepping every row a tree's full
+    depth wins even for deep trees: a 100-tree RandomForest grown to pure
+    leaves (depths 14 to 25) computes 256 rows 2.7x faster branch-free than
+    with the per-row walk, whose branches the CPU mispredicts.  A tree whose depth is at
     most S_STEPS_MAX, with no categorical split, in a block without NaN (or
     in a model where NaN always goes right), is walked branch-free for
     exactly its depth in steps; others walk each row with the full rules.
@@ -35,7 +38,7 @@
 #include "model_family.h"
 
 #define S_BLOCK 16                    //  rows walked together
-#define S_STEPS_MAX 12                //  deepest tree walked branch-free
+#define S_STEPS_MAX 32                //  deepest tree walked branch-free
 #define S_NODES_MAX ((1u << 28) - 1)  //  byte offsets of 16-byte nodes fit in 32 bits
 #define S_NAN64 0x7ff8000000000000ull //  a leaf's threshold: quiet NaN | value index
 
