@@ -167,6 +167,8 @@ def build():
         m.fit(Xd[:300], yd[:300], eval_set=[(Xd[300:], yd[300:])], verbose=False)
     cases.append(zoo.Case("xgb_reg_early_stop", m, "regressor", Xd.shape[1], Xd.mean(axis=0),
                           Xd.std(axis=0), rtol=XGB_RTOL))
+    add("pipe_scaler_xgb", make_pipeline(StandardScaler(), xgb.XGBRegressor(
+        n_estimators=20, max_depth=3, random_state=0)), "regressor", Xd, yd, rtol=XGB_RTOL)
     m = xgb.XGBClassifier(n_estimators=10, max_depth=3, base_score=0.3, random_state=0)
     add("xgb_clf_base_score", m, "classifier", Xb, yb, rtol=XGB_RTOL)
     booster = xgb.train({"objective": "multi:softprob", "num_class": 3, "max_depth": 3,
