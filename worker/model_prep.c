@@ -21,8 +21,8 @@
 
 #include "model_family.h"
 
-#define S_MAX_WIDTH (1u << 24)   //  the format's widths are 1 .. 2^24
-#define S_MAX_FACTORS (1u << 30) //  poly: input columns over all terms
+#define S_MAX_WIDTH (1u << 24)         //  the format's widths are 1 .. 2^24
+#define S_MAX_FACTORS ((1u << 30) - 1) //  poly: factors over all terms; onehot: categories
 
 //  --------------------------------------------------------------------------
 //  Checked data of each op
