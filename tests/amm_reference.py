@@ -141,17 +141,36 @@ def load_bytes(data):
     ops = m.get("ops")
     _need(isinstance(ops, list) and 1 <= len(ops) <= MAX_OPS, "ops must be an array of 1..%d maps"
           % MAX_OPS)
-    w = width            # current width; None once argmax made labels
-    label_dtype = None
     emitted = []
-    checked = []
-    for i, op in enumerate(ops):
-        _need(isinstance(op, dict), "op %d is not a map" % i)
-        kind = _str(op, "op", "op %d" % i)
-        where = "op %d (%s)" % (i, kind)
-        c = {"op": kind}
-        if w is None:
-            _need(kind == "output", where + ": only output may follow argmax")
+    counted = [0]
+    state = {"label_dtype": None}
+
+    def check_list(ops, w, depth, prefix):
+        """(checked ops, width after them) of a list of ops on width w."""
+        checked = []
+        for i, op in enumerate(ops):
+            counted[0] += 1
+            _need(counted[0] <= MAX_OPS, "more than %d ops, counting those in parts" % MAX_OPS)
+            _need(isinstance(op, dict), "%sop %d is not a map" % (prefix, i))
+            kind = _str(op, "op", "%sop %d" % (prefix, i))
+            where = "%sop %d (%s)" % (prefix, i, kind)
+            c = {"op": kind}
+            if w is None:
+                _need(kind == "output", where + ": only output may follow argmax")
+            _need(not (depth and kind == "argmax"), where + ": argmax may not be in a part")
+            w = check_op(op, c, kind, where, w, depth)
+            checked.append(c)
+        return checked, w
+
+    def columns_of(op, where, w):
+        cols = op.get("columns")
+        _need(isinstance(cols, list) and 1 <= len(cols) <= MAX_WIDTH
+              and all(isinstance(j, int) and not isinstance(j, bool) and 0 <= j < w
+                      for j in cols),
+              where + ": columns must be 1..%d indices below the width %d" % (MAX_WIDTH, w))
+        return np.array(cols, dtype=np.int64)
+
+    def check_op(op, c, kind, where, w, depth):
         if kind == "scale":
             _need(_uint(op, "width", where, 1, MAX_WIDTH) == w, where + ": width %d, current width %d"
                   % (op["width"], w))
@@ -166,6 +185,26 @@ def load_bytes(data):
             w = m_out
         elif kind in ELEMENTWISE:
             pass
+        elif kind == "select":
+            c["columns"] = columns_of(op, where, w)
+            w = len(c["columns"])
+        elif kind == "columns":
+            _need(depth < 3, where + ": columns ops nest deeper than 3")
+            parts = op.get("parts")
+            _need(isinstance(parts, list) and 1 <= len(parts) <= 256,
+                  where + ": parts must be an array of 1..256 maps")
+            c["parts"] = []
+            total = 0
+            for j, part in enumerate(parts):
+                pw = "%s: parts[%d]" % (where, j)
+                _need(isinstance(part, dict), pw + " is not a map")
+                cols = columns_of(part, pw, w)
+                sub = part.get("ops")
+                _need(isinstance(sub, list), pw + ": ops must be an array")
+                sub_checked, sub_w = check_list(sub, len(cols), depth + 1, pw + ": ")
+                c["parts"].append({"columns": cols, "ops": sub_checked})
+                total += sub_w
+            w = total
         elif kind in FAMILY:
             got, w = FAMILY[kind][0](op, where, w, dtype)
             c.update(got)
@@ -178,10 +217,10 @@ def load_bytes(data):
                   where + ": labels must be an array of %d (the current width)" % w)
             if all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
                 _need(all(-(1 << 63) <= v < (1 << 63) for v in labels), where + ": label out of INT64")
-                label_dtype = "INT64"
+                state["label_dtype"] = "INT64"
                 c["labels"] = np.array(labels, dtype=np.int64)
             elif all(isinstance(v, str) for v in labels):
-                label_dtype = "BYTES"
+                state["label_dtype"] = "BYTES"
                 c["labels"] = [v.encode("utf-8") for v in labels]
                 _need(all(len(v) <= MAX_LABEL for v in c["labels"]),
                       where + ": a label is over %d bytes" % MAX_LABEL)
@@ -193,7 +232,7 @@ def load_bytes(data):
             flatten = op.get("flatten", False)
             _need(isinstance(flatten, bool), where + ": flatten is not a bool")
             if w is None:
-                out_dtype, shape = label_dtype, [-1]
+                out_dtype, shape = state["label_dtype"], [-1]
             elif flatten:
                 _need(w == 1, where + ": flatten needs width 1, current width %d" % w)
                 out_dtype, shape = m["datatype"], [-1]
@@ -209,7 +248,9 @@ def load_bytes(data):
             emitted.append(name)
         else:
             raise FormatError(where + ": unknown op")
-        checked.append(c)
+        return w
+
+    checked, _ = check_list(ops, width, 0, "")
     _need(len(emitted) == len(outs), "%d outputs declared, %d output ops" % (len(outs), len(emitted)))
     return {"name": m["name"], "version": m["version"], "datatype": m["datatype"],
             "dtype": dtype, "input": inp["name"], "width": width, "outputs": outs,
@@ -232,41 +273,53 @@ def run(model, x):
         raise ValueError("input must be [rows, %d], is %s" % (model["width"], x.shape))
     x = x.astype(dt, copy=True)
     result = {}
-    with np.errstate(over="ignore", under="ignore"):
-        for op in model["ops"]:
-            k = op["op"]
-            if k == "scale":
-                x = (x - op["mean"]) / op["scale"]
-            elif k == "dense":
-                x = x @ op["weights"] + op["bias"]
-            elif k == "identity":
-                pass
-            elif k == "relu":
-                x = np.maximum(x, 0)
-            elif k == "tanh":
-                x = np.tanh(x)
-            elif k == "sigmoid":
-                x = dt.type(1) / (dt.type(1) + np.exp(-x))
-            elif k == "softmax":
-                e = np.exp(x - x.max(axis=1, keepdims=True))
-                x = e / e.sum(axis=1, keepdims=True)
-            elif k == "normalize":
-                x = x / x.sum(axis=1, keepdims=True)
-            elif k == "binary":
-                x = np.hstack([dt.type(1) - x, x])
-            elif k == "argmax":
-                idx = np.argmax(x, axis=1)
-                labels = op["labels"]
-                if isinstance(labels, np.ndarray):
-                    x = labels[idx]
-                else:
-                    x = np.empty(len(idx), dtype=object)
-                    x[:] = [labels[i] for i in idx]
-            elif k in FAMILY:
-                x = FAMILY[k][1](op, x, dt)
-            elif k == "output":
-                result[op["name"]] = x.reshape(-1) if op["flatten"] else x.copy()
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        _run_list(model["ops"], x, dt, result)
+
     return result
+
+
+def _run_list(ops, x, dt, result):
+    """Runs ops on x; fills result with the outputs; returns the last tensor."""
+    for op in ops:
+        k = op["op"]
+        if k == "scale":
+            x = (x - op["mean"]) / op["scale"]
+        elif k == "dense":
+            x = x @ op["weights"] + op["bias"]
+        elif k == "identity":
+            pass
+        elif k == "relu":
+            x = np.maximum(x, 0)
+        elif k == "tanh":
+            x = np.tanh(x)
+        elif k == "sigmoid":
+            x = dt.type(1) / (dt.type(1) + np.exp(-x))
+        elif k == "softmax":
+            e = np.exp(x - x.max(axis=1, keepdims=True))
+            x = e / e.sum(axis=1, keepdims=True)
+        elif k == "normalize":
+            x = x / x.sum(axis=1, keepdims=True)
+        elif k == "binary":
+            x = np.hstack([dt.type(1) - x, x])
+        elif k == "argmax":
+            idx = np.argmax(x, axis=1)
+            labels = op["labels"]
+            if isinstance(labels, np.ndarray):
+                x = labels[idx]
+            else:
+                x = np.empty(len(idx), dtype=object)
+                x[:] = [labels[i] for i in idx]
+        elif k == "select":
+            x = x[:, op["columns"]]
+        elif k == "columns":
+            x = np.hstack([_run_list(p["ops"], x[:, p["columns"]], dt, result)
+                           for p in op["parts"]])
+        elif k in FAMILY:
+            x = FAMILY[k][1](op, x, dt)
+        elif k == "output":
+            result[op["name"]] = x.reshape(-1) if op["flatten"] else x.copy()
+    return x
 
 
 # ---------------------------------------------------------------------------

@@ -1891,6 +1891,199 @@ START_TEST (test_files)
 }
 END_TEST
 
+//  --------------------------------------------------------------------------
+//  columns and select
+
+//  {"columns": [...], "ops": [...]} with the given column indices
+static msgpack_object t_part (const size_t *columns, size_t n, msgpack_object ops)
+{
+    msgpack_object part = t_map ();
+    msgpack_object list = t_array (n);
+    for (size_t i = 0; i < n; i++)
+        t_push (&list, t_uint (columns[i]));
+    t_put (&part, "columns", list);
+    t_put (&part, "ops", ops);
+    return part;
+}
+
+static msgpack_object t_output_decl (const char *name, size_t width)
+{
+    msgpack_object output = t_map ();
+    t_put (&output, "name", t_str (name));
+    t_put (&output, "datatype", t_str ("FP64"));
+    msgpack_object shape = t_array (2);
+    t_push (&shape, t_int (-1));
+    if (width)
+        t_push (&shape, t_uint (width));
+    t_put (&output, "shape", shape);
+    return output;
+}
+
+static msgpack_object t_simple_op (const char *name)
+{
+    msgpack_object op = t_map ();
+    t_put (&op, "op", t_str (name));
+    return op;
+}
+
+//  Input [rows, 3]; columns: part 0 = cols (2, 0) scaled, part 1 = col 1 as
+//  it is, part 2 = cols (0, 1) through dense (1, 10) + 0.5, emitted as
+//  "inner"; then select (3, 0) emitted as "out".  Each *_p, when not NULL,
+//  receives the map to mutate.
+static msgpack_object t_columns_model (msgpack_object **columns_op_p, msgpack_object **part_ops_p)
+{
+    msgpack_object top = t_map ();
+    t_put (&top, "format", t_str ("amaas-model"));
+    t_put (&top, "format_version", t_uint (1));
+    t_put (&top, "name", t_str ("columns"));
+    t_put (&top, "version", t_str ("1"));
+    t_put (&top, "datatype", t_str ("FP64"));
+    msgpack_object input = t_map ();
+    t_put (&input, "name", t_str ("input"));
+    t_put (&input, "width", t_uint (3));
+    t_put (&top, "input", input);
+    msgpack_object outputs = t_array (2);
+    t_push (&outputs, t_output_decl ("inner", 1));
+    t_push (&outputs, t_output_decl ("out", 2));
+    t_put (&top, "outputs", outputs);
+
+    msgpack_object scale = t_simple_op ("scale");
+    const double mean[2] = {1, 2}, spread[2] = {2, 4};
+    t_put (&scale, "width", t_uint (2));
+    t_put (&scale, "mean", t_bin (mean, sizeof mean));
+    t_put (&scale, "scale", t_bin (spread, sizeof spread));
+    msgpack_object ops0 = t_array (4);
+    t_push (&ops0, scale);
+    msgpack_object dense = t_simple_op ("dense");
+    const double weights[2] = {1, 10}, bias[1] = {0.5};
+    t_put (&dense, "in", t_uint (2));
+    t_put (&dense, "out", t_uint (1));
+    t_put (&dense, "weights", t_bin (weights, sizeof weights));
+    t_put (&dense, "bias", t_bin (bias, sizeof bias));
+    msgpack_object inner = t_simple_op ("output");
+    t_put (&inner, "name", t_str ("inner"));
+    msgpack_object ops2 = t_array (4);
+    t_push (&ops2, dense);
+    t_push (&ops2, inner);
+
+    msgpack_object parts = t_array (4);
+    const size_t c0[] = {2, 0}, c1[] = {1}, c2[] = {0, 1};
+    t_push (&parts, t_part (c0, 2, ops0));
+    t_push (&parts, t_part (c1, 1, t_array (4)));
+    t_push (&parts, t_part (c2, 2, ops2));
+    msgpack_object columns = t_simple_op ("columns");
+    t_put (&columns, "parts", parts);
+
+    msgpack_object select = t_simple_op ("select");
+    msgpack_object picked = t_array (2);
+    t_push (&picked, t_uint (3));
+    t_push (&picked, t_uint (0));
+    t_put (&select, "columns", picked);
+    msgpack_object out = t_simple_op ("output");
+    t_put (&out, "name", t_str ("out"));
+
+    msgpack_object ops = t_array (3);
+    t_push (&ops, columns);
+    t_push (&ops, select);
+    t_push (&ops, out);
+    t_put (&top, "ops", ops);
+    if (columns_op_p)
+        *columns_op_p = &t_get (&top, "ops")->via.array.ptr[0];
+    if (part_ops_p) {
+        msgpack_object *op0 = &t_get (&top, "ops")->via.array.ptr[0];
+        *part_ops_p = t_get (&t_get (op0, "parts")->via.array.ptr[0], "ops");
+    }
+    return top;
+}
+
+START_TEST (test_columns_select)
+{
+    msgpack_object top = t_columns_model (NULL, NULL);
+    char err[512];
+    model_t *model = t_load_tree (&top, true, 0, err, sizeof err);
+    ck_assert_msg (model != NULL, "columns model refused: %s", err);
+    model_workspace_t *ws = model_workspace_new ();
+    const double x[2][3] = {{1, 2, 3}, {-4, 0.5, 9}};
+    model_output_t outputs[MODEL_MAX_OUTPUTS];
+    for (int round = 0; round < 2; round++) { //  the second run reuses the buffers
+        ck_assert_int_eq (model_run (model, ws, AMAAS_FP64, x, 2, outputs, err, sizeof err), 0);
+        ck_assert_str_eq (outputs[0].name, "inner");
+        ck_assert_str_eq (outputs[1].name, "out");
+        ck_assert_int_eq (outputs[1].shape[1], 2);
+        const double *inner = outputs[0].data;
+        const double *out = outputs[1].data;
+        for (size_t r = 0; r < 2; r++) {
+            double dense = x[r][0] + 10 * x[r][1] + 0.5;
+            ck_assert_double_eq (inner[r], dense);
+            ck_assert_double_eq (out[2 * r], dense);
+            ck_assert_double_eq (out[2 * r + 1], (x[r][2] - 1) / 2);
+        }
+    }
+    size_t size = model_workspace_size (ws);
+    ck_assert_int_eq (model_run (model, ws, AMAAS_FP64, x, 1, outputs, err, sizeof err), 0);
+    ck_assert_uint_eq (model_workspace_size (ws), size);
+    model_workspace_destroy (&ws);
+}
+END_TEST
+
+START_TEST (test_columns_refused)
+{
+    msgpack_object *columns, *part_ops;
+    msgpack_object top = t_columns_model (&columns, &part_ops);
+    //  a column past the width
+    msgpack_object *parts = t_get (columns, "parts");
+    msgpack_object *c0 = t_get (&parts->via.array.ptr[0], "columns");
+    c0->via.array.ptr[0] = t_uint (3);
+    t_refused (&top, "op 0 (columns): parts[0]: columns[0] must be a uint below the width 3");
+    c0->via.array.ptr[0] = t_uint (2);
+    t_accepted (&top);
+
+    //  argmax in a part; a part's op whose width does not chain
+    msgpack_object argmax = t_simple_op ("argmax");
+    msgpack_object labels = t_array (2);
+    t_push (&labels, t_int (1));
+    t_push (&labels, t_int (2));
+    t_put (&argmax, "labels", labels);
+    t_push (part_ops, argmax);
+    t_refused (&top, "parts[0]: op 1 (argmax): argmax may not be in a part");
+    part_ops->via.array.ptr[1] = t_simple_op ("binary");
+    t_refused (&top, "parts[0]: op 1 (binary): binary needs a width of 1");
+    part_ops->via.array.size = 1;
+
+    //  no parts; a part with no columns
+    uint32_t n_parts = parts->via.array.size;
+    parts->via.array.size = 0;
+    t_refused (&top, "\"parts\" has 0 entries");
+    parts->via.array.size = n_parts;
+    c0->via.array.size = 0;
+    t_refused (&top, "\"columns\" has 0 entries");
+    c0->via.array.size = 2;
+
+    //  select past the width
+    msgpack_object *select = &t_get (&top, "ops")->via.array.ptr[1];
+    t_get (select, "columns")->via.array.ptr[0] = t_uint (4);
+    t_refused (&top, "op 1 (select): columns[0] must be a uint below the width 4");
+    t_get (select, "columns")->via.array.ptr[0] = t_uint (3);
+    t_accepted (&top);
+
+    //  columns nested deeper than the limit (the innermost needs no parts to
+    //  be refused: msgpack's own depth limit comes soon after)
+    msgpack_object nested = t_simple_op ("columns");
+    for (int depth = 0; depth < 3; depth++) {
+        msgpack_object outer = t_simple_op ("columns");
+        msgpack_object list = t_array (1);
+        msgpack_object ops = t_array (1);
+        t_push (&ops, nested);
+        const size_t all[] = {0, 1, 2};
+        t_push (&list, t_part (all, 3, ops));
+        t_put (&outer, "parts", list);
+        nested = outer;
+    }
+    *columns = nested;
+    t_refused (&top, "columns ops nest deeper than 3");
+}
+END_TEST
+
 static Suite *s_suite (void)
 {
     Suite *suite = suite_create ("model");
@@ -1923,6 +2116,12 @@ static Suite *s_suite (void)
     tcase_add_test (tc, test_random_bytes);
     tcase_add_loop_test (tc, test_mutations, 0, 4);
     tcase_add_test (tc, test_files);
+    suite_add_tcase (suite, tc);
+
+    tc = tcase_create ("columns");
+    tcase_add_checked_fixture (tc, t_setup, t_teardown);
+    tcase_add_test (tc, test_columns_select);
+    tcase_add_test (tc, test_columns_refused);
     suite_add_tcase (suite, tc);
     return suite;
 }

@@ -70,6 +70,7 @@ typedef struct {
     void *labels;        //  int_labels or bytes_labels, owned
     size_t *offsets;     //  bytes_offset, owned
     model_part_t *parts; //  columns: op.parts, owned
+    size_t *columns;     //  select: op.columns, owned
     s_part_t *owned;     //  columns: what each part owns
     void *ext;           //  family op: op.ext, freed by op.family->destroy
 } s_op_t;
@@ -128,6 +129,7 @@ static const struct {
     {"softmax", MODEL_OP_SOFTMAX},   {"normalize", MODEL_OP_NORMALIZE},
     {"binary", MODEL_OP_BINARY},     {"output", MODEL_OP_OUTPUT},
     {"argmax", MODEL_OP_ARGMAX},     {"columns", MODEL_OP_COLUMNS},
+    {"select", MODEL_OP_SELECT},
 };
 
 //  --------------------------------------------------------------------------
@@ -792,6 +794,31 @@ static int s_parse_family (s_ctx_t *ctx, model_t *self, s_op_t *op, const msgpac
     return 0;
 }
 
+//  A required "columns": array of 1 .. 2^24 uints below width, into a new
+//  array *columns_p (owned by the caller once set) of *count entries.
+static int s_get_columns (s_ctx_t *ctx, const msgpack_object *map, size_t width, size_t **columns_p,
+                          size_t *count)
+{
+    const msgpack_object *columns = s_require (ctx, map, "columns", MSGPACK_OBJECT_ARRAY);
+    if (!columns)
+        return -1;
+    uint32_t n = columns->via.array.size;
+    if (n < 1 || n > S_MAX_WIDTH)
+        return s_fail (ctx, "\"columns\" has %u entries, expected 1..%u", n, S_MAX_WIDTH);
+    size_t *out = malloc (n * sizeof (size_t));
+    *columns_p = out;
+    if (!out)
+        return s_fail (ctx, "out of memory");
+    for (uint32_t j = 0; j < n; j++) {
+        const msgpack_object *column = &columns->via.array.ptr[j];
+        if (column->type != MSGPACK_OBJECT_POSITIVE_INTEGER || column->via.u64 >= width)
+            return s_fail (ctx, "columns[%u] must be a uint below the width %zu", j, width);
+        out[j] = (size_t)column->via.u64;
+    }
+    *count = n;
+    return 0;
+}
+
 //  A columns op: {"parts": [{"columns": [i, ...], "ops": [...]}, ...]}
 static int s_parse_columns (s_ctx_t *ctx, model_t *self, s_op_t *op, const msgpack_object *map,
                             s_tensor_t *tensor, int depth)
@@ -845,7 +872,7 @@ static int s_parse_columns (s_ctx_t *ctx, model_t *self, s_op_t *op, const msgpa
         uint32_t n_ops = ops->via.array.size;
         if (n_ops > S_MAX_OPS)
             return s_fail (ctx, "\"ops\" has %u entries, at most %d", n_ops, S_MAX_OPS);
-        s_tensor_t sub = {n, AMAAS_DTYPE_INVALID, 0};
+        s_tensor_t sub = {n, AMAAS_DTYPE_INVALID, tensor->outputs};
         if (n_ops) {
             owned->ops = calloc (n_ops, sizeof (s_op_t));
             owned->ptrs = calloc (n_ops, sizeof (model_op_t *));
@@ -866,6 +893,7 @@ static int s_parse_columns (s_ctx_t *ctx, model_t *self, s_op_t *op, const msgpa
             }
         }
         part->width = sub.width;
+        tensor->outputs = sub.outputs; //  a part's output ops emit model outputs in order
         total += sub.width;
         if (total > S_MAX_WIDTH)
             return s_fail (ctx, "the parts give more than %u columns", S_MAX_WIDTH);
@@ -911,11 +939,11 @@ static int s_parse_op (s_ctx_t *ctx, model_t *self, s_op_t *op, const char *wher
 
     if (tensor->width == 0 && op->op.kind != MODEL_OP_OUTPUT)
         return s_fail (ctx, "only output ops may follow argmax");
-    if (depth > 0 && (op->op.kind == MODEL_OP_OUTPUT || op->op.kind == MODEL_OP_ARGMAX))
-        return s_fail (ctx, "%s may not be in a part of a columns op", op->op.name);
+    if (depth > 0 && op->op.kind == MODEL_OP_ARGMAX)
+        return s_fail (ctx, "argmax may not be in a part of a columns op");
     op->op.in_width = tensor->width;
     op->op.work = tensor->width + 1;
-    size_t width;
+    size_t width = 0;
 
     switch (op->op.kind) {
     case MODEL_OP_SCALE:
@@ -961,6 +989,12 @@ static int s_parse_op (s_ctx_t *ctx, model_t *self, s_op_t *op, const char *wher
     case MODEL_OP_COLUMNS:
         if (s_parse_columns (ctx, self, op, map, tensor, depth))
             return -1;
+        break;
+    case MODEL_OP_SELECT:
+        if (s_get_columns (ctx, map, tensor->width, &op->columns, &width))
+            return -1;
+        op->op.columns = op->columns;
+        tensor->width = width;
         break;
     case MODEL_OP_FAMILY:
         if (s_parse_family (ctx, self, op, map, tensor))
@@ -1118,6 +1152,7 @@ static void s_free_ops (s_op_t *ops, size_t count)
         free (op->b_copy);
         free (op->labels);
         free (op->offsets);
+        free (op->columns);
         if (op->ext && op->op.family && op->op.family->destroy)
             op->op.family->destroy (op->ext);
         for (size_t j = 0; op->owned && j < op->op.n_parts; j++) {

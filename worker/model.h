@@ -85,6 +85,7 @@ typedef enum {
     MODEL_OP_OUTPUT,    //  emit the current tensor as outputs[output]
     MODEL_OP_ARGMAX,    //  per row label of the largest value; tensor becomes labels
     MODEL_OP_COLUMNS,   //  parts: columns selected, each through its ops, side by side
+    MODEL_OP_SELECT,    //  x = x[:, columns]
     MODEL_OP_FAMILY     //  an op of a family (model_family.h): family->run
 } model_op_kind_t;
 
@@ -96,7 +97,7 @@ typedef struct {
     size_t n_columns;             //  1 .. 2^24
     const size_t *columns;        //  each < the columns op's in_width; repeats allowed
     size_t n_ops;                 //  0 (the columns as they are) .. S_MAX_OPS
-    const model_op_t *const *ops; //  element-wise, dense, scale and family ops only
+    const model_op_t *const *ops; //  any op but argmax
     size_t width;                 //  columns this part gives
 } model_part_t;
 
@@ -115,6 +116,7 @@ struct model_op_t {
     const size_t *bytes_offset;      //  argmax BYTES: label i is at bytes_offset[i] ..
                                      //  bytes_offset[i + 1] of bytes_labels
     size_t bytes_max;                //  argmax BYTES: longest encoded label, bytes
+    const size_t *columns;           //  select: out_width indices, each < in_width
     size_t n_parts;                  //  columns: 1 .. 256 parts
     const model_part_t *parts;       //  columns: the parts, in output order
     const model_family_op_t *family; //  family op: its table entry

@@ -386,7 +386,7 @@ static int s_run_op (const model_t *self, model_workspace_t *ws, const model_op_
 //  A columns op: each part's columns gathered into the part buffers of its
 //  depth, its ops run there, its result copied into y's columns.
 static int s_run_columns (const model_t *self, model_workspace_t *ws, const model_op_t *op,
-                          size_t rows, const void *x, void *y)
+                          size_t rows, const void *x, void *y, model_output_t *outputs)
 {
     size_t elem = model_dtype (self) == AMAAS_FP64 ? 8 : 4;
     size_t in_w = op->in_width;
@@ -404,7 +404,7 @@ static int s_run_columns (const model_t *self, model_workspace_t *ws, const mode
                 memcpy (dst + (r * part->n_columns + j) * elem,
                         src + (r * in_w + part->columns[j]) * elem, elem);
         for (size_t i = 0; i < part->n_ops; i++)
-            if (s_run_op (self, ws, part->ops[i], rows, &state, NULL))
+            if (s_run_op (self, ws, part->ops[i], rows, &state, outputs))
                 return -1;
         const char *result = state.bufs[state.cur].data;
         char *out = y;
@@ -449,10 +449,22 @@ static int s_run_op (const model_t *self, model_workspace_t *ws, const model_op_
         break;
     case MODEL_OP_COLUMNS:
         if (s_reserve (next, rows * op->out_width * elem) ||
-            s_run_columns (self, ws, op, rows, x, next->data))
+            s_run_columns (self, ws, op, rows, x, next->data, outputs))
             return -1;
         state->cur = 1 - state->cur;
         break;
+    case MODEL_OP_SELECT: {
+        if (s_reserve (next, rows * op->out_width * elem))
+            return -1;
+        const char *src = x;
+        char *dst = next->data;
+        for (size_t r = 0; r < rows; r++)
+            for (size_t j = 0; j < op->out_width; j++)
+                memcpy (dst + (r * op->out_width + j) * elem,
+                        src + (r * op->in_width + op->columns[j]) * elem, elem);
+        state->cur = 1 - state->cur;
+        break;
+    }
     case MODEL_OP_FAMILY: {
         const model_family_op_t *family = op->family;
         void *scratch = NULL;
