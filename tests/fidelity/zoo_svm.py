@@ -86,7 +86,7 @@ def build():
     y5 = np.argmax(X5[:, :5] + 0.8 * rng.normal(size=(250, 5)), axis=1)
     add("nusvc_rbf_5class_proba", NuSVC(nu=0.3, probability=True, random_state=3), "classifier",
         X5, y5, _svc_ref)
-    add("nusvc_poly_5class", NuSVC(kernel="poly", degree=2, nu=0.2), "classifier", X5, y5,
+    add("nusvc_poly_5class", NuSVC(kernel="poly", degree=2, coef0=1.0, nu=0.5), "classifier", X5, y5,
         _svc_ref)
 
     #  SVR / NuSVR / OneClassSVM
