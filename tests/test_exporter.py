@@ -152,7 +152,9 @@ def refused_cases():
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import (FunctionTransformer, MinMaxScaler, OneHotEncoder,
                                        StandardScaler)
+    from sklearn.linear_model import RidgeClassifier, TweedieRegressor
     from sklearn.svm import SVC
+    import scipy.sparse
 
     rng = np.random.default_rng(5)
     X = rng.normal(size=(60, 3))
@@ -168,7 +170,10 @@ def refused_cases():
         ("unfitted", LinearRegression(), "not fitted"),
         ("unfitted_pipeline", make_pipeline(StandardScaler(), LogisticRegression()), "not fitted"),
         ("random_forest", RandomForestClassifier(n_estimators=3).fit(X, y), "RandomForestClassifier"),
-        ("svc", SVC().fit(X, y), "SVC"),
+        ("svc_precomputed", SVC(kernel="precomputed").fit(X @ X.T, y), "precomputed"),
+        ("svc_sparse", SVC().fit(scipy.sparse.csr_matrix(X), y), "sparse"),
+        ("ridge_multilabel", RidgeClassifier().fit(X, Y2), "multilabel"),
+        ("tweedie", TweedieRegressor().fit(X, np.abs(X[:, 0])), "TweedieRegressor"),
         ("kmeans", KMeans(2, n_init=2).fit(X), "KMeans"),
         ("multioutput", MultiOutputClassifier(LogisticRegression()).fit(X, Y2),
          "MultiOutputClassifier"),

@@ -943,7 +943,7 @@ static int s_parse_op (s_ctx_t *ctx, model_t *self, s_op_t *op, const char *wher
         return s_fail (ctx, "argmax may not be in a part of a columns op");
     op->op.in_width = tensor->width;
     op->op.work = tensor->width + 1;
-    size_t width;
+    size_t width = 0;
 
     switch (op->op.kind) {
     case MODEL_OP_SCALE:
