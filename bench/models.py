@@ -17,7 +17,7 @@ scripts/amaas-export, served by amaas-worker --models DIR):
   forest  RandomForestClassifier, 100 trees (scikit-learn's defaults: grown to pure
           leaves) on a generated 20-feature, 4-class problem, FP64
   svc     SVC, rbf kernel, on a generated 20-feature, 3-class problem with label
-          noise so that it keeps about 1,000 support vectors, FP64
+          noise so that it keeps about 1,000 support vectors (1,026), FP64
   xgb500  XGBRegressor, 500 trees of depth 6 on a generated 20-feature regression;
           DIR/xgb500.json is XGBoost's own model file (exported from it), no
           .joblib; FP32, as XGBoost computes
@@ -90,7 +90,7 @@ def train_forest():
 def train_svc():
     from sklearn.svm import SVC
     rng = np.random.default_rng(SEED + 3)
-    x = wide_rows(rng, 2500)
+    x = wide_rows(rng, 1400)
     model = SVC(kernel="rbf", C=1.0).fit(x, wide_classes(rng, x, 3, 0.15))
     print("svc: %d support vectors" % len(model.support_))
     return model

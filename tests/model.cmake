@@ -10,6 +10,16 @@ add_test(NAME unit_model COMMAND test_model)
 # the test writes one temporary model file; keep it in the build tree
 set_tests_properties(unit_model PROPERTIES ENVIRONMENT "TMPDIR=${CMAKE_CURRENT_BINARY_DIR}"
                      TIMEOUT 600)
+# Unit test of the svm family (worker/model_svm.c)
+add_executable(test_model_svm test_model_svm.c)
+target_link_libraries(test_model_svm PRIVATE amaas_model PkgConfig::CHECK m)
+add_test(NAME unit_model_svm COMMAND test_model_svm)
+set_tests_properties(unit_model_svm PROPERTIES TIMEOUT 120)
+# Unit test of the vectorized exp (worker/vmath.c)
+add_executable(test_vmath test_vmath.c)
+target_link_libraries(test_vmath PRIVATE amaas_model PkgConfig::CHECK m)
+add_test(NAME unit_vmath COMMAND test_vmath)
+set_tests_properties(unit_vmath PROPERTIES TIMEOUT 120)
 
 # Unit test of the trees family (worker/model_trees.c): refusals, hand-computed results
 add_executable(test_model_trees test_model_trees.c)

@@ -142,19 +142,25 @@ def test_kind(index, dtype, rtol, tmp_path):
 def refused_cases():
     """(name, object to pickle, words the message must contain)."""
     from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
+    from sklearn.compose import ColumnTransformer
+    from sklearn.decomposition import PCA, KernelPCA
+    from sklearn.impute import SimpleImputer
     from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
     from sklearn.linear_model import LinearRegression, LogisticRegression
     from sklearn.multioutput import MultiOutputClassifier
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import Pipeline, make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import (FunctionTransformer, MinMaxScaler, OneHotEncoder,
+                                       StandardScaler)
+    from sklearn.linear_model import RidgeClassifier, TweedieRegressor
     from sklearn.svm import SVC
+    import scipy.sparse
 
     rng = np.random.default_rng(5)
     X = rng.normal(size=(60, 3))
     y = (X[:, 0] > 0).astype(int)
     Y2 = np.c_[y, X[:, 1] > 0].astype(int)
+    cats = rng.integers(0, 6, size=(60, 1)) ** 2
     sparse = LogisticRegression().fit(X, y)
     sparse.sparsify()
     with warnings.catch_warnings():
@@ -168,7 +174,10 @@ def refused_cases():
         ("gb_init_estimator", GradientBoostingRegressor(init=LinearRegression(), n_estimators=3)
          .fit(X, X[:, 0]), "init=LinearRegression"),
         *_xgboost_refused(X, y),
-        ("svc", SVC().fit(X, y), "SVC"),
+        ("svc_precomputed", SVC(kernel="precomputed").fit(X @ X.T, y), "precomputed"),
+        ("svc_sparse", SVC().fit(scipy.sparse.csr_matrix(X), y), "sparse"),
+        ("ridge_multilabel", RidgeClassifier().fit(X, Y2), "multilabel"),
+        ("tweedie", TweedieRegressor().fit(X, np.abs(X[:, 0])), "TweedieRegressor"),
         ("kmeans", KMeans(2, n_init=2).fit(X), "KMeans"),
         ("multioutput", MultiOutputClassifier(LogisticRegression()).fit(X, Y2),
          "MultiOutputClassifier"),
@@ -176,8 +185,21 @@ def refused_cases():
         ("sparse_coef", sparse, "sparse"),
         ("float_classes", LogisticRegression().fit(X, y.astype(float)), "float class labels"),
         ("bool_classes", LogisticRegression().fit(X, y.astype(bool)), "boolean"),
-        ("pca_pipeline", make_pipeline(StandardScaler(), PCA(2), LinearRegression())
-         .fit(X, X[:, 0]), "PCA"),
+        ("kernel_pca_pipeline", make_pipeline(StandardScaler(), KernelPCA(2), LinearRegression())
+         .fit(X, X[:, 0]), "KernelPCA"),
+        ("onehot_strings", OneHotEncoder().fit(np.array([["a"], ["b"], ["a"]])),
+         "only numeric categories"),
+        ("onehot_infrequent", OneHotEncoder(min_frequency=5).fit(cats), "infrequent"),
+        ("imputer_not_nan", SimpleImputer(missing_values=-1.0).fit(X), "missing_values=-1.0"),
+        ("ct_weights", ColumnTransformer([("a", StandardScaler(), [0]), ("b", "passthrough", [1])],
+                                         transformer_weights={"a": 2.0}).fit(X),
+         "transformer_weights"),
+        ("ct_function_part", ColumnTransformer([("f", FunctionTransformer(np.log1p), [0])])
+         .fit(np.abs(X)), "(FunctionTransformer) cannot be exported"),
+        ("ct_estimator_in_part_pipeline",
+         ColumnTransformer([("p", make_pipeline(StandardScaler(), PCA(1)), [0, 1]),
+                            ("k", make_pipeline(MinMaxScaler(), KernelPCA(1)), [2])]).fit(X),
+         "(KernelPCA) cannot be exported"),
         ("estimator_not_last", Pipeline([("lr", LinearRegression().fit(X, y)),
                                          ("sc", StandardScaler().fit(X[:, :1]))]),
          "not the last step"),
