@@ -19,7 +19,7 @@ S_CLONES void vmath_exp_d (double *x, size_t n)
     const double ln2_hi = 6.93147180369123816490e-01; //  ln 2 with its low 32 bits zero
     const double ln2_lo = 1.90821492927058770002e-10; //  ln 2 - ln2_hi
     const double shifter = 0x1.8p52;                  //  adding it rounds to an integer
-    int64_t shifter_bits;
+    uint64_t shifter_bits;
     memcpy (&shifter_bits, &shifter, sizeof shifter_bits);
     for (size_t i = 0; i < n; i++) {
         double v = x[i];
@@ -44,11 +44,11 @@ S_CLONES void vmath_exp_d (double *x, size_t n)
         p = p * r + 0.5;
         p = p * r + 1.0;
         p = p * r + 1.0;
-        int64_t bits;
+        uint64_t bits; //  unsigned: a NaN's bits wrap harmlessly (the select below drops them)
         memcpy (&bits, &t, sizeof bits);
         //  2^(k - 1): t's low bits hold k; times 2 below, so that k = 1024
         //  (results near the top of the range) overflows only when it must
-        int64_t scale_bits = (bits - shifter_bits + 1022) << 52;
+        uint64_t scale_bits = (bits - shifter_bits + 1022) << 52;
         double scale;
         memcpy (&scale, &scale_bits, sizeof scale);
         double y = p * scale * 2.0;
@@ -64,7 +64,7 @@ S_CLONES void vmath_exp_s (float *x, size_t n)
     const float ln2_hi = 0.693145752f; //  ln 2 with its low 12 bits zero
     const float ln2_lo = 1.42860677e-06f;
     const float shifter = 0x1.8p23f;
-    int32_t shifter_bits;
+    uint32_t shifter_bits;
     memcpy (&shifter_bits, &shifter, sizeof shifter_bits);
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
@@ -82,9 +82,9 @@ S_CLONES void vmath_exp_s (float *x, size_t n)
         p = p * r + 0.5f;
         p = p * r + 1.0f;
         p = p * r + 1.0f;
-        int32_t bits;
+        uint32_t bits;
         memcpy (&bits, &t, sizeof bits);
-        int32_t scale_bits = (bits - shifter_bits + 126) << 23;
+        uint32_t scale_bits = (bits - shifter_bits + 126) << 23;
         float scale;
         memcpy (&scale, &scale_bits, sizeof scale);
         float y = p * scale * 2.0f;
