@@ -72,7 +72,6 @@ typedef struct {
     model_part_t *parts; //  columns: op.parts, owned
     size_t *columns;     //  select: op.columns, owned
     s_part_t *owned;     //  columns: what each part owns
-    void *ext;           //  family op: op.ext, freed by op.family->destroy
 } s_op_t;
 
 //  What one part of a columns op owns
@@ -493,31 +492,6 @@ int model_parse_bytes (model_parse_t *p, const msgpack_object *map, const char *
     return s_get_array (p, map, key, count, 1, "bytes", (const void **)data);
 }
 
-int model_parse_uint_array (model_parse_t *p, const msgpack_object *map, const char *key,
-                            size_t max, uint64_t low, uint64_t high, const uint64_t **values,
-                            size_t *count)
-{
-    const msgpack_object *obj = s_require (p->ctx, map, key, MSGPACK_OBJECT_ARRAY);
-    if (!obj)
-        return -1;
-    const msgpack_object_array *array = &obj->via.array;
-    if (array->size < 1 || array->size > max)
-        return s_fail (p->ctx, "\"%s\" has %u entries, expected 1..%zu", key, array->size, max);
-    uint64_t *out = model_parse_alloc (p, array->size * sizeof (uint64_t));
-    if (!out)
-        return -1;
-    for (uint32_t i = 0; i < array->size; i++) {
-        const msgpack_object *v = &array->ptr[i];
-        if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER || v->via.u64 < low || v->via.u64 > high)
-            return s_fail (p->ctx, "\"%s\"[%u] must be a uint in %llu..%llu", key, i,
-                           (unsigned long long)low, (unsigned long long)high);
-        out[i] = v->via.u64;
-    }
-    *values = out;
-    *count = array->size;
-    return 0;
-}
-
 //  --------------------------------------------------------------------------
 //  Header
 
@@ -781,7 +755,6 @@ static int s_parse_family (s_ctx_t *ctx, model_t *self, s_op_t *op, const msgpac
     void *ext = NULL;
     size_t work = 0;
     int rc = family->parse (&parse, map, tensor->width, &out_width, &ext, &work);
-    op->ext = ext;
     op->op.ext = ext;
     if (rc)
         return -1;
@@ -1153,8 +1126,6 @@ static void s_free_ops (s_op_t *ops, size_t count)
         free (op->labels);
         free (op->offsets);
         free (op->columns);
-        if (op->ext && op->op.family && op->op.family->destroy)
-            op->op.family->destroy (op->ext);
         for (size_t j = 0; op->owned && j < op->op.n_parts; j++) {
             s_free_ops (op->owned[j].ops, op->parts[j].n_ops);
             free (op->owned[j].columns);

@@ -12,7 +12,8 @@
     getters below: each checks one key, says what is wrong on error, and
     keeps what it returns alive as long as the model (weights in place in the
     file's mapping when aligned, copies otherwise).  parse may allocate the
-    op's own checked data (its `ext`); destroy frees it.
+    op's own checked data (its `ext`) with model_parse_alloc, which the model
+    frees with itself.
 
     run computes the op on a batch: x holds [rows, in_width] values of the
     model's datatype, y receives [rows, out_width] (y == x when the op is
@@ -38,12 +39,12 @@ struct model_family_op_t {
     const char *name; //  op name in the file, e.g. "trees"
     bool in_place;    //  y == x (needs out_width == in_width)
     //  Check the op's map; in_width is the current width.  Sets *out_width
-    //  (1 .. 2^24), *ext (NULL or the op's data, freed by destroy) and *work
-    //  (about how many multiply-adds one row costs; the worker computes a
-    //  cheap job on its I/O thread).  Returns 0, or -1 after model_parse_fail.
+    //  (1 .. 2^24), *ext (NULL or the op's data, from model_parse_alloc) and
+    //  *work (about how many multiply-adds one row costs; the worker computes
+    //  a cheap job on its I/O thread).  Returns 0, or -1 after
+    //  model_parse_fail.
     int (*parse) (model_parse_t *p, const msgpack_object *map, size_t in_width, size_t *out_width,
                   void **ext, size_t *work);
-    void (*destroy) (void *ext); //  NULL when parse never allocates
     //  Scratch bytes a run of `rows` rows needs (NULL: none); SIZE_MAX when
     //  that overflows (the run then fails as out of memory).  Cannot fail.
     size_t (*scratch_size) (const void *ext, amaas_dtype_t dtype, size_t rows);
@@ -92,12 +93,6 @@ int model_parse_uint32 (model_parse_t *p, const msgpack_object *map, const char 
                         const uint32_t **data);
 int model_parse_bytes (model_parse_t *p, const msgpack_object *map, const char *key, size_t count,
                        const uint8_t **data);
-
-//  A required array of uints, each in low .. high, at most max of them
-//  (at least 1), copied into a new array the model owns.
-int model_parse_uint_array (model_parse_t *p, const msgpack_object *map, const char *key,
-                            size_t max, uint64_t low, uint64_t high, const uint64_t **values,
-                            size_t *count);
 
 //  Allocates `size` bytes (zeroed, 64-byte aligned) that the model frees
 //  with itself; for an op's derived arrays.  NULL after a message on

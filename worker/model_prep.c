@@ -454,13 +454,12 @@ static void s_onehot_run (const void *ext, amaas_dtype_t dtype, const void *x, v
         s_onehot_s (ext, x, y, rows, in_width, out_width);
 }
 
-const model_family_op_t model_prep_ops[] = {
-    {"impute", false, s_impute_parse, NULL, NULL, s_impute_run},
-    {"affine", true, s_affine_parse, NULL, NULL, s_affine_run},
-    {"clip", true, s_clip_parse, NULL, NULL, s_clip_run},
-    {"l1_normalize", true, s_norm_parse, NULL, NULL, s_l1_run},
-    {"l2_normalize", true, s_norm_parse, NULL, NULL, s_l2_run},
-    {"max_normalize", true, s_norm_parse, NULL, NULL, s_max_run},
-    {"poly", false, s_poly_parse, NULL, NULL, s_poly_run},
-    {"onehot", false, s_onehot_parse, NULL, NULL, s_onehot_run},
-    {NULL, false, NULL, NULL, NULL, NULL}};
+const model_family_op_t model_prep_ops[] = {{"impute", false, s_impute_parse, NULL, s_impute_run},
+                                            {"affine", true, s_affine_parse, NULL, s_affine_run},
+                                            {"clip", true, s_clip_parse, NULL, s_clip_run},
+                                            {"l1_normalize", true, s_norm_parse, NULL, s_l1_run},
+                                            {"l2_normalize", true, s_norm_parse, NULL, s_l2_run},
+                                            {"max_normalize", true, s_norm_parse, NULL, s_max_run},
+                                            {"poly", false, s_poly_parse, NULL, s_poly_run},
+                                            {"onehot", false, s_onehot_parse, NULL, s_onehot_run},
+                                            {NULL, false, NULL, NULL, NULL}};

@@ -468,8 +468,8 @@ static void s_proba_run (const void *ext, amaas_dtype_t dtype, const void *x, vo
 }
 
 const model_family_op_t model_svm_ops[] = {
-    {"svm_kernel", false, s_kernel_parse, NULL, s_kernel_scratch, s_kernel_run},
-    {"ovo_votes", false, s_votes_parse, NULL, NULL, s_votes_run},
-    {"ovr_decision", false, s_votes_parse, NULL, s_ovr_scratch, s_ovr_run},
-    {"ovo_proba", false, s_proba_parse, NULL, s_proba_scratch, s_proba_run},
-    {NULL, false, NULL, NULL, NULL, NULL}};
+    {"svm_kernel", false, s_kernel_parse, s_kernel_scratch, s_kernel_run},
+    {"ovo_votes", false, s_votes_parse, NULL, s_votes_run},
+    {"ovr_decision", false, s_votes_parse, s_ovr_scratch, s_ovr_run},
+    {"ovo_proba", false, s_proba_parse, s_proba_scratch, s_proba_run},
+    {NULL, false, NULL, NULL, NULL}};

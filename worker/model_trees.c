@@ -507,8 +507,7 @@ static void s_exp_run (const void *ext, amaas_dtype_t dtype, const void *x, void
     }
 }
 
-const model_family_op_t model_trees_ops[] = {
-    {"trees", false, s_trees_parse, NULL, NULL, s_trees_run},
-    {"round32", true, s_no_fields, NULL, NULL, s_round32_run},
-    {"exp", true, s_no_fields, NULL, NULL, s_exp_run},
-    {NULL, false, NULL, NULL, NULL, NULL}};
+const model_family_op_t model_trees_ops[] = {{"trees", false, s_trees_parse, NULL, s_trees_run},
+                                             {"round32", true, s_no_fields, NULL, s_round32_run},
+                                             {"exp", true, s_no_fields, NULL, s_exp_run},
+                                             {NULL, false, NULL, NULL, NULL}};
