@@ -20,6 +20,7 @@ import contextlib
 import importlib.machinery
 import importlib.util
 import io
+import json
 import os
 import subprocess
 import sys
@@ -406,3 +407,19 @@ def test_xgboost_json_file(tmp_path):
     booster.save_model(bad)
     r = export(bad, os.path.join(tmp, "bad.amm"))
     expect(r.returncode == 2 and "objective reg:logistic" in r.stderr, r.stderr)
+    #  A file cut or edited by hand: one line naming what is wrong, no traceback
+    doc = json.load(open(src))
+    cut = json.loads(json.dumps(doc))
+    del cut["learner"]["gradient_booster"]["model"]["trees"]
+    edited = json.loads(json.dumps(doc))
+    edited["learner"]["gradient_booster"]["model"]["trees"][0]["left_children"] = [1]
+    garbled = json.loads(json.dumps(doc))
+    garbled["learner"]["gradient_booster"]["model"]["trees"][0]["split_conditions"] = "x"
+    for what, d, words in (("cut", cut, "no key 'trees'"), ("edited", edited, "not a valid"),
+                           ("garbled", garbled, "not a valid")):
+        with open(bad, "w") as f:
+            json.dump(d, f)
+        r = export(bad, os.path.join(tmp, "bad.amm"))
+        lines = r.stderr.strip().splitlines()
+        expect(r.returncode == 2 and len(lines) == 1 and words in lines[0]
+               and "Traceback" not in r.stderr, "%s: %s" % (what, r.stderr))

@@ -303,7 +303,7 @@ def read_xgboost_json(path):
     with open(path, "rb") as f:
         doc = json.loads(f.read().decode("utf-8"))
     if not isinstance(doc, dict) or "learner" not in doc:
-        raise ValueError("not an XGBoost JSON model (no \"learner\")")
+        raise ValueError("no \"learner\" at the top")
     return XGBoostJSON(doc, path)
 
 
@@ -320,8 +320,10 @@ def _xgb_ops(doc, what, dtype, classes=None):
         num_class = int(mparam.get("num_class", "0"))
         base_score = np.float32(float(mparam["base_score"]))
         attributes = learner.get("attributes", {}) or {}
-    except (KeyError, TypeError, ValueError) as e:
-        raise Refused("%s is not an XGBoost JSON model: %s" % (what, e))
+    except KeyError as e:
+        raise Refused("%s is not a complete XGBoost JSON model: no key %s" % (what, e))
+    except (TypeError, ValueError) as e:
+        raise Refused("%s is not a valid XGBoost JSON model: %s" % (what, e))
     if booster.get("name") != "gbtree":
         raise Refused("%s uses booster %r: amaas takes gbtree" % (what, booster.get("name")))
     if objective not in ("reg:squarederror", "binary:logistic", "multi:softprob"):
@@ -413,9 +415,15 @@ def translate_xgboost(model, dtype):
         doc, what = model.doc, "the XGBoost model"
     else:
         doc, what = _booster_json(model), "Booster"
-    width, ops, outputs = _xgb_ops(doc, what, dtype)
-    version = ".".join(str(v) for v in doc.get("version", ())) or "?"
-    return width, ops, outputs, "XGBoost %s: %s" % (version, doc["learner"]["objective"]["name"])
+    try:
+        width, ops, outputs = _xgb_ops(doc, what, dtype)
+        version = ".".join(str(v) for v in doc.get("version", ())) or "?"
+        objective = doc["learner"]["objective"]["name"]
+    except KeyError as e:               # a file cut or edited by hand: say so, no traceback
+        raise Refused("%s is not a complete XGBoost JSON model: no key %s" % (what, e))
+    except (TypeError, ValueError, IndexError, AttributeError) as e:
+        raise Refused("%s is not a valid XGBoost JSON model: %s" % (what, e))
+    return width, ops, outputs, "XGBoost %s: %s" % (version, objective)
 
 
 def kinds():
