@@ -27,6 +27,18 @@
 #define DEFS_OUTPUTS_MAX 8
 //  weight bins start at a file offset that is a multiple of this
 #define DEFS_ALIGN 64
+//  parts of one columns op
+#define DEFS_PARTS_MAX 256
+//  columns ops nested in the parts of columns ops, at most
+#define DEFS_NESTING_MAX 3
+//  poly: factors over all terms; onehot: categories over all columns
+#define DEFS_FACTORS_MAX 1073741823
+//  degree of an svm_kernel (poly)
+#define DEFS_DEGREE_MAX 1024
+//  classes of an ovo_proba op (libsvm's coupling costs k^2 a row)
+#define DEFS_PROBA_CLASSES_MAX 256
+//  nodes of one trees op (byte offsets of 16-byte nodes fit 32 bits)
+#define DEFS_NODES_MAX 268435455
 //  port: clients send jobs here
 #define DEFS_FRONTEND_PORT 5555
 //  the same, tcp://127.0.0.1:PORT

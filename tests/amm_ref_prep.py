@@ -13,7 +13,7 @@ import amm_reference as ref
 
 INT32 = np.dtype("<i4")
 MAX_WIDTH = ref.MAX_WIDTH
-MAX_FACTORS = (1 << 30) - 1
+MAX_FACTORS = ref.amaas_defs.FACTORS_MAX
 
 
 def _width_is(op, key, where, w):

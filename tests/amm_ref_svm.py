@@ -11,8 +11,8 @@ import numpy as np
 import amm_reference as ref
 
 KERNELS = ("linear", "poly", "rbf", "sigmoid")
-MAX_CLASSES = 5793
-MAX_PROBA_CLASSES = 256
+MAX_CLASSES = int((1 + (1 + 8 * ref.MAX_WIDTH) ** 0.5) / 2)   # k (k - 1) / 2 pairs fit a width
+MAX_PROBA_CLASSES = ref.amaas_defs.PROBA_CLASSES_MAX
 
 
 def _number(op, key, where):
@@ -27,7 +27,7 @@ def _check_kernel(op, where, w, dtype):
     ref._need(kernel in KERNELS, "%s: kernel %r is not one of %s" % (where, kernel, KERNELS))
     c = {"kernel": kernel, "gamma": _number(op, "gamma", where),
          "coef0": _number(op, "coef0", where),
-         "degree": ref._uint(op, "degree", where, 0, 1024)}
+         "degree": ref._uint(op, "degree", where, 0, ref.amaas_defs.DEGREE_MAX)}
     n = ref._uint(op, "count", where, 1, ref.MAX_WIDTH)
     c["vectors"] = ref._bin(op, "vectors", where, n * w, dtype).reshape(n, w)
     ref._need(np.all(np.isfinite(c["vectors"])), where + ": vectors hold NaN or infinity")

@@ -20,7 +20,7 @@ def _check_trees(op, where, w, dtype):
     _need_eq = ref._uint(op, "in", where, 1, ref.MAX_WIDTH)
     need(_need_eq == w, "%s: in %d, current width %d" % (where, _need_eq, w))
     k = ref._uint(op, "out", where, 1, ref.MAX_WIDTH)
-    n = ref._uint(op, "nodes", where, 1, 2**28 - 1)
+    n = ref._uint(op, "nodes", where, 1, ref.amaas_defs.NODES_MAX)
     t = ref._uint(op, "trees", where, 1, n)
     leaves = ref._uint(op, "leaves", where, 1, n)
     lw = ref._uint(op, "leaf_width", where, 1, ref.MAX_WIDTH)

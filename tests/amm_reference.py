@@ -189,10 +189,11 @@ def load_bytes(data):
             c["columns"] = columns_of(op, where, w)
             w = len(c["columns"])
         elif kind == "columns":
-            _need(depth < 3, where + ": columns ops nest deeper than 3")
+            _need(depth < amaas_defs.NESTING_MAX, where + ": columns ops nest deeper than %d"
+                  % amaas_defs.NESTING_MAX)
             parts = op.get("parts")
-            _need(isinstance(parts, list) and 1 <= len(parts) <= 256,
-                  where + ": parts must be an array of 1..256 maps")
+            _need(isinstance(parts, list) and 1 <= len(parts) <= amaas_defs.PARTS_MAX,
+                  where + ": parts must be an array of 1..%d maps" % amaas_defs.PARTS_MAX)
             c["parts"] = []
             total = 0
             for j, part in enumerate(parts):

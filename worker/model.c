@@ -50,8 +50,8 @@
 #define S_VERSION_MAX DEFS_VERSION_MAX         //  model version
 #define S_TENSOR_NAME_MAX DEFS_TENSOR_NAME_MAX //  input and output names
 #define S_ALIGN DEFS_ALIGN                     //  weights are used in place at this alignment
-#define S_MAX_PARTS 256                        //  parts of one columns op
-#define S_MAX_NESTING 3                        //  columns ops inside columns ops
+#define S_MAX_PARTS DEFS_PARTS_MAX             //  parts of one columns op
+#define S_MAX_NESTING DEFS_NESTING_MAX         //  columns ops inside columns ops
 
 //  One output the header declares
 typedef struct {

@@ -22,7 +22,7 @@
 #include "model_family.h"
 
 #define S_MAX_WIDTH (1u << 24)         //  the format's widths are 1 .. 2^24
-#define S_MAX_FACTORS ((1u << 30) - 1) //  poly: factors over all terms; onehot: categories
+#define S_MAX_FACTORS DEFS_FACTORS_MAX //  poly: factors over all terms; onehot: categories
 
 //  --------------------------------------------------------------------------
 //  Checked data of each op

@@ -28,7 +28,7 @@
 #include "model_family.h"
 
 #define S_ALIGN 64
-#define S_MAX_NESTING 3 //  columns ops inside columns ops (model.c)
+#define S_MAX_NESTING DEFS_NESTING_MAX //  columns ops inside columns ops (model.c)
 
 //  A buffer that only grows
 typedef struct {

@@ -33,9 +33,10 @@
 #include "model_family.h"
 #include "vmath.h"
 
-#define S_MAX_CLASSES 5793      //  k (k - 1) / 2 one-vs-one pairs fit a width of 2^24
-#define S_MAX_PROBA_CLASSES 256 //  coupling costs k^2 per iteration and k^2 scratch
-#define S_MAX_DEGREE 1024u      //  powi multiplies log2 (degree) times
+#define S_MAX_CLASSES 5793 //  k (k - 1) / 2 one-vs-one pairs fit a width of 2^24
+#define S_MAX_PROBA_CLASSES                                                                        \
+    DEFS_PROBA_CLASSES_MAX           //  coupling costs k^2 per iteration and k^2 scratch
+#define S_MAX_DEGREE DEFS_DEGREE_MAX //  powi multiplies log2 (degree) times
 #define S_MAX_WIDTH (1u << 24)
 
 typedef enum { S_LINEAR, S_POLY, S_RBF, S_SIGMOID } s_kernel_type_t;

@@ -39,7 +39,7 @@
 
 #define S_BLOCK 16                    //  rows walked together
 #define S_STEPS_MAX 32                //  deepest tree walked branch-free
-#define S_NODES_MAX ((1u << 28) - 1)  //  byte offsets of 16-byte nodes fit in 32 bits
+#define S_NODES_MAX DEFS_NODES_MAX    //  byte offsets of 16-byte nodes fit in 32 bits
 #define S_NAN64 0x7ff8000000000000ull //  a leaf's threshold: quiet NaN | value index
 
 //  File flags of a node

@@ -14,11 +14,11 @@ dense op with coef_ and intercept_, as scikit-learn's decision_function and
 predict compute them.
 """
 
-from .common import Refused, _check_fitted, _dense_array, _dense_op, _labels, _np  # noqa: F401
+from .common import DEFS, Refused, _check_fitted, _dense_array, _dense_op, _labels, _np  # noqa: F401
 from .linear import _linear_regressor
 
-MAX_DEGREE = 1024          # the loader's limit (powi's loop)
-MAX_PROBA_CLASSES = 256    # the loader's limit for ovo_proba
+MAX_DEGREE = DEFS.DEGREE_MAX                # the loader's limits
+MAX_PROBA_CLASSES = DEFS.PROBA_CLASSES_MAX
 
 
 def _fork(width, branches):

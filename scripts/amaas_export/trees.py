@@ -19,7 +19,7 @@ same float64 operations the frameworks make, so FP64 sums are identical.
 
 import json
 
-from .common import Refused, _classifier_tail, _np
+from .common import DEFS, Refused, _classifier_tail, _np
 
 FLAG_MISSING_LEFT = 1
 FLAG_CATEGORICAL = 2
@@ -99,8 +99,9 @@ class Ensemble:
         np = _np()
         if not self.roots:
             raise Refused("the model has no trees")
-        if self.nodes >= 1 << 28:
-            raise Refused("the model has %d nodes; the format allows 2^28 - 1" % self.nodes)
+        if self.nodes > DEFS.NODES_MAX:
+            raise Refused("the model has %d nodes; the format allows %d" % (self.nodes,
+                                                                           DEFS.NODES_MAX))
         thr = np.concatenate(self.parts["threshold"])
         feat = np.concatenate(self.parts["feature"])
         if self.rule == "lt32":
