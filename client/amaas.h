@@ -120,14 +120,29 @@ typedef struct {
     const char *version;  //  model version required, or NULL
 } amaas_options_t;
 
+//  Largest number of outputs a model has (docs/MODEL_FORMAT.md)
+#define AMAAS_MAX_OUTPUTS 8
+
+//  An output of a model, as its model file declares it.
+typedef struct {
+    char name[64];          //  e.g. "label"
+    amaas_dtype_t datatype; //  e.g. AMAAS_INT64
+    uint32_t width;         //  0: shape [rows]; k: shape [rows, k]
+} amaas_output_info_t;
+
 //  A model the broker can serve.
 typedef struct {
     char name[128];
     char version[64];
-    uint32_t workers; //  workers that serve this version now
-    uint32_t width;   //  features per input row
-    uint64_t mapped;  //  bytes of its model file a worker maps (shared between workers)
-    uint32_t queued;  //  jobs waiting for this version
+    uint32_t workers;        //  workers that serve this version now
+    uint32_t width;          //  features per input row
+    uint64_t mapped;         //  bytes of its model file a worker maps (shared between workers)
+    uint32_t queued;         //  jobs waiting for this version
+    char input[64];          //  name of its input tensor, e.g. "input"
+    amaas_dtype_t datatype;  //  its datatype (FP32 or FP64); it takes FP32, FP64,
+                             //  INT32 and INT64 inputs and converts them
+    uint32_t n_outputs;      //  outputs, 1..AMAAS_MAX_OUTPUTS
+    amaas_output_info_t outputs[AMAAS_MAX_OUTPUTS]; //  in the model's order
 } amaas_model_info_t;
 
 typedef struct amaas_client_t amaas_client_t;
@@ -181,6 +196,16 @@ AMAAS_EXPORT uint64_t amaas_send_opts (amaas_client_t *self, const char *model,
 //  its worker to skip it if not yet started.  Returns 0, -1 if no such job
 //  is pending.
 AMAAS_EXPORT int amaas_cancel (amaas_client_t *self, uint64_t id);
+
+//  For an event loop that waits on other things too (amaas-gateway): a
+//  file descriptor that becomes readable when messages may have come
+//  (libzmq's ZMQ_FD, edge-triggered), and the milliseconds until the
+//  client's next timer (a PING, a resend, a deadline; INT_MAX: none).
+//  Wait with poll(2) on the fd for POLLIN at most amaas_wake_ms, then call
+//  amaas_recv with timeout 0 until it returns NULL: that takes in every
+//  message waiting, fires the timers and re-arms the fd.  Cannot fail.
+AMAAS_EXPORT int amaas_fd (const amaas_client_t *self);
+AMAAS_EXPORT int amaas_wake_ms (amaas_client_t *self);
 
 //  Jobs sent and not yet returned by amaas_recv / amaas_predict.
 AMAAS_EXPORT size_t amaas_pending (const amaas_client_t *self);

@@ -44,6 +44,7 @@
 #include <assert.h>
 #include <czmq.h>
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stddef.h>
 #include <string.h>
@@ -455,21 +456,23 @@ static amaas_result_t *s_pump (amaas_client_t *self, uint64_t id, int timeout_ms
             if (r)
                 return r;
         }
-        if (now >= until_ms)
-            return NULL;
+        //  A message waiting is read even when the time is up, so that a
+        //  timeout of 0 takes in every message already there
         if (codec_frames_recv (&self->frames, self->socket) == 0) {
             if (s_on_message (self, ctl_cmd, ctl_id)) {
                 *answered = true;
                 return NULL;
             }
         } else if (zmq_errno () == EAGAIN) {
+            if (now >= until_ms)
+                return NULL;
             int64_t wake = retry_wake_ms (&self->retry);
             if (wake > until_ms)
                 wake = until_ms;
             struct pollfd item = {self->fd, POLLIN, 0};
             if (poll (&item, 1, (int)(wake > now ? wake - now : 0)) < 0 && errno != EINTR)
                 return NULL;
-        } else if (zmq_errno () != EINTR)
+        } else if (zmq_errno () != EINTR || now >= until_ms)
             return NULL;
         now = clock_now_ms ();
     }
@@ -700,6 +703,22 @@ amaas_result_t *amaas_predict (amaas_client_t *self, const char *model,
                      self->timeout_ms);
     }
     return r;
+}
+
+int amaas_fd (const amaas_client_t *self)
+{
+    assert (self);
+    return self->fd;
+}
+
+int amaas_wake_ms (amaas_client_t *self)
+{
+    assert (self);
+    int64_t now = clock_now_ms ();
+    int64_t wake = retry_wake_ms (&self->retry);
+    if (wake <= now)
+        return 0;
+    return wake - now > INT_MAX ? INT_MAX : (int)(wake - now);
 }
 
 int amaas_cancel (amaas_client_t *self, uint64_t id)

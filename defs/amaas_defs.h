@@ -57,6 +57,12 @@
 #define DEFS_CONTROL_LOCAL "tcp://127.0.0.1:5557"
 //  the same, tcp://*:PORT (every interface)
 #define DEFS_CONTROL_ANY "tcp://*:5557"
+//  port: amaas-gateway serves HTTP on this port (DEFS_GATEWAY_PORT)
+#define DEFS_GATEWAY_PORT 8080
+//  the same, tcp://127.0.0.1:PORT
+#define DEFS_GATEWAY_LOCAL "tcp://127.0.0.1:8080"
+//  the same, tcp://*:PORT (every interface)
+#define DEFS_GATEWAY_ANY "tcp://*:8080"
 //  folder of *.amm files
 #define DEFS_MODELS "/var/lib/amaas/models"
 

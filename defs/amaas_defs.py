@@ -28,4 +28,7 @@ BACKEND_ANY = 'tcp://*:5556'  # the same, tcp://*:PORT (every interface)
 CONTROL_PORT = 5557  # port: the control socket (amaas status, workers, drain)
 CONTROL_LOCAL = 'tcp://127.0.0.1:5557'  # the same, tcp://127.0.0.1:PORT
 CONTROL_ANY = 'tcp://*:5557'  # the same, tcp://*:PORT (every interface)
+GATEWAY_PORT = 8080  # port: amaas-gateway serves HTTP on this port (DEFS_GATEWAY_PORT)
+GATEWAY_LOCAL = 'tcp://127.0.0.1:8080'  # the same, tcp://127.0.0.1:PORT
+GATEWAY_ANY = 'tcp://*:8080'  # the same, tcp://*:PORT (every interface)
 MODELS = '/var/lib/amaas/models'  # folder of *.amm files

@@ -1,0 +1,78 @@
+/*  infer.h - the gateway's JSON <-> tensor translation (docs/HTTP.md).
+
+    Turns the body of an HTTP inference request (KServe v2 JSON, with or
+    without the binary tensor extension, or the Flask route's {"X": ...})
+    into libamaas input tensors, and a libamaas result into the response
+    body.  Knows no HTTP server and no socket: the fuzz target and the unit
+    tests drive it directly.  Every size, shape and count in a body is
+    checked before it is trusted; a bad body is an error message for a
+    person, never a crash.
+*/
+#ifndef AMAAS_GATEWAY_INFER_H_INCLUDED
+#define AMAAS_GATEWAY_INFER_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "amaas.h"
+
+#define INFER_MAX_TENSORS 16  //  inputs or requested outputs of one request
+#define INFER_ID_MAX 256      //  bytes of a request "id", NUL included
+
+//  A decoded request.  Owns what it points to (infer_request_free).
+typedef struct {
+    char id[INFER_ID_MAX]; //  request "id", echoed in the response ("" = none)
+    bool has_id;           //  the request had an "id"
+    size_t n_inputs;
+    amaas_tensor_t inputs[INFER_MAX_TENSORS]; //  names and data owned here
+    size_t n_outputs;                         //  0: every output of the model
+    const char *outputs[INFER_MAX_TENSORS];   //  requested output names, owned here
+    bool output_binary[INFER_MAX_TENSORS];    //  each requested output wanted binary
+    bool binary_output;      //  parameters.binary_data_output: every output binary
+    uint32_t priority;       //  parameters.priority, 0..3 (0 when absent)
+    uint32_t deadline_ms;    //  parameters.deadline_ms (0 when absent)
+    void *owned;             //  the decoder's allocations
+} infer_request_t;
+
+//  A growable output buffer.
+typedef struct {
+    char *data;
+    size_t size;
+    size_t capacity;
+} infer_buf_t;
+
+//  Decode a KServe v2 inference request body.  json_len is the
+//  Inference-Header-Content-Length (the JSON part is body[0..json_len), the
+//  binary part follows), or size when the header is absent.  max_elements
+//  bounds each tensor.  Returns 0, or -1 with a message in err (HTTP 400).
+int infer_decode_v2 (const char *body, size_t size, size_t json_len, uint64_t max_elements,
+                     infer_request_t *req, char *err, size_t err_size);
+
+//  Decode the Flask route's body {"X": row or rows} into one FP64 input
+//  named input_name with shape [rows, width].  Returns 0, or -1 with err.
+int infer_decode_predict (const char *body, size_t size, const char *input_name,
+                          uint64_t max_elements, infer_request_t *req, char *err,
+                          size_t err_size);
+
+//  Free what a decode allocated (also after a failed decode) and zero req.
+void infer_request_free (infer_request_t *req);
+
+//  Encode the response to a KServe v2 request: the result's outputs as
+//  JSON, those wanted binary after it.  Appends to out; *json_len is the
+//  JSON part's length, and *binary says whether any output went binary
+//  (then the response needs Inference-Header-Content-Length: *json_len).
+//  Returns 0, -1 on out-of-memory.
+int infer_encode_v2 (const infer_request_t *req, const amaas_result_t *result, infer_buf_t *out,
+                     size_t *json_len, bool *binary);
+
+//  Encode the Flask route's response {"y_pred": [...]}: the result's last
+//  output, one entry per row.  Returns 0, -1 on out-of-memory.
+int infer_encode_predict (const amaas_result_t *result, infer_buf_t *out);
+
+//  Encode {"error": message} (message escaped as JSON).  Returns 0, -1.
+int infer_encode_error (const char *message, infer_buf_t *out);
+
+void infer_buf_free (infer_buf_t *buf);
+
+#endif
