@@ -22,6 +22,7 @@ Python bytes) and its shape, copied out of libamaas's result.
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures._base as _futures_base
 import ctypes
 import dataclasses
 import struct
@@ -38,9 +39,9 @@ from .errors import AmaasError, Code
 ArrayLike = Any  # a numpy array, or what numpy.asarray takes
 Inputs = Union[ArrayLike, Mapping[str, ArrayLike]]
 
-# numpy dtype (as dtype.str, little-endian) -> amaas datatype
-_DTYPE_OF = {"<f4": _lib.FP32, "<f8": _lib.FP64, "<i4": _lib.INT32, "<i8": _lib.INT64,
-             "|u1": _lib.UINT8, "|b1": _lib.BOOL}
+# numpy dtype (little-endian) -> amaas datatype
+_DTYPE_OF = {np.dtype("<f4"): _lib.FP32, np.dtype("<f8"): _lib.FP64, np.dtype("<i4"): _lib.INT32,
+             np.dtype("<i8"): _lib.INT64, np.dtype("u1"): _lib.UINT8, np.dtype("?"): _lib.BOOL}
 # amaas datatype -> numpy dtype of outputs
 _NUMPY_OF = {_lib.FP32: np.dtype("<f4"), _lib.FP64: np.dtype("<f8"), _lib.INT32: np.dtype("<i4"),
              _lib.INT64: np.dtype("<i8"), _lib.UINT8: np.dtype("u1"), _lib.BOOL: np.dtype("?")}
@@ -98,7 +99,15 @@ class Future(concurrent.futures.Future):
     Client.wait() and Client.as_completed() (or poll()) instead."""
 
     def __init__(self, client: "Client", job_id: int, outputs: Optional[Sequence[str]]) -> None:
-        super().__init__()
+        # What concurrent.futures.Future.__init__ sets, but with the client's
+        # one Condition: a Condition per job would cost as much as the rest
+        # of submit().  Futures only hold it while they change state.
+        self._condition = client._condition
+        self._state = _futures_base.PENDING
+        self._result = None
+        self._exception = None
+        self._waiters: List[Any] = []
+        self._done_callbacks: List[Any] = []
         self._client = client
         self.job_id = job_id
         self._outputs = outputs
@@ -176,6 +185,7 @@ class Client:
         self.timeout = float(timeout)
         self._timeout_ms = max(1, int(round(self.timeout * 1000)))
         self._lock = threading.Lock()
+        self._condition = threading.Condition()  # of every Future of this client
         self._err = _lib.Error()
         self._err_ref = ctypes.byref(self._err)
         self._opts = _lib.Options()
@@ -383,13 +393,12 @@ class Client:
                 listed = []
             highest: Dict[str, ModelInfo] = {}
             for m in listed:
-                if m.input:
-                    self._inputs[(m.name, m.version)] = m.input
-                    if m.name not in highest or \
-                            _version_key(m.version) > _version_key(highest[m.name].version):
-                        highest[m.name] = m
+                self._inputs[(m.name, m.version)] = m.input or "input"
+                if m.name not in highest or \
+                        _version_key(m.version) > _version_key(highest[m.name].version):
+                    highest[m.name] = m
             for m in highest.values():
-                self._inputs[(m.name, None)] = m.input
+                self._inputs[(m.name, None)] = m.input or "input"
             name = self._inputs.get((model, version))
         return name or "input"
 
@@ -447,7 +456,7 @@ def _fill(t: _lib.Tensor, name: str, value: ArrayLike) -> Tuple[Any, ...]:
     """Fills amaas_tensor_t t with input `name` = value; returns what t points
     to, which must stay alive while t is used."""
     arr = value if type(value) is np.ndarray else _as_array(name, value)
-    datatype = _DTYPE_OF.get(arr.dtype.str)
+    datatype = _DTYPE_OF.get(arr.dtype)
     if datatype is None:
         arr, datatype = _convert(name, arr)
     if not arr.flags.c_contiguous:
@@ -469,9 +478,17 @@ def _fill(t: _lib.Tensor, name: str, value: ArrayLike) -> Tuple[Any, ...]:
         t.data = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p)
         t.size = len(data)
         return encoded, data
-    t.data = arr.ctypes.data
+    try:
+        # the fast way to the address (arr.ctypes.data takes several times as long)
+        t.data = _addressof(_char_at(arr))
+    except (TypeError, ValueError):  # read-only or empty
+        t.data = arr.ctypes.data
     t.size = arr.nbytes
     return encoded, arr
+
+
+_char_at = ctypes.c_char.from_buffer
+_addressof = ctypes.addressof
 
 
 def _as_array(name: str, value: ArrayLike) -> np.ndarray:
@@ -493,8 +510,8 @@ def _convert(name: str, arr: np.ndarray) -> Tuple[np.ndarray, int]:
     if arr.dtype.kind in "SUO":
         return arr, _lib.BYTES
     native = arr.dtype.newbyteorder("<")
-    if native.str in _DTYPE_OF:
-        return arr.astype(native), _DTYPE_OF[native.str]
+    if native in _DTYPE_OF:
+        return arr.astype(native), _DTYPE_OF[native]
     raise AmaasError(Code.INVALID_ARGUMENT,
                      "input '%s' has dtype %s; amaas takes float32, float64, int32, int64, "
                      "uint8, bool, and bytes or str (BYTES)" % (name, arr.dtype))
