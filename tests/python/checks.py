@@ -53,6 +53,7 @@ def check_installed():
     e = amaas.AmaasError(Code.NOT_FOUND, "no model 'x'")
     assert type(e) is amaas.NotFound and e.code is Code.NOT_FOUND, repr(e)
     assert amaas.AmaasError(99, "?").code is Code.UNKNOWN
+    check_tensors()
     if os.environ.get("AMAAS_LIBRARY") == "/nonexistent/libamaas.so":
         try:
             amaas.Client("tcp://127.0.0.1:1", timeout=0.1)
@@ -62,6 +63,35 @@ def check_installed():
             assert e.code is Code.UNAVAILABLE and "AMAAS_LIBRARY" in e.message, e.message
             assert "/nonexistent/libamaas.so" in e.message, e.message
     print(json.dumps({"file": amaas.__file__}))
+
+
+def check_tensors():
+    """Inputs to amaas_tensor_t and back to numpy (as outputs are read), for
+    every datatype, BYTES included; no broker needed, only libamaas's structs."""
+    lib = amaas.client._lib
+    for arr, datatype in ((np.arange(6, dtype=np.float32).reshape(2, 3), lib.FP32),
+                          (np.arange(6.0).reshape(3, 2)[::2], lib.FP64),  # not contiguous
+                          (np.arange(4, dtype=np.int32), lib.INT32),
+                          (np.arange(4, dtype=">i8"), lib.INT64),  # big-endian
+                          (np.arange(4, dtype=np.uint8).reshape(1, 4), lib.UINT8),
+                          (np.array([[True, False]]), lib.BOOL),
+                          (np.array([b"ab", b"", "\u00e9t\u00e9"], dtype=object), lib.BYTES)):
+        t = lib.Tensor()
+        keep = amaas.client._fill(t, "x", arr)
+        assert t.name == b"x" and t.datatype == datatype and t.ndim == arr.ndim, (arr, t.datatype)
+        assert tuple(t.shape[:t.ndim]) == arr.shape
+        back = amaas.client._output_array(t)
+        del keep
+        if datatype == lib.BYTES:
+            assert back.dtype == object and list(back) == [b"ab", b"", "\u00e9t\u00e9".encode()]
+            assert t.size == 4 * 3 + 2 + len("\u00e9t\u00e9".encode())
+        else:
+            assert back.dtype == arr.dtype.newbyteorder("<") and np.array_equal(back, arr), back
+    readonly = np.ones((2, 2))
+    readonly.flags.writeable = False
+    t = lib.Tensor()
+    keep = amaas.client._fill(t, "x", readonly)
+    assert np.array_equal(amaas.client._output_array(t), readonly)
 
 
 def check_predict(endpoint):
