@@ -270,7 +270,7 @@ class Client:
         if not 1 <= len(named) <= _lib.MAX_TENSORS:
             raise AmaasError(Code.INVALID_ARGUMENT,
                              "a job takes 1..%d input tensors" % _lib.MAX_TENSORS)
-        if not isinstance(priority, int) or not 0 <= priority <= 3:
+        if not isinstance(priority, (int, np.integer)) or not 0 <= priority <= 3:
             raise AmaasError(Code.INVALID_ARGUMENT, "priority must be 0..3, got %r" % (priority,))
         deadline_ms = 0
         if deadline is not None:
@@ -293,8 +293,8 @@ class Client:
                 keep.append(_fill(tensors[i], input_name, value))
             opts = self._opts
             opts.deadline_ms = deadline_ms
-            opts.priority = priority
-            opts.version = version.encode() if version is not None else None
+            opts.priority = int(priority)
+            opts.version = str(version).encode() if version is not None else None
             job_id = self._send(handle, name, tensors, len(named), self._opts_ref, self._err_ref)
             if not job_id:
                 raise _error(self._err)
@@ -381,9 +381,11 @@ class Client:
             size = n
         return [_model_info(table[i]) for i in range(n)]
 
-    def _input_name(self, model: str, version: Optional[str]) -> str:
+    def _input_name(self, model: str, version: Optional[Any]) -> str:
         """Name of the model's input tensor from its metadata (models(),
         asked once per model, at most once a second), "input" if unknown."""
+        if version is not None:
+            version = str(version)
         name = self._inputs.get((model, version))
         if name is None and time.monotonic() - self._inputs_fetched > 1.0:
             self._inputs_fetched = time.monotonic()
@@ -400,7 +402,7 @@ class Client:
             for m in highest.values():
                 self._inputs[(m.name, None)] = m.input or "input"
             name = self._inputs.get((model, version))
-        return name or "input"
+        return name or self._inputs.get((model, None)) or "input"
 
     # -- results --------------------------------------------------------------
 
@@ -578,7 +580,7 @@ def _output_array(t: _lib.Tensor) -> np.ndarray:
             raise ValueError("%d bytes for shape %s of %s" % (size, list(shape), dtype))
         arr = np.empty(shape, dtype)
         if size:
-            ctypes.memmove(arr.ctypes.data, t.data, size)
+            ctypes.memmove(_addressof(_char_at(arr)), t.data, size)
         return arr
     if t.datatype == _lib.BYTES:
         data = ctypes.string_at(t.data, size) if size else b""
