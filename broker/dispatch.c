@@ -66,6 +66,7 @@ struct dispatch_model_t {
     char key[DISPATCH_MODEL_KEY_MAX]; //  name and version, the table key
     uint32_t width;                   //  input width its first worker announced
     uint64_t mapped;                  //  bytes of its file a worker maps
+    codec_model_meta_t meta;          //  input, datatype, outputs its first worker announced
     list_t turns[CODEC_PRIORITIES];   //  per priority: the lanes with jobs, in turn
     zhashx_t *lane_of;                //  lanes by priority and client identity
     size_t queued;                    //  jobs in all its queues
@@ -846,7 +847,13 @@ dispatch_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfr
         if (zlistx_size (model->workers) == 0) {
             model->width = announced->width;
             model->mapped = announced->mapped;
-        }
+            model->meta = announced->meta;
+        } else if (model->meta.n_outputs == 0 && model->meta.datatype == AMAAS_DTYPE_INVALID &&
+                   !model->meta.input[0])
+            //  Its first worker was an older one that announced no metadata:
+            //  what a later one announces describes the version better than
+            //  nothing does (it does not change what any worker serves)
+            model->meta = announced->meta;
         if (!zlistx_add_end (model->workers, worker)) {
             s_model_release (self, model); //  if made for this worker
             goto err;
@@ -1178,6 +1185,7 @@ int dispatch_models (dispatch_t *self, codec_header_t *header)
         list[n].workers = (uint32_t)zlistx_size (model->workers);
         list[n].width = model->width;
         list[n].mapped = model->mapped;
+        list[n].meta = model->meta;
         list[n].queued = (uint32_t)model->queued;
         n++;
     }
@@ -1448,6 +1456,12 @@ uint64_t dispatch_model_mapped (const dispatch_model_t *model)
 {
     assert (model);
     return model->mapped;
+}
+
+const codec_model_meta_t *dispatch_model_meta (const dispatch_model_t *model)
+{
+    assert (model);
+    return &model->meta;
 }
 
 size_t dispatch_model_queued (const dispatch_model_t *model)

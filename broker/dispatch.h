@@ -321,6 +321,9 @@ const char *dispatch_model_version (const dispatch_model_t *model);
 //  The input width and mapped bytes its first worker announced.
 uint32_t dispatch_model_width (const dispatch_model_t *model);
 uint64_t dispatch_model_mapped (const dispatch_model_t *model);
+//  The metadata (input, datatype, outputs) its first worker announced
+//  (or, if that one announced none, a later one); all zero when unknown.
+const codec_model_meta_t *dispatch_model_meta (const dispatch_model_t *model);
 
 //  Jobs waiting for it, and workers serving it.
 size_t dispatch_model_queued (const dispatch_model_t *model);

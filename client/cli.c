@@ -49,7 +49,9 @@ static void s_usage (FILE *out)
              "  models [--json]\n"
              "      List the models the broker can serve, each version on its own line:\n"
              "      input width, workers, jobs queued, bytes of the model file each worker\n"
-             "      maps (shared by the workers of one machine).\n"
+             "      maps (shared by the workers of one machine).  --json adds each\n"
+             "      version's input tensor name, datatype and outputs (name, datatype,\n"
+             "      width: 0 for shape [rows], k for [rows, k]).\n"
              "  bench --model NAME [--rows N] [--concurrency C[,C...]] [--duration S]\n"
              "        [--rate R] [--json]\n"
              "      Load the service and report throughput, latency percentiles and the\n"
@@ -362,6 +364,28 @@ static int s_cmd_predict (int argc, char *argv[])
     return rc;
 }
 
+//  A datatype's name for JSON: "" when unknown (a worker too old to say)
+static const char *s_dtype_json (amaas_dtype_t dtype)
+{
+    return dtype == AMAAS_DTYPE_INVALID ? "" : amaas_dtype_name (dtype);
+}
+
+//  One entry of `amaas models --json`: what the broker says of a version,
+//  with its input's name and datatype and its outputs ([] when unknown).
+static json_t *s_model_json (const amaas_model_info_t *m)
+{
+    json_t *outputs = json_array ();
+    for (uint32_t k = 0; k < m->n_outputs && k < AMAAS_MAX_OUTPUTS; k++)
+        json_array_append_new (outputs,
+                               json_pack ("{s:s, s:s, s:I}", "name", m->outputs[k].name, "datatype",
+                                          s_dtype_json (m->outputs[k].datatype), "width",
+                                          (json_int_t)m->outputs[k].width));
+    return json_pack ("{s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:s, s:o}", "name", m->name, "version",
+                      m->version, "width", (json_int_t)m->width, "workers", (json_int_t)m->workers,
+                      "mapped", (json_int_t)m->mapped, "queued", (json_int_t)m->queued, "input",
+                      m->input, "datatype", s_dtype_json (m->datatype), "outputs", outputs);
+}
+
 //  amaas models: the models the broker serves, as a table or JSON.
 //  Returns the exit status: 0, 1 when the broker did not answer, 2 on a
 //  usage error.
@@ -390,10 +414,17 @@ static int s_cmd_models (int argc, char *argv[])
     }
     amaas_client_t *client = s_connect_or_die ();
     amaas_error_t err;
-    amaas_model_info_t models[1024];
+    //  On the heap: 1024 entries with their outputs are most of a MiB
+    amaas_model_info_t *models = calloc (1024, sizeof *models);
+    if (!models) {
+        amaas_close (&client);
+        fprintf (stderr, "amaas: out of memory\n");
+        return 1;
+    }
     int n = amaas_models (client, models, 1024, &err);
     amaas_close (&client);
     if (n < 0) {
+        free (models);
         fprintf (stderr, "amaas: %s: %s\n", amaas_code_name (err.code), err.message);
         return 1;
     }
@@ -402,12 +433,7 @@ static int s_cmd_models (int argc, char *argv[])
     if (as_json) {
         json_t *list = json_array ();
         for (int i = 0; i < n; i++)
-            json_array_append_new (list, json_pack ("{s:s, s:s, s:i, s:i, s:I, s:i}", "name",
-                                                    models[i].name, "version", models[i].version,
-                                                    "width", (json_int_t)models[i].width, "workers",
-                                                    (json_int_t)models[i].workers, "mapped",
-                                                    (json_int_t)models[i].mapped, "queued",
-                                                    (json_int_t)models[i].queued));
+            json_array_append_new (list, s_model_json (&models[i]));
         char *text = json_dumps (list, JSON_PRESERVE_ORDER);
         printf ("%s\n", text);
         free (text);
@@ -428,6 +454,7 @@ static int s_cmd_models (int argc, char *argv[])
                     models[i].workers, models[i].queued, mapped);
         }
     }
+    free (models);
     return 0;
 }
 

@@ -58,6 +58,13 @@
 #include "list.h"
 #include "retry.h"
 
+//  amaas_models copies the protocol's metadata into the public struct
+_Static_assert(AMAAS_MAX_OUTPUTS == DEFS_OUTPUTS_MAX, "amaas.h and defs agree on outputs");
+_Static_assert(sizeof ((amaas_model_info_t *)0)->input == CODEC_TENSOR_NAME_MAX,
+               "amaas_model_info_t.input holds a tensor name");
+_Static_assert(sizeof ((amaas_output_info_t *)0)->name == CODEC_TENSOR_NAME_MAX,
+               "amaas_output_info_t.name holds a tensor name");
+
 //  A job sent and not yet handed to the caller, or kept for reuse
 typedef struct {
     uint64_t id;                     //  job id, also the table key
@@ -781,6 +788,17 @@ int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max, 
         models[i].width = self->header.models[i].width;
         models[i].mapped = self->header.models[i].mapped;
         models[i].queued = self->header.models[i].queued;
+        const codec_model_meta_t *meta = &self->header.models[i].meta;
+        snprintf (models[i].input, sizeof models[i].input, "%s", meta->input);
+        models[i].datatype = meta->datatype;
+        models[i].n_outputs = meta->n_outputs;
+        memset (models[i].outputs, 0, sizeof models[i].outputs);
+        for (uint32_t k = 0; k < meta->n_outputs; k++) {
+            amaas_output_info_t *out = &models[i].outputs[k];
+            snprintf (out->name, sizeof out->name, "%s", meta->outputs[k].name);
+            out->datatype = meta->outputs[k].datatype;
+            out->width = meta->outputs[k].width;
+        }
     }
     codec_header_reset (&self->header);
     return (int)n;

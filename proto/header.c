@@ -197,6 +197,37 @@ static void s_reset_names (codec_header_t *self, void *at)
 
 //  models: the models a worker serves (READY) or the broker knows (MODELS_REPLY)
 
+//  Packs a model's metadata keys (none when it has none): "input",
+//  "datatype", "outputs", each only when known.
+static int s_pack_meta (msgpack_packer *pk, const codec_model_meta_t *meta)
+{
+    int rc = 0;
+    if (meta->input[0]) {
+        rc |= s_pack_bytes (pk, "input", 5);
+        rc |= s_pack_cstr (pk, meta->input, sizeof meta->input);
+    }
+    if (meta->datatype != AMAAS_DTYPE_INVALID) {
+        rc |= s_pack_bytes (pk, "datatype", 8);
+        rc |= s_pack_cstr (pk, amaas_dtype_name (meta->datatype), 16);
+    }
+    if (meta->n_outputs) {
+        assert (meta->n_outputs <= CODEC_MODEL_OUTPUTS);
+        rc |= s_pack_bytes (pk, "outputs", 7);
+        rc |= msgpack_pack_array (pk, meta->n_outputs);
+        for (uint32_t i = 0; i < meta->n_outputs && rc == 0; i++) {
+            const codec_output_t *out = &meta->outputs[i];
+            rc |= msgpack_pack_map (pk, 3);
+            rc |= s_pack_bytes (pk, "name", 4);
+            rc |= s_pack_cstr (pk, out->name, sizeof out->name);
+            rc |= s_pack_bytes (pk, "datatype", 8);
+            rc |= s_pack_cstr (pk, amaas_dtype_name (out->datatype), 16);
+            rc |= s_pack_bytes (pk, "width", 5);
+            rc |= msgpack_pack_uint32 (pk, out->width);
+        }
+    }
+    return rc;
+}
+
 static int s_pack_models (msgpack_packer *pk, const codec_header_t *self, const void *at,
                           size_t high)
 {
@@ -205,7 +236,10 @@ static int s_pack_models (msgpack_packer *pk, const codec_header_t *self, const 
     int rc = msgpack_pack_array (pk, self->n_models);
     for (size_t i = 0; i < self->n_models && rc == 0; i++) {
         const codec_model_t *m = &self->models[i];
-        rc |= msgpack_pack_map (pk, 6);
+        const codec_model_meta_t *meta = &m->meta;
+        rc |= msgpack_pack_map (pk, 6 + (meta->input[0] != 0) +
+                                        (meta->datatype != AMAAS_DTYPE_INVALID) +
+                                        (meta->n_outputs != 0));
         rc |= s_pack_bytes (pk, "name", 4);
         rc |= s_pack_cstr (pk, m->name, sizeof m->name);
         rc |= s_pack_bytes (pk, "version", 7);
@@ -218,46 +252,146 @@ static int s_pack_models (msgpack_packer *pk, const codec_header_t *self, const 
         rc |= msgpack_pack_uint64 (pk, m->mapped);
         rc |= s_pack_bytes (pk, "queued", 6);
         rc |= msgpack_pack_uint32 (pk, m->queued);
+        rc |= s_pack_meta (pk, meta);
     }
     return rc ? -1 : 0;
 }
 
-//  Reads one models entry.  Returns 0, -1 if it is not a map with a name.
-static int s_decode_model (codec_model_t *model, const msgpack_object *m)
+//  Reads a datatype name into *dtype.  Returns 0, -1 if val is not the
+//  name of a datatype.
+static int s_decode_dtype (const msgpack_object *val, amaas_dtype_t *dtype)
+{
+    if (val->type != MSGPACK_OBJECT_STR)
+        return -1;
+    *dtype = amaas_dtype_from_name (val->via.str.ptr, val->via.str.size);
+    return *dtype == AMAAS_DTYPE_INVALID ? -1 : 0;
+}
+
+//  Reads entry `index` of a model's outputs: a map with name, datatype and
+//  width.  Returns 0, or -1 with a message in err.
+static int s_decode_output (codec_output_t *out, const msgpack_object *o, size_t entry,
+                            uint32_t index, char *err, size_t err_size)
+{
+    bool has_name = false, has_datatype = false, has_width = false;
+    if (o->type == MSGPACK_OBJECT_MAP)
+        for (uint32_t k = 0; k < o->via.map.size; k++) {
+            const msgpack_object *key = &o->via.map.ptr[k].key;
+            const msgpack_object *val = &o->via.map.ptr[k].val;
+            uint64_t n;
+            if (codec_mp_str_is (key, "name")) {
+                if (codec_mp_str (val, 1, out->name, sizeof out->name))
+                    goto bad;
+                has_name = true;
+            } else if (codec_mp_str_is (key, "datatype")) {
+                if (s_decode_dtype (val, &out->datatype))
+                    goto bad;
+                has_datatype = true;
+            } else if (codec_mp_str_is (key, "width")) {
+                if (codec_mp_uint (val, 0, UINT32_MAX, &n))
+                    goto bad;
+                out->width = (uint32_t)n;
+                has_width = true;
+            }
+        }
+    if (has_name && has_datatype && has_width)
+        return 0;
+bad:
+    snprintf (err, err_size,
+              "'models' entry %zu: output %u must be a map with name (str, 1.." CODEC_STR (
+                  DEFS_TENSOR_NAME_MAX) " bytes), datatype (FP32, FP64, INT32, INT64, UINT8, "
+                                        "BOOL or BYTES) and width (uint32)",
+              entry, index);
+    return -1;
+}
+
+//  Reads the value of key "input", "datatype" or "outputs" of models entry
+//  `entry` into meta.  Returns 0, or -1 with a message in err.
+static int s_decode_meta (codec_model_meta_t *meta, const msgpack_object *key,
+                          const msgpack_object *val, size_t entry, char *err, size_t err_size)
+{
+    if (codec_mp_str_is (key, "input")) {
+        if (codec_mp_str (val, 1, meta->input, sizeof meta->input) == 0)
+            return 0;
+        snprintf (err, err_size,
+                  "'models' entry %zu: input must be a str of 1.." CODEC_STR (
+                      DEFS_TENSOR_NAME_MAX) " bytes",
+                  entry);
+        return -1;
+    }
+    if (codec_mp_str_is (key, "datatype")) {
+        if (s_decode_dtype (val, &meta->datatype) == 0)
+            return 0;
+        snprintf (err, err_size,
+                  "'models' entry %zu: datatype must be FP32, FP64, INT32, INT64, UINT8, BOOL "
+                  "or BYTES",
+                  entry);
+        return -1;
+    }
+    assert (codec_mp_str_is (key, "outputs"));
+    if (val->type != MSGPACK_OBJECT_ARRAY || val->via.array.size < 1 ||
+        val->via.array.size > CODEC_MODEL_OUTPUTS) {
+        snprintf (err, err_size,
+                  "'models' entry %zu: outputs must be an array of 1.." CODEC_STR (
+                      CODEC_MODEL_OUTPUTS) " maps",
+                  entry);
+        return -1;
+    }
+    memset (meta->outputs, 0, sizeof meta->outputs);
+    meta->n_outputs = val->via.array.size;
+    for (uint32_t i = 0; i < meta->n_outputs; i++)
+        if (s_decode_output (&meta->outputs[i], &val->via.array.ptr[i], entry, i, err, err_size))
+            return -1;
+    return 0;
+}
+
+//  Reads models entry `entry`.  Returns 0, or -1 with a message in err.
+static int s_decode_model (codec_model_t *model, const msgpack_object *m, size_t entry, char *err,
+                           size_t err_size)
 {
     bool has_name = false;
     if (m->type != MSGPACK_OBJECT_MAP)
-        return -1;
+        goto bad;
     for (uint32_t k = 0; k < m->via.map.size; k++) {
         const msgpack_object *key = &m->via.map.ptr[k].key;
         const msgpack_object *val = &m->via.map.ptr[k].val;
         uint64_t n;
         if (codec_mp_str_is (key, "name")) {
             if (codec_mp_str (val, 1, model->name, sizeof model->name))
-                return -1;
+                goto bad;
             has_name = true;
         } else if (codec_mp_str_is (key, "version")) {
             //  may be empty: a missing version is encoded as ""
             if (codec_mp_str (val, 0, model->version, sizeof model->version))
-                return -1;
+                goto bad;
         } else if (codec_mp_str_is (key, "workers")) {
             if (codec_mp_uint (val, 0, UINT32_MAX, &n))
-                return -1;
+                goto bad;
             model->workers = (uint32_t)n;
         } else if (codec_mp_str_is (key, "width")) {
             if (codec_mp_uint (val, 0, UINT32_MAX, &n))
-                return -1;
+                goto bad;
             model->width = (uint32_t)n;
         } else if (codec_mp_str_is (key, "mapped")) {
             if (codec_mp_uint (val, 0, UINT64_MAX, &model->mapped))
-                return -1;
+                goto bad;
         } else if (codec_mp_str_is (key, "queued")) {
             if (codec_mp_uint (val, 0, UINT32_MAX, &n))
-                return -1;
+                goto bad;
             model->queued = (uint32_t)n;
+        } else if (codec_mp_str_is (key, "input") || codec_mp_str_is (key, "datatype") ||
+                   codec_mp_str_is (key, "outputs")) {
+            if (s_decode_meta (&model->meta, key, val, entry, err, err_size))
+                return -1;
         }
     }
-    return has_name ? 0 : -1;
+    if (has_name)
+        return 0;
+bad:
+    snprintf (err, err_size,
+              "'models' entry %zu must be a map with name (str, 1..%d bytes) and "
+              "version (str)",
+              entry, CODEC_NAME_MAX - 1);
+    return -1;
 }
 
 static int s_decode_models (codec_header_t *self, void *at, uint64_t low, uint64_t high,
@@ -277,13 +411,8 @@ static int s_decode_models (codec_header_t *self, void *at, uint64_t low, uint64
         return -2;
     }
     for (size_t i = 0; i < self->n_models; i++)
-        if (s_decode_model (&self->models[i], &o->via.array.ptr[i])) {
-            snprintf (err, err_size,
-                      "'models' entry %zu must be a map with name (str, 1..%d bytes) and "
-                      "version (str)",
-                      i, CODEC_NAME_MAX - 1);
+        if (s_decode_model (&self->models[i], &o->via.array.ptr[i], i, err, err_size))
             return -2;
-        }
     return 0;
 }
 

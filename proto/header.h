@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "amaas.h"
 #include "amaas_defs.h"
 
 //  A number as a string literal, for messages that state a limit
@@ -22,13 +23,16 @@
 
 #define CODEC_NAME_MAX (DEFS_NAME_MAX + 1)       //  model, tensor, output names incl. NUL
 #define CODEC_VERSION_MAX (DEFS_VERSION_MAX + 1) //  model version incl. NUL
-#define CODEC_MESSAGE_MAX 256                    //  error messages incl. NUL
-#define CODEC_HOST_MAX 256                       //  host name incl. NUL
-#define CODEC_COMMAND_MAX 32                     //  CONTROL command incl. NUL
-#define CODEC_WORKER_MAX 511  //  worker id (hex of a 255-byte identity) incl. NUL
-#define CODEC_MAX_OUTPUTS 16  //  output names in a request
-#define CODEC_MAX_MODELS 1024 //  models in READY / MODELS_REPLY
-#define CODEC_PRIORITIES 4    //  priority levels 0 (default) .. 3 (most urgent)
+#define CODEC_TENSOR_NAME_MAX                                                                      \
+    (DEFS_TENSOR_NAME_MAX + 1)               //  a model's input or output name incl. NUL
+#define CODEC_MODEL_OUTPUTS DEFS_OUTPUTS_MAX //  outputs a model declares
+#define CODEC_MESSAGE_MAX 256                //  error messages incl. NUL
+#define CODEC_HOST_MAX 256                   //  host name incl. NUL
+#define CODEC_COMMAND_MAX 32                 //  CONTROL command incl. NUL
+#define CODEC_WORKER_MAX 511                 //  worker id (hex of a 255-byte identity) incl. NUL
+#define CODEC_MAX_OUTPUTS 16                 //  output names in a request
+#define CODEC_MAX_MODELS 1024                //  models in READY / MODELS_REPLY
+#define CODEC_PRIORITIES 4                   //  priority levels 0 (default) .. 3 (most urgent)
 
 typedef enum {
     CMD_REQUEST = 0x01,
@@ -50,6 +54,24 @@ typedef enum {
     CMD_CONTROL_REPLY = 0x21
 } codec_cmd_t;
 
+//  One output a model declares (READY, MODELS_REPLY)
+typedef struct {
+    char name[CODEC_TENSOR_NAME_MAX]; //  e.g. "label"
+    amaas_dtype_t datatype;           //  a known datatype
+    uint32_t width;                   //  0: shape [rows]; k: shape [rows, k]
+} codec_output_t;
+
+//  What a model file declares of a model's tensors (READY, MODELS_REPLY).
+//  Optional on the wire: a peer that did not send it leaves input "",
+//  datatype INVALID and n_outputs 0 (all zero), and such metadata is
+//  encoded as no keys at all.
+typedef struct {
+    char input[CODEC_TENSOR_NAME_MAX];           //  its input tensor's name, "" if unknown
+    amaas_dtype_t datatype;                      //  its datatype, INVALID if unknown
+    uint32_t n_outputs;                          //  0 if unknown, else 1..CODEC_MODEL_OUTPUTS
+    codec_output_t outputs[CODEC_MODEL_OUTPUTS]; //  in the model's order
+} codec_model_meta_t;
+
 //  One entry of a models list (READY, MODELS_REPLY)
 typedef struct {
     char name[CODEC_NAME_MAX];       //  model name
@@ -58,6 +80,7 @@ typedef struct {
     uint32_t width;                  //  input width (features per row), 0 if unknown
     uint64_t mapped;                 //  bytes of its file the worker maps, 0 if unknown
     uint32_t queued;                 //  MODELS_REPLY only: jobs waiting for this version
+    codec_model_meta_t meta;         //  input, datatype, outputs
 } codec_model_t;
 
 //  The header fields, in the order they are encoded: the wire bytes depend

@@ -300,12 +300,23 @@ class Client:
         return out
 
     def models(self, timeout_ms=None):
-        """[{name, version, workers}] of the models live workers serve."""
+        """The versions of models live workers serve, sorted by name then
+        version: [{name, version, workers, width, mapped, queued, input,
+        datatype, outputs: [{name, datatype, width}]}], width 0 of an output
+        meaning shape [rows], k [rows, k].  Metadata a worker did not announce
+        (an older one) is input "", datatype "" and outputs []."""
         jid = next(self._ids)
         self._send(MODELS, {"id": jid})
         command, header, frames = self._wait(jid, timeout_ms)
         self._check(command, header, frames, MODELS_REPLY)
-        return header.get("models", [])
+        models = header.get("models", [])
+        if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+            raise ProtocolError("MODELS_REPLY 'models' is not an array of maps")
+        for m in models:
+            m.setdefault("input", "")
+            m.setdefault("datatype", "")
+            m.setdefault("outputs", [])
+        return models
 
     def ping(self, timeout_ms=None):
         """Round-trip time to the broker in seconds; raises on timeout."""

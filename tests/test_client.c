@@ -7,8 +7,11 @@
     against them.
 */
 #include <check.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +110,68 @@ START_TEST (test_pipelined_send_recv)
     r = amaas_recv (client, 200, &err);
     ck_assert_ptr_null (r);
     ck_assert_int_eq (err.code, AMAAS_DEADLINE_EXCEEDED);
+    amaas_close (&client);
+}
+END_TEST
+
+//  An event loop, as amaas-gateway runs one: poll amaas_fd for at most
+//  amaas_wake_ms, then amaas_recv with timeout 0 until NULL.  It collects
+//  every result; amaas_wake_ms is INT_MAX while nothing is pending and
+//  finite (within the jobs' deadline) while jobs are.
+START_TEST (test_event_loop)
+{
+    amaas_client_t *client = connect_ok ();
+    amaas_error_t err;
+    ck_assert_int_ge (amaas_fd (client), 0);
+    ck_assert_int_eq (amaas_wake_ms (client), INT_MAX);
+    //  Nothing waiting: a timeout of 0 returns at once
+    ck_assert_ptr_null (amaas_recv (client, 0, &err));
+    ck_assert_int_eq (err.code, AMAAS_DEADLINE_EXCEEDED);
+    enum { JOBS = 500 };
+    static double inputs[JOBS];
+    static bool seen[JOBS];
+    memset (seen, 0, sizeof seen);
+    amaas_options_t opts = {.deadline_ms = 60000};
+    uint64_t first = 0;
+    for (int i = 0; i < JOBS; i++) {
+        inputs[i] = i / 10.0;
+        amaas_tensor_t t = rows_tensor (AMAAS_FP64, &inputs[i], 1);
+        uint64_t id = amaas_send_opts (client, "linear", &t, 1, &opts, &err);
+        ck_assert_msg (id != 0, "send: %s", err.message);
+        if (i == 0)
+            first = id;
+        int wake = amaas_wake_ms (client);
+        ck_assert_int_ge (wake, 0);
+        ck_assert_int_le (wake, 60000);
+    }
+    size_t collected = 0;
+    while (collected < JOBS) {
+        int wake = amaas_wake_ms (client);
+        ck_assert_int_ge (wake, 0);
+        ck_assert_int_le (wake, 60000); //  jobs are pending: a timer is due
+        struct pollfd item = {amaas_fd (client), POLLIN, 0};
+        int rc = poll (&item, 1, wake);
+        ck_assert_msg (rc >= 0 || errno == EINTR, "poll: %s", strerror (errno));
+        amaas_result_t *r;
+        while ((r = amaas_recv (client, 0, &err))) {
+            ck_assert_msg (r->error.code == AMAAS_OK, "%s", r->error.message);
+            uint64_t i = r->id - first;
+            ck_assert_uint_lt (i, JOBS);
+            ck_assert_msg (!seen[i], "job %" PRIu64 " answered twice", i);
+            seen[i] = true;
+            ck_assert_double_eq_tol (prediction (r, 0), slope * inputs[i] + intercept, 1e-9);
+            amaas_result_destroy (&r);
+            collected++;
+        }
+        ck_assert_int_eq (err.code, AMAAS_DEADLINE_EXCEEDED);
+        ck_assert_uint_eq (amaas_pending (client), JOBS - collected);
+    }
+    //  Idle again: no timer, and nothing more to read
+    ck_assert_int_eq (amaas_wake_ms (client), INT_MAX);
+    ck_assert_ptr_null (amaas_recv (client, 0, &err));
+    uint64_t resent = 1;
+    amaas_stats (client, &resent, NULL);
+    ck_assert_uint_eq (resent, 0);
     amaas_close (&client);
 }
 END_TEST
@@ -272,6 +337,22 @@ START_TEST (test_errors)
     ck_assert_str_eq (models[0].name, "iris");
     ck_assert_str_eq (models[1].name, "linear");
     ck_assert_uint_ge (models[1].workers, 1);
+    //  with what their model files declare (examples/train_examples.py)
+    ck_assert_str_eq (models[0].input, "input");
+    ck_assert_int_eq (models[0].datatype, AMAAS_FP64);
+    ck_assert_uint_eq (models[0].width, 4);
+    ck_assert_uint_eq (models[0].n_outputs, 2);
+    ck_assert_str_eq (models[0].outputs[0].name, "probabilities");
+    ck_assert_int_eq (models[0].outputs[0].datatype, AMAAS_FP64);
+    ck_assert_uint_eq (models[0].outputs[0].width, 3);
+    ck_assert_str_eq (models[0].outputs[1].name, "label");
+    ck_assert_int_eq (models[0].outputs[1].datatype, AMAAS_INT64);
+    ck_assert_uint_eq (models[0].outputs[1].width, 0);
+    ck_assert_str_eq (models[1].input, "input");
+    ck_assert_int_eq (models[1].datatype, AMAAS_FP64);
+    ck_assert_uint_eq (models[1].n_outputs, 1);
+    ck_assert_str_eq (models[1].outputs[0].name, "predictions");
+    ck_assert_uint_eq (models[1].outputs[0].width, 0);
     amaas_close (&client);
     //  nobody there: UNAVAILABLE within the timeout
     client = amaas_connect ("tcp://127.0.0.1:1", 300, &err);
@@ -295,6 +376,7 @@ int main (void)
     tcase_set_timeout (tc, 120);
     tcase_add_checked_fixture (tc, learn_line, NULL);
     tcase_add_test (tc, test_pipelined_send_recv);
+    tcase_add_test (tc, test_event_loop);
     tcase_add_test (tc, test_parked_results_and_cancel);
     tcase_add_test (tc, test_input_datatypes);
     tcase_add_test (tc, test_classifier_outputs);

@@ -99,6 +99,48 @@ START_TEST (test_models_round_trip)
 }
 END_TEST
 
+//  A model entry's metadata (input, datatype, outputs) survives a round
+//  trip, entry by entry, and an entry without it stays without it.
+START_TEST (test_models_metadata_round_trip)
+{
+    codec_header_t in = {0}, out = {0};
+    in.fields = HDR_MODELS;
+    in.n_models = 2;
+    in.models = calloc (2, sizeof (codec_model_t));
+    ck_assert_ptr_nonnull (in.models);
+    strcpy (in.models[0].name, "iris");
+    codec_model_meta_t *meta = &in.models[0].meta;
+    memset (meta->input, 'i', DEFS_TENSOR_NAME_MAX); //  the longest name
+    meta->datatype = AMAAS_FP64;
+    meta->n_outputs = CODEC_MODEL_OUTPUTS;
+    for (int k = 0; k < CODEC_MODEL_OUTPUTS; k++) {
+        snprintf (meta->outputs[k].name, sizeof meta->outputs[k].name, "out-%d", k);
+        meta->outputs[k].datatype = k % 2 ? AMAAS_INT64 : AMAAS_BYTES;
+        meta->outputs[k].width = (uint32_t)k * 3;
+    }
+    strcpy (in.models[1].name, "old");
+    msgpack_sbuffer *f = encoded (&in);
+    ck_assert_int_eq (codec_header_decode (&out, f->data, f->size, err, sizeof err), 0);
+    ck_assert_uint_eq (out.n_models, 2);
+    const codec_model_meta_t *got = &out.models[0].meta;
+    ck_assert_uint_eq (strlen (got->input), DEFS_TENSOR_NAME_MAX);
+    ck_assert_int_eq (got->datatype, AMAAS_FP64);
+    ck_assert_uint_eq (got->n_outputs, CODEC_MODEL_OUTPUTS);
+    ck_assert_str_eq (got->outputs[7].name, "out-7");
+    ck_assert_int_eq (got->outputs[7].datatype, AMAAS_INT64);
+    ck_assert_int_eq (got->outputs[6].datatype, AMAAS_BYTES);
+    ck_assert_uint_eq (got->outputs[7].width, 21);
+    ck_assert_mem_eq (got, meta, sizeof *meta);
+    const codec_model_meta_t *none = &out.models[1].meta;
+    ck_assert_str_eq (none->input, "");
+    ck_assert_int_eq (none->datatype, AMAAS_DTYPE_INVALID);
+    ck_assert_uint_eq (none->n_outputs, 0);
+    msgpack_sbuffer_free (f);
+    codec_header_reset (&in);
+    codec_header_reset (&out);
+}
+END_TEST
+
 //  Packs an arbitrary msgpack map from a callback into a fresh buffer.
 typedef void (pack_fn) (msgpack_packer *pk);
 
@@ -200,6 +242,93 @@ START_TEST (test_models_without_version_round_trip)
     msgpack_sbuffer_destroy (&sbuf);
     codec_header_reset (&h);
     codec_header_reset (&again);
+}
+END_TEST
+
+//  A READY's models entry with one bad metadata value (s_bad_meta picks
+//  which): each must be refused with a message naming the key.
+static int s_bad_meta;
+
+static void pk_output (msgpack_packer *pk, const char *name, const char *dtype, int64_t width)
+{
+    msgpack_pack_map (pk, 3);
+    pk_str (pk, "name");
+    pk_str (pk, name);
+    pk_str (pk, "datatype");
+    pk_str (pk, dtype);
+    pk_str (pk, "width");
+    msgpack_pack_int64 (pk, width);
+}
+
+static void pack_bad_meta (msgpack_packer *pk)
+{
+    char long_name[DEFS_TENSOR_NAME_MAX + 2];
+    memset (long_name, 'n', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = 0;
+    msgpack_pack_map (pk, 1);
+    pk_str (pk, "models");
+    msgpack_pack_array (pk, 1);
+    msgpack_pack_map (pk, 3);
+    pk_str (pk, "name");
+    pk_str (pk, "m");
+    pk_str (pk, "version");
+    pk_str (pk, "1");
+    switch (s_bad_meta) {
+    case 0: pk_str (pk, "input"), msgpack_pack_int (pk, 1); break;
+    case 1: pk_str (pk, "input"), pk_str (pk, ""); break;
+    case 2: pk_str (pk, "input"), pk_str (pk, long_name); break;
+    case 3: pk_str (pk, "datatype"), pk_str (pk, "FP16"); break;
+    case 4: pk_str (pk, "datatype"), msgpack_pack_int (pk, 2); break;
+    case 5: pk_str (pk, "datatype"), pk_str (pk, "INVALID"); break;
+    case 6:
+        pk_str (pk, "outputs"), msgpack_pack_array (pk, CODEC_MODEL_OUTPUTS + 1);
+        for (int k = 0; k < CODEC_MODEL_OUTPUTS + 1; k++)
+            pk_output (pk, "o", "FP64", 0);
+        break;
+    case 7: pk_str (pk, "outputs"), msgpack_pack_array (pk, 0); break;
+    case 8: pk_str (pk, "outputs"), pk_str (pk, "label"); break;
+    case 9:
+        pk_str (pk, "outputs"), msgpack_pack_array (pk, 2);
+        pk_output (pk, "ok", "FP64", 0);
+        pk_output (pk, "bad", "FLOAT", 0);
+        break;
+    case 10:
+        pk_str (pk, "outputs"), msgpack_pack_array (pk, 1);
+        pk_output (pk, long_name, "FP64", 0);
+        break;
+    case 11:
+        pk_str (pk, "outputs"), msgpack_pack_array (pk, 1);
+        pk_output (pk, "p", "FP64", -1);
+        break;
+    case 12:
+        pk_str (pk, "outputs"), msgpack_pack_array (pk, 1);
+        pk_output (pk, "p", "FP64", (int64_t)UINT32_MAX + 1);
+        break;
+    case 13: //  an output without width
+        pk_str (pk, "outputs"), msgpack_pack_array (pk, 1);
+        msgpack_pack_map (pk, 2);
+        pk_str (pk, "name"), pk_str (pk, "p");
+        pk_str (pk, "datatype"), pk_str (pk, "FP64");
+        break;
+    default: pk_str (pk, "outputs"), msgpack_pack_array (pk, 1), msgpack_pack_int (pk, 3);
+    }
+}
+
+START_TEST (test_models_metadata_refused)
+{
+    codec_header_t h = {0};
+    const char *needles[] = {"input",    "input",    "input",    "datatype", "datatype",
+                             "datatype", "outputs",  "outputs",  "outputs",  "output 1",
+                             "output 0", "output 0", "output 0", "output 0", "output 0"};
+    for (s_bad_meta = 0; s_bad_meta < (int)(sizeof needles / sizeof needles[0]); s_bad_meta++) {
+        msgpack_sbuffer sbuf = packed (pack_bad_meta);
+        ck_assert_int_eq (codec_header_decode (&h, sbuf.data, sbuf.size, err, sizeof err), -1);
+        ck_assert_msg (strstr (err, needles[s_bad_meta]) && strstr (err, "'models' entry 0"),
+                       "case %d: '%s' lacks %s", s_bad_meta, err, needles[s_bad_meta]);
+        ck_assert_uint_eq (h.n_models, 0);
+        ck_assert_ptr_null (h.models);
+        msgpack_sbuffer_destroy (&sbuf);
+    }
 }
 END_TEST
 
@@ -679,8 +808,18 @@ static void set_models (codec_header_t *h, void *at, uint64_t low, uint64_t high
     h->n_models = 2;
     h->models = calloc (2, sizeof (codec_model_t));
     ck_assert_ptr_nonnull (h->models);
-    h->models[0] = (codec_model_t){"a", "1", 2, 4, UINT64_MAX, UINT32_MAX};
-    h->models[1] = (codec_model_t){"b", "", 0, 0, 0, 0};
+    h->models[0] = (codec_model_t){
+        .name = "a",
+        .version = "1",
+        .workers = 2,
+        .width = 4,
+        .mapped = UINT64_MAX,
+        .queued = UINT32_MAX,
+        .meta = {.input = "x",
+                 .datatype = AMAAS_FP32,
+                 .n_outputs = 2,
+                 .outputs = {{"label", AMAAS_BYTES, 0}, {"p", AMAAS_FP32, UINT32_MAX}}}};
+    h->models[1] = (codec_model_t){.name = "b"};
 }
 static bool same_models (const codec_header_t *a, const void *a_at, const codec_header_t *b,
                          const void *b_at)
@@ -692,7 +831,7 @@ static bool same_models (const codec_header_t *a, const void *a_at, const codec_
         const codec_model_t *x = &a->models[i], *y = &b->models[i];
         if (strcmp (x->name, y->name) || strcmp (x->version, y->version) ||
             x->workers != y->workers || x->width != y->width || x->mapped != y->mapped ||
-            x->queued != y->queued)
+            x->queued != y->queued || memcmp (&x->meta, &y->meta, sizeof x->meta))
             return false;
     }
     return true;
@@ -848,7 +987,10 @@ START_TEST (test_wire_bytes_unchanged)
     h.n_outputs = 2;
     strcpy (h.outputs[0], "label");
     strcpy (h.outputs[1], "p");
-    codec_model_t m[2] = {{"a", "1", 2, 4, 1ULL << 35, 7}, {"b", "", 0, 0, 0, 0}};
+    //  (without metadata: an entry of an older worker is encoded as before)
+    codec_model_t m[2] = {
+        {.name = "a", .version = "1", .workers = 2, .width = 4, .mapped = 1ULL << 35, .queued = 7},
+        {.name = "b"}};
     h.n_models = 2;
     h.models = m;
     msgpack_sbuffer *b = encoded (&h);
@@ -892,6 +1034,8 @@ int main (void)
     tcase_set_timeout (tc, 60);
     tcase_add_test (tc, test_header_round_trip);
     tcase_add_test (tc, test_models_round_trip);
+    tcase_add_test (tc, test_models_metadata_round_trip);
+    tcase_add_test (tc, test_models_metadata_refused);
     tcase_add_test (tc, test_header_refused);
     tcase_add_test (tc, test_models_without_version_round_trip);
     tcase_add_test (tc, test_mp_check_bounds);

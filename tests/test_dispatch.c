@@ -487,6 +487,74 @@ START_TEST (test_one_worker_cannot_change_another)
 }
 END_TEST
 
+//  A worker announcing one version of a model, with metadata or without
+static dispatch_worker_t *ready_with_meta (dispatch_t *d, const char *key, const char *input,
+                                           dispatch_jobs_t *failed)
+{
+    codec_header_t ready = {0};
+    ready.models = calloc (1, sizeof (codec_model_t));
+    ck_assert_ptr_nonnull (ready.models);
+    ready.n_models = 1;
+    codec_model_t *m = &ready.models[0];
+    snprintf (m->name, CODEC_NAME_MAX, "iris");
+    snprintf (m->version, CODEC_VERSION_MAX, "1");
+    m->width = 4;
+    if (input) {
+        snprintf (m->meta.input, sizeof m->meta.input, "%s", input);
+        m->meta.datatype = AMAAS_FP64;
+        m->meta.n_outputs = 2;
+        m->meta.outputs[0] = (codec_output_t){"probabilities", AMAAS_FP64, 3};
+        m->meta.outputs[1] = (codec_output_t){"label", AMAAS_INT64, 0};
+    }
+    ready.credit = 1;
+    size_t refused;
+    char warning[256];
+    zframe_t *identity = zframe_new (key, strlen (key));
+    dispatch_worker_t *w = dispatch_worker_ready (d, key, &identity, &ready, 1000, failed, &refused,
+                                                  warning, sizeof warning);
+    ck_assert_ptr_nonnull (w);
+    ck_assert_uint_eq (refused, 0);
+    codec_header_reset (&ready);
+    return w;
+}
+
+//  The metadata of a version (input, datatype, outputs) is its first
+//  worker's, kept while it lives; a version whose first worker announced
+//  none takes a later one's; MODELS_REPLY carries it.
+START_TEST (test_version_metadata)
+{
+    dispatch_t *d = dispatch_new (100, 3);
+    dispatch_jobs_t *failed = dispatch_jobs_new ();
+    dispatch_worker_t *old = ready_with_meta (d, "old", NULL, failed);
+    codec_header_t h = {0};
+    ck_assert_int_eq (dispatch_models (d, &h), 0);
+    ck_assert_uint_eq (h.n_models, 1);
+    ck_assert_str_eq (h.models[0].meta.input, "");
+    ck_assert_int_eq (h.models[0].meta.datatype, AMAAS_DTYPE_INVALID);
+    ck_assert_uint_eq (h.models[0].meta.n_outputs, 0);
+    ready_with_meta (d, "first", "features", failed);
+    ready_with_meta (d, "second", "other", failed);
+    const codec_model_meta_t *meta = dispatch_model_meta (dispatch_model_find (d, "iris", "1"));
+    ck_assert_str_eq (meta->input, "features");
+    ck_assert_int_eq (dispatch_models (d, &h), 0);
+    ck_assert_uint_eq (h.n_models, 1);
+    ck_assert_uint_eq (h.models[0].workers, 3);
+    ck_assert_str_eq (h.models[0].meta.input, "features");
+    ck_assert_int_eq (h.models[0].meta.datatype, AMAAS_FP64);
+    ck_assert_uint_eq (h.models[0].meta.n_outputs, 2);
+    ck_assert_str_eq (h.models[0].meta.outputs[1].name, "label");
+    ck_assert_int_eq (h.models[0].meta.outputs[1].datatype, AMAAS_INT64);
+    ck_assert_uint_eq (h.models[0].meta.outputs[0].width, 3);
+    //  The older worker leaving changes nothing
+    dispatch_worker_remove (d, old, failed);
+    ck_assert_str_eq (dispatch_model_meta (dispatch_model_find (d, "iris", "1"))->input,
+                      "features");
+    codec_header_reset (&h);
+    dispatch_jobs_destroy (&failed);
+    dispatch_destroy (&d);
+}
+END_TEST
+
 START_TEST (test_update_moves_queued_jobs)
 {
     dispatch_t *d = dispatch_new (100, 3);
@@ -852,6 +920,7 @@ int main (void)
     tcase_add_test (tc, test_pool_tokens_and_idle_lanes);
     tcase_add_test (tc, test_fields_through_accessors);
     tcase_add_test (tc, test_warmup_unavailable_until_a_worker_registers);
+    tcase_add_test (tc, test_version_metadata);
     suite_add_tcase (s, tc);
     return unit_run (s);
 }

@@ -447,6 +447,24 @@ static int s_compare_models (const void *a, const void *b)
     return c ? c : strverscmp (x->version, y->version);
 }
 
+//  The metadata of a READY entry, from the model file's header: the loader
+//  checked its names (1..DEFS_TENSOR_NAME_MAX bytes), datatypes and output
+//  count, so what the broker reads back is valid.
+static void s_fill_meta (codec_model_meta_t *meta, const model_t *m)
+{
+    snprintf (meta->input, sizeof meta->input, "%s", model_input_name (m));
+    meta->datatype = model_dtype (m);
+    size_t n = model_output_count (m);
+    assert (n >= 1 && n <= CODEC_MODEL_OUTPUTS);
+    meta->n_outputs = (uint32_t)n;
+    for (size_t i = 0; i < n; i++) {
+        codec_output_t *out = &meta->outputs[i];
+        snprintf (out->name, sizeof out->name, "%s", model_output_name (m, i));
+        out->datatype = model_output_dtype (m, i);
+        out->width = (uint32_t)model_output_width (m, i);
+    }
+}
+
 int catalog_fill_ready (const catalog_t *self, codec_header_t *h)
 {
     assert (self && h);
@@ -463,6 +481,7 @@ int catalog_fill_ready (const catalog_t *self, codec_header_t *h)
             snprintf (models[i].version, CODEC_VERSION_MAX, "%s", model_version (m));
             models[i].width = (uint32_t)model_input_width (m);
             models[i].mapped = model_mapped_bytes (m);
+            s_fill_meta (&models[i].meta, m);
             i++;
         }
     }

@@ -58,6 +58,8 @@ static void check_header (const uint8_t *data, size_t size)
         CHECK (codec_header_decode (&again, frame.data, frame.size, err, sizeof err) == 0);
         CHECK (again.fields == h.fields && again.id == h.id && again.job == h.job);
         CHECK (strcmp (again.model, h.model) == 0 && again.n_models == h.n_models);
+        for (size_t i = 0; i < h.n_models; i++)
+            CHECK (memcmp (&again.models[i].meta, &h.models[i].meta, sizeof h.models[i].meta) == 0);
         msgpack_sbuffer_destroy (&frame);
     }
     codec_header_reset (&h);

@@ -1,12 +1,18 @@
 """Integration: the C client library (tests/test_client.c, linked against the
-shared libamaas) against a real broker and two workers.
+shared libamaas) against a real broker and two workers; and the models list
+(`amaas models --json`, pyamaas's models()) with each model's input,
+datatype and outputs as its model file declares them.
 Run: ctest -R integration_client, or pytest --build-dir BUILD tests/integration/test_client.py"""
 import os
+import json
 import subprocess
 import sys
 
+import msgpack
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+import pyamaas  # noqa: E402
 from harness import Cluster, build_dir  # noqa: E402
 
 BUILD = build_dir()
@@ -21,3 +27,36 @@ def test_libamaas():
         sys.stdout.write(r.stdout + r.stderr)
         assert r.returncode == 0, "test_client failed"
 
+
+
+def _declared(model_file):
+    """input, datatype and outputs of a model file's header, as the models
+    list reports them (an output of shape [-1, k] has width k, [-1] 0)."""
+    with open(os.path.join(EXAMPLES, model_file), "rb") as f:
+        h = msgpack.unpackb(f.read(), raw=False)
+    outputs = [{"name": o["name"], "datatype": o["datatype"],
+                "width": o["shape"][1] if len(o["shape"]) == 2 else 0} for o in h["outputs"]]
+    return {"input": h["input"]["name"], "datatype": h["datatype"], "outputs": outputs,
+            "width": h["input"]["width"]}
+
+
+def test_models_metadata():
+    want = {"iris": _declared("iris.amm"), "linear": _declared("linear.amm")}
+    # what the example models declare (examples/train_examples.py)
+    assert want["iris"]["outputs"] == [
+        {"name": "probabilities", "datatype": "FP64", "width": 3},
+        {"name": "label", "datatype": "INT64", "width": 0}], want
+    assert want["linear"]["outputs"] == [{"name": "predictions", "datatype": "FP64",
+                                          "width": 0}], want
+    with Cluster(BUILD, EXAMPLES, workers=1) as c:
+        r = subprocess.run([os.path.join(BUILD, "amaas"), "--broker", c.frontend, "models",
+                            "--json"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        listed = json.loads(r.stdout)
+        assert [m["name"] for m in listed] == ["iris", "linear"], listed
+        with pyamaas.Client(c.frontend) as client:
+            from_protocol = client.models()
+        for models in (listed, from_protocol):
+            for m in models:
+                got = {k: m[k] for k in ("input", "datatype", "outputs", "width")}
+                assert got == want[m["name"]], (m, want[m["name"]])

@@ -1,9 +1,15 @@
 """Integration: the worker's side of the protocol against a fake broker (a
 pyzmq ROUTER on 127.0.0.1), so that it does not depend on the broker's
-version: READY entries carry `mapped` and READY carries `model_errors`; a
+version: READY entries carry `mapped` and the model's metadata (input,
+datatype, outputs with their widths) and READY carries `model_errors`; a
 READY is answered; JOBs resolve by version (none: the highest, by
 strverscmp); a version not served is UNAVAILABLE; CANCEL_JOB answers a
-waiting job CANCELLED and leaves a computing one alone.
+waiting job CANCELLED and leaves a computing one alone.  Then the broker's
+side of READY, with a fake worker against a real broker: a READY whose
+metadata is malformed (wrong types, 9 outputs, an unknown datatype) is
+answered ERROR INVALID_ARGUMENT and registers nothing, as other malformed
+READYs are; a READY without metadata (an older worker) is served, and
+`amaas models --json` reports it with input "", datatype "" and outputs [].
 Run: ctest -R integration_worker_protocol, or pytest --build-dir BUILD tests/integration/test_worker_protocol.py
 """
 import os
@@ -21,11 +27,13 @@ sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
 import slow_model  # noqa: E402
 
-from harness import build_dir  # noqa: E402
+from harness import Cluster, build_dir  # noqa: E402
 
 BUILD = build_dir()
 SIG = b"AMAAS01"
 READY, JOB, RESULT, HEARTBEAT, CANCEL_JOB = 0x10, 0x11, 0x12, 0x13, 0x16
+ERROR = 0x0F
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
 
 
 class FakeBroker:
@@ -96,6 +104,12 @@ def test_versions_cancel_and_ready_answer():
         entries = {(m["name"], m["version"]): m for m in ready["models"]}
         assert set(entries) == {("slow", "1"), ("fast", "1"), ("fast", "10")}, ready
         assert entries[("slow", "1")]["mapped"] == os.path.getsize(os.path.join(d, "slow.amm"))
+        # The model file's header: input name, datatype, outputs [-1, k] -> width k
+        slow = entries[("slow", "1")]
+        assert slow["input"] == "input" and slow["datatype"] == "FP32", slow
+        assert slow["outputs"] == [{"name": "y", "datatype": "FP32", "width": 16}], slow
+        assert entries[("fast", "10")]["outputs"] == [{"name": "y", "datatype": "FP32",
+                                                       "width": 2}], entries
         assert ready["model_errors"] == 1, ready
         b.send(READY, {})  # the answer the broker gives
 
@@ -143,3 +157,85 @@ def test_versions_cancel_and_ready_answer():
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
+
+
+def _output(name="label", datatype="INT64", width=0):
+    return {"name": name, "datatype": datatype, "width": width}
+
+
+#  (what is wrong, the metadata keys of a models entry, a word the ERROR names)
+BAD_METADATA = [
+    ("input not a str", {"input": 7}, "input"),
+    ("input empty", {"input": ""}, "input"),
+    ("input of 64 bytes", {"input": "i" * 64}, "input"),
+    ("datatype not a str", {"datatype": 11}, "datatype"),
+    ("unknown datatype", {"datatype": "FP16"}, "datatype"),
+    ("outputs not an array", {"outputs": {"name": "label"}}, "outputs"),
+    ("no outputs", {"outputs": []}, "outputs"),
+    ("9 outputs", {"outputs": [_output("o%d" % i) for i in range(9)]}, "outputs"),
+    ("output not a map", {"outputs": ["label"]}, "output 0"),
+    ("output with unknown datatype", {"outputs": [_output(), _output("p", "DOUBLE")]},
+     "output 1"),
+    ("output name too long", {"outputs": [_output("o" * 64)]}, "output 0"),
+    ("output width negative", {"outputs": [_output(width=-1)]}, "output 0"),
+    ("output width a float", {"outputs": [_output(width=2.0)]}, "output 0"),
+    ("output without width", {"outputs": [{"name": "label", "datatype": "INT64"}]}, "output 0"),
+]
+
+
+def _ready(sock, models):
+    sock.send_multipart([SIG, bytes([READY]), msgpack.packb(
+        {"models": models, "credit": 1, "pid": 1, "host": "fake"}, use_bin_type=True)])
+
+
+def _answer(sock):
+    """(command, header) of the broker's next message to a fake worker but
+    HEARTBEATs, which are answered, so that the broker finds it alive."""
+    while True:
+        assert sock.poll(10000), "the broker did not answer"
+        frames = sock.recv_multipart()
+        assert frames[0] == SIG, frames
+        if frames[1][0] != HEARTBEAT:
+            return frames[1][0], msgpack.unpackb(frames[2], raw=False)
+        sock.send_multipart([SIG, bytes([HEARTBEAT]), msgpack.packb({})])
+
+
+def test_broker_refuses_malformed_metadata_serves_older_workers():
+    # heartbeats of 2 s: the fake worker, silent while the test asks the
+    # broker, stays alive for 3 of them however slow the machine
+    with Cluster(BUILD, EXAMPLES, workers=0, heartbeat_ms=2000) as c:
+        ctx = zmq.Context.instance()
+        fake = ctx.socket(zmq.DEALER)
+        fake.setsockopt(zmq.LINGER, 0)
+        fake.connect(c.backend)
+        try:
+            for what, meta, word in BAD_METADATA:
+                entry = dict({"name": "fake", "version": "1", "width": 3}, **meta)
+                _ready(fake, [entry])
+                cmd, h = _answer(fake)
+                assert cmd == ERROR, (what, hex(cmd), h)
+                assert h["code"] == pyamaas.INVALID_ARGUMENT, (what, h)
+                assert "'models' entry 0" in h["message"] and word in h["message"], (what, h)
+            # none of them registered the worker: the broker serves nothing
+            assert c.models() == []
+            # A READY without metadata, as an older worker sends it: served
+            _ready(fake, [{"name": "fake", "version": "1", "width": 3, "mapped": 0}])
+            cmd, h = _answer(fake)
+            assert cmd == READY, (hex(cmd), h)
+            models = c.models()
+            assert models == [{"name": "fake", "version": "1", "width": 3, "workers": 1,
+                               "mapped": 0, "queued": 0, "input": "", "datatype": "",
+                               "outputs": []}], models
+            with pyamaas.Client(c.frontend) as client:
+                m, = client.models()
+                assert m["input"] == "" and m["datatype"] == "" and m["outputs"] == [], m
+            # An update with metadata (as a worker that reloaded its models)
+            _ready(fake, [{"name": "fake", "version": "1", "width": 3, "input": "x",
+                           "datatype": "FP32", "outputs": [_output("y", "FP32", 2)]}])
+            cmd, h = _answer(fake)
+            assert cmd == READY, (hex(cmd), h)
+            m, = c.models()
+            assert (m["input"], m["datatype"]) == ("x", "FP32"), m
+            assert m["outputs"] == [{"name": "y", "datatype": "FP32", "width": 2}], m
+        finally:
+            fake.close(0)
