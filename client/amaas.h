@@ -134,14 +134,14 @@ typedef struct {
 typedef struct {
     char name[128];
     char version[64];
-    uint32_t workers;        //  workers that serve this version now
-    uint32_t width;          //  features per input row
-    uint64_t mapped;         //  bytes of its model file a worker maps (shared between workers)
-    uint32_t queued;         //  jobs waiting for this version
-    char input[64];          //  name of its input tensor, e.g. "input"
-    amaas_dtype_t datatype;  //  its datatype (FP32 or FP64); it takes FP32, FP64,
-                             //  INT32 and INT64 inputs and converts them
-    uint32_t n_outputs;      //  outputs, 1..AMAAS_MAX_OUTPUTS
+    uint32_t workers;       //  workers that serve this version now
+    uint32_t width;         //  features per input row
+    uint64_t mapped;        //  bytes of its model file a worker maps (shared between workers)
+    uint32_t queued;        //  jobs waiting for this version
+    char input[64];         //  name of its input tensor, e.g. "input"
+    amaas_dtype_t datatype; //  its datatype (FP32 or FP64); it takes FP32, FP64,
+                            //  INT32 and INT64 inputs and converts them
+    uint32_t n_outputs;     //  outputs, 1..AMAAS_MAX_OUTPUTS
     amaas_output_info_t outputs[AMAAS_MAX_OUTPUTS]; //  in the model's order
 } amaas_model_info_t;
 

@@ -328,12 +328,14 @@ int bench_main (amaas_client_t *(*connect) (void), int argc, char *argv[])
     }
     amaas_client_t *client = connect ();
     amaas_error_t err;
-    amaas_model_info_t models[1024];
-    int n_models = amaas_models (client, models, 1024, &err);
+    enum { MODELS_MAX = 1024 };
+    amaas_model_info_t *models = calloc (MODELS_MAX, sizeof *models); //  880 KB: not on the stack
+    int n_models = models ? amaas_models (client, models, MODELS_MAX, &err) : -1;
     size_t width = 0;
-    for (int i = 0; i < n_models && i < 1024; i++)
+    for (int i = 0; i < n_models && i < MODELS_MAX; i++)
         if (strcmp (models[i].name, cfg.model) == 0)
             width = models[i].width;
+    free (models);
     if (width == 0) {
         fprintf (stderr, "amaas bench: no worker serves model '%s' (see 'amaas models')\n",
                  cfg.model);
