@@ -239,6 +239,10 @@ try:
             if url.startswith("/"):
                 url = self.base_url + url
             kwargs.setdefault("timeout", 60)
+            if self.verify is not True:
+                # a session's own CA file, which requests would otherwise
+                # let REQUESTS_CA_BUNDLE of the environment override
+                kwargs.setdefault("verify", self.verify)
             return self.spec.check_response(super().request(method, url, *args, **kwargs))
 except ImportError:  # the document's self-check needs no requests
     pass

@@ -542,7 +542,7 @@ def test_no_broker_is_503():
 def metric(text, name, **labels):
     """The value of a sample of the Prometheus text, 0 if absent."""
     for line in text.splitlines():
-        m = re.match(r"^%s(\{[^}]*\})?\s+(\S+)$" % re.escape(name), line)
+        m = re.match(r"^%s(\{.*\})?\s+(\S+)$" % re.escape(name), line)  # values hold braces
         if not m:
             continue
         found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1) or ""))
@@ -628,6 +628,7 @@ def test_api_keys_and_acl():
     keys = os.path.join(TMP, "keys")
     os.makedirs(os.path.join(keys, "clients"))
     os.makedirs(os.path.join(keys, "workers"))
+    os.makedirs(os.path.join(keys, "operators"))
     gateway_keys = os.path.join(keys, "gateway")  # --client-keys: NAME and NAME_secret
     os.makedirs(gateway_keys)
 
@@ -656,6 +657,7 @@ def test_api_keys_and_acl():
     with Cluster(BUILD, EXAMPLES, workers=1,
                  broker_args=["--curve-cert", broker, "--clients", os.path.join(keys, "clients"),
                               "--workers", os.path.join(keys, "workers"),
+                              "--operators", os.path.join(keys, "operators"),
                               "--acl", os.path.join(keys, "acl")],
                  worker_args=["--server-key", broker, "--cert", worker],
                  cli_args=["--server-key", broker, "--cert", os.path.join(keys, "alice.key")]) \
