@@ -1060,6 +1060,8 @@ static int s_start_http (server_t *server)
 {
     const gateway_config_t *config = &server->config;
     const char *listen = config->listen;
+    if (strncmp (listen, "tcp://", 6) == 0) //  as AMAAS_GATEWAY of the settings has it
+        listen += 6;
     const char *colon = strrchr (listen, ':');
     char *end;
     long port = colon ? strtol (colon + 1, &end, 10) : -1;
