@@ -4,10 +4,12 @@
 
 Loads every DIR/*.joblib at start (joblib, as most tutorials do) and serves
 
-    POST /predict/<name>   {"inputs": [[...], ...]}  ->  {"outputs": [...]}
+    POST /predict/<name>   {"X": [...]}  ->  {"y_pred": [...]}
 
-where outputs are model.predict(inputs) as a list (labels for a classifier,
-values for a regressor).  An unknown model is 404, a bad body 400.
+where X is one row or a list of rows and y_pred is model.predict(X) as a
+list (labels for a classifier, values for a regressor): the request and
+answer of the Flask app amaas-gateway's /predict/{name} route stands in
+for (docs/HTTP.md).  An unknown model is 404, a bad body 400.
 scripts/bench runs it under gunicorn, one worker process per core, and drives
 it with wrk (bench/wrk_post.lua).
 """
@@ -33,11 +35,13 @@ def predict(name):
     if model is None:
         abort(404)
     body = request.get_json(silent=True)
-    if not isinstance(body, dict) or "inputs" not in body:
+    if not isinstance(body, dict) or "X" not in body:
         abort(400)
     try:
-        x = np.asarray(body["inputs"], dtype=np.float64)
+        x = np.asarray(body["X"], dtype=np.float64)
+        if x.ndim == 1:
+            x = x[np.newaxis, :]
         y = model.predict(x)
     except (ValueError, TypeError):
         abort(400)
-    return jsonify({"outputs": y.tolist()})
+    return jsonify({"y_pred": y.tolist()})

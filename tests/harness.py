@@ -4,6 +4,7 @@
         c.frontend          # client endpoint, e.g. tcp://127.0.0.1:41234
         c.start_worker()    # one more worker
         c.kill_worker(0)    # SIGKILL the first
+        g = c.start_gateway(["--api-keys", keys])   # an amaas-gateway: g.url
         c.models()          # [{"name", "version", "workers"}] via `amaas models --json`
 
 Processes are started by scripts/amaas-cluster, the operators' tool, on a
@@ -100,6 +101,7 @@ class Cluster:
         self.tmp = tempfile.mkdtemp(prefix="amaas-test-")
         self.broker = None
         self.workers = []
+        self.gateways = []
         self.frontend = self.backend = self.control = None
         self._log_files = []
         self._started = False
@@ -180,6 +182,23 @@ class Cluster:
         number, pid = self._cluster(*args).split()
         return self._adopt_worker(int(number), int(pid))
 
+    def start_gateway(self, extra_args=(), listen="127.0.0.1:0"):
+        """One more amaas-gateway in front of the broker (`amaas-cluster
+        add-gateway`): returns its Process, with .url (http://127.0.0.1:PORT,
+        https with --tls-cert), once it listens."""
+        args = ["add-gateway", "--gateway", listen]
+        for a in extra_args:
+            args += ["--gateway-arg", a]
+        out = self._cluster(*args)
+        url = [line.split("=", 1)[1] for line in out.split() if line.startswith("gateway=")][-1]
+        number = len(self.gateways) + 1
+        name = "gateway-%d" % number
+        g = Process(self.tmp, name, self._pid(name), [self.bin("amaas-gateway")])
+        g.url = url
+        self.gateways.append(g)
+        self._add_log(name)
+        return g
+
     def kill_worker(self, index, sig=signal.SIGKILL):
         w = self.workers[index]
         self.expected_exits.add(w)
@@ -233,11 +252,11 @@ class Cluster:
         return self
 
     def stop(self):
-        """Stops every process (`amaas-cluster stop`: workers, then the
-        broker, each SIGTERMed once it handles signals, killed after 10 s).
+        """Stops every process (`amaas-cluster stop`: gateways, workers, then
+        the broker, each SIGTERMed once it handles signals, killed after 10 s).
         Returns the processes that did not exit 0 of their own (crash,
         sanitizer report, hang), other than those a test stopped on purpose."""
-        procs = [p for p in self.workers + [self.broker] if p is not None]
+        procs = [p for p in self.gateways + self.workers + [self.broker] if p is not None]
         if self._started:
             env = dict(os.environ, AMAAS_CONFIG="")
             # exit 1 when a process exited badly: told apart below, by process
