@@ -7,7 +7,8 @@ free port (--port-file).  Every route is called with curl and with Python
 requests; a client written for a Flask `POST /predict` app gets the answers
 `amaas predict` gets; a 1,000 x 100 FP32 tensor goes both ways through the
 binary extension; bad requests get the status the document lists (400, 404,
-405, 408, 413, 415), and the gateway serves on after each.  HTTPS with a
+405, 408, 413, 415, 431), and the gateway serves on after each; a job past
+its deadline gets 504, a gateway without a broker 503.  HTTPS with a
 self-signed certificate; API keys in front of a CURVE broker with an ACL
 (401, 403); /metrics counts by route and code.  Every response is checked
 against docs/openapi.yaml by tests/openapi_check.py.
@@ -91,7 +92,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def gw(cluster):
-    with Gateway(cluster.frontend, TMP, "--max-body", str(MAX_BODY), "--request-timeout-s", "2") as g:
+    with Gateway(cluster.frontend, TMP, "--max-body", str(MAX_BODY),
+                 "--request-timeout-s", "2") as g:
         yield g
 
 
@@ -618,8 +620,8 @@ def test_https(cluster):
                     "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
                     "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True, timeout=60)
-    with Gateway(cluster.frontend, TMP, "--tls-cert", cert, "--tls-key", key, scheme="https") as g, \
-            CheckedSession(SPEC, g.url) as http:
+    with Gateway(cluster.frontend, TMP, "--tls-cert", cert, "--tls-key", key,
+                 scheme="https") as g, CheckedSession(SPEC, g.url) as http:
         http.verify = cert
         assert http.get("/v2/health/live").json() == {"live": True}
         r = http.post("/predict/iris", json={"X": IRIS_ROWS})
