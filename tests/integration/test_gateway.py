@@ -7,8 +7,9 @@ free port (--port-file).  Every route is called with curl and with Python
 requests; a client written for a Flask `POST /predict` app gets the answers
 `amaas predict` gets; a 1,000 x 100 FP32 tensor goes both ways through the
 binary extension; bad requests get the status the document lists (400, 404,
-405, 408, 413, 415, 431), and the gateway serves on after each; a job past
-its deadline gets 504, a gateway without a broker 503.  HTTPS with a
+405, 408, 413, 415, 431), and the gateway serves on after each; a client
+over its share at the broker gets 429, a job past its deadline 504, a
+gateway without a broker 503.  HTTPS with a
 self-signed certificate; API keys in front of a CURVE broker with an ACL
 (401, 403); /metrics counts by route and code.  Every response is checked
 against docs/openapi.yaml by tests/openapi_check.py.
@@ -33,7 +34,7 @@ import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from harness import Cluster, build_dir, wait_for  # noqa: E402
+from harness import Cluster, build_dir, control_json, stopped, wait_for  # noqa: E402
 from gateway_harness import DOCS_DIR, Gateway  # noqa: E402
 from openapi_check import CheckedSession, Spec  # noqa: E402
 from slow_model import write_mlp  # noqa: E402
@@ -555,6 +556,31 @@ def test_no_broker_is_503():
         assert r.status_code in (503, 504), r.text
         if r.status_code == 503:
             assert r.headers["Retry-After"] == "1"
+
+
+def test_a_client_over_its_share_gets_429():
+    """The broker lets a client have one job (--max-client-jobs 1): while
+    the gateway's first job waits for a stopped worker, a second gets 429
+    with Retry-After; the first is answered once the worker goes on."""
+    with Cluster(BUILD, MODELS, workers=1, heartbeat_ms=10000,
+                 broker_args=["--max-client-jobs", "1"]) as c, Gateway(c.frontend, TMP) as g:
+        first = {}
+
+        def send_first():
+            with CheckedSession(SPEC, g.url) as http:
+                first["r"] = http.post("/predict/iris", json={"X": IRIS_ROWS[0]})
+
+        thread = threading.Thread(target=send_first, daemon=True)
+        with stopped(c.workers[0]), CheckedSession(SPEC, g.url) as http:
+            thread.start()
+            wait_for("the first job at the broker",
+                     lambda: control_json(c, "status")["in_flight"] == 1)
+            r = http.post("/predict/iris", json={"X": IRIS_ROWS[1]})
+            assert r.status_code == 429 and r.headers["Retry-After"] == "1", r.text
+            assert "max-client-jobs" in r.json()["error"], r.text
+        thread.join(timeout=60)
+        assert first["r"].status_code == 200 and len(first["r"].json()["y_pred"]) == 1
+        g.alive()
 
 
 # -- metrics and the document ---------------------------------------------------------
