@@ -109,6 +109,7 @@ typedef struct {
     size_t client;                      //  the broker connection its jobs use
     uint64_t started_us;                //  when its headers were in
     unsigned status;                    //  the answer's status, 0 until answered
+    bool counted;                       //  counted in the metrics
     char *body;                         //  the body so far
     size_t size, capacity;
     bool too_large;                            //  the body went past --max-body: discarded
@@ -182,6 +183,18 @@ static void s_log_failure (request_t *r, unsigned status, const char *reason)
                   route_name (r->route), r->model[0] ? r->model : "-", peer, reason);
 }
 
+//  Counts the request in the metrics, once: when its answer is queued (so
+//  that a caller who reads the answer then /metrics sees it counted), or
+//  when it ends without one (status 0: only no longer in flight)
+static void s_count (request_t *r)
+{
+    if (r->counted)
+        return;
+    r->counted = true;
+    double seconds = (double)(clock_now_us () - r->started_us) / 1e6;
+    gw_metrics_end (r->server->metrics, r->route, r->status, seconds);
+}
+
 //  Queues a response; takes it (destroys our reference).  Headers: pairs
 //  of name, value, NULL-terminated.
 static mhd_result_t s_queue (request_t *r, unsigned status, struct MHD_Response *response,
@@ -201,6 +214,8 @@ static mhd_result_t s_queue (request_t *r, unsigned status, struct MHD_Response 
     r->status = status;
     mhd_result_t rc = MHD_queue_response (r->connection, status, response);
     MHD_destroy_response (response);
+    if (rc == MHD_YES)
+        s_count (r);
     return rc;
 }
 
@@ -726,9 +741,19 @@ static mhd_result_t s_infer_answer (request_t *r)
                             "model '%s' has no output '%s' (its outputs: %s)", r->model,
                             r->req.outputs[i], names);
         }
+    //  The outputs asked for, in their order (libamaas returns them all): a
+    //  view of the result, its tensors still the result's
+    amaas_result_t view = *result;
+    amaas_tensor_t wanted[INFER_MAX_TENSORS];
+    if (r->req.n_outputs) {
+        for (size_t i = 0; i < r->req.n_outputs && i < INFER_MAX_TENSORS; i++)
+            wanted[i] = *amaas_result_output (result, r->req.outputs[i]);
+        view.outputs = wanted;
+        view.n_outputs = r->req.n_outputs;
+    }
     size_t json_len = 0;
     bool binary = false;
-    if (infer_encode_v2 (&r->req, result, &buf, &json_len, &binary)) {
+    if (infer_encode_v2 (&r->req, &view, &buf, &json_len, &binary)) {
         infer_buf_free (&buf);
         return s_error (r, MHD_HTTP_INTERNAL_SERVER_ERROR, "the gateway is out of memory");
     }
@@ -928,8 +953,7 @@ static void s_on_completed (void *cls, struct MHD_Connection *connection, void *
             r->status = MHD_HTTP_REQUEST_TIMEOUT;
         pthread_mutex_unlock (&server->lock);
     }
-    double seconds = (double)(clock_now_us () - r->started_us) / 1e6;
-    gw_metrics_end (server->metrics, r->route, r->status, seconds);
+    s_count (r);
     if (r->job.result)
         amaas_result_destroy (&r->job.result);
     infer_request_free (&r->req);
