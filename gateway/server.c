@@ -92,7 +92,7 @@ typedef struct conn_t {
     struct MHD_Connection *connection;
     int fd;             //  its socket
     int64_t started_ms; //  when its current request began (monotonic)
-    bool first;         //  no request finished on it yet: its headers are timed too
+    bool first;         //  its first request's headers are not in yet: timed too
     bool in_body;       //  a request's body is arriving
     bool timed_out;     //  answered 408 on the socket: being closed
     struct conn_t *next, *prev;
@@ -134,6 +134,7 @@ struct server_t {
     pthread_mutex_t lock;   //  guards conns and ratelimit
     conn_t *conns;          //  every open connection
     ratelimit_t *ratelimit; //  failed-request log lines per caller
+    atomic_size_t active;   //  requests begun and not completed (answer sent)
 };
 
 //  --- Answers ---------------------------------------------------------------
@@ -855,7 +856,13 @@ static mhd_result_t s_on_request (void *cls, struct MHD_Connection *connection, 
             MHD_get_connection_info (connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->conn = info ? info->socket_context : NULL;
         gw_metrics_begin (server->metrics);
+        atomic_fetch_add (&server->active, 1);
         r->route = s_route (url, r);
+        if (r->conn && !s_is_post_route (r->route)) {
+            pthread_mutex_lock (&server->lock);
+            r->conn->first = false; //  its headers are in: no longer timed
+            pthread_mutex_unlock (&server->lock);
+        }
         if (r->route == ROUTE_OTHER)
             return s_error (r, MHD_HTTP_NOT_FOUND,
                             "no route %s %.200s (the routes: GET /openapi.json)", method, url);
@@ -885,9 +892,12 @@ static mhd_result_t s_on_request (void *cls, struct MHD_Connection *connection, 
         if (answered)
             return rc;
         if (r->conn) {
+            //  The body is timed from the connection's start for its first
+            //  request, else from now (the headers are in)
             pthread_mutex_lock (&server->lock);
             if (!r->conn->first)
                 r->conn->started_ms = clock_now_ms ();
+            r->conn->first = false;
             r->conn->in_body = true;
             pthread_mutex_unlock (&server->lock);
         }
@@ -954,6 +964,7 @@ static void s_on_completed (void *cls, struct MHD_Connection *connection, void *
         pthread_mutex_unlock (&server->lock);
     }
     s_count (r);
+    atomic_fetch_sub (&server->active, 1);
     if (r->job.result)
         amaas_result_destroy (&r->job.result);
     infer_request_free (&r->req);
@@ -1304,8 +1315,8 @@ int gateway_run (const gateway_config_t *config)
               dispatch_in_flight (server.dispatch));
     int listen_fd = MHD_quiesce_daemon (server.daemon);
     int64_t deadline = clock_now_ms () + config->timeout_ms + 1000;
-    while (dispatch_in_flight (server.dispatch) > 0 && clock_now_ms () < deadline &&
-           signals_stop_requests () < 2) {
+    while ((dispatch_in_flight (server.dispatch) > 0 || atomic_load (&server.active) > 0) &&
+           clock_now_ms () < deadline && signals_stop_requests () < 2) {
         struct timespec pause = {0, 10 * 1000000L};
         nanosleep (&pause, NULL);
         s_sweep (&server);
