@@ -87,6 +87,13 @@ void gw_metrics_begin (gw_metrics_t *self)
 
 void gw_metrics_end (gw_metrics_t *self, route_t route, unsigned code, double seconds)
 {
+    if (code == 0) { //  ended without an answer: no longer in flight, not counted
+        pthread_mutex_lock (&self->lock);
+        if (self->in_flight)
+            self->in_flight--;
+        pthread_mutex_unlock (&self->lock);
+        return;
+    }
     if (route >= N_ROUTES)
         route = ROUTE_OTHER;
     size_t c = 0;

@@ -39,7 +39,8 @@ typedef struct gw_metrics_t gw_metrics_t;
 gw_metrics_t *gw_metrics_new (void);
 void gw_metrics_destroy (gw_metrics_t **self_p);
 
-//  A request began / ended with HTTP status `code` after `seconds`.
+//  A request began / ended with HTTP status `code` after `seconds` (code 0:
+//  ended unanswered, not counted; seconds < 0: not timed).
 void gw_metrics_begin (gw_metrics_t *self);
 void gw_metrics_end (gw_metrics_t *self, route_t route, unsigned code, double seconds);
 

@@ -92,7 +92,7 @@ typedef struct conn_t {
     struct MHD_Connection *connection;
     int fd;             //  its socket
     int64_t started_ms; //  when its current request began (monotonic)
-    bool first;         //  no request finished on it yet: its headers are timed too
+    bool first;         //  its first request's headers are not in yet: timed too
     bool in_body;       //  a request's body is arriving
     bool timed_out;     //  answered 408 on the socket: being closed
     struct conn_t *next, *prev;
@@ -109,6 +109,7 @@ typedef struct {
     size_t client;                      //  the broker connection its jobs use
     uint64_t started_us;                //  when its headers were in
     unsigned status;                    //  the answer's status, 0 until answered
+    bool counted;                       //  counted in the metrics
     char *body;                         //  the body so far
     size_t size, capacity;
     bool too_large;                            //  the body went past --max-body: discarded
@@ -133,6 +134,7 @@ struct server_t {
     pthread_mutex_t lock;   //  guards conns and ratelimit
     conn_t *conns;          //  every open connection
     ratelimit_t *ratelimit; //  failed-request log lines per caller
+    atomic_size_t active;   //  requests begun and not completed (answer sent)
 };
 
 //  --- Answers ---------------------------------------------------------------
@@ -182,6 +184,18 @@ static void s_log_failure (request_t *r, unsigned status, const char *reason)
                   route_name (r->route), r->model[0] ? r->model : "-", peer, reason);
 }
 
+//  Counts the request in the metrics, once: when its answer is queued (so
+//  that a caller who reads the answer then /metrics sees it counted), or
+//  when it ends without one (status 0: only no longer in flight)
+static void s_count (request_t *r)
+{
+    if (r->counted)
+        return;
+    r->counted = true;
+    double seconds = (double)(clock_now_us () - r->started_us) / 1e6;
+    gw_metrics_end (r->server->metrics, r->route, r->status, seconds);
+}
+
 //  Queues a response; takes it (destroys our reference).  Headers: pairs
 //  of name, value, NULL-terminated.
 static mhd_result_t s_queue (request_t *r, unsigned status, struct MHD_Response *response,
@@ -201,6 +215,8 @@ static mhd_result_t s_queue (request_t *r, unsigned status, struct MHD_Response 
     r->status = status;
     mhd_result_t rc = MHD_queue_response (r->connection, status, response);
     MHD_destroy_response (response);
+    if (rc == MHD_YES)
+        s_count (r);
     return rc;
 }
 
@@ -726,9 +742,19 @@ static mhd_result_t s_infer_answer (request_t *r)
                             "model '%s' has no output '%s' (its outputs: %s)", r->model,
                             r->req.outputs[i], names);
         }
+    //  The outputs asked for, in their order (libamaas returns them all): a
+    //  view of the result, its tensors still the result's
+    amaas_result_t view = *result;
+    amaas_tensor_t wanted[INFER_MAX_TENSORS];
+    if (r->req.n_outputs) {
+        for (size_t i = 0; i < r->req.n_outputs && i < INFER_MAX_TENSORS; i++)
+            wanted[i] = *amaas_result_output (result, r->req.outputs[i]);
+        view.outputs = wanted;
+        view.n_outputs = r->req.n_outputs;
+    }
     size_t json_len = 0;
     bool binary = false;
-    if (infer_encode_v2 (&r->req, result, &buf, &json_len, &binary)) {
+    if (infer_encode_v2 (&r->req, &view, &buf, &json_len, &binary)) {
         infer_buf_free (&buf);
         return s_error (r, MHD_HTTP_INTERNAL_SERVER_ERROR, "the gateway is out of memory");
     }
@@ -830,7 +856,13 @@ static mhd_result_t s_on_request (void *cls, struct MHD_Connection *connection, 
             MHD_get_connection_info (connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->conn = info ? info->socket_context : NULL;
         gw_metrics_begin (server->metrics);
+        atomic_fetch_add (&server->active, 1);
         r->route = s_route (url, r);
+        if (r->conn && !s_is_post_route (r->route)) {
+            pthread_mutex_lock (&server->lock);
+            r->conn->first = false; //  its headers are in: no longer timed
+            pthread_mutex_unlock (&server->lock);
+        }
         if (r->route == ROUTE_OTHER)
             return s_error (r, MHD_HTTP_NOT_FOUND,
                             "no route %s %.200s (the routes: GET /openapi.json)", method, url);
@@ -860,9 +892,12 @@ static mhd_result_t s_on_request (void *cls, struct MHD_Connection *connection, 
         if (answered)
             return rc;
         if (r->conn) {
+            //  The body is timed from the connection's start for its first
+            //  request, else from now (the headers are in)
             pthread_mutex_lock (&server->lock);
             if (!r->conn->first)
                 r->conn->started_ms = clock_now_ms ();
+            r->conn->first = false;
             r->conn->in_body = true;
             pthread_mutex_unlock (&server->lock);
         }
@@ -928,8 +963,8 @@ static void s_on_completed (void *cls, struct MHD_Connection *connection, void *
             r->status = MHD_HTTP_REQUEST_TIMEOUT;
         pthread_mutex_unlock (&server->lock);
     }
-    double seconds = (double)(clock_now_us () - r->started_us) / 1e6;
-    gw_metrics_end (server->metrics, r->route, r->status, seconds);
+    s_count (r);
+    atomic_fetch_sub (&server->active, 1);
     if (r->job.result)
         amaas_result_destroy (&r->job.result);
     infer_request_free (&r->req);
@@ -1280,8 +1315,8 @@ int gateway_run (const gateway_config_t *config)
               dispatch_in_flight (server.dispatch));
     int listen_fd = MHD_quiesce_daemon (server.daemon);
     int64_t deadline = clock_now_ms () + config->timeout_ms + 1000;
-    while (dispatch_in_flight (server.dispatch) > 0 && clock_now_ms () < deadline &&
-           signals_stop_requests () < 2) {
+    while ((dispatch_in_flight (server.dispatch) > 0 || atomic_load (&server.active) > 0) &&
+           clock_now_ms () < deadline && signals_stop_requests () < 2) {
         struct timespec pause = {0, 10 * 1000000L};
         nanosleep (&pause, NULL);
         s_sweep (&server);

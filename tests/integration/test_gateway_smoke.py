@@ -5,19 +5,23 @@ gateway started here on a free port (--listen 127.0.0.1:0 --port-file):
 health, model metadata, a KServe v2 inference, the Flask route, and the
 errors a caller meets first (unknown model 404, malformed JSON 400, a body
 over --max-body 413, a body trickling in past --request-timeout-s 408 while
-other requests are served).  SIGTERM stops the gateway with exit 0.  The
-full HTTP suite is tests/integration/test_gateway.py.
+other requests are served).  SIGTERM stops the gateway with exit 0, after
+it answered a request in flight.  The full HTTP suite is
+tests/integration/test_gateway.py.
 Run: ctest -R integration_gateway_smoke, or
 pytest --build-dir BUILD tests/integration/test_gateway_smoke.py"""
 import http.client
 import json
 import os
+import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -25,6 +29,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from harness import Cluster, build_dir  # noqa: E402
+from slow_model import write_mlp  # noqa: E402
 
 BUILD = build_dir()
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
@@ -86,16 +91,27 @@ class Gateway:
 
 
 @pytest.fixture(scope="module")
-def gateway():
-    with Cluster(BUILD, EXAMPLES, workers=1) as cluster:
-        g = Gateway(cluster, "--max-body", str(MAX_BODY),
-                    "--request-timeout-s", str(REQUEST_TIMEOUT_S))
-        try:
-            yield g
-        finally:
-            code = g.stop()
-            print(g.logs())
-        assert code == 0, "the gateway did not stop cleanly on SIGTERM"
+def cluster():
+    """The example models, and `slow` (an MLP: a job of 3,000 rows takes a
+    while) to have a job in flight"""
+    models = tempfile.mkdtemp(prefix="amaas-gateway-models-")
+    for name in os.listdir(EXAMPLES):
+        shutil.copy(os.path.join(EXAMPLES, name), models)
+    write_mlp(os.path.join(models, "slow.amm"), "slow", [256, 2048, 2048, 16])
+    with Cluster(BUILD, models, workers=1) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def gateway(cluster):
+    g = Gateway(cluster, "--max-body", str(MAX_BODY),
+                "--request-timeout-s", str(REQUEST_TIMEOUT_S))
+    try:
+        yield g
+    finally:
+        code = g.stop()
+        print(g.logs())
+    assert code == 0, "the gateway did not stop cleanly on SIGTERM"
 
 
 def test_health(gateway):
@@ -199,3 +215,38 @@ def test_slow_body_408(gateway):
     assert b"application/json" in head
     assert "request-timeout" in json.loads(payload)["error"]
     assert elapsed >= REQUEST_TIMEOUT_S - 0.5
+
+
+def in_flight(g):
+    _, _, text = g.request("GET", "/metrics")
+    return int(re.search(rb"^amaas_gateway_in_flight (\d+)$", text, re.M).group(1))
+
+
+def test_sigterm_answers_the_request_in_flight(cluster):
+    g = Gateway(cluster)
+    try:
+        rows = 3000
+        body = json.dumps({"inputs": [{"name": "input", "shape": [rows, 256],
+                                       "datatype": "FP32", "data": [0] * (rows * 256)}]})
+        answer = {}
+
+        def call():
+            answer["status"], _, answer["body"] = g.request(
+                "POST", "/v2/models/slow/infer", body, {"Content-Type": "application/json"})
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        # observed in flight: /metrics counts it and itself
+        deadline = time.monotonic() + 30
+        while in_flight(g) < 2 and caller.is_alive():
+            assert time.monotonic() < deadline
+        if not caller.is_alive():
+            pytest.skip("the job was done before it was seen in flight (a fast machine)")
+        g.proc.send_signal(signal.SIGTERM)
+        caller.join(timeout=60)
+        assert answer.get("status") == 200, answer
+        assert answer["body"]["outputs"][0]["shape"] == [rows, 16]
+    finally:
+        code = g.stop()
+        print(g.logs())
+    assert code == 0
