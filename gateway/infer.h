@@ -17,8 +17,8 @@
 
 #include "amaas.h"
 
-#define INFER_MAX_TENSORS 16  //  inputs or requested outputs of one request
-#define INFER_ID_MAX 256      //  bytes of a request "id", NUL included
+#define INFER_MAX_TENSORS 16 //  inputs or requested outputs of one request
+#define INFER_ID_MAX 256     //  bytes of a request "id", NUL included
 
 //  A decoded request.  Owns what it points to (infer_request_free).
 typedef struct {
@@ -29,10 +29,10 @@ typedef struct {
     size_t n_outputs;                         //  0: every output of the model
     const char *outputs[INFER_MAX_TENSORS];   //  requested output names, owned here
     bool output_binary[INFER_MAX_TENSORS];    //  each requested output wanted binary
-    bool binary_output;      //  parameters.binary_data_output: every output binary
-    uint32_t priority;       //  parameters.priority, 0..3 (0 when absent)
-    uint32_t deadline_ms;    //  parameters.deadline_ms (0 when absent)
-    void *owned;             //  the decoder's allocations
+    bool binary_output;                       //  parameters.binary_data_output: every output binary
+    uint32_t priority;                        //  parameters.priority, 0..3 (0 when absent)
+    uint32_t deadline_ms;                     //  parameters.deadline_ms (0 when absent)
+    void *owned;                              //  the decoder's allocations
 } infer_request_t;
 
 //  A growable output buffer.
@@ -52,8 +52,7 @@ int infer_decode_v2 (const char *body, size_t size, size_t json_len, uint64_t ma
 //  Decode the Flask route's body {"X": row or rows} into one FP64 input
 //  named input_name with shape [rows, width].  Returns 0, or -1 with err.
 int infer_decode_predict (const char *body, size_t size, const char *input_name,
-                          uint64_t max_elements, infer_request_t *req, char *err,
-                          size_t err_size);
+                          uint64_t max_elements, infer_request_t *req, char *err, size_t err_size);
 
 //  Free what a decode allocated (also after a failed decode) and zero req.
 void infer_request_free (infer_request_t *req);
