@@ -820,7 +820,8 @@ static size_t s_itoa (char *p, int64_t v)
 
 //  Writes a double at p (room for 32 bytes) so that it reads back exactly:
 //  %.17g, or digits alone for an integral value below 10^15 (what %.17g
-//  would print, faster).  NaN and infinities are not JSON numbers: they are
+//  would print, faster); -0.0 as "-0.0", since "-0" reads back as the
+//  integer 0 in most parsers.  NaN and infinities are not JSON numbers: they are
 //  written as null, so that the response stays JSON any parser reads.
 static size_t s_dtoa (char *p, double v, int digits)
 {
@@ -828,7 +829,11 @@ static size_t s_dtoa (char *p, double v, int digits)
         memcpy (p, "null", 4);
         return 4;
     }
-    if (fabs (v) < 1e15 && v == (double)(int64_t)v && (v != 0 || !signbit (v)))
+    if (v == 0 && signbit (v)) { //  "-0" would read back as the integer 0
+        memcpy (p, "-0.0", 4);
+        return 4;
+    }
+    if (fabs (v) < 1e15 && v == (double)(int64_t)v)
         return s_itoa (p, (int64_t)v);
     int len = snprintf (p, 32, "%.*g", digits, v);
     return len > 0 && len < 32 ? (size_t)len : 0;

@@ -619,7 +619,7 @@ START_TEST (test_encode_values)
                         .shape = {7},
                         .data = f64,
                         .size = sizeof f64};
-    check_encoded (&t, "[0.10000000000000001,-0,1.0000000000000001e+300,123456789012,null,null,"
+    check_encoded (&t, "[0.10000000000000001,-0.0,1.0000000000000001e+300,123456789012,null,null,"
                        "4.9406564584124654e-324]");
     //  FP32 to 9 digits
     const float f32[] = {0.1f, 3.4028235e38f, 16777216.0f, -1.5f, INFINITY};
