@@ -7,7 +7,8 @@
 
 A response passes when the document lists its status for that route and
 method, its required headers are present with values their schemas allow,
-its Content-Type is one the document lists for it, and a JSON body (for a
+its Content-Type is one the document lists for it (or absent where the
+document says x-amaas-sent-without-content-type), and a JSON body (for a
 binary response, the first Inference-Header-Content-Length bytes) validates
 against the response's schema.  OpenAPI 3.1 schemas are JSON Schema 2020-12:
 they are checked with python3-jsonschema, their $refs ('#/components/...')
@@ -137,6 +138,9 @@ class Spec:
             assert not body, "%s: the document describes no body, but one came" % where
             return None
         media_type = _media_type(lower.get("content-type"))
+        if not media_type:  # a body the document says comes without a type
+            media_type = next((m for m, v in content.items()
+                               if v.get("x-amaas-sent-without-content-type")), "")
         assert media_type in content, "%s: Content-Type %r is not one of %s" % (
             where, lower.get("content-type"), ", ".join(content))
         if BINARY_HEADER in lower:
@@ -239,6 +243,10 @@ try:
             if url.startswith("/"):
                 url = self.base_url + url
             kwargs.setdefault("timeout", 60)
+            if self.verify is not True:
+                # a session's own CA file, which requests would otherwise
+                # let REQUESTS_CA_BUNDLE of the environment override
+                kwargs.setdefault("verify", self.verify)
             return self.spec.check_response(super().request(method, url, *args, **kwargs))
 except ImportError:  # the document's self-check needs no requests
     pass

@@ -7,7 +7,9 @@ free port (--port-file).  Every route is called with curl and with Python
 requests; a client written for a Flask `POST /predict` app gets the answers
 `amaas predict` gets; a 1,000 x 100 FP32 tensor goes both ways through the
 binary extension; bad requests get the status the document lists (400, 404,
-405, 408, 413, 415), and the gateway serves on after each.  HTTPS with a
+405, 408, 413, 415, 431), and the gateway serves on after each; a client
+over its share at the broker gets 429, a job past its deadline 504, a
+gateway without a broker 503.  HTTPS with a
 self-signed certificate; API keys in front of a CURVE broker with an ACL
 (401, 403); /metrics counts by route and code.  Every response is checked
 against docs/openapi.yaml by tests/openapi_check.py.
@@ -32,7 +34,7 @@ import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from harness import Cluster, build_dir, wait_for  # noqa: E402
+from harness import Cluster, build_dir, control_json, stopped, wait_for  # noqa: E402
 from gateway_harness import DOCS_DIR, Gateway  # noqa: E402
 from openapi_check import CheckedSession, Spec  # noqa: E402
 from slow_model import write_mlp  # noqa: E402
@@ -91,7 +93,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def gw(cluster):
-    with Gateway(cluster.frontend, TMP, "--max-body", str(MAX_BODY), "--request-timeout-s", "2") as g:
+    with Gateway(cluster.frontend, TMP, "--max-body", str(MAX_BODY),
+                 "--request-timeout-s", "2") as g:
         yield g
 
 
@@ -226,12 +229,11 @@ def test_infer_json_equals_the_cli(cluster, http):
     assert outputs["probabilities"]["shape"] == [5, 3]
     np.testing.assert_allclose(np.reshape(outputs["probabilities"]["data"], (5, 3)),
                                np.asarray(want["probabilities"]).reshape(5, 3), rtol=1e-12)
-    # nested data, FP32 and INT64 inputs (converted), one output asked for
+    # nested data, FP32 and INT64 inputs (converted)
     nested = {"name": "input", "shape": [5, 4], "datatype": "FP32", "data": IRIS_ROWS}
-    r = http.post("/v2/models/iris/infer", json={"inputs": [nested], "outputs": [{"name": "label"}]})
+    r = http.post("/v2/models/iris/infer", json={"inputs": [nested]})
     assert r.status_code == 200, r.text
-    assert [o["name"] for o in r.json()["outputs"]] == ["label"]
-    assert r.json()["outputs"][0]["data"] == want["label"]
+    assert {o["name"]: o["data"] for o in r.json()["outputs"]}["label"] == want["label"]
     ints = {"name": "input", "shape": [1, 1], "datatype": "INT64", "data": [2]}
     r = http.post("/v2/models/linear/versions/2/infer", json={"inputs": [ints]})
     assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [21.0], r.text
@@ -240,7 +242,23 @@ def test_infer_json_equals_the_cli(cluster, http):
         "priority": 3, "deadline_ms": 20000}}, headers={"X-Amaas-Priority": "2",
                                                         "X-Amaas-Deadline-Ms": "15000"})
     assert r.status_code == 200 and r.json()["outputs"][1]["data"] == want["label"], r.text
-    # an unknown output
+    # Content-Type with a charset, or none at all
+    for headers in ({"Content-Type": "application/json; charset=utf-8"}, {}):
+        r = http.post("/v2/models/iris/infer", data=json.dumps({"inputs": [v2_input(IRIS_ROWS)]}),
+                      headers=headers)
+        assert r.status_code == 200 and r.json()["outputs"][1]["data"] == want["label"], r.text
+
+
+def test_requested_outputs(cluster, http):
+    """"outputs" names the outputs wanted, in that order; an unknown one is a 400."""
+    want = cli_predict(cluster, "iris", IRIS_ROWS)
+    for names in (["label"], ["probabilities"], ["label", "probabilities"]):
+        r = http.post("/v2/models/iris/infer", json={"inputs": [v2_input(IRIS_ROWS)],
+                                                     "outputs": [{"name": n} for n in names]})
+        assert r.status_code == 200, r.text
+        assert [o["name"] for o in r.json()["outputs"]] == names, (names, r.json())
+        if "label" in names:
+            assert r.json()["outputs"][names.index("label")]["data"] == want["label"]
     r = http.post("/v2/models/iris/infer", json={"inputs": [v2_input(IRIS_ROWS)],
                                                  "outputs": [{"name": "nosuch"}]})
     assert r.status_code == 400 and "nosuch" in r.json()["error"], r.text
@@ -412,6 +430,8 @@ def test_bad_requests(gw, http):
         ("unknown route POST", "POST", "/predict", b"{}", JSON, 404, []),
         ("unknown model", "POST", "/predict/nosuch", json.dumps({"X": [1.0]}), JSON, 404,
          ["nosuch"]),
+        ("headers over --max-header", "GET", "/v2/models/iris", None,
+         {"X-Padding": "x" * 20000}, 431, None),
         ("GET on infer", "GET", iris, None, {}, 405, []),
         ("POST on live", "POST", "/v2/health/live", b"{}", JSON, 405, []),
         ("DELETE on a model", "DELETE", "/v2/models/iris", None, {}, 405, []),
@@ -419,9 +439,10 @@ def test_bad_requests(gw, http):
     for what, method, path, body, headers, status, words in cases:
         r = http.request(method, path, data=body, headers=headers)
         assert r.status_code == status, (what, r.status_code, r.text[:300])
-        error = r.json()["error"]
-        for word in words:
-            assert word in error, (what, error)
+        if words is not None:  # None: an answer of libmicrohttpd's (431), not JSON
+            error = r.json()["error"]
+            for word in words:
+                assert word in error, (what, error)
         if status == 405:
             assert r.headers["Allow"], (what, r.headers)
         still_serves(http)
@@ -537,12 +558,37 @@ def test_no_broker_is_503():
             assert r.headers["Retry-After"] == "1"
 
 
+def test_a_client_over_its_share_gets_429():
+    """The broker lets a client have one job (--max-client-jobs 1): while
+    the gateway's first job waits for a stopped worker, a second gets 429
+    with Retry-After; the first is answered once the worker goes on."""
+    with Cluster(BUILD, MODELS, workers=1, heartbeat_ms=10000,
+                 broker_args=["--max-client-jobs", "1"]) as c, Gateway(c.frontend, TMP) as g:
+        first = {}
+
+        def send_first():
+            with CheckedSession(SPEC, g.url) as http:
+                first["r"] = http.post("/predict/iris", json={"X": IRIS_ROWS[0]})
+
+        thread = threading.Thread(target=send_first, daemon=True)
+        with stopped(c.workers[0]), CheckedSession(SPEC, g.url) as http:
+            thread.start()
+            wait_for("the first job at the broker",
+                     lambda: control_json(c, "status")["in_flight"] == 1)
+            r = http.post("/predict/iris", json={"X": IRIS_ROWS[1]})
+            assert r.status_code == 429 and r.headers["Retry-After"] == "1", r.text
+            assert "max-client-jobs" in r.json()["error"], r.text
+        thread.join(timeout=60)
+        assert first["r"].status_code == 200 and len(first["r"].json()["y_pred"]) == 1
+        g.alive()
+
+
 # -- metrics and the document ---------------------------------------------------------
 
 def metric(text, name, **labels):
     """The value of a sample of the Prometheus text, 0 if absent."""
     for line in text.splitlines():
-        m = re.match(r"^%s(\{[^}]*\})?\s+(\S+)$" % re.escape(name), line)
+        m = re.match(r"^%s(\{.*\})?\s+(\S+)$" % re.escape(name), line)  # values hold braces
         if not m:
             continue
         found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1) or ""))
@@ -600,8 +646,8 @@ def test_https(cluster):
                     "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
                     "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True, timeout=60)
-    with Gateway(cluster.frontend, TMP, "--tls-cert", cert, "--tls-key", key, scheme="https") as g, \
-            CheckedSession(SPEC, g.url) as http:
+    with Gateway(cluster.frontend, TMP, "--tls-cert", cert, "--tls-key", key,
+                 scheme="https") as g, CheckedSession(SPEC, g.url) as http:
         http.verify = cert
         assert http.get("/v2/health/live").json() == {"live": True}
         r = http.post("/predict/iris", json={"X": IRIS_ROWS})
@@ -628,6 +674,7 @@ def test_api_keys_and_acl():
     keys = os.path.join(TMP, "keys")
     os.makedirs(os.path.join(keys, "clients"))
     os.makedirs(os.path.join(keys, "workers"))
+    os.makedirs(os.path.join(keys, "operators"))
     gateway_keys = os.path.join(keys, "gateway")  # --client-keys: NAME and NAME_secret
     os.makedirs(gateway_keys)
 
@@ -656,6 +703,7 @@ def test_api_keys_and_acl():
     with Cluster(BUILD, EXAMPLES, workers=1,
                  broker_args=["--curve-cert", broker, "--clients", os.path.join(keys, "clients"),
                               "--workers", os.path.join(keys, "workers"),
+                              "--operators", os.path.join(keys, "operators"),
                               "--acl", os.path.join(keys, "acl")],
                  worker_args=["--server-key", broker, "--cert", worker],
                  cli_args=["--server-key", broker, "--cert", os.path.join(keys, "alice.key")]) \
