@@ -30,11 +30,13 @@
 #include "idmap.h"
 #include "log.h"
 
-#define CONNECT_TIMEOUT_MS 5000 //  longest wait for a broker that does not answer
-#define RECONNECT_MS 1000       //  after a failed connect, jobs fail at once this long
-#define MODELS_REFRESH_MS 1000  //  the model list's age at most
-#define MODELS_TIMEOUT_MS 2000  //  longest wait for the broker's model list
-#define MAX_WAIT_MS 1000        //  longest poll
+//  The longest wait for a broker that does not answer: the dispatcher
+//  waits, and the other jobs with it
+#define CONNECT_TIMEOUT_MS 2000
+#define RECONNECT_MS 1000      //  after a failed connect, jobs fail at once this long
+#define MODELS_REFRESH_MS 1000 //  the model list's age at most
+#define MODELS_TIMEOUT_MS 2000 //  longest wait for the broker's model list
+#define MAX_WAIT_MS 1000       //  longest poll
 
 struct dispatch_t {
     dispatch_config_t config;                //  certs copied below

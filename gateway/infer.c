@@ -106,10 +106,10 @@ static int s_prescan (const char *text, size_t size, uint64_t max_values, char *
     return 0;
 }
 
-//  Parses the JSON text of a body into an object.  Returns it, or NULL
-//  with err.
-static json_t *s_parse (const char *text, size_t size, uint64_t max_elements, char *err,
-                        size_t err_size)
+//  Parses the JSON text of a body into an object (flags: jansson's, beside
+//  those every body gets).  Returns it, or NULL with err.
+static json_t *s_parse (const char *text, size_t size, uint64_t max_elements, size_t flags,
+                        char *err, size_t err_size)
 {
     uint64_t max_values = max_elements > (UINT64_MAX - 4096) / INFER_MAX_TENSORS
                               ? UINT64_MAX
@@ -117,7 +117,7 @@ static json_t *s_parse (const char *text, size_t size, uint64_t max_elements, ch
     if (s_prescan (text, size, max_values, err, err_size))
         return NULL;
     json_error_t jerr;
-    json_t *root = json_loadb (text, size, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    json_t *root = json_loadb (text, size, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | flags, &jerr);
     if (!root) {
         s_error (err, err_size, "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
                  jerr.text);
@@ -620,7 +620,7 @@ int infer_decode_v2 (const char *body, size_t size, size_t json_len, uint64_t ma
                  size);
         return -1;
     }
-    json_t *root = s_parse (body, json_len, max_elements, err, err_size);
+    json_t *root = s_parse (body, json_len, max_elements, 0, err, err_size);
     if (!root)
         return -1;
     int rc = -1;
@@ -653,7 +653,9 @@ int infer_decode_v2 (const char *body, size_t size, size_t json_len, uint64_t ma
         req->n_inputs = i + 1;
     }
     if (cursor != end) {
-        s_error (err, err_size, "%zu bytes of binary data follow the last binary input",
+        s_error (err, err_size,
+                 "%zu bytes of binary data are left over: no input takes them "
+                 "(parameters.binary_data_size)",
                  (size_t)(end - cursor));
         goto done;
     }
@@ -678,7 +680,9 @@ int infer_decode_predict (const char *body, size_t size, const char *input_name,
         input_name = "input";
     snprintf (owned->input_names[0], S_NAME_MAX, "%s", input_name);
 
-    json_t *root = s_parse (body, size, max_elements, err, err_size);
+    //  Every number is an FP64 here: read integers as reals too, so that
+    //  one past 2^63 is a number, not a malformed body
+    json_t *root = s_parse (body, size, max_elements, JSON_DECODE_INT_AS_REAL, err, err_size);
     if (!root)
         return -1;
     int rc = -1;
@@ -820,7 +824,8 @@ static size_t s_itoa (char *p, int64_t v)
 
 //  Writes a double at p (room for 32 bytes) so that it reads back exactly:
 //  %.17g, or digits alone for an integral value below 10^15 (what %.17g
-//  would print, faster).  NaN and infinities are not JSON numbers: they are
+//  would print, faster); -0.0 as "-0.0", since "-0" reads back as the
+//  integer 0 in most parsers.  NaN and infinities are not JSON numbers: they are
 //  written as null, so that the response stays JSON any parser reads.
 static size_t s_dtoa (char *p, double v, int digits)
 {
@@ -828,7 +833,11 @@ static size_t s_dtoa (char *p, double v, int digits)
         memcpy (p, "null", 4);
         return 4;
     }
-    if (fabs (v) < 1e15 && v == (double)(int64_t)v && (v != 0 || !signbit (v)))
+    if (v == 0 && signbit (v)) { //  "-0" would read back as the integer 0
+        memcpy (p, "-0.0", 4);
+        return 4;
+    }
+    if (fabs (v) < 1e15 && v == (double)(int64_t)v)
         return s_itoa (p, (int64_t)v);
     int len = snprintf (p, 32, "%.*g", digits, v);
     return len > 0 && len < 32 ? (size_t)len : 0;

@@ -45,12 +45,16 @@ typedef struct {
 //  Decode a KServe v2 inference request body.  json_len is the
 //  Inference-Header-Content-Length (the JSON part is body[0..json_len), the
 //  binary part follows), or size when the header is absent.  max_elements
-//  bounds each tensor.  Returns 0, or -1 with a message in err (HTTP 400).
+//  bounds each tensor.  req is overwritten (zeroed first), and must be
+//  freed with infer_request_free whatever the outcome.  Returns 0, or -1
+//  with a message in err (HTTP 400; "out of memory" is the only other).
 int infer_decode_v2 (const char *body, size_t size, size_t json_len, uint64_t max_elements,
                      infer_request_t *req, char *err, size_t err_size);
 
 //  Decode the Flask route's body {"X": row or rows} into one FP64 input
-//  named input_name with shape [rows, width].  Returns 0, or -1 with err.
+//  named input_name ("input" if NULL or empty) with shape [rows, width]
+//  (one flat row: [1, width]).  req as for infer_decode_v2.  Returns 0, or
+//  -1 with err.
 int infer_decode_predict (const char *body, size_t size, const char *input_name,
                           uint64_t max_elements, infer_request_t *req, char *err, size_t err_size);
 
@@ -61,17 +65,25 @@ void infer_request_free (infer_request_t *req);
 //  JSON, those wanted binary after it.  Appends to out; *json_len is the
 //  JSON part's length, and *binary says whether any output went binary
 //  (then the response needs Inference-Header-Content-Length: *json_len).
-//  Returns 0, -1 on out-of-memory.
+//  Numbers read back exactly (FP64 to 17 digits, FP32 to 9); NaN and
+//  infinities, which JSON has no numbers for, are written as null; BYTES
+//  values are JSON strings in which bytes that are not UTF-8 become U+FFFD
+//  (binary outputs carry them unchanged).  req may be NULL (no id, nothing
+//  binary).  Returns 0, -1 on out-of-memory (out as it was).
 int infer_encode_v2 (const infer_request_t *req, const amaas_result_t *result, infer_buf_t *out,
                      size_t *json_len, bool *binary);
 
 //  Encode the Flask route's response {"y_pred": [...]}: the result's last
-//  output, one entry per row.  Returns 0, -1 on out-of-memory.
+//  output, one entry per row: a value for shape [rows], an array of k for
+//  [rows, k].  Values as infer_encode_v2 writes them.  Returns 0, -1 on
+//  out-of-memory (out as it was).
 int infer_encode_predict (const amaas_result_t *result, infer_buf_t *out);
 
-//  Encode {"error": message} (message escaped as JSON).  Returns 0, -1.
+//  Encode {"error": message} (message escaped as JSON).  Returns 0, -1 on
+//  out-of-memory (out as it was).
 int infer_encode_error (const char *message, infer_buf_t *out);
 
+//  Free a buffer's memory and zero it.  Cannot fail.
 void infer_buf_free (infer_buf_t *buf);
 
 #endif

@@ -135,6 +135,7 @@ struct server_t {
     conn_t *conns;          //  every open connection
     ratelimit_t *ratelimit; //  failed-request log lines per caller
     atomic_size_t active;   //  requests begun and not completed (answer sent)
+    char host[264];         //  the host it listens on, as the URL writes it
 };
 
 //  --- Answers ---------------------------------------------------------------
@@ -1114,6 +1115,7 @@ static int s_start_http (server_t *server)
     }
     memcpy (host, start, host_len);
     host[host_len] = 0;
+    snprintf (server->host, sizeof server->host, strchr (host, ':') ? "[%s]" : "%s", host);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *found = NULL;
     int gai = getaddrinfo (host, NULL, &hints, &found);
@@ -1292,7 +1294,7 @@ int gateway_run (const gateway_config_t *config)
     if (s_start_http (&server))
         goto done;
     log_info ("listening on %s://%s:%d broker=%s keys=%zu threads=%d",
-              server.tls ? "https" : "http", "127.0.0.1", server.port, config->broker,
+              server.tls ? "https" : "http", server.host, server.port, config->broker,
               server.keys.n_keys, config->threads);
     if (config->port_file && s_write_port_file (config->port_file, server.port))
         goto done;
