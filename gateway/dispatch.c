@@ -5,10 +5,11 @@
     in-flight list, found again by (client, job id) in an idmap when their
     result comes.  The loop: send what was queued, take in every client's
     results (amaas_recv with timeout 0 until NULL, which also fires the
-    clients' timers and re-arms their edge-triggered fds), then poll the
-    eventfd, the clients' fds and the callers' sockets, for at most the
-    smallest amaas_wake_ms.  A job leaves the dispatcher through its done
-    callback and is not touched after it.
+    clients' timers and re-arms their edge-triggered fds), every
+    HANGUP_CHECK_MS cancel the jobs whose caller hung up, then poll the
+    eventfd and the clients' fds, for at most the smallest amaas_wake_ms.
+    A job leaves the dispatcher through its done callback and is not
+    touched after it.
 */
 #define _GNU_SOURCE //  strverscmp, POLLRDHUP
 #include "dispatch.h"
@@ -37,6 +38,7 @@
 #define MODELS_REFRESH_MS 1000 //  the model list's age at most
 #define MODELS_TIMEOUT_MS 2000 //  longest wait for the broker's model list
 #define MAX_WAIT_MS 1000       //  longest poll
+#define HANGUP_CHECK_MS 100    //  callers' sockets are looked at this often while jobs wait
 
 struct dispatch_t {
     dispatch_config_t config;                //  certs copied below
@@ -52,6 +54,7 @@ struct dispatch_t {
     dispatch_job_t *queue_head, *queue_tail; //  jobs submitted, not yet taken
     bool stop;                               //  the threads should end
     int wake;                                //  eventfd: a job was queued, or stop
+    struct pollfd *items;                    //  the dispatcher's poll set: wake, clients
     atomic_size_t submitted;                 //  jobs submitted and not yet done
     pthread_t dispatcher, modeler;           //  the threads
     bool dispatcher_started, modeler_started;
@@ -209,12 +212,53 @@ static void s_fail_all (dispatch_t *self)
     }
 }
 
+//  Cancels the jobs whose caller hung up: one poll(2), without waiting, on
+//  the callers' sockets.  fds and watched grow as needed.
+static void s_check_hangups (dispatch_t *self, struct pollfd **fds, dispatch_job_t ***watched,
+                             size_t *capacity)
+{
+    if (self->n_in_flight > *capacity) {
+        size_t grown = self->n_in_flight * 2;
+        struct pollfd *f = realloc (*fds, grown * sizeof **fds);
+        if (f)
+            *fds = f;
+        dispatch_job_t **w = realloc (*watched, grown * sizeof **watched);
+        if (w)
+            *watched = w;
+        if (f && w)
+            *capacity = grown;
+    }
+    size_t n = 0;
+    for (dispatch_job_t *job = self->in_flight; job && n < *capacity; job = job->next) {
+        if (job->fd < 0)
+            continue;
+        (*fds)[n] = (struct pollfd){.fd = job->fd, .events = POLLRDHUP};
+        (*watched)[n++] = job;
+    }
+    if (n == 0 || poll (*fds, n, 0) <= 0)
+        return;
+    for (size_t k = 0; k < n; k++) {
+        dispatch_job_t *job = (*watched)[k];
+        if (!((*fds)[k].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)))
+            continue;
+        amaas_cancel (self->clients[job->client], job->id);
+        job->hung_up = true;
+        job->error.code = AMAAS_CANCELLED;
+        snprintf (job->error.message, sizeof job->error.message, "the caller hung up");
+        s_finish (self, job);
+    }
+}
+
 static void *s_dispatcher (void *arg)
 {
     dispatch_t *self = arg;
+    //  The callers' sockets are looked at every HANGUP_CHECK_MS, not at
+    //  every turn: that would cost the kernel a look at every job in flight
+    //  for each result that comes
     struct pollfd *fds = NULL;
-    dispatch_job_t **watched = NULL; //  the job of each fds[] entry, NULL for the others
+    dispatch_job_t **watched = NULL; //  the job of each fds[] entry
     size_t capacity = 0;
+    int64_t hangups_checked = clock_now_ms ();
     while (true) {
         pthread_mutex_lock (&self->lock);
         dispatch_job_t *queue = self->queue_head;
@@ -242,66 +286,36 @@ static void *s_dispatcher (void *arg)
         }
         s_drain (self);
 
-        size_t needed = 1 + self->config.n_clients + self->n_in_flight;
-        if (needed > capacity) {
-            size_t grown = needed * 2;
-            struct pollfd *f = realloc (fds, grown * sizeof *fds);
-            if (f)
-                fds = f;
-            dispatch_job_t **w = realloc (watched, grown * sizeof *watched);
-            if (w)
-                watched = w;
-            if (f && w)
-                capacity = grown;
+        int64_t now = clock_now_ms ();
+        if (self->n_in_flight == 0)
+            hangups_checked = now;
+        else if (now - hangups_checked >= HANGUP_CHECK_MS) {
+            s_check_hangups (self, &fds, &watched, &capacity);
+            hangups_checked = now;
         }
+
+        //  Wait for the eventfd or a client's fd, until the next timer
+        struct pollfd *items = self->items;
         size_t n = 0;
-        int timeout = MAX_WAIT_MS;
-        if (capacity) {
-            fds[n] = (struct pollfd){.fd = self->wake, .events = POLLIN};
-            watched[n++] = NULL;
-            for (size_t i = 0; i < self->config.n_clients; i++) {
-                if (!self->clients[i])
-                    continue;
-                fds[n] = (struct pollfd){.fd = amaas_fd (self->clients[i]), .events = POLLIN};
-                watched[n++] = NULL;
-                int wake = amaas_wake_ms (self->clients[i]);
-                if (wake < timeout)
-                    timeout = wake < 0 ? 0 : wake;
-            }
-            for (dispatch_job_t *job = self->in_flight; job && n < capacity; job = job->next) {
-                if (job->fd < 0)
-                    continue;
-                fds[n] = (struct pollfd){.fd = job->fd, .events = POLLRDHUP};
-                watched[n++] = job;
-            }
+        int timeout = self->n_in_flight ? HANGUP_CHECK_MS : MAX_WAIT_MS;
+        items[n++] = (struct pollfd){.fd = self->wake, .events = POLLIN};
+        for (size_t i = 0; i < self->config.n_clients; i++) {
+            if (!self->clients[i])
+                continue;
+            items[n++] = (struct pollfd){.fd = amaas_fd (self->clients[i]), .events = POLLIN};
+            int wake = amaas_wake_ms (self->clients[i]);
+            if (wake < timeout)
+                timeout = wake < 0 ? 0 : wake;
         }
-        if (n == 0) {
-            //  no memory for the poll set: wait a little and try again
-            usleep (10000);
-            continue;
-        }
-        int rc = poll (fds, n, timeout);
+        int rc = poll (items, n, timeout);
         if (rc < 0 && errno != EINTR) {
             log_error ("poll failed reason=\"%s\"", strerror (errno));
             usleep (10000);
         }
-        if (rc <= 0)
-            continue;
-        if (fds[0].revents & POLLIN) {
+        if (rc > 0 && items[0].revents & POLLIN) {
             uint64_t count;
             if (read (self->wake, &count, sizeof count) < 0 && errno != EAGAIN)
                 log_error ("eventfd read failed reason=\"%s\"", strerror (errno));
-        }
-        //  Hang-ups first: no job was finished since the poll set was built
-        for (size_t k = 0; k < n; k++) {
-            dispatch_job_t *job = watched[k];
-            if (!job || !(fds[k].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)))
-                continue;
-            amaas_cancel (self->clients[job->client], job->id);
-            job->hung_up = true;
-            job->error.code = AMAAS_CANCELLED;
-            snprintf (job->error.message, sizeof job->error.message, "the caller hung up");
-            s_finish (self, job);
         }
     }
     s_fail_all (self);
@@ -413,8 +427,10 @@ dispatch_t *dispatch_new (const dispatch_config_t *config)
     self->clients = calloc (n, sizeof *self->clients);
     self->retry_at = calloc (n, sizeof *self->retry_at);
     self->connect_error = calloc (n, sizeof *self->connect_error);
+    self->items = calloc (n + 1, sizeof *self->items);
     self->jobs = idmap_new ();
-    if (!self->certs || !self->clients || !self->retry_at || !self->connect_error || !self->jobs)
+    if (!self->certs || !self->clients || !self->retry_at || !self->connect_error || !self->items ||
+        !self->jobs)
         goto nomem;
     for (size_t i = 0; i < n; i++)
         self->certs[i] = config->certs ? config->certs[i] : NULL;
@@ -480,6 +496,7 @@ void dispatch_destroy (dispatch_t **self_p)
     free (self->clients);
     free (self->retry_at);
     free (self->connect_error);
+    free (self->items);
     free (self);
     *self_p = NULL;
 }

@@ -6,9 +6,10 @@
     connected on first use, so that the broker's per-client fair share and
     ACL apply to each key.  HTTP handlers hand it jobs (a mutex-guarded
     queue and an eventfd to wake it); it sends them, waits in poll(2) on
-    the eventfd, every client's amaas_fd and the sockets of the HTTP
-    connections waiting (a caller that hangs up gets its job cancelled),
-    and hands each result back through the job's done callback.
+    the eventfd and every client's amaas_fd, looks at the sockets of the
+    HTTP connections waiting every 100 ms (a caller that hangs up gets its
+    job cancelled), and hands each result back through the job's done
+    callback.
 
     A second thread keeps the broker's model list (amaas_models) on a
     client of its own, refreshed every second: metadata, readiness and the

@@ -950,9 +950,10 @@ static int s_put_values (infer_buf_t *out, const amaas_tensor_t *tensor, uint64_
     const uint8_t *v = data + first * elem;
     char *p = out->data + out->size;
     for (uint64_t i = 0; i < n; i++, v += elem) {
-        if (i % 4096 == 0) { //  room for the next 4096 values (and snprintf's 32 bytes)
+        if (i % 4096 == 0) { //  room for the next (up to) 4096 values and snprintf's 32 bytes
             out->size = (size_t)(p - out->data);
-            if (s_reserve (out, 4096 * width + 32))
+            uint64_t next = n - i < 4096 ? n - i : 4096;
+            if (s_reserve (out, next * width + 32))
                 return -1;
             p = out->data + out->size;
         }
