@@ -532,7 +532,7 @@ static mhd_result_t s_docs_asset (request_t *r)
         snprintf (bundle, sizeof bundle, "%s/swagger-ui-bundle.js", dir);
         if (access (bundle, R_OK) != 0)
             return s_error (r, MHD_HTTP_NOT_FOUND,
-                            "swagger-ui-dist is not installed: run scripts/install-deps --test "
+                            "swagger-ui-dist is not installed: run scripts/install-deps "
                             "(or give its folder with --docs-dir)");
         return s_error (r, MHD_HTTP_NOT_FOUND, "no file %s in swagger-ui-dist", r->model);
     }
@@ -1207,6 +1207,10 @@ void gateway_config_defaults (gateway_config_t *config)
         .max_header = 16384,
         .docs_dir = AMAAS_SWAGGER_UI_DIR,
     };
+    //  In the source tree (scripts/install-deps), else installed
+    if (access (AMAAS_SWAGGER_UI_DIR "/swagger-ui-bundle.js", R_OK) != 0 &&
+        access (AMAAS_SWAGGER_UI_INSTALLED "/swagger-ui-bundle.js", R_OK) == 0)
+        config->docs_dir = AMAAS_SWAGGER_UI_INSTALLED;
 }
 
 static void s_server_free (server_t *server)
