@@ -279,6 +279,7 @@ static int s_decode_output (codec_output_t *out, const msgpack_object *o, size_t
             const msgpack_object *val = &o->via.map.ptr[k].val;
             uint64_t n;
             if (codec_mp_str_is (key, "name")) {
+                memset (out->name, 0, sizeof out->name); //  a name given twice: the last, whole
                 if (codec_mp_str (val, 1, out->name, sizeof out->name))
                     goto bad;
                 has_name = true;
@@ -310,6 +311,9 @@ static int s_decode_meta (codec_model_meta_t *meta, const msgpack_object *key,
                           const msgpack_object *val, size_t entry, char *err, size_t err_size)
 {
     if (codec_mp_str_is (key, "input")) {
+        //  Cleared first: of a key given twice the last wins whole, no
+        //  bytes of a longer first value left behind its NUL
+        memset (meta->input, 0, sizeof meta->input);
         if (codec_mp_str (val, 1, meta->input, sizeof meta->input) == 0)
             return 0;
         snprintf (err, err_size,
