@@ -305,7 +305,8 @@ int batch_member_outputs (batch_t *self, size_t i, const model_output_t *outs, s
         t->datatype = o->datatype;
         t->ndim = o->ndim;
         t->shape[0] = (int64_t)m->rows;
-        t->shape[1] = o->shape[1];
+        for (int d = 1; d < o->ndim; d++)
+            t->shape[d] = o->shape[d];
         if (o->datatype == AMAAS_BYTES) {
             if (s_bytes_offsets (self, o, self->rows))
                 return -1;

@@ -30,8 +30,8 @@ typedef struct model_workspace_t model_workspace_t;
 typedef struct {
     const char *name;       //  output name from the model file
     amaas_dtype_t datatype; //  FP32, FP64, INT64 or BYTES (string labels)
-    int ndim;               //  1 ([rows]) or 2 ([rows, cols])
-    int64_t shape[2];       //  shape[0] == rows
+    int ndim;                      //  1 ([rows]) .. AMAAS_MAX_DIMS
+    int64_t shape[AMAAS_MAX_DIMS]; //  shape[0] == rows
     const void *data;       //  row-major values (BYTES: 4-byte LE length + bytes each)
     size_t size;            //  bytes at data
 } model_output_t;
