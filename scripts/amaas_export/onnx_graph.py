@@ -422,11 +422,8 @@ class _Translator:
         return name
 
     #  -- reading the model
-    def run(self):
-        import onnx
-        model = self.model
-        g = self.g
-        for imp in model.opset_import:
+    def check_opset(self):
+        for imp in self.model.opset_import:
             if imp.domain in ("", "ai.onnx"):
                 self.opset = imp.version
         if self.opset is None:
@@ -435,6 +432,12 @@ class _Translator:
             raise Refused("the model uses opset %d of the default ONNX domain; amaas takes "
                           "opsets %d to %d (re-export with opset_version=%d, for example)"
                           % (self.opset, OPSET_MIN, OPSET_MAX, 13 if self.opset < 11 else 17))
+
+    def run(self):
+        import onnx
+        model = self.model
+        g = self.g
+        self.check_opset()
         graph = model.graph
         g.source = "ONNX opset %d%s%s" % (
             self.opset, ", from %s %s" % (model.producer_name, model.producer_version)
@@ -1458,6 +1461,7 @@ def translate_onnx(path):
     cannot be read as ONNX."""
     import onnx
     model = onnx.load(path)
+    _Translator(model).check_opset()
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:

@@ -169,6 +169,11 @@ def make_encoder(layers=4, hidden=256, heads=4, ffn=None, vocab=1000, max_positi
     torch.manual_seed(seed)
     model = _Encoder(layers, hidden, heads, ffn or 4 * hidden, vocab, max_positions, classes,
                      mask)
+    with torch.no_grad():            # layer norms that are not the identity
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
     model.eval()
     return model
 
