@@ -72,7 +72,8 @@ class AlignedWriter:
         raise Refused("a weight array of %d bytes is over msgpack's 4 GiB limit" % n)
 
     def aligned_bin(self, key, data):
-        """Writes `pad: bin`, then `key: bin(data)` with data at a multiple of ALIGN."""
+        """Writes `pad: bin`, then `key: bin(data)` with data at a file offset that is a
+        multiple of DEFS.ALIGN (64)."""
         key_bytes = self.packer.pack(key)
         header = self.bin_header(len(data))
         pad_key = self.packer.pack("pad")
