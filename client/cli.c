@@ -38,11 +38,16 @@ static void s_usage (FILE *out)
              "Usage: amaas [--broker ENDPOINT] [--timeout MS] COMMAND [OPTIONS]\n"
              "\n"
              "Commands:\n"
-             "  predict --model NAME --input ROWS [--datatype FP64|FP32|INT64|INT32]\n"
-             "          [--version V] [--info]\n"
+             "  predict --model NAME --input [NAME[:DATATYPE]=]ROWS ...\n"
+             "          [--datatype FP64|FP32|INT64|INT32] [--version V] [--info]\n"
              "      Send one job and print its outputs as a JSON object.  ROWS is a JSON\n"
-             "      array of rows, e.g. '[[0.5],[1.0]]' (a flat array is one row), or\n"
-             "      @FILE to read it from a file ('@-' reads standard input).  --version\n"
+             "      array of rows, e.g. '[[0.5],[1.0]]' (a flat array is one row; rows\n"
+             "      may be nested arrays, for inputs of more dimensions), or @FILE to\n"
+             "      read it from a file ('@-' reads standard input).  A model of several\n"
+             "      inputs takes one --input NAME=ROWS each, e.g. --input\n"
+             "      input_ids:INT64='[[101,7,102]]' --input attention_mask:INT64='[[1,1,1]]';\n"
+             "      alone, ROWS is the tensor 'input'.  --datatype is that of every input\n"
+             "      without one (default FP64).  --version\n"
              "      asks for that version of the model (default: the highest served);\n"
              "      --info prints the model, version and timings on standard error.\n"
              "      The job may queue and compute as long as --timeout allows.\n"
@@ -142,6 +147,8 @@ static amaas_client_t *s_connect_or_die (void)
     return client;
 }
 
+#define AMAAS_MAX_INPUTS_CLI 16 //  --input given to one predict
+
 //  Reads ROWS from the argument or a file.  NULL with a message on error.
 static json_t *s_read_rows (const char *arg)
 {
@@ -164,63 +171,96 @@ static json_t *s_read_rows (const char *arg)
     return rows;
 }
 
-//  Converts a JSON array of rows into a [rows, width] buffer of dtype.
-//  Returns the buffer (caller frees), or NULL with a message.
-static void *s_rows_to_tensor (json_t *rows, amaas_dtype_t dtype, amaas_tensor_t *t)
+//  Writes one JSON number as an element of dtype at `at`.
+static void s_put_number (double x, amaas_dtype_t dtype, char *at)
+{
+    if (dtype == AMAAS_FP64)
+        memcpy (at, &x, 8);
+    else if (dtype == AMAAS_FP32) {
+        float f = (float)x;
+        memcpy (at, &f, 4);
+    } else if (dtype == AMAAS_INT64) {
+        int64_t i = x >= 9.3e18 ? INT64_MAX : x <= -9.3e18 ? INT64_MIN : (int64_t)x;
+        memcpy (at, &i, 8);
+    } else {
+        int32_t i = x >= 2147483647.0 ? INT32_MAX : x <= -2147483648.0 ? INT32_MIN : (int32_t)x;
+        memcpy (at, &i, 4);
+    }
+}
+
+//  Fills data with the numbers of a nested array of t's shape from
+//  dimension dim on, counting elements in *index.  Returns 0, -1 with a
+//  message when the array is not rectangular or holds something else.
+static int s_fill (json_t *array, const amaas_tensor_t *t, int dim, char *data, size_t *index,
+                   const char *name)
+{
+    if (!json_is_array (array) || json_array_size (array) != (size_t)t->shape[dim]) {
+        fprintf (stderr,
+                 "amaas: --input %s: not rectangular: dimension %d must hold %" PRId64
+                 " elements everywhere\n",
+                 name, dim, t->shape[dim]);
+        return -1;
+    }
+    size_t elem = amaas_dtype_size (t->datatype);
+    for (size_t i = 0; i < json_array_size (array); i++) {
+        json_t *v = json_array_get (array, i);
+        if (dim + 1 < t->ndim) {
+            if (s_fill (v, t, dim + 1, data, index, name))
+                return -1;
+        } else if (!json_is_number (v)) {
+            fprintf (stderr, "amaas: --input %s: element %zu is not a number\n", name, *index);
+            return -1;
+        } else
+            s_put_number (json_number_value (v), t->datatype, data + (*index)++ * elem);
+    }
+    return 0;
+}
+
+//  Converts a JSON array of rows (nested arrays of numbers, any depth up to
+//  AMAAS_MAX_DIMS; a flat array of numbers is one row) into a tensor of
+//  dtype named name.  Returns the buffer (caller frees), or NULL with a
+//  message.
+static void *s_rows_to_tensor (json_t *rows, amaas_dtype_t dtype, const char *name,
+                               amaas_tensor_t *t)
 {
     if (!json_is_array (rows) || json_array_size (rows) == 0) {
-        fprintf (stderr, "amaas: --input must be a non-empty JSON array of rows\n");
+        fprintf (stderr, "amaas: --input %s must be a non-empty JSON array of rows\n", name);
         return NULL;
     }
-    //  A flat array of numbers is one row
+    memset (t, 0, sizeof *t);
+    t->name = name;
+    t->datatype = dtype;
     bool flat = !json_is_array (json_array_get (rows, 0));
-    size_t n_rows = flat ? 1 : json_array_size (rows);
-    size_t width = flat ? json_array_size (rows) : json_array_size (json_array_get (rows, 0));
-    size_t elem = amaas_dtype_size (dtype);
-    if (width == 0) {
-        fprintf (stderr, "amaas: --input rows must not be empty\n");
-        return NULL;
-    }
-    char *data = malloc (n_rows * width * elem);
-    if (!data)
-        return NULL;
-    for (size_t r = 0; r < n_rows; r++) {
-        json_t *row = flat ? rows : json_array_get (rows, r);
-        if (!json_is_array (row) || json_array_size (row) != width) {
-            fprintf (stderr, "amaas: --input row %zu must be an array of %zu numbers\n", r, width);
-            free (data);
+    if (flat)
+        t->shape[t->ndim++] = 1;
+    uint64_t count = 1;
+    for (json_t *a = rows; json_is_array (a); a = json_array_get (a, 0)) {
+        if (t->ndim == AMAAS_MAX_DIMS) {
+            fprintf (stderr, "amaas: --input %s has more than %d dimensions\n", name,
+                     AMAAS_MAX_DIMS);
             return NULL;
         }
-        for (size_t c = 0; c < width; c++) {
-            json_t *v = json_array_get (row, c);
-            if (!json_is_number (v)) {
-                fprintf (stderr, "amaas: --input row %zu, column %zu is not a number\n", r, c);
-                free (data);
-                return NULL;
-            }
-            double x = json_number_value (v);
-            char *at = data + (r * width + c) * elem;
-            if (dtype == AMAAS_FP64)
-                memcpy (at, &x, 8);
-            else if (dtype == AMAAS_FP32) {
-                float f = (float)x;
-                memcpy (at, &f, 4);
-            } else if (dtype == AMAAS_INT64) {
-                int64_t i = (int64_t)x;
-                memcpy (at, &i, 8);
-            } else {
-                int32_t i = (int32_t)x;
-                memcpy (at, &i, 4);
-            }
+        if (json_array_size (a) == 0) {
+            fprintf (stderr, "amaas: --input %s: rows must not be empty\n", name);
+            return NULL;
         }
+        t->shape[t->ndim++] = (int64_t)json_array_size (a);
+        count *= json_array_size (a); //  each <= the text's length: no overflow
     }
-    t->name = "input";
-    t->datatype = dtype;
-    t->ndim = 2;
-    t->shape[0] = (int64_t)n_rows;
-    t->shape[1] = (int64_t)width;
+    size_t elem = amaas_dtype_size (dtype);
+    char *data = malloc (count * elem);
+    if (!data)
+        return NULL;
+    size_t index = 0;
+    json_t *wrapped = flat ? json_pack ("[O]", rows) : json_incref (rows);
+    int rc = wrapped ? s_fill (wrapped, t, 0, data, &index, name) : -1;
+    json_decref (wrapped);
+    if (rc) {
+        free (data);
+        return NULL;
+    }
     t->data = data;
-    t->size = n_rows * width * elem;
+    t->size = count * elem;
     return data;
 }
 
@@ -281,7 +321,9 @@ static json_t *s_tensor_json (const amaas_tensor_t *t, int dim, size_t *index, s
 //  status: 0, 1 when the service answered an error, 2 on a usage error.
 static int s_cmd_predict (int argc, char *argv[])
 {
-    const char *model = NULL, *input = NULL, *version = NULL;
+    const char *model = NULL, *version = NULL;
+    const char *inputs[AMAAS_MAX_INPUTS_CLI];
+    size_t n_inputs = 0;
     bool info = false;
     amaas_dtype_t dtype = AMAAS_FP64;
     static const struct option options[] = {{"model", required_argument, 0, 'm'},
@@ -298,7 +340,13 @@ static int s_cmd_predict (int argc, char *argv[])
     while ((c = getopt_long (argc, argv, "h", options, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
-        case 'i': input = optarg; break;
+        case 'i':
+            if (n_inputs == AMAAS_MAX_INPUTS_CLI) {
+                fprintf (stderr, "amaas: at most %d --input\n", AMAAS_MAX_INPUTS_CLI);
+                return 2;
+            }
+            inputs[n_inputs++] = optarg;
+            break;
         case 'v': version = optarg; break;
         case 'I': info = true; break;
         case 'd':
@@ -315,25 +363,62 @@ static int s_cmd_predict (int argc, char *argv[])
         default: return 2;
         }
     }
-    if (!model || !input) {
+    if (!model || !n_inputs) {
         fprintf (stderr, "amaas predict: --model NAME and --input ROWS are required\n");
         return 2;
     }
-    json_t *rows = s_read_rows (input);
-    amaas_tensor_t tensor = {0};
-    void *data = rows ? s_rows_to_tensor (rows, dtype, &tensor) : NULL;
-    json_decref (rows);
-    if (!data)
-        return 2;
+    amaas_tensor_t tensors[AMAAS_MAX_INPUTS_CLI];
+    void *buffers[AMAAS_MAX_INPUTS_CLI] = {0};
+    char names[AMAAS_MAX_INPUTS_CLI][128];
+    int usage = 0;
+    for (size_t i = 0; i < n_inputs && !usage; i++) {
+        //  NAME[:DATATYPE]=ROWS, or ROWS alone for a model's one input
+        const char *arg = inputs[i], *eq = strchr (arg, '=');
+        amaas_dtype_t type = dtype;
+        snprintf (names[i], sizeof names[i], "input");
+        if (arg[0] != '[' && arg[0] != '@' && eq) {
+            size_t len = (size_t)(eq - arg);
+            const char *colon = memchr (arg, ':', len);
+            size_t name_len = colon ? (size_t)(colon - arg) : len;
+            if (name_len == 0 || name_len >= sizeof names[i]) {
+                fprintf (stderr, "amaas: --input %s: the name before '=' must be 1..127 bytes\n",
+                         arg);
+                usage = 2;
+                break;
+            }
+            snprintf (names[i], sizeof names[i], "%.*s", (int)name_len, arg);
+            if (colon) {
+                type = amaas_dtype_from_name (colon + 1, (size_t)(eq - colon - 1));
+                if (type != AMAAS_FP64 && type != AMAAS_FP32 && type != AMAAS_INT64 &&
+                    type != AMAAS_INT32) {
+                    fprintf (stderr, "amaas: --input %s: the datatype must be FP64, FP32, INT64 "
+                                     "or INT32\n", arg);
+                    usage = 2;
+                    break;
+                }
+            }
+            arg = eq + 1;
+        }
+        json_t *rows = s_read_rows (arg);
+        buffers[i] = rows ? s_rows_to_tensor (rows, type, names[i], &tensors[i]) : NULL;
+        json_decref (rows);
+        usage = buffers[i] ? 0 : 2;
+    }
+    if (usage) {
+        for (size_t i = 0; i < n_inputs; i++)
+            free (buffers[i]);
+        return usage;
+    }
     amaas_client_t *client = s_connect_or_die ();
     amaas_error_t err;
     //  The job's deadline is --timeout: it may queue and compute that long
     amaas_options_t opts = {.version = version};
-    uint64_t id = amaas_send_opts (client, model, &tensor, 1, &opts, &err);
+    uint64_t id = amaas_send_opts (client, model, tensors, n_inputs, &opts, &err);
     amaas_result_t *result = id ? amaas_recv (client, s_timeout_ms, &err) : NULL;
     if (id && !result)
         amaas_cancel (client, id);
-    free (data);
+    for (size_t i = 0; i < n_inputs; i++)
+        free (buffers[i]);
     int rc = 0;
     if (!result) {
         fprintf (stderr, "amaas: %s: %s\n", amaas_code_name (err.code), err.message);

@@ -55,6 +55,179 @@ batch_job_t *batch_queue_take (list_t *queue, uint64_t token, uint64_t connectio
     return NULL;
 }
 
+//  Writes "[2, 3]" of a tensor's shape into buf.  Cannot fail.
+static const char *s_shape (const codec_tensor_t *t, char *buf, size_t size)
+{
+    size_t len = (size_t)snprintf (buf, size, "[");
+    for (int d = 0; d < t->ndim && len < size - 24; d++)
+        len += (size_t)snprintf (buf + len, size - len, "%s%" PRId64, d ? ", " : "", t->shape[d]);
+    snprintf (buf + len, size - len, "]");
+    return buf;
+}
+
+//  A version-1 model's one input: [rows >= 1, width] of a datatype it
+//  converts.  Fills member's inputs and rows.
+static amaas_code_t s_check_input (batch_job_t *job, const model_t *model,
+                                   const codec_tensor_t *inputs, size_t n,
+                                   batch_member_t *member, char *err, size_t err_size)
+{
+    if (n != 1) {
+        snprintf (err, err_size, "model '%s' takes 1 input tensor, got %zu", job->model, n);
+        return AMAAS_INVALID_ARGUMENT;
+    }
+    const codec_tensor_t *in = &inputs[0];
+    size_t width = model_input_width (model);
+    if (in->ndim != 2 || in->shape[1] != (int64_t)width || in->shape[0] < 1) {
+        char shape[128];
+        snprintf (err, err_size, "input '%.*s' has shape %s; model '%s' expects [rows, %zu] with rows >= 1",
+                  (int)in->name_len, in->name, s_shape (in, shape, sizeof shape), job->model, width);
+        return AMAAS_INVALID_ARGUMENT;
+    }
+    if (in->datatype != AMAAS_FP32 && in->datatype != AMAAS_FP64 && in->datatype != AMAAS_INT32 &&
+        in->datatype != AMAAS_INT64) {
+        snprintf (err, err_size,
+                  "input '%.*s' has datatype %s; model '%s' takes FP32, FP64, INT32 or INT64",
+                  (int)in->name_len, in->name, amaas_dtype_name (in->datatype), job->model);
+        return AMAAS_INVALID_ARGUMENT;
+    }
+    member->inputs[0] = *in;
+    member->n_inputs = 1;
+    member->rows = (size_t)in->shape[0];
+    return AMAAS_OK;
+}
+
+//  Checks that every INT32 or INT64 value of t lies in [-bound, bound).
+static bool s_indices_in_range (const codec_tensor_t *t, int64_t bound, int64_t *bad)
+{
+    if (t->datatype == AMAAS_INT64) {
+        for (uint64_t i = 0; i < t->elements; i++) {
+            int64_t v;
+            memcpy (&v, (const uint8_t *)t->data + i * 8, 8);
+            if (v < -bound || v >= bound) {
+                *bad = v;
+                return false;
+            }
+        }
+    } else {
+        for (uint64_t i = 0; i < t->elements; i++) {
+            int32_t v;
+            memcpy (&v, (const uint8_t *)t->data + i * 4, 4);
+            if (v < -bound || v >= bound) {
+                *bad = v;
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+//  A graph model's inputs: each of the graph's, by name (any name when the
+//  graph has one input), of its rank, fixed dimensions and a datatype that
+//  converts to its own; named dimensions that agree; the same rows; gather
+//  indices in range.  Fills member's inputs (in the graph's order) and rows.
+static amaas_code_t s_check_graph_inputs (batch_job_t *job, const graph_t *graph,
+                                          const codec_tensor_t *inputs, size_t n,
+                                          batch_member_t *member, char *err, size_t err_size)
+{
+    size_t count = graph_input_count (graph);
+    if (n != count) {
+        size_t len = (size_t)snprintf (err, err_size, "model '%s' takes %zu input tensor%s (",
+                                       job->model, count, count == 1 ? "" : "s");
+        for (size_t i = 0; i < count && len < err_size; i++)
+            len += (size_t)snprintf (err + len, err_size - len, "%s'%s'", i ? ", " : "",
+                                     graph_input (graph, i)->name);
+        if (len < err_size)
+            snprintf (err + len, err_size - len, "), got %zu", n);
+        return AMAAS_INVALID_ARGUMENT;
+    }
+    //  Bound values of the named dimensions, as the inputs set them
+    int64_t named[GRAPH_MAX_INPUTS][GRAPH_MAX_DIMS];
+    for (size_t i = 0; i < count; i++) {
+        const graph_io_t *io = graph_input (graph, i);
+        const codec_tensor_t *t = NULL;
+        if (count == 1)
+            t = &inputs[0];
+        else
+            for (size_t j = 0; j < n && !t; j++)
+                if (inputs[j].name_len == strlen (io->name) &&
+                    memcmp (inputs[j].name, io->name, inputs[j].name_len) == 0)
+                    t = &inputs[j];
+        if (!t) {
+            snprintf (err, err_size, "model '%s' takes an input '%s', which the request lacks",
+                      job->model, io->name);
+            return AMAAS_INVALID_ARGUMENT;
+        }
+        char shape[128];
+        bool fits = t->ndim == io->ndim && t->shape[0] >= 1;
+        for (int d = 1; fits && d < io->ndim; d++) {
+            if (io->dims[d] > 0)
+                fits = t->shape[d] == io->dims[d];
+            else
+                fits = t->shape[d] >= 1;
+        }
+        if (!fits) {
+            char want[160];
+            size_t len = (size_t)snprintf (want, sizeof want, "[");
+            for (int d = 0; d < io->ndim && len < sizeof want - 40; d++) {
+                if (io->dims[d] > 0)
+                    len += (size_t)snprintf (want + len, sizeof want - len, "%s%" PRId64,
+                                             d ? ", " : "", io->dims[d]);
+                else
+                    len += (size_t)snprintf (want + len, sizeof want - len, "%s%s", d ? ", " : "",
+                                             io->dim_names[d]);
+            }
+            snprintf (want + len, sizeof want - len, "]");
+            snprintf (err, err_size, "input '%s' has shape %s; model '%s' expects %s", io->name,
+                      s_shape (t, shape, sizeof shape), job->model, want);
+            return AMAAS_INVALID_ARGUMENT;
+        }
+        bool converts = io->datatype == AMAAS_INT64
+                          ? t->datatype == AMAAS_INT64 || t->datatype == AMAAS_INT32
+                          : t->datatype == AMAAS_FP32 || t->datatype == AMAAS_FP64 ||
+                                t->datatype == AMAAS_INT32 || t->datatype == AMAAS_INT64;
+        if (!converts) {
+            snprintf (err, err_size, "input '%s' has datatype %s; model '%s' takes %s", io->name,
+                      amaas_dtype_name (t->datatype), job->model,
+                      io->datatype == AMAAS_INT64 ? "INT64 or INT32"
+                                                  : "FP32, FP64, INT32 or INT64");
+            return AMAAS_INVALID_ARGUMENT;
+        }
+        //  Named dimensions (the batch among them) agree with the inputs before
+        for (int d = 0; d < io->ndim; d++) {
+            named[i][d] = t->shape[d];
+            if (io->dims[d] > 0)
+                continue;
+            for (size_t k = 0; k < i; k++) {
+                const graph_io_t *other = graph_input (graph, k);
+                for (int e = 0; e < other->ndim; e++)
+                    if (other->dims[e] <= 0 && strcmp (other->dim_names[e], io->dim_names[d]) == 0 &&
+                        named[k][e] != t->shape[d]) {
+                        snprintf (err, err_size,
+                                  "input '%s' has %s = %" PRId64 " but input '%s' has %s = %" PRId64
+                                  "; model '%s' needs them equal",
+                                  io->name, io->dim_names[d], t->shape[d], other->name,
+                                  other->dim_names[e], named[k][e], job->model);
+                        return AMAAS_INVALID_ARGUMENT;
+                    }
+            }
+        }
+        int64_t bad;
+        if (io->index_bound > 0 && (t->datatype == AMAAS_INT64 || t->datatype == AMAAS_INT32) &&
+            !s_indices_in_range (t, io->index_bound, &bad)) {
+            snprintf (err, err_size,
+                      "input '%s' holds %" PRId64 "; model '%s' takes values in [%" PRId64
+                      ", %" PRId64 ") there (an index into a table of %" PRId64 ")",
+                      io->name, bad, job->model, -io->index_bound, io->index_bound,
+                      io->index_bound);
+            return AMAAS_INVALID_ARGUMENT;
+        }
+        member->inputs[i] = *t;
+    }
+    member->n_inputs = count;
+    member->rows = (size_t)member->inputs[0].shape[0];
+    return AMAAS_OK;
+}
+
 amaas_code_t batch_check_job (batch_job_t *job, uint64_t max_elements, uint64_t now_us,
                               batch_member_t *member, char *err, size_t err_size)
 {
@@ -75,30 +248,13 @@ amaas_code_t batch_check_job (batch_job_t *job, uint64_t max_elements, uint64_t 
         snprintf (err, err_size, "%s", why);
         return AMAAS_INVALID_ARGUMENT;
     }
-    if (n != 1) {
-        snprintf (err, err_size, "model '%s' takes 1 input tensor, got %d", job->model, n);
-        return AMAAS_INVALID_ARGUMENT;
-    }
-    const codec_tensor_t *in = &inputs[0];
-    size_t width = model_input_width (model);
-    if (in->ndim != 2 || in->shape[1] != (int64_t)width || in->shape[0] < 1) {
-        char shape[128] = "";
-        size_t len = 0;
-        for (int d = 0; d < in->ndim && len < sizeof shape - 24; d++)
-            len += (size_t)snprintf (shape + len, sizeof shape - len, "%s%" PRId64, d ? ", " : "",
-                                     in->shape[d]);
-        snprintf (err, err_size,
-                  "input '%.*s' has shape [%s]; model '%s' expects [rows, %zu] with rows >= 1",
-                  (int)in->name_len, in->name, shape, job->model, width);
-        return AMAAS_INVALID_ARGUMENT;
-    }
-    if (in->datatype != AMAAS_FP32 && in->datatype != AMAAS_FP64 && in->datatype != AMAAS_INT32 &&
-        in->datatype != AMAAS_INT64) {
-        snprintf (err, err_size,
-                  "input '%.*s' has datatype %s; model '%s' takes FP32, FP64, INT32 or INT64",
-                  (int)in->name_len, in->name, amaas_dtype_name (in->datatype), job->model);
-        return AMAAS_INVALID_ARGUMENT;
-    }
+    const graph_t *graph = model_graph (model);
+    amaas_code_t code = graph ? s_check_graph_inputs (job, graph, inputs, (size_t)n, member, err,
+                                                      err_size)
+                              : s_check_input (job, model, inputs, (size_t)n, member, err,
+                                               err_size);
+    if (code != AMAAS_OK)
+        return code;
     size_t n_outputs = model_output_count (model);
     for (size_t i = 0; i < job->n_outputs; i++) {
         size_t k = 0;
@@ -110,8 +266,6 @@ amaas_code_t batch_check_job (batch_job_t *job, uint64_t max_elements, uint64_t 
         }
     }
     member->job = job;
-    member->input = *in;
-    member->rows = (size_t)in->shape[0];
     member->first_row = 0;
     return AMAAS_OK;
 }
@@ -168,13 +322,27 @@ void batch_begin (batch_t *self, const batch_model_t *serving, uint64_t now_us)
     self->offsets_of = NULL; //  the next batch's outputs may reuse the same buffers
 }
 
+bool batch_same_shape (const batch_member_t *first, const batch_member_t *member)
+{
+    assert (first && member);
+    if (!model_graph (member->job->serving->model))
+        return true;
+    assert (first->n_inputs == member->n_inputs);
+    for (size_t i = 0; i < member->n_inputs; i++)
+        for (int d = 1; d < member->inputs[i].ndim; d++)
+            if (member->inputs[i].shape[d] != first->inputs[i].shape[d])
+                return false;
+    return true;
+}
+
 int batch_add (batch_t *self, const batch_member_t *member)
 {
     assert (self && self->serving);
     assert (member && member->job && member->job->serving == self->serving);
     assert (member->rows >= 1);
     if (self->size == self->max_jobs ||
-        (self->size > 0 && self->rows + member->rows > self->serving->max_batch))
+        (self->size > 0 && self->rows + member->rows > self->serving->max_batch) ||
+        (self->size > 0 && !batch_same_shape (&self->members[0], member)))
         return -1;
     batch_member_t *m = &self->members[self->size++];
     *m = *member;
@@ -196,6 +364,8 @@ void batch_gather (batch_t *self, list_t *waiting, uint64_t now_us, list_t *answ
             continue; //  keeps its place for a batch of its model
         batch_member_t m;
         amaas_code_t code = batch_check_job (job, self->max_elements, now_us, &m, err, sizeof err);
+        if (code == AMAAS_OK && self->size > 0 && !batch_same_shape (&self->members[0], &m))
+            continue; //  another sequence length: keeps its place for a batch of its own
         if (code == AMAAS_OK && self->size > 0 && self->rows + m.rows > self->serving->max_batch)
             break; //  full: this job leads the next batch
         list_remove (waiting, &job->node);

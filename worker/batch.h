@@ -30,6 +30,7 @@
 #include <zmq.h>
 
 #include "codec.h"
+#include "graph.h"
 #include "list.h"
 #include "model.h"
 
@@ -69,9 +70,12 @@ typedef struct {
 //  A job taking part in a batch
 typedef struct {
     batch_job_t *job;
-    codec_tensor_t input; //  its one input tensor, checked (points into the payload)
-    size_t rows;          //  its rows
-    size_t first_row;     //  where its rows start in the batch
+    //  Its input tensors, checked (pointing into the payload), in the
+    //  model's order: one for a version-1 model, one per graph input
+    codec_tensor_t inputs[GRAPH_MAX_INPUTS];
+    size_t n_inputs;
+    size_t rows;      //  its rows (the batch dimension of every input)
+    size_t first_row; //  where its rows start in the batch
 } batch_member_t;
 
 typedef struct batch_t batch_t;
@@ -85,8 +89,11 @@ batch_job_t *batch_queue_take (list_t *queue, uint64_t token, uint64_t connectio
 
 //  Checks a job against its model at time now_us: deadline not passed, one
 //  input tensor (at most max_elements) of shape [rows >= 1, width] and
-//  datatype FP32, FP64, INT32 or INT64, the outputs asked for exist.  Fills
-//  member (first_row 0).  Returns AMAAS_OK, or DEADLINE_EXCEEDED or
+//  datatype FP32, FP64, INT32 or INT64 (a graph model: each of its inputs,
+//  found by name, of its rank, fixed dimensions and a datatype that
+//  converts to its own, named dimensions that agree, the same rows, and
+//  gather indices in range), the outputs asked for exist.  Fills member
+//  (first_row 0).  Returns AMAAS_OK, or DEADLINE_EXCEEDED or
 //  INVALID_ARGUMENT with a message a person can act on in err.
 amaas_code_t batch_check_job (batch_job_t *job, uint64_t max_elements, uint64_t now_us,
                               batch_member_t *member, char *err, size_t err_size);
@@ -109,12 +116,21 @@ void batch_begin (batch_t *self, const batch_model_t *serving, uint64_t now_us);
 //  Moves the jobs of waiting that join the batch (above) into it, in order,
 //  and the jobs for its model that fail their check to answered (counted in
 //  batch_expired when their deadline passed).  Stops at the first job that
-//  checks but does not fit: it leads the next batch.  Cannot fail.
+//  checks but does not fit: it leads the next batch.  A job of a graph
+//  model whose shape differs from the batch's (another sequence length) is
+//  skipped and keeps its place, as a job for another model.  Cannot fail.
 void batch_gather (batch_t *self, list_t *waiting, uint64_t now_us, list_t *answered);
+
+//  True when a member that passed batch_check_job may join a batch whose
+//  first member is first: always for a version-1 model; for a graph model
+//  when every input has the same dimensions after the batch (the same
+//  sequence length).  Cannot fail.
+bool batch_same_shape (const batch_member_t *first, const batch_member_t *member);
 
 //  Adds a job that passed batch_check_job.  Returns 0, -1 if its rows do
 //  not fit (the batch holds members and is at max_batch rows, or is at
-//  max_jobs), and nothing is changed.
+//  max_jobs) or its shape differs from the first member's
+//  (batch_same_shape), and nothing is changed.
 int batch_add (batch_t *self, const batch_member_t *member);
 
 //  True when the batch is to compute now: full (rows or jobs) or the batch

@@ -207,9 +207,88 @@ static void s_receive (compute_t *self, uint64_t until_us)
     pthread_mutex_unlock (&self->lock);
 }
 
+//  Converts `count` values of a request's tensor (FP32, FP64, INT32 or
+//  INT64, any alignment) into a graph input of datatype to (FP32 or INT64;
+//  batch_check_job let only conversions that exist through).  Cannot fail.
+static void s_convert (amaas_dtype_t to, const codec_tensor_t *t, void *dest)
+{
+    const uint8_t *src = t->data;
+    size_t count = (size_t)t->elements;
+    if (to == t->datatype) {
+        memcpy (dest, src, count * (to == AMAAS_INT64 ? 8 : 4));
+        return;
+    }
+    if (to == AMAAS_INT64) { //  from INT32
+        int64_t *y = dest;
+        for (size_t i = 0; i < count; i++) {
+            int32_t v;
+            memcpy (&v, src + i * 4, 4);
+            y[i] = v;
+        }
+        return;
+    }
+    float *y = dest;
+    for (size_t i = 0; i < count; i++) {
+        if (t->datatype == AMAAS_FP64) {
+            double v;
+            memcpy (&v, src + i * 8, 8);
+            y[i] = (float)v;
+        } else if (t->datatype == AMAAS_INT64) {
+            int64_t v;
+            memcpy (&v, src + i * 8, 8);
+            y[i] = (float)v;
+        } else {
+            int32_t v;
+            memcpy (&v, src + i * 4, 4);
+            y[i] = (float)v;
+        }
+    }
+}
+
+//  Runs a batch of a graph model: plans it for the batch's shapes (the
+//  first member's, rows stacked), converts each member's inputs into their
+//  place, and computes.  Returns 0; -1 (the jobs' fault: INVALID_ARGUMENT)
+//  or -2 (INTERNAL) with a message.
+static int s_run_graph (runner_t *self, const graph_t *graph, size_t rows, model_output_t *outs,
+                        char *err, size_t err_size)
+{
+    batch_t *batch = self->batch;
+    graph_ws_t *gws = model_workspace_graph (self->ws);
+    if (!gws) {
+        snprintf (err, err_size, "out of memory");
+        return -2;
+    }
+    size_t n_inputs = graph_input_count (graph);
+    int64_t shapes[GRAPH_MAX_INPUTS][GRAPH_MAX_DIMS];
+    const batch_member_t *first = batch_member (batch, 0);
+    for (size_t i = 0; i < n_inputs; i++) {
+        memcpy (shapes[i], first->inputs[i].shape, sizeof shapes[i]);
+        shapes[i][0] = (int64_t)rows;
+    }
+    void *buffers[GRAPH_MAX_INPUTS];
+    int rc = graph_prepare (graph, gws, (const int64_t (*)[GRAPH_MAX_DIMS])shapes, buffers, err,
+                            err_size);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n_inputs; i++) {
+        const graph_io_t *io = graph_input (graph, i);
+        size_t row_elements = 1;
+        for (int d = 1; d < io->ndim; d++)
+            row_elements *= (size_t)shapes[i][d];
+        size_t size = io->datatype == AMAAS_INT64 ? 8 : 4;
+        for (size_t j = 0; j < batch_size (batch); j++) {
+            const batch_member_t *m = batch_member (batch, j);
+            s_convert (io->datatype, &m->inputs[i],
+                       (uint8_t *)buffers[i] + m->first_row * row_elements * size);
+        }
+    }
+    return graph_execute (graph, gws, outs, err, err_size);
+}
+
 //  Computes the runner's batch (gathered, not empty) and answers each of
 //  its jobs onto the runner's answered list.  Cannot fail: an error
-//  answers the jobs INTERNAL.
+//  answers the jobs INTERNAL (INVALID_ARGUMENT when a graph finds the
+//  inputs do not fit it).
 static void s_run_batch (runner_t *self)
 {
     batch_t *batch = self->batch;
@@ -218,17 +297,23 @@ static void s_run_batch (runner_t *self)
     model_t *model = batch_serving (batch)->model;
     char err[CODEC_MESSAGE_MAX];
     uint64_t start = clock_now_us ();
-    void *input = model_input (model, self->ws, rows, err, sizeof err);
     model_output_t outs[MODEL_MAX_OUTPUTS];
-    size_t row_bytes = model_input_width (model) * (model_dtype (model) == AMAAS_FP64 ? 8 : 4);
-    int rc = -1;
-    if (input) {
-        for (size_t i = 0; i < n; i++) {
-            const batch_member_t *m = batch_member (batch, i);
-            model_convert (model, m->input.datatype, m->input.data, m->rows,
-                           (uint8_t *)input + m->first_row * row_bytes);
+    int rc = -2;
+    const graph_t *graph = model_graph (model);
+    if (graph)
+        rc = s_run_graph (self, graph, rows, outs, err, sizeof err);
+    else {
+        void *input = model_input (model, self->ws, rows, err, sizeof err);
+        size_t row_bytes =
+            model_input_width (model) * (model_dtype (model) == AMAAS_FP64 ? 8 : 4);
+        if (input) {
+            for (size_t i = 0; i < n; i++) {
+                const batch_member_t *m = batch_member (batch, i);
+                model_convert (model, m->inputs[0].datatype, m->inputs[0].data, m->rows,
+                               (uint8_t *)input + m->first_row * row_bytes);
+            }
+            rc = model_run_input (model, self->ws, rows, outs, err, sizeof err) ? -2 : 0;
         }
-        rc = model_run_input (model, self->ws, rows, outs, err, sizeof err);
     }
     uint64_t compute_us = clock_now_us () - start;
     self->computed += n;
@@ -241,7 +326,9 @@ static void s_run_batch (runner_t *self)
             job->served_by = model;
             job->batch = (uint32_t)n;
             list_append (&self->answered, &job->node);
-        } else
+        } else if (rc == -1)
+            batch_job_fail (job, AMAAS_INVALID_ARGUMENT, err, &self->answered);
+        else
             batch_job_fail (job, AMAAS_INTERNAL, rc ? err : "out of memory encoding the outputs",
                             &self->answered);
     }
@@ -320,8 +407,8 @@ static void s_runner_fini (runner_t *self)
 size_t compute_inline_work (const model_t *model, uint64_t batch_delay_us)
 {
     assert (model);
-    if (batch_delay_us)
-        return 0;
+    if (batch_delay_us || model_graph (model))
+        return 0; //  a graph's cost depends on its shapes: always the compute thread's
     size_t work = 0;
     for (size_t i = 0; i < model_op_count (model); i++) {
         const model_op_t *op = model_op (model, i);

@@ -39,6 +39,57 @@ MAX_LABEL = DEFS.LABEL_MAX      # bytes in one string label
 MAX_WIDTH = DEFS.WIDTH_MAX
 
 
+class AlignedWriter:
+    """Packs msgpack into a list of chunks, tracking the file offset."""
+
+    def __init__(self):
+        import msgpack
+        self.packer = msgpack.Packer(use_bin_type=True)
+        self.chunks = []
+        self.pos = 0
+
+    def raw(self, data):
+        self.chunks.append(data)
+        self.pos += len(data)
+
+    def obj(self, value):
+        self.raw(self.packer.pack(value))
+
+    def map_header(self, n):
+        self.raw(self.packer.pack_map_header(n))
+
+    def array_header(self, n):
+        self.raw(self.packer.pack_array_header(n))
+
+    @staticmethod
+    def bin_header(n):
+        if n < 1 << 8:
+            return b"\xc4" + n.to_bytes(1, "big")
+        if n < 1 << 16:
+            return b"\xc5" + n.to_bytes(2, "big")
+        if n < 1 << 32:
+            return b"\xc6" + n.to_bytes(4, "big")
+        raise Refused("a weight array of %d bytes is over msgpack's 4 GiB limit" % n)
+
+    def aligned_bin(self, key, data):
+        """Writes `pad: bin`, then `key: bin(data)` with data at a file offset that is a
+        multiple of DEFS.ALIGN (64)."""
+        key_bytes = self.packer.pack(key)
+        header = self.bin_header(len(data))
+        pad_key = self.packer.pack("pad")
+        start = self.pos + len(pad_key) + 2 + len(key_bytes) + len(header)
+        n = (-start) % DEFS.ALIGN
+        self.raw(pad_key)
+        self.raw(b"\xc4" + bytes([n]) + bytes(n))
+        self.raw(key_bytes)
+        self.raw(header)
+        assert self.pos % DEFS.ALIGN == 0
+        self.raw(data)
+
+    def getvalue(self):
+        return b"".join(self.chunks)
+
+
 class Refused(Exception):
     """The model cannot be exported; the message says why, in one line."""
 
