@@ -111,8 +111,8 @@ def make(out, name):
         json.dump({"name": name, "recipe": recipe, "parameters": params, "inputs": inputs,
                    "outputs": outputs, "reply": ["logits"] if "logits" in outputs else outputs},
                   f, indent=1)
-    print("%s: %s, %.1f M parameters, %s: %.1f MB" % (name, recipe, params / 1e6, amm,
-                                                      os.path.getsize(amm) / 1e6))
+    print("%s: %s, %s parameters, %s: %.1f MB" % (name, recipe, "{:,}".format(params), amm,
+                                                   os.path.getsize(amm) / 1e6))
     return 0
 
 
