@@ -66,7 +66,7 @@ struct dispatch_model_t {
     char key[DISPATCH_MODEL_KEY_MAX]; //  name and version, the table key
     uint32_t width;                   //  input width its first worker announced
     uint64_t mapped;                  //  bytes of its file a worker maps
-    codec_model_meta_t meta;          //  input, datatype, outputs its first worker announced
+    codec_model_meta_t meta;          //  the metadata its first worker announced
     list_t turns[CODEC_PRIORITIES];   //  per priority: the lanes with jobs, in turn
     zhashx_t *lane_of;                //  lanes by priority and client identity
     size_t queued;                    //  jobs in all its queues
@@ -848,8 +848,8 @@ dispatch_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfr
             model->width = announced->width;
             model->mapped = announced->mapped;
             model->meta = announced->meta;
-        } else if (model->meta.n_outputs == 0 && model->meta.datatype == AMAAS_DTYPE_INVALID &&
-                   !model->meta.input[0])
+        } else if (model->meta.n_outputs == 0 && model->meta.n_inputs == 0 &&
+                   model->meta.datatype == AMAAS_DTYPE_INVALID && !model->meta.input[0])
             //  Its first worker was an older one that announced no metadata:
             //  what a later one announces describes the version better than
             //  nothing does (it does not change what any worker serves)

@@ -122,13 +122,29 @@ typedef struct {
 
 //  Largest number of outputs a model has (docs/MODEL_FORMAT.md)
 #define AMAAS_MAX_OUTPUTS 8
+//  Largest number of inputs a model has (graph models; others have one)
+#define AMAAS_MAX_INPUTS 16
 
-//  An output of a model, as its model file declares it.
+//  An output of a model, as its model file declares it.  shape[0] is -1
+//  (the batch: the rows of a request); each other dimension is a size, or
+//  -1 when the request sets it (a graph model's sequence length).
 typedef struct {
-    char name[64];          //  e.g. "label"
-    amaas_dtype_t datatype; //  e.g. AMAAS_INT64
-    uint32_t width;         //  0: shape [rows]; k: shape [rows, k]
+    char name[64];                 //  e.g. "label"
+    amaas_dtype_t datatype;        //  e.g. AMAAS_INT64
+    uint32_t width;                //  0: shape [rows]; k: shape [rows, k]; a graph model's output:
+                                   //  the elements per row when all are fixed, else 0
+    int ndim;                      //  1..AMAAS_MAX_DIMS
+    int64_t shape[AMAAS_MAX_DIMS]; //  e.g. {-1, 3} for [rows, 3]
 } amaas_output_info_t;
+
+//  An input of a model, as its model file declares it.
+typedef struct {
+    char name[128];                //  e.g. "input" or "input_ids"
+    amaas_dtype_t datatype;        //  what the model takes (a request may send others that
+                                   //  convert: any number to FP32 or FP64, INT32 to INT64)
+    int ndim;                      //  1..AMAAS_MAX_DIMS
+    int64_t shape[AMAAS_MAX_DIMS]; //  shape[0] -1 (the batch); others a size, or -1
+} amaas_input_info_t;
 
 //  A model the broker can serve.
 typedef struct {
@@ -138,11 +154,17 @@ typedef struct {
     uint32_t width;         //  features per input row
     uint64_t mapped;        //  bytes of its model file a worker maps (shared between workers)
     uint32_t queued;        //  jobs waiting for this version
-    char input[64];         //  name of its input tensor, e.g. "input"
-    amaas_dtype_t datatype; //  its datatype (FP32 or FP64); it takes FP32, FP64,
-                            //  INT32 and INT64 inputs and converts them
+    char input[64];         //  name of its (first) input tensor, e.g. "input"
+    amaas_dtype_t datatype; //  that input's datatype: a version-1 model's (FP32 or
+                            //  FP64; it takes FP32, FP64, INT32 and INT64 inputs and
+                            //  converts them), a graph model's first input's
     uint32_t n_outputs;     //  outputs, 1..AMAAS_MAX_OUTPUTS
     amaas_output_info_t outputs[AMAAS_MAX_OUTPUTS]; //  in the model's order
+    //  Every input with its shape (input and datatype above are the first
+    //  one's); 0 when unknown.  From a broker or worker older than these
+    //  fields, the one input [-1, width] named input.
+    uint32_t n_inputs;
+    amaas_input_info_t inputs[AMAAS_MAX_INPUTS]; //  in the model's order
 } amaas_model_info_t;
 
 typedef struct amaas_client_t amaas_client_t;

@@ -53,10 +53,11 @@ static void s_usage (FILE *out)
              "      The job may queue and compute as long as --timeout allows.\n"
              "  models [--json]\n"
              "      List the models the broker can serve, each version on its own line:\n"
-             "      input width, workers, jobs queued, bytes of the model file each worker\n"
-             "      maps (shared by the workers of one machine).  --json adds each\n"
-             "      version's input tensor name, datatype and outputs (name, datatype,\n"
-             "      width: 0 for shape [rows], k for [rows, k]).\n"
+             "      its (first) input's shape, workers, jobs queued, bytes of the model\n"
+             "      file each worker maps (shared by the workers of one machine); then a\n"
+             "      line per input and output: name, datatype, shape (-1: the batch, or a\n"
+             "      dimension the request sets).  --json says the same, and each\n"
+             "      output's width (0 for shape [rows], k for [rows, k]).\n"
              "  bench --model NAME [--rows N] [--concurrency C[,C...]] [--duration S]\n"
              "        [--rate R] [--json]\n"
              "      Load the service and report throughput, latency percentiles and the\n"
@@ -391,8 +392,10 @@ static int s_cmd_predict (int argc, char *argv[])
                 type = amaas_dtype_from_name (colon + 1, (size_t)(eq - colon - 1));
                 if (type != AMAAS_FP64 && type != AMAAS_FP32 && type != AMAAS_INT64 &&
                     type != AMAAS_INT32) {
-                    fprintf (stderr, "amaas: --input %s: the datatype must be FP64, FP32, INT64 "
-                                     "or INT32\n", arg);
+                    fprintf (stderr,
+                             "amaas: --input %s: the datatype must be FP64, FP32, INT64 "
+                             "or INT32\n",
+                             arg);
                     usage = 2;
                     break;
                 }
@@ -455,20 +458,66 @@ static const char *s_dtype_json (amaas_dtype_t dtype)
     return dtype == AMAAS_DTYPE_INVALID ? "" : amaas_dtype_name (dtype);
 }
 
+//  A declared shape as a JSON array: -1 for the batch and for each
+//  dimension the request sets.
+static json_t *s_shape_json (const int64_t *shape, int ndim)
+{
+    json_t *array = json_array ();
+    for (int d = 0; d < ndim && d < AMAAS_MAX_DIMS; d++)
+        json_array_append_new (array, json_integer ((json_int_t)shape[d]));
+    return array;
+}
+
+//  A declared shape as text, "[-1,4]", into buf.  Cannot fail.
+static void s_shape_text (const int64_t *shape, int ndim, char *buf, size_t size)
+{
+    size_t used = (size_t)snprintf (buf, size, "[");
+    for (int d = 0; d < ndim && d < AMAAS_MAX_DIMS && used < size; d++)
+        used += (size_t)snprintf (buf + used, size - used, "%s%" PRId64, d ? "," : "", shape[d]);
+    if (used < size)
+        snprintf (buf + used, size - used, "]");
+}
+
 //  One entry of `amaas models --json`: what the broker says of a version,
-//  with its input's name and datatype and its outputs ([] when unknown).
+//  with its first input's name and datatype, and its inputs and outputs
+//  with their shapes ([] when unknown).
 static json_t *s_model_json (const amaas_model_info_t *m)
 {
+    json_t *inputs = json_array ();
+    for (uint32_t k = 0; k < m->n_inputs && k < AMAAS_MAX_INPUTS; k++)
+        json_array_append_new (inputs,
+                               json_pack ("{s:s, s:s, s:o}", "name", m->inputs[k].name, "datatype",
+                                          s_dtype_json (m->inputs[k].datatype), "shape",
+                                          s_shape_json (m->inputs[k].shape, m->inputs[k].ndim)));
     json_t *outputs = json_array ();
     for (uint32_t k = 0; k < m->n_outputs && k < AMAAS_MAX_OUTPUTS; k++)
         json_array_append_new (outputs,
-                               json_pack ("{s:s, s:s, s:I}", "name", m->outputs[k].name, "datatype",
-                                          s_dtype_json (m->outputs[k].datatype), "width",
-                                          (json_int_t)m->outputs[k].width));
-    return json_pack ("{s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:s, s:o}", "name", m->name, "version",
-                      m->version, "width", (json_int_t)m->width, "workers", (json_int_t)m->workers,
-                      "mapped", (json_int_t)m->mapped, "queued", (json_int_t)m->queued, "input",
-                      m->input, "datatype", s_dtype_json (m->datatype), "outputs", outputs);
+                               json_pack ("{s:s, s:s, s:I, s:o}", "name", m->outputs[k].name,
+                                          "datatype", s_dtype_json (m->outputs[k].datatype),
+                                          "width", (json_int_t)m->outputs[k].width, "shape",
+                                          s_shape_json (m->outputs[k].shape, m->outputs[k].ndim)));
+    return json_pack ("{s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:s, s:o, s:o}", "name", m->name,
+                      "version", m->version, "width", (json_int_t)m->width, "workers",
+                      (json_int_t)m->workers, "mapped", (json_int_t)m->mapped, "queued",
+                      (json_int_t)m->queued, "input", m->input, "datatype",
+                      s_dtype_json (m->datatype), "inputs", inputs, "outputs", outputs);
+}
+
+//  The lines under a version in `amaas models`: each input and output, its
+//  name, datatype and shape (none when its workers did not say).
+static void s_print_tensors (const amaas_model_info_t *m)
+{
+    char shape[AMAAS_MAX_DIMS * 22 + 3];
+    for (uint32_t k = 0; k < m->n_inputs && k < AMAAS_MAX_INPUTS; k++) {
+        s_shape_text (m->inputs[k].shape, m->inputs[k].ndim, shape, sizeof shape);
+        printf ("    input  %-24s %-6s %s\n", m->inputs[k].name,
+                s_dtype_json (m->inputs[k].datatype), shape);
+    }
+    for (uint32_t k = 0; k < m->n_outputs && k < AMAAS_MAX_OUTPUTS; k++) {
+        s_shape_text (m->outputs[k].shape, m->outputs[k].ndim, shape, sizeof shape);
+        printf ("    output %-24s %-6s %s\n", m->outputs[k].name,
+                s_dtype_json (m->outputs[k].datatype), shape);
+    }
 }
 
 //  amaas models: the models the broker serves, as a table or JSON.
@@ -527,8 +576,12 @@ static int s_cmd_models (int argc, char *argv[])
         printf ("%-32s %-10s %-10s %7s %7s %10s\n", "MODEL", "VERSION", "INPUT", "WORKERS",
                 "QUEUED", "MAPPED");
         for (int i = 0; i < n; i++) {
-            char input[32], mapped[32];
-            snprintf (input, sizeof input, "[-1,%u]", models[i].width);
+            char input[AMAAS_MAX_DIMS * 22 + 3], mapped[32];
+            if (models[i].n_inputs)
+                s_shape_text (models[i].inputs[0].shape, models[i].inputs[0].ndim, input,
+                              sizeof input);
+            else
+                snprintf (input, sizeof input, "[-1,%u]", models[i].width);
             if (models[i].mapped >= 10u << 20)
                 snprintf (mapped, sizeof mapped, "%" PRIu64 " MiB", models[i].mapped >> 20);
             else if (models[i].mapped >= 10u << 10)
@@ -537,6 +590,7 @@ static int s_cmd_models (int argc, char *argv[])
                 snprintf (mapped, sizeof mapped, "%" PRIu64 " B", models[i].mapped);
             printf ("%-32s %-10s %-10s %7u %7u %10s\n", models[i].name, models[i].version, input,
                     models[i].workers, models[i].queued, mapped);
+            s_print_tensors (&models[i]);
         }
     }
     free (models);

@@ -761,6 +761,45 @@ const amaas_tensor_t *amaas_result_output (const amaas_result_t *self, const cha
     return NULL;
 }
 
+//  A declared shape: the one on the wire (ndim > 0), else the one `width`
+//  stands for, as peers older than shapes mean it: an output's [-1] (width
+//  0) or [-1, width]; an input's [-1, width], [-1, -1] if unknown (0).
+static void s_fill_shape (int64_t *shape, int *ndim, const int64_t *wire, uint32_t wire_ndim,
+                          uint32_t width, bool input)
+{
+    memset (shape, 0, AMAAS_MAX_DIMS * sizeof *shape);
+    if (wire_ndim) {
+        assert (wire_ndim <= AMAAS_MAX_DIMS);
+        memcpy (shape, wire, wire_ndim * sizeof *shape);
+        *ndim = (int)wire_ndim;
+    } else {
+        shape[0] = -1;
+        shape[1] = width ? (int64_t)width : -1;
+        *ndim = width || input ? 2 : 1;
+    }
+}
+
+//  A model's inputs: as announced, else its one input from the older keys
+//  (input, datatype, width) when a name was announced, else none.
+static void s_fill_inputs (amaas_model_info_t *info, const codec_model_t *model)
+{
+    const codec_model_meta_t *meta = &model->meta;
+    memset (info->inputs, 0, sizeof info->inputs);
+    info->n_inputs = meta->n_inputs;
+    for (uint32_t k = 0; k < meta->n_inputs; k++) {
+        amaas_input_info_t *in = &info->inputs[k];
+        snprintf (in->name, sizeof in->name, "%s", meta->inputs[k].name);
+        in->datatype = meta->inputs[k].datatype;
+        s_fill_shape (in->shape, &in->ndim, meta->inputs[k].shape, meta->inputs[k].ndim, 0, true);
+    }
+    if (meta->n_inputs == 0 && meta->input[0]) {
+        info->n_inputs = 1;
+        snprintf (info->inputs[0].name, sizeof info->inputs[0].name, "%s", meta->input);
+        info->inputs[0].datatype = meta->datatype;
+        s_fill_shape (info->inputs[0].shape, &info->inputs[0].ndim, NULL, 0, model->width, true);
+    }
+}
+
 int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max, amaas_error_t *err)
 {
     assert (self);
@@ -798,7 +837,10 @@ int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max, 
             snprintf (out->name, sizeof out->name, "%s", meta->outputs[k].name);
             out->datatype = meta->outputs[k].datatype;
             out->width = meta->outputs[k].width;
+            s_fill_shape (out->shape, &out->ndim, meta->outputs[k].shape, meta->outputs[k].ndim,
+                          out->width, false);
         }
+        s_fill_inputs (&models[i], &self->header.models[i]);
     }
     codec_header_reset (&self->header);
     return (int)n;

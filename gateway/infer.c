@@ -30,7 +30,7 @@
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "tensor data is little-endian");
 
-#define S_NAME_MAX 64  //  bytes of a tensor name, NUL included
+#define S_NAME_MAX 128 //  bytes of a tensor name, NUL included (the wire's limit)
 #define S_DEPTH_MAX 64 //  nesting of a body's JSON (a valid one needs about 12)
 #define S_DEADLINE_MAX (UINT32_C (1) << 31)
 
@@ -1101,6 +1101,69 @@ int infer_encode_predict (const amaas_result_t *result, infer_buf_t *out)
 oom:
     out->size = start;
     return -1;
+}
+
+//  A declared shape as a JSON array (-1: the batch, or a dimension the
+//  request sets), or NULL on out-of-memory.
+static json_t *s_shape_json (const int64_t *shape, int ndim)
+{
+    json_t *array = json_array ();
+    for (int d = 0; array && d < ndim && d < AMAAS_MAX_DIMS; d++)
+        if (json_array_append_new (array, json_integer ((json_int_t)shape[d]))) {
+            json_decref (array);
+            return NULL;
+        }
+    return array;
+}
+
+//  One {name, datatype, shape} of model metadata; NULL on out-of-memory.
+static json_t *s_tensor_metadata (const char *name, amaas_dtype_t datatype, const int64_t *shape,
+                                  int ndim)
+{
+    //  "o" steals the shape, also when the pack fails (NULL: the pack fails)
+    return json_pack ("{s:s, s:s, s:o}", "name", name, "datatype", amaas_dtype_name (datatype),
+                      "shape", s_shape_json (shape, ndim));
+}
+
+json_t *infer_model_metadata (const amaas_model_info_t *models, size_t first, size_t last,
+                              size_t chosen)
+{
+    const amaas_model_info_t *model = &models[chosen];
+    json_t *inputs = json_array (), *outputs = json_array (), *names = json_array ();
+    bool ok = inputs && outputs && names;
+    for (size_t v = first; ok && v <= last; v++)
+        ok = json_array_append_new (names, json_string (models[v].version)) == 0;
+    for (uint32_t k = 0; ok && k < model->n_inputs && k < AMAAS_MAX_INPUTS; k++) {
+        const amaas_input_info_t *in = &model->inputs[k];
+        ok = json_array_append_new (
+                 inputs, s_tensor_metadata (in->name, in->datatype, in->shape, in->ndim)) == 0;
+    }
+    if (ok && model->n_inputs == 0) {
+        //  Workers that did not say: the one input of a version-1 model
+        //  (width 0: unknown)
+        int64_t shape[2] = {-1, model->width ? (int64_t)model->width : -1};
+        ok = json_array_append_new (
+                 inputs,
+                 s_tensor_metadata (model->input[0] ? model->input : "input",
+                                    model->datatype ? model->datatype : AMAAS_FP64, shape, 2)) == 0;
+    }
+    for (uint32_t k = 0; ok && k < model->n_outputs && k < AMAAS_MAX_OUTPUTS; k++) {
+        const amaas_output_info_t *out = &model->outputs[k];
+        int64_t shape[2] = {-1, out->width};
+        ok = json_array_append_new (
+                 outputs, out->ndim
+                              ? s_tensor_metadata (out->name, out->datatype, out->shape, out->ndim)
+                              : s_tensor_metadata (out->name, out->datatype, shape,
+                                                   out->width ? 2 : 1)) == 0;
+    }
+    if (!ok) {
+        json_decref (inputs);
+        json_decref (outputs);
+        json_decref (names);
+        return NULL;
+    }
+    return json_pack ("{s:s, s:o, s:s, s:o, s:o}", "name", model->name, "versions", names,
+                      "platform", "amaas", "inputs", inputs, "outputs", outputs);
 }
 
 int infer_encode_error (const char *message, infer_buf_t *out)

@@ -11,6 +11,7 @@
 #ifndef AMAAS_GATEWAY_INFER_H_INCLUDED
 #define AMAAS_GATEWAY_INFER_H_INCLUDED
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -82,6 +83,16 @@ int infer_encode_predict (const amaas_result_t *result, infer_buf_t *out);
 //  Encode {"error": message} (message escaped as JSON).  Returns 0, -1 on
 //  out-of-memory (out as it was).
 int infer_encode_error (const char *message, infer_buf_t *out);
+
+//  The KServe v2 model metadata of models[chosen]: {name, versions,
+//  platform "amaas", inputs, outputs}, every input and output as {name,
+//  datatype, shape} with -1 for the batch and for each dimension the
+//  request sets; versions are those of models[first .. last] (the model's,
+//  chosen among them).  A model whose workers did not announce inputs gets
+//  one, named input (or "input"), of its datatype (or FP64), shape [-1,
+//  width] ([-1, -1] for width 0, unknown).  Returns a new reference, NULL on out-of-memory.
+json_t *infer_model_metadata (const amaas_model_info_t *models, size_t first, size_t last,
+                              size_t chosen);
 
 //  Free a buffer's memory and zero it.  Cannot fail.
 void infer_buf_free (infer_buf_t *buf);

@@ -439,24 +439,7 @@ static mhd_result_t s_model_metadata (request_t *r)
         dispatch_models_free (&list);
         return rc;
     }
-    const amaas_model_info_t *m = &list.models[chosen];
-    json_t *versions = json_array ();
-    for (size_t i = first; i <= last; i++)
-        json_array_append_new (versions, json_string (list.models[i].version));
-    json_t *inputs = json_pack ("[{s:s, s:s, s:[i,i]}]", "name", m->input[0] ? m->input : "input",
-                                "datatype", m->datatype ? amaas_dtype_name (m->datatype) : "FP64",
-                                "shape", -1, (json_int_t)m->width);
-    json_t *outputs = json_array ();
-    for (uint32_t o = 0; o < m->n_outputs && o < AMAAS_MAX_OUTPUTS; o++) {
-        const amaas_output_info_t *out = &m->outputs[o];
-        json_t *shape =
-            out->width ? json_pack ("[i,i]", -1, (json_int_t)out->width) : json_pack ("[i]", -1);
-        json_array_append_new (outputs,
-                               json_pack ("{s:s, s:s, s:o}", "name", out->name, "datatype",
-                                          amaas_dtype_name (out->datatype), "shape", shape));
-    }
-    json_t *doc = json_pack ("{s:s, s:o, s:s, s:o, s:o}", "name", m->name, "versions", versions,
-                             "platform", "amaas", "inputs", inputs, "outputs", outputs);
+    json_t *doc = infer_model_metadata (list.models, first, last, chosen);
     dispatch_models_free (&list);
     return s_json (r, MHD_HTTP_OK, doc);
 }

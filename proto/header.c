@@ -197,8 +197,19 @@ static void s_reset_names (codec_header_t *self, void *at)
 
 //  models: the models a worker serves (READY) or the broker knows (MODELS_REPLY)
 
+//  Packs a declared shape: ndim ints, -1 for a dimension the request sets.
+static int s_pack_shape (msgpack_packer *pk, const int64_t *shape, uint32_t ndim)
+{
+    assert (ndim >= 1 && ndim <= CODEC_MODEL_DIMS);
+    int rc = s_pack_bytes (pk, "shape", 5);
+    rc |= msgpack_pack_array (pk, ndim);
+    for (uint32_t d = 0; d < ndim && rc == 0; d++)
+        rc |= msgpack_pack_int64 (pk, shape[d]);
+    return rc;
+}
+
 //  Packs a model's metadata keys (none when it has none): "input",
-//  "datatype", "outputs", each only when known.
+//  "datatype", "outputs", "inputs", each only when known.
 static int s_pack_meta (msgpack_packer *pk, const codec_model_meta_t *meta)
 {
     int rc = 0;
@@ -216,13 +227,29 @@ static int s_pack_meta (msgpack_packer *pk, const codec_model_meta_t *meta)
         rc |= msgpack_pack_array (pk, meta->n_outputs);
         for (uint32_t i = 0; i < meta->n_outputs && rc == 0; i++) {
             const codec_output_t *out = &meta->outputs[i];
-            rc |= msgpack_pack_map (pk, 3);
+            rc |= msgpack_pack_map (pk, 3 + (out->ndim != 0));
             rc |= s_pack_bytes (pk, "name", 4);
             rc |= s_pack_cstr (pk, out->name, sizeof out->name);
             rc |= s_pack_bytes (pk, "datatype", 8);
             rc |= s_pack_cstr (pk, amaas_dtype_name (out->datatype), 16);
             rc |= s_pack_bytes (pk, "width", 5);
             rc |= msgpack_pack_uint32 (pk, out->width);
+            if (out->ndim)
+                rc |= s_pack_shape (pk, out->shape, out->ndim);
+        }
+    }
+    if (meta->n_inputs) {
+        assert (meta->n_inputs <= CODEC_MODEL_INPUTS);
+        rc |= s_pack_bytes (pk, "inputs", 6);
+        rc |= msgpack_pack_array (pk, meta->n_inputs);
+        for (uint32_t i = 0; i < meta->n_inputs && rc == 0; i++) {
+            const codec_input_t *in = &meta->inputs[i];
+            rc |= msgpack_pack_map (pk, 3);
+            rc |= s_pack_bytes (pk, "name", 4);
+            rc |= s_pack_cstr (pk, in->name, sizeof in->name);
+            rc |= s_pack_bytes (pk, "datatype", 8);
+            rc |= s_pack_cstr (pk, amaas_dtype_name (in->datatype), 16);
+            rc |= s_pack_shape (pk, in->shape, in->ndim);
         }
     }
     return rc;
@@ -239,7 +266,7 @@ static int s_pack_models (msgpack_packer *pk, const codec_header_t *self, const 
         const codec_model_meta_t *meta = &m->meta;
         rc |= msgpack_pack_map (pk, 6 + (meta->input[0] != 0) +
                                         (meta->datatype != AMAAS_DTYPE_INVALID) +
-                                        (meta->n_outputs != 0));
+                                        (meta->n_outputs != 0) + (meta->n_inputs != 0));
         rc |= s_pack_bytes (pk, "name", 4);
         rc |= s_pack_cstr (pk, m->name, sizeof m->name);
         rc |= s_pack_bytes (pk, "version", 7);
@@ -267,8 +294,39 @@ static int s_decode_dtype (const msgpack_object *val, amaas_dtype_t *dtype)
     return *dtype == AMAAS_DTYPE_INVALID ? -1 : 0;
 }
 
+//  Reads a declared shape into shape[] and *ndim: an array of 1 to
+//  CODEC_MODEL_DIMS ints, the first -1 (the batch), the others -1 or
+//  1..CODEC_DIM_MAX.  Clears both first (a key given twice: the last,
+//  whole).  Returns 0, -1 if val is not such an array.
+static int s_decode_shape (const msgpack_object *val, int64_t *shape, uint32_t *ndim)
+{
+    memset (shape, 0, CODEC_MODEL_DIMS * sizeof *shape);
+    *ndim = 0;
+    if (val->type != MSGPACK_OBJECT_ARRAY || val->via.array.size < 1 ||
+        val->via.array.size > CODEC_MODEL_DIMS)
+        return -1;
+    for (uint32_t d = 0; d < val->via.array.size; d++) {
+        const msgpack_object *dim = &val->via.array.ptr[d];
+        if (dim->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && dim->via.i64 == -1)
+            shape[d] = -1;
+        else if (d > 0 && dim->type == MSGPACK_OBJECT_POSITIVE_INTEGER && dim->via.u64 >= 1 &&
+                 dim->via.u64 <= CODEC_DIM_MAX)
+            shape[d] = (int64_t)dim->via.u64;
+        else
+            return -1;
+    }
+    *ndim = val->via.array.size;
+    return 0;
+}
+
+#define S_SHAPE_WANT                                                                               \
+    "an array of 1.." CODEC_STR (CODEC_MODEL_DIMS) " ints, -1 (the batch) then -1 or "             \
+                                                   "1.." CODEC_STR (CODEC_DIM_MAX)
+#define S_DTYPE_WANT "FP32, FP64, INT32, INT64, UINT8, BOOL or BYTES"
+
 //  Reads entry `index` of a model's outputs: a map with name, datatype and
-//  width.  Returns 0, or -1 with a message in err.
+//  width, and shape when the peer sends it.  Returns 0, or -1 with a
+//  message in err.
 static int s_decode_output (codec_output_t *out, const msgpack_object *o, size_t entry,
                             uint32_t index, char *err, size_t err_size)
 {
@@ -292,6 +350,9 @@ static int s_decode_output (codec_output_t *out, const msgpack_object *o, size_t
                     goto bad;
                 out->width = (uint32_t)n;
                 has_width = true;
+            } else if (codec_mp_str_is (key, "shape")) {
+                if (s_decode_shape (val, out->shape, &out->ndim))
+                    goto bad;
             }
         }
     if (has_name && has_datatype && has_width)
@@ -299,14 +360,50 @@ static int s_decode_output (codec_output_t *out, const msgpack_object *o, size_t
 bad:
     snprintf (err, err_size,
               "'models' entry %zu: output %u must be a map with name (str, 1.." CODEC_STR (
-                  DEFS_TENSOR_NAME_MAX) " bytes), datatype (FP32, FP64, INT32, INT64, UINT8, "
-                                        "BOOL or BYTES) and width (uint32)",
+                  DEFS_TENSOR_NAME_MAX) " bytes), datatype (" S_DTYPE_WANT
+                                        "), width (uint32) and optionally shape (" S_SHAPE_WANT ")",
               entry, index);
     return -1;
 }
 
-//  Reads the value of key "input", "datatype" or "outputs" of models entry
-//  `entry` into meta.  Returns 0, or -1 with a message in err.
+//  Reads entry `index` of a model's inputs: a map with name, datatype and
+//  shape.  Returns 0, or -1 with a message in err.
+static int s_decode_input (codec_input_t *in, const msgpack_object *o, size_t entry, uint32_t index,
+                           char *err, size_t err_size)
+{
+    bool has_name = false, has_datatype = false, has_shape = false;
+    if (o->type == MSGPACK_OBJECT_MAP)
+        for (uint32_t k = 0; k < o->via.map.size; k++) {
+            const msgpack_object *key = &o->via.map.ptr[k].key;
+            const msgpack_object *val = &o->via.map.ptr[k].val;
+            if (codec_mp_str_is (key, "name")) {
+                memset (in->name, 0, sizeof in->name); //  a name given twice: the last, whole
+                if (codec_mp_str (val, 1, in->name, sizeof in->name))
+                    goto bad;
+                has_name = true;
+            } else if (codec_mp_str_is (key, "datatype")) {
+                if (s_decode_dtype (val, &in->datatype))
+                    goto bad;
+                has_datatype = true;
+            } else if (codec_mp_str_is (key, "shape")) {
+                if (s_decode_shape (val, in->shape, &in->ndim))
+                    goto bad;
+                has_shape = true;
+            }
+        }
+    if (has_name && has_datatype && has_shape)
+        return 0;
+bad:
+    snprintf (err, err_size,
+              "'models' entry %zu: input %u must be a map with name (str, 1.." CODEC_STR (
+                  DEFS_NAME_MAX) " bytes), datatype (" S_DTYPE_WANT ") and shape (" S_SHAPE_WANT
+                                 ")",
+              entry, index);
+    return -1;
+}
+
+//  Reads the value of key "input", "datatype", "outputs" or "inputs" of
+//  models entry `entry` into meta.  Returns 0, or -1 with a message in err.
 static int s_decode_meta (codec_model_meta_t *meta, const msgpack_object *key,
                           const msgpack_object *val, size_t entry, char *err, size_t err_size)
 {
@@ -325,11 +422,24 @@ static int s_decode_meta (codec_model_meta_t *meta, const msgpack_object *key,
     if (codec_mp_str_is (key, "datatype")) {
         if (s_decode_dtype (val, &meta->datatype) == 0)
             return 0;
-        snprintf (err, err_size,
-                  "'models' entry %zu: datatype must be FP32, FP64, INT32, INT64, UINT8, BOOL "
-                  "or BYTES",
-                  entry);
+        snprintf (err, err_size, "'models' entry %zu: datatype must be " S_DTYPE_WANT, entry);
         return -1;
+    }
+    if (codec_mp_str_is (key, "inputs")) {
+        if (val->type != MSGPACK_OBJECT_ARRAY || val->via.array.size < 1 ||
+            val->via.array.size > CODEC_MODEL_INPUTS) {
+            snprintf (err, err_size,
+                      "'models' entry %zu: inputs must be an array of 1.." CODEC_STR (
+                          CODEC_MODEL_INPUTS) " maps",
+                      entry);
+            return -1;
+        }
+        memset (meta->inputs, 0, sizeof meta->inputs);
+        meta->n_inputs = val->via.array.size;
+        for (uint32_t i = 0; i < meta->n_inputs; i++)
+            if (s_decode_input (&meta->inputs[i], &val->via.array.ptr[i], entry, i, err, err_size))
+                return -1;
+        return 0;
     }
     assert (codec_mp_str_is (key, "outputs"));
     if (val->type != MSGPACK_OBJECT_ARRAY || val->via.array.size < 1 ||
@@ -383,7 +493,7 @@ static int s_decode_model (codec_model_t *model, const msgpack_object *m, size_t
                 goto bad;
             model->queued = (uint32_t)n;
         } else if (codec_mp_str_is (key, "input") || codec_mp_str_is (key, "datatype") ||
-                   codec_mp_str_is (key, "outputs")) {
+                   codec_mp_str_is (key, "outputs") || codec_mp_str_is (key, "inputs")) {
             if (s_decode_meta (&model->meta, key, val, entry, err, err_size))
                 return -1;
         }

@@ -26,6 +26,9 @@
 #define CODEC_TENSOR_NAME_MAX                                                                      \
     (DEFS_TENSOR_NAME_MAX + 1)               //  a model's input or output name incl. NUL
 #define CODEC_MODEL_OUTPUTS DEFS_OUTPUTS_MAX //  outputs a model declares
+#define CODEC_MODEL_INPUTS 16                //  inputs a model declares (graph models)
+#define CODEC_MODEL_DIMS AMAAS_MAX_DIMS      //  dimensions of a declared input or output
+#define CODEC_DIM_MAX 4294967295             //  a declared fixed dimension, 1..CODEC_DIM_MAX
 #define CODEC_MESSAGE_MAX 256                //  error messages incl. NUL
 #define CODEC_HOST_MAX 256                   //  host name incl. NUL
 #define CODEC_COMMAND_MAX 32                 //  CONTROL command incl. NUL
@@ -59,17 +62,36 @@ typedef struct {
     char name[CODEC_TENSOR_NAME_MAX]; //  e.g. "label"
     amaas_dtype_t datatype;           //  a known datatype
     uint32_t width;                   //  0: shape [rows]; k: shape [rows, k]
+    //  Its shape (key "shape"): ndim 0 when the peer did not send one (an
+    //  older peer: width says it), else 1..CODEC_MODEL_DIMS dimensions,
+    //  shape[0] -1 (the batch), the others -1 (set by the request) or
+    //  1..CODEC_DIM_MAX; the dimensions past ndim are 0.
+    uint32_t ndim;
+    int64_t shape[CODEC_MODEL_DIMS];
 } codec_output_t;
+
+//  One input a model declares (key "inputs" of READY, MODELS_REPLY)
+typedef struct {
+    char name[CODEC_NAME_MAX];       //  1..DEFS_NAME_MAX bytes, e.g. "input_ids"
+    amaas_dtype_t datatype;          //  a known datatype
+    uint32_t ndim;                   //  1..CODEC_MODEL_DIMS
+    int64_t shape[CODEC_MODEL_DIMS]; //  as codec_output_t's: -1 first, then -1 or a size
+} codec_input_t;
 
 //  What a model file declares of a model's tensors (READY, MODELS_REPLY).
 //  Optional on the wire: a peer that did not send it leaves input "",
-//  datatype INVALID and n_outputs 0 (all zero), and such metadata is
-//  encoded as no keys at all.
+//  datatype INVALID, n_outputs 0 and n_inputs 0 (all zero), and such
+//  metadata is encoded as no keys at all.  input and datatype are the
+//  first input's name and datatype (for a version-1 model, its only
+//  input; its datatype is the model's); inputs lists every input with its
+//  shape, and is absent from older peers.
 typedef struct {
     char input[CODEC_TENSOR_NAME_MAX];           //  its input tensor's name, "" if unknown
     amaas_dtype_t datatype;                      //  its datatype, INVALID if unknown
     uint32_t n_outputs;                          //  0 if unknown, else 1..CODEC_MODEL_OUTPUTS
     codec_output_t outputs[CODEC_MODEL_OUTPUTS]; //  in the model's order
+    uint32_t n_inputs;                           //  0 if unknown, else 1..CODEC_MODEL_INPUTS
+    codec_input_t inputs[CODEC_MODEL_INPUTS];    //  in the model's order
 } codec_model_meta_t;
 
 //  One entry of a models list (READY, MODELS_REPLY)
@@ -80,7 +102,7 @@ typedef struct {
     uint32_t width;                  //  input width (features per row), 0 if unknown
     uint64_t mapped;                 //  bytes of its file the worker maps, 0 if unknown
     uint32_t queued;                 //  MODELS_REPLY only: jobs waiting for this version
-    codec_model_meta_t meta;         //  input, datatype, outputs
+    codec_model_meta_t meta;         //  input, datatype, outputs, inputs
 } codec_model_t;
 
 //  The header fields, in the order they are encoded: the wire bytes depend

@@ -302,9 +302,12 @@ class Client:
     def models(self, timeout_ms=None):
         """The versions of models live workers serve, sorted by name then
         version: [{name, version, workers, width, mapped, queued, input,
-        datatype, outputs: [{name, datatype, width}]}], width 0 of an output
-        meaning shape [rows], k [rows, k].  Metadata a worker did not announce
-        (an older one) is input "", datatype "" and outputs []."""
+        datatype, inputs: [{name, datatype, shape}], outputs: [{name,
+        datatype, width, shape?}]}], width 0 of an output meaning shape
+        [rows], k [rows, k]; shapes have -1 for the batch and for dimensions
+        the request sets.  Metadata a worker did not announce (an older one)
+        is input "", datatype "", inputs [] and outputs [], as sent (no
+        shapes made up from widths)."""
         jid = next(self._ids)
         self._send(MODELS, {"id": jid})
         command, header, frames = self._wait(jid, timeout_ms)
@@ -316,6 +319,7 @@ class Client:
             m.setdefault("input", "")
             m.setdefault("datatype", "")
             m.setdefault("outputs", [])
+            m.setdefault("inputs", [])
         return models
 
     def ping(self, timeout_ms=None):

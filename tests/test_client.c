@@ -348,6 +348,18 @@ START_TEST (test_errors)
     ck_assert_str_eq (models[0].outputs[1].name, "label");
     ck_assert_int_eq (models[0].outputs[1].datatype, AMAAS_INT64);
     ck_assert_uint_eq (models[0].outputs[1].width, 0);
+    //  and with their shapes
+    ck_assert_uint_eq (models[0].n_inputs, 1);
+    ck_assert_str_eq (models[0].inputs[0].name, "input");
+    ck_assert_int_eq (models[0].inputs[0].datatype, AMAAS_FP64);
+    ck_assert_int_eq (models[0].inputs[0].ndim, 2);
+    ck_assert_int_eq (models[0].inputs[0].shape[0], -1);
+    ck_assert_int_eq (models[0].inputs[0].shape[1], 4);
+    ck_assert_int_eq (models[0].outputs[0].ndim, 2);
+    ck_assert_int_eq (models[0].outputs[0].shape[0], -1);
+    ck_assert_int_eq (models[0].outputs[0].shape[1], 3);
+    ck_assert_int_eq (models[0].outputs[1].ndim, 1);
+    ck_assert_int_eq (models[0].outputs[1].shape[0], -1);
     ck_assert_str_eq (models[1].input, "input");
     ck_assert_int_eq (models[1].datatype, AMAAS_FP64);
     ck_assert_uint_eq (models[1].n_outputs, 1);

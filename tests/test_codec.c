@@ -4,6 +4,7 @@
 #define _GNU_SOURCE //  memmem
 #include <check.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <czmq.h>
 #include <stdlib.h>
@@ -117,6 +118,21 @@ START_TEST (test_models_metadata_round_trip)
         snprintf (meta->outputs[k].name, sizeof meta->outputs[k].name, "out-%d", k);
         meta->outputs[k].datatype = k % 2 ? AMAAS_INT64 : AMAAS_BYTES;
         meta->outputs[k].width = (uint32_t)k * 3;
+        //  Output k has rank k (output 0 no shape, as an older peer sends)
+        meta->outputs[k].ndim = (uint32_t)k;
+        for (int d = 0; d < k; d++)
+            meta->outputs[k].shape[d] = d == 0 ? -1 : d % 2 ? (int64_t)CODEC_DIM_MAX : -1;
+    }
+    //  Every input, the longest names, every rank, the extreme dimensions
+    meta->n_inputs = CODEC_MODEL_INPUTS;
+    for (int k = 0; k < CODEC_MODEL_INPUTS; k++) {
+        codec_input_t *input = &meta->inputs[k];
+        memset (input->name, 'a' + k, DEFS_NAME_MAX);
+        input->datatype = k % 2 ? AMAAS_INT64 : AMAAS_FP32;
+        input->ndim = (uint32_t)(k % CODEC_MODEL_DIMS) + 1;
+        input->shape[0] = -1;
+        for (uint32_t d = 1; d < input->ndim; d++)
+            input->shape[d] = d % 3 == 0 ? -1 : d % 3 == 1 ? 1 : (int64_t)CODEC_DIM_MAX;
     }
     strcpy (in.models[1].name, "old");
     msgpack_sbuffer *f = encoded (&in);
@@ -130,11 +146,25 @@ START_TEST (test_models_metadata_round_trip)
     ck_assert_int_eq (got->outputs[7].datatype, AMAAS_INT64);
     ck_assert_int_eq (got->outputs[6].datatype, AMAAS_BYTES);
     ck_assert_uint_eq (got->outputs[7].width, 21);
+    ck_assert_uint_eq (got->outputs[0].ndim, 0);
+    ck_assert_uint_eq (got->outputs[7].ndim, 7);
+    ck_assert_int_eq (got->outputs[7].shape[0], -1);
+    ck_assert_int_eq (got->outputs[7].shape[1], CODEC_DIM_MAX);
+    ck_assert_int_eq (got->outputs[7].shape[2], -1);
+    ck_assert_uint_eq (got->n_inputs, CODEC_MODEL_INPUTS);
+    ck_assert_uint_eq (strlen (got->inputs[15].name), DEFS_NAME_MAX);
+    ck_assert_int_eq (got->inputs[15].datatype, AMAAS_INT64);
+    ck_assert_uint_eq (got->inputs[7].ndim, CODEC_MODEL_DIMS);
+    ck_assert_int_eq (got->inputs[7].shape[0], -1);
+    ck_assert_int_eq (got->inputs[7].shape[1], 1);
+    ck_assert_int_eq (got->inputs[7].shape[2], CODEC_DIM_MAX);
+    ck_assert_int_eq (got->inputs[7].shape[3], -1);
     ck_assert_mem_eq (got, meta, sizeof *meta);
     const codec_model_meta_t *none = &out.models[1].meta;
     ck_assert_str_eq (none->input, "");
     ck_assert_int_eq (none->datatype, AMAAS_DTYPE_INVALID);
     ck_assert_uint_eq (none->n_outputs, 0);
+    ck_assert_uint_eq (none->n_inputs, 0);
     msgpack_sbuffer_free (f);
     codec_header_reset (&in);
     codec_header_reset (&out);
@@ -260,6 +290,96 @@ static void pk_output (msgpack_packer *pk, const char *name, const char *dtype, 
     msgpack_pack_int64 (pk, width);
 }
 
+//  An array of n ints
+static void pk_ints (msgpack_packer *pk, const int64_t *values, size_t n)
+{
+    msgpack_pack_array (pk, n);
+    for (size_t i = 0; i < n; i++)
+        msgpack_pack_int64 (pk, values[i]);
+}
+
+//  An input map {name, datatype, shape}; NULL leaves a key out, and shape
+//  then is [-1, 4]
+static void pk_input (msgpack_packer *pk, const char *name, const char *dtype, bool has_shape,
+                      const int64_t *shape, size_t ndim)
+{
+    static const int64_t rows_by_4[] = {-1, 4};
+    msgpack_pack_map (pk, (name != NULL) + (dtype != NULL) + has_shape);
+    if (name)
+        pk_str (pk, "name"), pk_str (pk, name);
+    if (dtype)
+        pk_str (pk, "datatype"), pk_str (pk, dtype);
+    if (has_shape)
+        pk_str (pk, "shape"), shape ? pk_ints (pk, shape, ndim) : pk_ints (pk, rows_by_4, 2);
+}
+
+//  The bad shapes every input and output refuses, in turn
+static const int64_t s_bad_shapes[][CODEC_MODEL_DIMS + 1] = {
+    {4, 4},                           //  the first is not -1
+    {-1, 0},                          //  a dimension of 0
+    {-1, -2},                         //  below -1
+    {-1, (int64_t)CODEC_DIM_MAX + 1}, //  too big
+    {-1, 1, 1, 1, 1, 1, 1, 1, 1},     //  9 dimensions
+};
+static const size_t s_bad_ndims[] = {2, 2, 2, 2, CODEC_MODEL_DIMS + 1};
+#define S_BAD_SHAPES (sizeof s_bad_ndims / sizeof s_bad_ndims[0])
+
+//  Case `which` of the new keys' bad forms (inputs, an output's shape)
+static void pack_bad_shapes (msgpack_packer *pk, int which)
+{
+    char long_name[DEFS_NAME_MAX + 2];
+    memset (long_name, 'n', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = 0;
+    if (which < (int)S_BAD_SHAPES) { //  an input's bad shape, in the second input
+        pk_str (pk, "inputs"), msgpack_pack_array (pk, 2);
+        pk_input (pk, "ids", "INT64", true, NULL, 0);
+        pk_input (pk, "mask", "INT64", true, s_bad_shapes[which], s_bad_ndims[which]);
+        return;
+    }
+    which -= (int)S_BAD_SHAPES;
+    if (which < (int)S_BAD_SHAPES) { //  an output's bad shape
+        pk_str (pk, "outputs"), msgpack_pack_array (pk, 1);
+        msgpack_pack_map (pk, 4);
+        pk_str (pk, "name"), pk_str (pk, "p");
+        pk_str (pk, "datatype"), pk_str (pk, "FP64");
+        pk_str (pk, "width"), msgpack_pack_uint32 (pk, 0);
+        pk_str (pk, "shape"), pk_ints (pk, s_bad_shapes[which], s_bad_ndims[which]);
+        return;
+    }
+    which -= (int)S_BAD_SHAPES;
+    static const int64_t empty[1] = {0};
+    pk_str (pk, "inputs");
+    switch (which) {
+    case 0: pk_str (pk, "input_ids"); break;   //  not an array
+    case 1: msgpack_pack_array (pk, 0); break; //  no input
+    case 2:                                    //  17 inputs
+        msgpack_pack_array (pk, CODEC_MODEL_INPUTS + 1);
+        for (int k = 0; k < CODEC_MODEL_INPUTS + 1; k++)
+            pk_input (pk, "x", "FP32", true, NULL, 0);
+        break;
+    case 3: msgpack_pack_array (pk, 1), msgpack_pack_int (pk, 1); break; //  not a map
+    case 4: msgpack_pack_array (pk, 1), pk_input (pk, NULL, "FP32", true, NULL, 0); break;
+    case 5: msgpack_pack_array (pk, 1), pk_input (pk, "x", NULL, true, NULL, 0); break;
+    case 6: msgpack_pack_array (pk, 1), pk_input (pk, "x", "FP32", false, NULL, 0); break;
+    case 7: msgpack_pack_array (pk, 1), pk_input (pk, "", "FP32", true, NULL, 0); break;
+    case 8: msgpack_pack_array (pk, 1), pk_input (pk, long_name, "FP32", true, NULL, 0); break;
+    case 9: msgpack_pack_array (pk, 1), pk_input (pk, "x", "FP16", true, NULL, 0); break;
+    case 10: msgpack_pack_array (pk, 1), pk_input (pk, "x", "FP32", true, empty, 0); break;
+    case 11: //  a shape that is not an array
+        msgpack_pack_array (pk, 1), msgpack_pack_map (pk, 3);
+        pk_str (pk, "name"), pk_str (pk, "x");
+        pk_str (pk, "datatype"), pk_str (pk, "FP32");
+        pk_str (pk, "shape"), msgpack_pack_int (pk, -1);
+        break;
+    default: //  a dimension that is not an int
+        msgpack_pack_array (pk, 1), msgpack_pack_map (pk, 3);
+        pk_str (pk, "name"), pk_str (pk, "x");
+        pk_str (pk, "datatype"), pk_str (pk, "FP32");
+        pk_str (pk, "shape"), msgpack_pack_array (pk, 2), msgpack_pack_int (pk, -1);
+        pk_str (pk, "4");
+    }
+}
+
 static void pack_bad_meta (msgpack_packer *pk)
 {
     char long_name[DEFS_TENSOR_NAME_MAX + 2];
@@ -310,16 +430,25 @@ static void pack_bad_meta (msgpack_packer *pk)
         pk_str (pk, "name"), pk_str (pk, "p");
         pk_str (pk, "datatype"), pk_str (pk, "FP64");
         break;
-    default: pk_str (pk, "outputs"), msgpack_pack_array (pk, 1), msgpack_pack_int (pk, 3);
+    case 14: pk_str (pk, "outputs"), msgpack_pack_array (pk, 1), msgpack_pack_int (pk, 3); break;
+    default: pack_bad_shapes (pk, s_bad_meta - 15);
     }
 }
 
 START_TEST (test_models_metadata_refused)
 {
     codec_header_t h = {0};
-    const char *needles[] = {"input",    "input",    "input",    "datatype", "datatype",
-                             "datatype", "outputs",  "outputs",  "outputs",  "output 1",
-                             "output 0", "output 0", "output 0", "output 0", "output 0"};
+    //  The keys of version 1 (15 cases), an input's bad shapes, an output's
+    //  bad shapes (S_BAD_SHAPES each), then inputs' other bad forms (13)
+    const char *needles[15 + 2 * S_BAD_SHAPES + 13] = {
+        "input",   "input",    "input",    "datatype", "datatype", "datatype", "outputs", "outputs",
+        "outputs", "output 1", "output 0", "output 0", "output 0", "output 0", "output 0"};
+    for (size_t k = 0; k < S_BAD_SHAPES; k++) {
+        needles[15 + k] = "input 1";
+        needles[15 + S_BAD_SHAPES + k] = "output 0";
+    }
+    for (size_t k = 0; k < 13; k++)
+        needles[15 + 2 * S_BAD_SHAPES + k] = k < 3 ? "inputs must be" : "input 0";
     for (s_bad_meta = 0; s_bad_meta < (int)(sizeof needles / sizeof needles[0]); s_bad_meta++) {
         msgpack_sbuffer sbuf = packed (pack_bad_meta);
         ck_assert_int_eq (codec_header_decode (&h, sbuf.data, sbuf.size, err, sizeof err), -1);
@@ -329,6 +458,63 @@ START_TEST (test_models_metadata_refused)
         ck_assert_ptr_null (h.models);
         msgpack_sbuffer_destroy (&sbuf);
     }
+}
+END_TEST
+
+//  A models entry whose new keys come twice: "inputs" (a longer list
+//  first), an input's name and shape, an output's shape
+static void pack_meta_twice (msgpack_packer *pk)
+{
+    static const int64_t long_shape[] = {-1, 5, 6, 7}, seq[] = {-1, -1}, row[] = {-1, 3};
+    msgpack_pack_map (pk, 1);
+    pk_str (pk, "models");
+    msgpack_pack_array (pk, 1);
+    msgpack_pack_map (pk, 4);
+    pk_str (pk, "name"), pk_str (pk, "m");
+    pk_str (pk, "inputs"), msgpack_pack_array (pk, 2);
+    pk_input (pk, "first_of_two", "FP32", true, long_shape, 4);
+    pk_input (pk, "second", "FP32", true, long_shape, 4);
+    pk_str (pk, "inputs"), msgpack_pack_array (pk, 1);
+    msgpack_pack_map (pk, 5);
+    pk_str (pk, "name"), pk_str (pk, "a_longer_name");
+    pk_str (pk, "shape"), pk_ints (pk, long_shape, 4);
+    pk_str (pk, "name"), pk_str (pk, "ids");
+    pk_str (pk, "datatype"), pk_str (pk, "INT64");
+    pk_str (pk, "shape"), pk_ints (pk, seq, 2);
+    pk_str (pk, "outputs"), msgpack_pack_array (pk, 1);
+    msgpack_pack_map (pk, 5);
+    pk_str (pk, "name"), pk_str (pk, "logits");
+    pk_str (pk, "datatype"), pk_str (pk, "FP32");
+    pk_str (pk, "shape"), pk_ints (pk, long_shape, 4);
+    pk_str (pk, "width"), msgpack_pack_uint32 (pk, 3);
+    pk_str (pk, "shape"), pk_ints (pk, row, 2);
+}
+
+//  Of a key given twice the last counts, whole: nothing of the first
+//  value is left behind, so that the entry re-encodes to itself
+START_TEST (test_models_metadata_twice)
+{
+    codec_header_t h = {0}, again = {0};
+    msgpack_sbuffer sbuf = packed (pack_meta_twice);
+    ck_assert_int_eq (codec_header_decode (&h, sbuf.data, sbuf.size, err, sizeof err), 0);
+    const codec_model_meta_t *meta = &h.models[0].meta;
+    ck_assert_uint_eq (meta->n_inputs, 1);
+    ck_assert_str_eq (meta->inputs[0].name, "ids");
+    ck_assert_uint_eq (meta->inputs[0].ndim, 2);
+    ck_assert_int_eq (meta->inputs[0].shape[1], -1);
+    ck_assert_int_eq (meta->inputs[0].shape[2], 0);
+    ck_assert_str_eq (meta->inputs[1].name, "");
+    ck_assert_uint_eq (meta->inputs[1].ndim, 0);
+    ck_assert_uint_eq (meta->outputs[0].ndim, 2);
+    ck_assert_int_eq (meta->outputs[0].shape[1], 3);
+    ck_assert_int_eq (meta->outputs[0].shape[2], 0);
+    msgpack_sbuffer *f = encoded (&h);
+    ck_assert_int_eq (codec_header_decode (&again, f->data, f->size, err, sizeof err), 0);
+    ck_assert_mem_eq (&again.models[0].meta, meta, sizeof *meta);
+    msgpack_sbuffer_free (f);
+    msgpack_sbuffer_destroy (&sbuf);
+    codec_header_reset (&h);
+    codec_header_reset (&again);
 }
 END_TEST
 
@@ -815,10 +1001,19 @@ static void set_models (codec_header_t *h, void *at, uint64_t low, uint64_t high
         .width = 4,
         .mapped = UINT64_MAX,
         .queued = UINT32_MAX,
-        .meta = {.input = "x",
-                 .datatype = AMAAS_FP32,
-                 .n_outputs = 2,
-                 .outputs = {{"label", AMAAS_BYTES, 0}, {"p", AMAAS_FP32, UINT32_MAX}}}};
+        .meta = {
+            .input = "x",
+            .datatype = AMAAS_FP32,
+            .n_outputs = 2,
+            .outputs = {{.name = "label", .datatype = AMAAS_BYTES},
+                        {.name = "p",
+                         .datatype = AMAAS_FP32,
+                         .width = UINT32_MAX,
+                         .ndim = 2,
+                         .shape = {-1, CODEC_DIM_MAX}}},
+            .n_inputs = 2,
+            .inputs = {{.name = "input_ids", .datatype = AMAAS_INT64, .ndim = 2, .shape = {-1, -1}},
+                       {.name = "x", .datatype = AMAAS_FP32, .ndim = 1, .shape = {-1}}}}};
     h->models[1] = (codec_model_t){.name = "b"};
 }
 static bool same_models (const codec_header_t *a, const void *a_at, const codec_header_t *b,
@@ -1036,6 +1231,7 @@ int main (void)
     tcase_add_test (tc, test_models_round_trip);
     tcase_add_test (tc, test_models_metadata_round_trip);
     tcase_add_test (tc, test_models_metadata_refused);
+    tcase_add_test (tc, test_models_metadata_twice);
     tcase_add_test (tc, test_header_refused);
     tcase_add_test (tc, test_models_without_version_round_trip);
     tcase_add_test (tc, test_mp_check_bounds);

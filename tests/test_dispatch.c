@@ -503,8 +503,16 @@ static dispatch_worker_t *ready_with_meta (dispatch_t *d, const char *key, const
         snprintf (m->meta.input, sizeof m->meta.input, "%s", input);
         m->meta.datatype = AMAAS_FP64;
         m->meta.n_outputs = 2;
-        m->meta.outputs[0] = (codec_output_t){"probabilities", AMAAS_FP64, 3};
-        m->meta.outputs[1] = (codec_output_t){"label", AMAAS_INT64, 0};
+        m->meta.outputs[0] = (codec_output_t){.name = "probabilities",
+                                              .datatype = AMAAS_FP64,
+                                              .width = 3,
+                                              .ndim = 2,
+                                              .shape = {-1, 3}};
+        m->meta.outputs[1] = (codec_output_t){.name = "label", .datatype = AMAAS_INT64};
+        m->meta.n_inputs = 1;
+        m->meta.inputs[0] =
+            (codec_input_t){.datatype = AMAAS_FP64, .ndim = 2, .shape = {-1, (int64_t)m->width}};
+        snprintf (m->meta.inputs[0].name, sizeof m->meta.inputs[0].name, "%s", input);
     }
     ready.credit = 1;
     size_t refused;
@@ -545,6 +553,11 @@ START_TEST (test_version_metadata)
     ck_assert_str_eq (h.models[0].meta.outputs[1].name, "label");
     ck_assert_int_eq (h.models[0].meta.outputs[1].datatype, AMAAS_INT64);
     ck_assert_uint_eq (h.models[0].meta.outputs[0].width, 3);
+    ck_assert_uint_eq (h.models[0].meta.outputs[0].ndim, 2);
+    ck_assert_int_eq (h.models[0].meta.outputs[0].shape[1], 3);
+    ck_assert_uint_eq (h.models[0].meta.n_inputs, 1);
+    ck_assert_str_eq (h.models[0].meta.inputs[0].name, "features");
+    ck_assert_int_eq (h.models[0].meta.inputs[0].shape[1], 4);
     //  The older worker leaving changes nothing
     dispatch_worker_remove (d, old, failed);
     ck_assert_str_eq (dispatch_model_meta (dispatch_model_find (d, "iris", "1"))->input,

@@ -294,10 +294,11 @@ static const bad_t s_bad[] = {
     {"{\"inputs\": [{\"datatype\": \"FP32\", \"shape\": [1], \"data\": [1]}]}",
      "inputs[0].name must be a string"},
     {"{\"inputs\": [{\"name\": \"\", \"datatype\": \"FP32\", \"shape\": [1], \"data\": [1]}]}",
-     "inputs[0].name must be 1 to 63 bytes"},
+     "inputs[0].name must be 1 to 127 bytes"},
     {"{\"inputs\": [{\"name\": \"0123456789012345678901234567890123456789012345678901234567890123"
+     "0123456789012345678901234567890123456789012345678901234567890123"
      "\", \"datatype\": \"FP32\", \"shape\": [1], \"data\": [1]}]}",
-     "inputs[0].name must be 1 to 63 bytes"},
+     "inputs[0].name must be 1 to 127 bytes"},
     {"{\"inputs\": [" X_INPUT ", " X_INPUT "]}",
      "inputs[1].name 'x' is also the name of inputs[0]"},
     {"{\"inputs\": [{\"name\": \"x\", \"datatype\": \"FP16\", \"shape\": [1], \"data\": [1]}]}",
@@ -680,6 +681,136 @@ START_TEST (test_encode_id_and_error)
 }
 END_TEST
 
+//  Renders a model's metadata and returns it as compact JSON text (to free)
+static char *metadata_text (const amaas_model_info_t *models, size_t first, size_t last,
+                            size_t chosen)
+{
+    json_t *doc = infer_model_metadata (models, first, last, chosen);
+    ck_assert_ptr_nonnull (doc);
+    char *text = json_dumps (doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref (doc);
+    ck_assert_ptr_nonnull (text);
+    return text;
+}
+
+//  KServe model metadata: every input and output of a graph model with its
+//  shape (-1 for the batch and the dimensions a request sets), and the
+//  one input [-1, width] of a model whose workers did not say (older ones)
+START_TEST (test_model_metadata)
+{
+    amaas_model_info_t models[3] = {0};
+    amaas_model_info_t *old = &models[0], *graph = &models[2];
+    snprintf (old->name, sizeof old->name, "bert");
+    snprintf (old->version, sizeof old->version, "1");
+    old->width = 7;
+    old->n_outputs = 1;
+    old->outputs[0] = (amaas_output_info_t){.name = "y", .datatype = AMAAS_FP32, .width = 2};
+    models[1] = (amaas_model_info_t){.name = "bert", .version = "2"};
+    snprintf (graph->name, sizeof graph->name, "bert");
+    snprintf (graph->version, sizeof graph->version, "10");
+    snprintf (graph->input, sizeof graph->input, "input_ids");
+    graph->datatype = AMAAS_INT64;
+    graph->n_inputs = 2;
+    graph->inputs[0] = (amaas_input_info_t){
+        .name = "input_ids", .datatype = AMAAS_INT64, .ndim = 2, .shape = {-1, -1}};
+    graph->inputs[1] = (amaas_input_info_t){
+        .name = "attention_mask", .datatype = AMAAS_INT64, .ndim = 2, .shape = {-1, 128}};
+    graph->n_outputs = 3;
+    graph->outputs[0] = (amaas_output_info_t){
+        .name = "hidden", .datatype = AMAAS_FP32, .ndim = 3, .shape = {-1, -1, 256}};
+    graph->outputs[1] = (amaas_output_info_t){
+        .name = "logits", .datatype = AMAAS_FP32, .width = 2, .ndim = 2, .shape = {-1, 2}};
+    graph->outputs[2] =
+        (amaas_output_info_t){.name = "label", .datatype = AMAAS_INT64, .ndim = 1, .shape = {-1}};
+    char *text = metadata_text (models, 0, 2, 2);
+    ck_assert_str_eq (
+        text, "{\"name\":\"bert\",\"versions\":[\"1\",\"2\",\"10\"],\"platform\":\"amaas\","
+              "\"inputs\":[{\"name\":\"input_ids\",\"datatype\":\"INT64\",\"shape\":[-1,-1]},"
+              "{\"name\":\"attention_mask\",\"datatype\":\"INT64\",\"shape\":[-1,128]}],"
+              "\"outputs\":[{\"name\":\"hidden\",\"datatype\":\"FP32\",\"shape\":[-1,-1,256]},"
+              "{\"name\":\"logits\",\"datatype\":\"FP32\",\"shape\":[-1,2]},"
+              "{\"name\":\"label\",\"datatype\":\"INT64\",\"shape\":[-1]}]}");
+    free (text);
+    //  Version 1 from workers that announced no inputs nor shapes
+    text = metadata_text (models, 0, 0, 0);
+    ck_assert_str_eq (text,
+                      "{\"name\":\"bert\",\"versions\":[\"1\"],\"platform\":\"amaas\","
+                      "\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP64\",\"shape\":[-1,7]}],"
+                      "\"outputs\":[{\"name\":\"y\",\"datatype\":\"FP32\",\"shape\":[-1,2]}]}");
+    free (text);
+    //  Version 2 said nothing at all, not even its outputs
+    text = metadata_text (models, 1, 1, 1);
+    ck_assert_str_eq (text,
+                      "{\"name\":\"bert\",\"versions\":[\"2\"],\"platform\":\"amaas\","
+                      "\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP64\",\"shape\":[-1,-1]}],"
+                      "\"outputs\":[]}");
+    free (text);
+}
+END_TEST
+
+//  A graph model's request: two INT64 inputs of rank 2 and an FP32 one of
+//  rank 3, in JSON and in the binary extension, decode to the tensors
+//  sent, names, shapes and values unchanged (the gateway forwards them)
+START_TEST (test_multi_input_nd)
+{
+    const char *json_body =
+        "{\"inputs\": ["
+        "{\"name\": \"input_ids\", \"datatype\": \"INT64\", \"shape\": [2, 3], "
+        "\"data\": [[101, 7592, 102], [101, -1, 9223372036854775807]]},"
+        "{\"name\": \"attention_mask\", \"datatype\": \"INT64\", \"shape\": [2, 3], "
+        "\"data\": [1, 1, 1, 1, 1, 0]},"
+        "{\"name\": \"pixels\", \"datatype\": \"FP32\", \"shape\": [2, 1, 2], "
+        "\"data\": [[[0.5, 1]], [[-2, 3.25]]]}]}";
+    const int64_t ids[6] = {101, 7592, 102, 101, -1, INT64_MAX}, mask[6] = {1, 1, 1, 1, 1, 0};
+    const float pixels[4] = {0.5f, 1, -2, 3.25f};
+    //  The same as a binary request
+    char binary[1024];
+    int json_len =
+        snprintf (binary, sizeof binary, "%s",
+                  "{\"inputs\": ["
+                  "{\"name\": \"input_ids\", \"datatype\": \"INT64\", \"shape\": [2, 3], "
+                  "\"parameters\": {\"binary_data_size\": 48}},"
+                  "{\"name\": \"attention_mask\", \"datatype\": \"INT64\", \"shape\": [2, 3], "
+                  "\"parameters\": {\"binary_data_size\": 48}},"
+                  "{\"name\": \"pixels\", \"datatype\": \"FP32\", \"shape\": [2, 1, 2], "
+                  "\"parameters\": {\"binary_data_size\": 16}}]}");
+    ck_assert_int_lt (json_len + 112, (int)sizeof binary);
+    memcpy (binary + json_len, ids, 48);
+    memcpy (binary + json_len + 48, mask, 48);
+    memcpy (binary + json_len + 96, pixels, 16);
+    for (int pass = 0; pass < 2; pass++) {
+        infer_request_t req;
+        char why[256] = "";
+        int rc = pass == 0 ? infer_decode_v2 (json_body, strlen (json_body), strlen (json_body),
+                                              MAX_ELEMENTS, &req, why, sizeof why)
+                           : infer_decode_v2 (binary, (size_t)json_len + 112, (size_t)json_len,
+                                              MAX_ELEMENTS, &req, why, sizeof why);
+        ck_assert_msg (rc == 0, "pass %d refused: %s", pass, why);
+        ck_assert_uint_eq (req.n_inputs, 3);
+        const amaas_tensor_t *t = req.inputs;
+        ck_assert_str_eq (t[0].name, "input_ids");
+        ck_assert_str_eq (t[1].name, "attention_mask");
+        ck_assert_str_eq (t[2].name, "pixels");
+        for (int i = 0; i < 2; i++) {
+            ck_assert_int_eq (t[i].datatype, AMAAS_INT64);
+            ck_assert_int_eq (t[i].ndim, 2);
+            ck_assert_int_eq (t[i].shape[0], 2);
+            ck_assert_int_eq (t[i].shape[1], 3);
+            ck_assert_uint_eq (t[i].size, 48);
+        }
+        ck_assert_mem_eq (t[0].data, ids, 48);
+        ck_assert_mem_eq (t[1].data, mask, 48);
+        ck_assert_int_eq (t[2].datatype, AMAAS_FP32);
+        ck_assert_int_eq (t[2].ndim, 3);
+        ck_assert_int_eq (t[2].shape[1], 1);
+        ck_assert_int_eq (t[2].shape[2], 2);
+        ck_assert_uint_eq (t[2].size, 16);
+        ck_assert_mem_eq (t[2].data, pixels, 16);
+        infer_request_free (&req);
+    }
+}
+END_TEST
+
 int main (void)
 {
     Suite *suite = suite_create ("gateway_infer");
@@ -694,6 +825,8 @@ int main (void)
     tcase_add_test (tc, test_predict_encode);
     tcase_add_test (tc, test_encode_values);
     tcase_add_test (tc, test_encode_id_and_error);
+    tcase_add_test (tc, test_model_metadata);
+    tcase_add_test (tc, test_multi_input_nd);
     suite_add_tcase (suite, tc);
     return unit_run (suite);
 }

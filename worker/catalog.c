@@ -32,6 +32,9 @@
 #include "compute.h"
 #include "log.h"
 #include "model.h"
+#if 0 //  LEAD: with s_fill_graph_meta
+#include "graph.h"
+#endif
 
 typedef struct entry_t entry_t;
 struct entry_t {
@@ -447,13 +450,99 @@ static int s_compare_models (const void *a, const void *b)
     return c ? c : strverscmp (x->version, y->version);
 }
 
-//  The metadata of a READY entry, from the model file's header: the loader
-//  checked its names (1..DEFS_TENSOR_NAME_MAX bytes), datatypes and output
-//  count, so what the broker reads back is valid.
-static void s_fill_meta (codec_model_meta_t *meta, const model_t *m)
+#if 0 //  LEAD: enable when branch `graph` lands (model_graph in worker/model.h)
+//  The elements per row of a declared shape (its dimensions after the
+//  batch), as the protocol's `width` says it: 0 for a shape [rows], or
+//  when a dimension is set by the request, or beyond a uint32.
+static uint32_t s_row_width (const int64_t *shape, size_t ndim)
 {
+    if (ndim < 2)
+        return 0;
+    uint64_t width = 1;
+    for (size_t d = 1; d < ndim; d++) {
+        if (shape[d] < 1 || (uint64_t)shape[d] > UINT32_MAX)
+            return 0;
+        width *= (uint64_t)shape[d];
+        if (width > UINT32_MAX)
+            return 0;
+    }
+    return (uint32_t)width;
+}
+
+//  The metadata of a graph model (docs/PROTOCOL.md, READY): every input and
+//  output with its shape; input, datatype and width those of the first
+//  input.  The loader checked the names (1..127 bytes), datatypes, ranks
+//  and dimensions.  The older keys carry names of at most
+//  DEFS_TENSOR_NAME_MAX bytes, so that older peers, which refuse longer
+//  ones, can read them: a longer first input's name leaves `input` out,
+//  a longer output name leaves `outputs` out (inputs says it all).
+static void s_fill_graph_meta (codec_model_t *entry, const graph_t *graph)
+{
+    codec_model_meta_t *meta = &entry->meta;
+    size_t n = graph_input_count (graph);
+    assert (n >= 1 && n <= CODEC_MODEL_INPUTS);
+    meta->n_inputs = (uint32_t)n;
+    for (size_t i = 0; i < n; i++) {
+        const graph_io_t *io = graph_input (graph, i);
+        codec_input_t *in = &meta->inputs[i];
+        assert (io->ndim >= 1 && io->ndim <= CODEC_MODEL_DIMS);
+        snprintf (in->name, sizeof in->name, "%s", io->name);
+        in->datatype = io->datatype;
+        in->ndim = (uint32_t)io->ndim;
+        for (int d = 0; d < io->ndim; d++)
+            in->shape[d] = d == 0 || io->dims[d] < 1 ? -1 : io->dims[d];
+    }
+    if (strlen (meta->inputs[0].name) <= DEFS_TENSOR_NAME_MAX)
+        snprintf (meta->input, sizeof meta->input, "%s", meta->inputs[0].name);
+    meta->datatype = meta->inputs[0].datatype;
+    entry->width = s_row_width (meta->inputs[0].shape, meta->inputs[0].ndim);
+    n = graph_output_count (graph);
+    assert (n >= 1 && n <= CODEC_MODEL_OUTPUTS);
+    meta->n_outputs = (uint32_t)n;
+    for (size_t i = 0; i < n; i++) {
+        const graph_io_t *io = graph_output (graph, i);
+        codec_output_t *out = &meta->outputs[i];
+        assert (io->ndim >= 1 && io->ndim <= CODEC_MODEL_DIMS);
+        if (strlen (io->name) > DEFS_TENSOR_NAME_MAX) {
+            memset (meta->outputs, 0, sizeof meta->outputs);
+            meta->n_outputs = 0;
+            break;
+        }
+        snprintf (out->name, sizeof out->name, "%s", io->name);
+        out->datatype = io->datatype;
+        out->ndim = (uint32_t)io->ndim;
+        for (int d = 0; d < io->ndim; d++)
+            out->shape[d] = d == 0 || io->dims[d] < 1 ? -1 : io->dims[d];
+        out->width = s_row_width (out->shape, out->ndim);
+    }
+}
+#endif
+
+//  The width and metadata of a READY entry, from the model file's header.
+//  A version-1 model has one input [rows, width] of the model's datatype,
+//  and outputs [rows] or [rows, k]; the loader checked its names
+//  (1..DEFS_TENSOR_NAME_MAX bytes), datatypes and output count, so what
+//  the broker reads back is valid.
+static void s_fill_meta (codec_model_t *entry, const model_t *m)
+{
+#if 0 //  LEAD: enable with s_fill_graph_meta above
+    const graph_t *graph = model_graph (m);
+    if (graph) {
+        s_fill_graph_meta (entry, graph);
+        return;
+    }
+#endif
+    codec_model_meta_t *meta = &entry->meta;
+    entry->width = (uint32_t)model_input_width (m);
     snprintf (meta->input, sizeof meta->input, "%s", model_input_name (m));
     meta->datatype = model_dtype (m);
+    meta->n_inputs = 1;
+    codec_input_t *in = &meta->inputs[0];
+    snprintf (in->name, sizeof in->name, "%s", model_input_name (m));
+    in->datatype = meta->datatype;
+    in->ndim = 2;
+    in->shape[0] = -1;
+    in->shape[1] = entry->width;
     size_t n = model_output_count (m);
     assert (n >= 1 && n <= CODEC_MODEL_OUTPUTS);
     meta->n_outputs = (uint32_t)n;
@@ -462,6 +551,9 @@ static void s_fill_meta (codec_model_meta_t *meta, const model_t *m)
         snprintf (out->name, sizeof out->name, "%s", model_output_name (m, i));
         out->datatype = model_output_dtype (m, i);
         out->width = (uint32_t)model_output_width (m, i);
+        out->ndim = out->width ? 2 : 1;
+        out->shape[0] = -1;
+        out->shape[1] = out->width; //  0 past ndim
     }
 }
 
@@ -479,9 +571,8 @@ int catalog_fill_ready (const catalog_t *self, codec_header_t *h)
             const model_t *m = e->run.model;
             snprintf (models[i].name, CODEC_NAME_MAX, "%s", model_name (m));
             snprintf (models[i].version, CODEC_VERSION_MAX, "%s", model_version (m));
-            models[i].width = (uint32_t)model_input_width (m);
             models[i].mapped = model_mapped_bytes (m);
-            s_fill_meta (&models[i].meta, m);
+            s_fill_meta (&models[i], m);
             i++;
         }
     }

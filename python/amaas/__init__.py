@@ -19,7 +19,7 @@ folders; amaas.LibraryNotFound says so when it is not found.
 """
 
 from ._lib import load_library
-from .client import Client, Future, ModelInfo, OutputInfo
+from .client import Client, Future, InputInfo, ModelInfo, OutputInfo
 from .errors import (AmaasError, Cancelled, Code, DeadlineExceeded, Internal, InvalidArgument,
                      LibraryNotFound, NotFound, PermissionDenied, ResourceExhausted,
                      Unauthenticated, Unavailable, Unknown)
@@ -27,6 +27,6 @@ from .errors import (AmaasError, Cancelled, Code, DeadlineExceeded, Internal, In
 __version__ = "0.1.0"
 
 __all__ = ["AmaasError", "Cancelled", "Client", "Code", "DeadlineExceeded", "Future", "Internal",
-           "InvalidArgument", "LibraryNotFound", "ModelInfo", "NotFound", "OutputInfo",
+           "InputInfo", "InvalidArgument", "LibraryNotFound", "ModelInfo", "NotFound", "OutputInfo",
            "PermissionDenied", "ResourceExhausted", "Unauthenticated", "Unavailable", "Unknown",
            "load_library"]

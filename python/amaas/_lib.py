@@ -19,6 +19,7 @@ from .errors import LibraryNotFound
 
 MAX_DIMS = 8  # AMAAS_MAX_DIMS
 MAX_OUTPUTS = 8  # AMAAS_MAX_OUTPUTS
+MAX_INPUTS = 16  # AMAAS_MAX_INPUTS
 MAX_TENSORS = 16  # tensors in one payload (proto/tensors.h CODEC_MAX_TENSORS)
 
 # amaas_dtype_t
@@ -62,7 +63,14 @@ class Options(ctypes.Structure):
 class OutputInfo(ctypes.Structure):
     """amaas_output_info_t"""
     _fields_ = [("name", ctypes.c_char * 64), ("datatype", ctypes.c_int),
-                ("width", ctypes.c_uint32)]
+                ("width", ctypes.c_uint32), ("ndim", ctypes.c_int),
+                ("shape", ctypes.c_int64 * MAX_DIMS)]
+
+
+class InputInfo(ctypes.Structure):
+    """amaas_input_info_t"""
+    _fields_ = [("name", ctypes.c_char * 128), ("datatype", ctypes.c_int),
+                ("ndim", ctypes.c_int), ("shape", ctypes.c_int64 * MAX_DIMS)]
 
 
 class ModelInfo(ctypes.Structure):
@@ -71,7 +79,8 @@ class ModelInfo(ctypes.Structure):
                 ("workers", ctypes.c_uint32), ("width", ctypes.c_uint32),
                 ("mapped", ctypes.c_uint64), ("queued", ctypes.c_uint32),
                 ("input", ctypes.c_char * 64), ("datatype", ctypes.c_int),
-                ("n_outputs", ctypes.c_uint32), ("outputs", OutputInfo * MAX_OUTPUTS)]
+                ("n_outputs", ctypes.c_uint32), ("outputs", OutputInfo * MAX_OUTPUTS),
+                ("n_inputs", ctypes.c_uint32), ("inputs", InputInfo * MAX_INPUTS)]
 
 
 ClientP = ctypes.c_void_p  # amaas_client_t *, opaque

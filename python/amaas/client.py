@@ -51,7 +51,18 @@ _WAIT_SLICE_MS = 200
 
 
 class OutputInfo(NamedTuple):
-    """An output of a model: name, datatype ("INT64"...), shape ((-1,) or (-1, k))."""
+    """An output of a model: name, datatype ("INT64"...), shape: -1 for the
+    batch (shape[0]) and for each dimension the request sets, e.g. (-1,),
+    (-1, k) or a graph model's (-1, -1, 256)."""
+
+    name: str
+    datatype: str
+    shape: Tuple[int, ...]
+
+
+class InputInfo(NamedTuple):
+    """An input of a model: name, datatype ("FP64", "INT64"...), shape as
+    OutputInfo's, e.g. (-1, 4) or a graph model's (-1, -1)."""
 
     name: str
     datatype: str
@@ -62,18 +73,20 @@ class OutputInfo(NamedTuple):
 class ModelInfo:
     """A model (one version of it) the broker can serve, as amaas_models says.
 
-    input, datatype and outputs are empty when the broker does not say
-    (a broker older than these fields)."""
+    input, datatype, inputs and outputs are empty when the broker does not
+    say (a broker older than these fields).  inputs lists every input (a
+    graph model may have several); input and datatype are the first one's."""
 
     name: str
     version: str
     workers: int  # workers that serve this version now
-    width: int  # features per input row
+    width: int  # features per input row (0 when not fixed)
     queued: int  # jobs waiting for this version
-    input: str  # name of its input tensor, e.g. "input"
-    datatype: str  # its datatype, "FP32" or "FP64"
+    input: str  # name of its (first) input tensor, e.g. "input"
+    datatype: str  # that input's datatype, e.g. "FP32", "FP64", "INT64"
     outputs: List[OutputInfo]  # in the model's order
     mapped: int = 0  # bytes of its model file a worker maps
+    inputs: List[InputInfo] = dataclasses.field(default_factory=list)  # in the model's order
 
 
 def _error(err: _lib.Error) -> AmaasError:
@@ -604,13 +617,21 @@ def _output_array(t: _lib.Tensor) -> np.ndarray:
     raise ValueError("unknown datatype %d" % t.datatype)
 
 
+def _shape(t: Union[_lib.InputInfo, _lib.OutputInfo]) -> Tuple[int, ...]:
+    return tuple(t.shape[d] for d in range(max(0, min(t.ndim, _lib.MAX_DIMS))))
+
+
 def _model_info(m: _lib.ModelInfo) -> ModelInfo:
     outputs = []
     for i in range(min(m.n_outputs, _lib.MAX_OUTPUTS)):
         o = m.outputs[i]
         outputs.append(OutputInfo(o.name.decode(), _lib.DTYPE_NAMES.get(o.datatype, ""),
-                                  (-1, o.width) if o.width else (-1,)))
+                                  _shape(o)))
+    inputs = []
+    for i in range(min(m.n_inputs, _lib.MAX_INPUTS)):
+        t = m.inputs[i]
+        inputs.append(InputInfo(t.name.decode(), _lib.DTYPE_NAMES.get(t.datatype, ""), _shape(t)))
     return ModelInfo(name=m.name.decode(), version=m.version.decode(), workers=m.workers,
                      width=m.width, queued=m.queued, input=m.input.decode(),
                      datatype=_lib.DTYPE_NAMES.get(m.datatype, ""), outputs=outputs,
-                     mapped=m.mapped)
+                     mapped=m.mapped, inputs=inputs)

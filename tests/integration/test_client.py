@@ -30,24 +30,29 @@ def test_libamaas():
 
 
 def _declared(model_file):
-    """input, datatype and outputs of a model file's header, as the models
-    list reports them (an output of shape [-1, k] has width k, [-1] 0)."""
+    """input, datatype, inputs and outputs of a model file's header, as the
+    models list reports them (an output of shape [-1, k] has width k, [-1]
+    0; the one input is [-1, width] of the model's datatype)."""
     with open(os.path.join(EXAMPLES, model_file), "rb") as f:
         h = msgpack.unpackb(f.read(), raw=False)
     outputs = [{"name": o["name"], "datatype": o["datatype"],
-                "width": o["shape"][1] if len(o["shape"]) == 2 else 0} for o in h["outputs"]]
+                "width": o["shape"][1] if len(o["shape"]) == 2 else 0, "shape": o["shape"]}
+               for o in h["outputs"]]
+    inputs = [{"name": h["input"]["name"], "datatype": h["datatype"],
+               "shape": [-1, h["input"]["width"]]}]
     return {"input": h["input"]["name"], "datatype": h["datatype"], "outputs": outputs,
-            "width": h["input"]["width"]}
+            "width": h["input"]["width"], "inputs": inputs}
 
 
 def test_models_metadata():
     want = {"iris": _declared("iris.amm"), "linear": _declared("linear.amm")}
     # what the example models declare (examples/train_examples.py)
     assert want["iris"]["outputs"] == [
-        {"name": "probabilities", "datatype": "FP64", "width": 3},
-        {"name": "label", "datatype": "INT64", "width": 0}], want
+        {"name": "probabilities", "datatype": "FP64", "width": 3, "shape": [-1, 3]},
+        {"name": "label", "datatype": "INT64", "width": 0, "shape": [-1]}], want
     assert want["linear"]["outputs"] == [{"name": "predictions", "datatype": "FP64",
-                                          "width": 0}], want
+                                          "width": 0, "shape": [-1]}], want
+    assert want["iris"]["inputs"] == [{"name": "input", "datatype": "FP64", "shape": [-1, 4]}]
     with Cluster(BUILD, EXAMPLES, workers=1) as c:
         r = subprocess.run([os.path.join(BUILD, "amaas"), "--broker", c.frontend, "models",
                             "--json"], capture_output=True, text=True, timeout=30)
@@ -58,5 +63,5 @@ def test_models_metadata():
             from_protocol = client.models()
         for models in (listed, from_protocol):
             for m in models:
-                got = {k: m[k] for k in ("input", "datatype", "outputs", "width")}
+                got = {k: m[k] for k in ("input", "datatype", "outputs", "width", "inputs")}
                 assert got == want[m["name"]], (m, want[m["name"]])

@@ -38,6 +38,7 @@ from harness import Cluster, build_dir, control_json, stopped, wait_for  # noqa:
 from gateway_harness import DOCS_DIR, Gateway  # noqa: E402
 from openapi_check import CheckedSession, Spec  # noqa: E402
 from slow_model import write_mlp  # noqa: E402
+from fake_worker import GRAPH_MODEL, FakeWorker, graph_outputs  # noqa: E402
 
 BUILD = build_dir()
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -382,6 +383,68 @@ def test_binary_round_trip_1000_x_100_fp32(gw, http):
     assert status == 200
     json_len = int({k.lower(): v for k, v in fields.items()}["inference-header-content-length"])
     assert np.array_equal(np.frombuffer(content[json_len:], dtype="<f4").reshape(1000, 100), want)
+
+
+def test_graph_model_metadata_and_multi_input_nd():
+    """A model with a graph model's metadata (two INT64 inputs [batch,
+    sequence], outputs of rank 3, 2 and 1), served by a fake worker on the
+    cluster's broker: its KServe metadata lists every input and output with
+    its shape, and two INT64 [2, 3] inputs, in JSON and binary, reach the
+    worker unchanged (names, datatypes, shapes, values) and its outputs come
+    back (no graph model file needed)."""
+    ids = np.array([[101, 7592, 102], [101, -5, 2 ** 62]], dtype=np.int64)
+    mask = np.array([[1, 1, 1], [1, 1, 0]], dtype=np.int64)
+    want = dict(graph_outputs({"input_ids": ids, "attention_mask": mask}))
+    with Cluster(BUILD, MODELS, workers=0) as c, FakeWorker(c.backend, [GRAPH_MODEL]) as w, \
+            Gateway(c.frontend, TMP) as g, CheckedSession(SPEC, g.url) as http:
+        meta = {"name": "graph", "versions": ["1"], "platform": "amaas",
+                "inputs": [{"name": "input_ids", "datatype": "INT64", "shape": [-1, -1]},
+                           {"name": "attention_mask", "datatype": "INT64", "shape": [-1, -1]}],
+                "outputs": [{"name": "hidden", "datatype": "FP32", "shape": [-1, -1, 4]},
+                            {"name": "logits", "datatype": "FP32", "shape": [-1, 2]},
+                            {"name": "label", "datatype": "INT64", "shape": [-1]}]}
+        for path in ("/v2/models/graph", "/v2/models/graph/versions/1"):
+            r = http.get(path)
+            assert r.status_code == 200 and r.json() == meta, (path, r.text)
+
+        def sent_unchanged():
+            header, inputs = w.jobs[-1]
+            assert header["model"] == "graph", header
+            assert list(inputs) == ["input_ids", "attention_mask"], inputs
+            for name, array in (("input_ids", ids), ("attention_mask", mask)):
+                assert inputs[name].dtype == np.int64 and inputs[name].shape == (2, 3)
+                assert np.array_equal(inputs[name], array), (name, inputs[name])
+
+        # JSON: one input nested, one flat
+        r = http.post("/v2/models/graph/infer", json={"inputs": [
+            {"name": "input_ids", "shape": [2, 3], "datatype": "INT64", "data": ids.tolist()},
+            {"name": "attention_mask", "shape": [2, 3], "datatype": "INT64",
+             "data": mask.ravel().tolist()}]})
+        assert r.status_code == 200, r.text
+        sent_unchanged()
+        got = {o["name"]: o for o in r.json()["outputs"]}
+        assert [o["name"] for o in r.json()["outputs"]] == ["hidden", "logits", "label"]
+        assert got["hidden"]["datatype"] == "FP32" and got["hidden"]["shape"] == [2, 3, 4]
+        assert np.array_equal(np.asarray(got["hidden"]["data"], dtype=np.float32).reshape(2, 3, 4),
+                              want["hidden"])
+        assert got["logits"]["shape"] == [2, 2] and got["label"]["shape"] == [2]
+        assert got["label"]["data"] == want["label"].tolist()
+        # Binary both ways
+        body, n = binary_request([("input_ids", ids, "INT64"), ("attention_mask", mask, "INT64")],
+                                 parameters={"binary_data_output": True})
+        r = http.post("/v2/models/graph/infer", data=body, headers={
+            "Inference-Header-Content-Length": str(n), "Content-Type": "application/octet-stream"})
+        assert r.status_code == 200, r.text[:500]
+        sent_unchanged()
+        outputs = binary_outputs(r)
+        assert outputs["hidden"][0]["shape"] == [2, 3, 4], outputs["hidden"][0]
+        assert np.array_equal(np.frombuffer(outputs["hidden"][1], dtype="<f4").reshape(2, 3, 4),
+                              want["hidden"])
+        assert np.array_equal(np.frombuffer(outputs["logits"][1], dtype="<f4").reshape(2, 2),
+                              want["logits"])
+        assert np.frombuffer(outputs["label"][1], dtype="<i8").tolist() == want["label"].tolist()
+        assert len(w.jobs) == 2, len(w.jobs)
+        g.alive()
 
 
 # -- bad requests -------------------------------------------------------------------

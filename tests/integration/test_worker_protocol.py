@@ -1,18 +1,23 @@
 """Integration: the worker's side of the protocol against a fake broker (a
 pyzmq ROUTER on 127.0.0.1), so that it does not depend on the broker's
 version: READY entries carry `mapped` and the model's metadata (input,
-datatype, outputs with their widths) and READY carries `model_errors`; a
+datatype, outputs with their widths and shapes, inputs with their shapes)
+and READY carries `model_errors`; a
 READY is answered; JOBs resolve by version (none: the highest, by
 strverscmp); a version not served is UNAVAILABLE; CANCEL_JOB answers a
 waiting job CANCELLED and leaves a computing one alone.  Then the broker's
 side of READY, with a fake worker against a real broker: a READY whose
-metadata is malformed (wrong types, 9 outputs, an unknown datatype) is
-answered ERROR INVALID_ARGUMENT and registers nothing, as other malformed
-READYs are; a READY without metadata (an older worker) is served, and
-`amaas models --json` reports it with input "", datatype "" and outputs [].
+metadata is malformed (wrong types, 9 outputs, an unknown datatype, bad
+inputs or shapes) is answered ERROR INVALID_ARGUMENT and registers nothing,
+as other malformed READYs are; a READY without metadata (an older worker)
+is served, and `amaas models --json` reports it with input "", datatype ""
+and inputs and outputs []; one without inputs and shapes gets them from
+input, width and the outputs' widths; a graph model's metadata (two inputs
+[-1, -1], outputs of rank 3) is listed whole, in JSON and in the table.
 Run: ctest -R integration_worker_protocol, or pytest --build-dir BUILD tests/integration/test_worker_protocol.py
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +32,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import pyamaas  # noqa: E402
 import slow_model  # noqa: E402
 
+from fake_worker import GRAPH_MODEL  # noqa: E402
 from harness import Cluster, build_dir  # noqa: E402
 
 BUILD = build_dir()
@@ -104,12 +110,17 @@ def test_versions_cancel_and_ready_answer():
         entries = {(m["name"], m["version"]): m for m in ready["models"]}
         assert set(entries) == {("slow", "1"), ("fast", "1"), ("fast", "10")}, ready
         assert entries[("slow", "1")]["mapped"] == os.path.getsize(os.path.join(d, "slow.amm"))
-        # The model file's header: input name, datatype, outputs [-1, k] -> width k
+        # The model file's header: input name, datatype, outputs [-1, k] -> width k,
+        # and with their shapes: the one input [-1, width], each output's
         slow = entries[("slow", "1")]
         assert slow["input"] == "input" and slow["datatype"] == "FP32", slow
-        assert slow["outputs"] == [{"name": "y", "datatype": "FP32", "width": 16}], slow
+        assert slow["outputs"] == [{"name": "y", "datatype": "FP32", "width": 16,
+                                    "shape": [-1, 16]}], slow
+        assert slow["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 256]}]
         assert entries[("fast", "10")]["outputs"] == [{"name": "y", "datatype": "FP32",
-                                                       "width": 2}], entries
+                                                       "width": 2, "shape": [-1, 2]}], entries
+        assert entries[("fast", "10")]["inputs"] == [{"name": "input", "datatype": "FP32",
+                                                      "shape": [-1, 4]}], entries
         assert ready["model_errors"] == 1, ready
         b.send(READY, {})  # the answer the broker gives
 
@@ -163,6 +174,11 @@ def _output(name="label", datatype="INT64", width=0):
     return {"name": name, "datatype": datatype, "width": width}
 
 
+def _input(name="x", datatype="FP32", shape=(-1, 3)):
+    return {"name": name, "datatype": datatype,
+            "shape": list(shape) if isinstance(shape, tuple) else shape}
+
+
 #  (what is wrong, the metadata keys of a models entry, a word the ERROR names)
 BAD_METADATA = [
     ("input not a str", {"input": 7}, "input"),
@@ -180,6 +196,19 @@ BAD_METADATA = [
     ("output width negative", {"outputs": [_output(width=-1)]}, "output 0"),
     ("output width a float", {"outputs": [_output(width=2.0)]}, "output 0"),
     ("output without width", {"outputs": [{"name": "label", "datatype": "INT64"}]}, "output 0"),
+    ("output shape not starting -1", {"outputs": [dict(_output(), shape=[3])]}, "output 0"),
+    ("output shape of 9 dimensions", {"outputs": [dict(_output(), shape=[-1] * 9)]},
+     "output 0"),
+    ("output shape with a 0", {"outputs": [dict(_output(), shape=[-1, 0])]}, "output 0"),
+    ("inputs not an array", {"inputs": {"name": "x"}}, "inputs"),
+    ("no inputs", {"inputs": []}, "inputs"),
+    ("17 inputs", {"inputs": [_input("i%d" % i) for i in range(17)]}, "inputs"),
+    ("input without shape", {"inputs": [{"name": "x", "datatype": "FP32"}]}, "input 0"),
+    ("input name of 128 bytes", {"inputs": [_input("i" * 128)]}, "input 0"),
+    ("input of unknown datatype", {"inputs": [_input(), _input("y", "FP16")]}, "input 1"),
+    ("input shape a str", {"inputs": [_input(shape="[-1, 4]")]}, "input 0"),
+    ("input dimension over 2^32-1", {"inputs": [_input(shape=[-1, 2 ** 32])]}, "input 0"),
+    ("input dimension -2", {"inputs": [_input(shape=[-1, -2])]}, "input 0"),
 ]
 
 
@@ -225,7 +254,7 @@ def test_broker_refuses_malformed_metadata_serves_older_workers():
             models = c.models()
             assert models == [{"name": "fake", "version": "1", "width": 3, "workers": 1,
                                "mapped": 0, "queued": 0, "input": "", "datatype": "",
-                               "outputs": []}], models
+                               "inputs": [], "outputs": []}], models
             with pyamaas.Client(c.frontend) as client:
                 m, = client.models()
                 assert m["input"] == "" and m["datatype"] == "" and m["outputs"] == [], m
@@ -236,6 +265,34 @@ def test_broker_refuses_malformed_metadata_serves_older_workers():
             assert cmd == READY, (hex(cmd), h)
             m, = c.models()
             assert (m["input"], m["datatype"]) == ("x", "FP32"), m
-            assert m["outputs"] == [{"name": "y", "datatype": "FP32", "width": 2}], m
+            # without inputs and shapes (a worker older than them): libamaas
+            # says what input, width and each output's width mean
+            assert m["outputs"] == [{"name": "y", "datatype": "FP32", "width": 2,
+                                     "shape": [-1, 2]}], m
+            assert m["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}], m
+            # An update with a graph model's metadata: every input and
+            # output with its shape, in JSON and in the table
+            _ready(fake, [GRAPH_MODEL])
+            cmd, h = _answer(fake)
+            assert cmd == READY, (hex(cmd), h)
+            m, = c.models()
+            assert (m["name"], m["input"], m["datatype"], m["width"]) == (
+                "graph", "input_ids", "INT64", 0), m
+            assert m["inputs"] == GRAPH_MODEL["inputs"], m
+            assert m["outputs"] == GRAPH_MODEL["outputs"], m
+            with pyamaas.Client(c.frontend) as client:
+                m, = client.models()
+                assert m["inputs"] == GRAPH_MODEL["inputs"], m
+            r = subprocess.run([os.path.join(BUILD, "amaas"), "--broker", c.frontend, "models"],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r.stderr
+            lines = r.stdout.splitlines()
+            assert re.match(r"^graph\s+1\s+\[-1,-1\]\s+1\s+0\s+0 B$", lines[1]), r.stdout
+            assert [line.split() for line in lines[2:]] == [
+                ["input", "input_ids", "INT64", "[-1,-1]"],
+                ["input", "attention_mask", "INT64", "[-1,-1]"],
+                ["output", "hidden", "FP32", "[-1,-1,4]"],
+                ["output", "logits", "FP32", "[-1,2]"],
+                ["output", "label", "INT64", "[-1]"]], r.stdout
         finally:
             fake.close(0)

@@ -211,10 +211,41 @@ def check_models(endpoint):
     if d.input:
         assert d.input == "features" and d.datatype == "FP32", d
         assert d.outputs == [("y", "FP32", (-1, 2))], d.outputs
-        assert [o.name for o in by[("iris", "1")].outputs] == ["probabilities", "label"]
+        assert d.inputs == [("features", "FP32", (-1, 3))], d.inputs
+        iris = by[("iris", "1")]
+        assert iris.outputs == [("probabilities", "FP64", (-1, 3)), ("label", "INT64", (-1,))]
+        assert iris.inputs == [amaas.InputInfo("input", "FP64", (-1, 4))], iris.inputs
+        assert isinstance(iris.inputs[0], amaas.InputInfo) and iris.inputs[0].shape == (-1, 4)
     else:
-        assert d.datatype == "" and d.outputs == [], d
+        assert d.datatype == "" and d.outputs == [] and d.inputs == [], d
     print(json.dumps([[m.name, m.version, m.input] for m in models]))
+
+
+def check_graph_models(endpoint):
+    """A fake worker serves `graph` (a graph model's metadata: two INT64
+    inputs [-1, -1], outputs of rank 3, 2, 1) and `old` (announced as a
+    worker older than inputs and shapes: input x, width 3, an output of
+    width 2): models() lists every input and output with its shape, and a
+    dict of two INT64 [2, 3] arrays reaches the worker and its outputs come
+    back with their shapes."""
+    with amaas.Client(endpoint, timeout=10) as client:
+        by = {m.name: m for m in client.models()}
+        g, old = by["graph"], by["old"]
+        assert (g.input, g.datatype, g.width) == ("input_ids", "INT64", 0), g
+        assert g.inputs == [("input_ids", "INT64", (-1, -1)),
+                            ("attention_mask", "INT64", (-1, -1))], g.inputs
+        assert g.outputs == [("hidden", "FP32", (-1, -1, 4)), ("logits", "FP32", (-1, 2)),
+                             ("label", "INT64", (-1,))], g.outputs
+        assert old.inputs == [("x", "FP32", (-1, 3))], old.inputs
+        assert old.outputs == [("y", "FP32", (-1, 2))], old.outputs
+        ids = np.array([[101, 7, 102], [101, -5, 2 ** 62]], dtype=np.int64)
+        mask = np.array([[1, 1, 1], [1, 1, 0]], dtype=np.int64)
+        out = client.predict("graph", {"input_ids": ids, "attention_mask": mask})
+        kept = (ids * mask).astype(np.float32)
+        assert out["hidden"].dtype == np.float32 and out["hidden"].shape == (2, 3, 4)
+        assert np.array_equal(out["hidden"], kept[:, :, None] * np.arange(1, 5, dtype=np.float32))
+        assert out["logits"].shape == (2, 2) and out["label"].dtype == np.int64
+    print(json.dumps({"inputs": [list(i) for i in g.inputs]}))
 
 
 def check_errors(endpoint):

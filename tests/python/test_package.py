@@ -2,7 +2,8 @@
 (Debian's python3, --system-site-packages, offline), then run by that venv's
 Python against real clusters (tests/python/checks.py holds the checks):
 predictions in FP64 and FP32 with named inputs, outputs and versions, 5,000
-futures pipelined on one connection, models(), errors as exceptions with
+futures pipelined on one connection, models() (with a graph model's inputs
+and shapes, from a fake worker), errors as exceptions with
 their codes, deadlines, CURVE, and a job sent again after a broker restart.
 Run: ctest -R python_package, or pytest --build-dir BUILD tests/python/test_package.py"""
 import json
@@ -21,6 +22,7 @@ ROOT = os.path.dirname(TESTS)
 sys.path.insert(0, TESTS)
 sys.path.insert(0, HERE)
 import dense32  # noqa: E402
+from fake_worker import GRAPH_MODEL, FakeWorker  # noqa: E402
 from harness import Cluster, build_dir, stopped, wait_for  # noqa: E402
 
 BUILD = build_dir()
@@ -121,6 +123,19 @@ def test_pipeline_5000_futures(venv, cluster):
 
 def test_models(venv, cluster):
     check(venv, "models", cluster.frontend)
+
+
+def test_graph_models(venv):
+    """models() of a graph model's metadata and of an older worker's, and a
+    job of two named INT64 inputs, against a fake worker (no model file)."""
+    old = {"name": "old", "version": "1", "width": 3, "mapped": 0, "input": "x",
+           "datatype": "FP32", "outputs": [{"name": "y", "datatype": "FP32", "width": 2}]}
+    with Cluster(BUILD, models_dir(), workers=0) as c, \
+            FakeWorker(c.backend, [GRAPH_MODEL, old]) as w:
+        out = check(venv, "graph_models", c.frontend)
+        assert out["inputs"][1] == ["attention_mask", "INT64", [-1, -1]], out
+        header, inputs = w.jobs[-1]
+        assert sorted(inputs) == ["attention_mask", "input_ids"], inputs
 
 
 def test_errors(venv, cluster):
