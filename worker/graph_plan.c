@@ -94,6 +94,7 @@ struct graph_ws_t {
     void *arena;
     size_t arena_cap;
     s_plan_t *current; //  graph_prepare's, for graph_execute
+    uint64_t made;     //  plans made
 };
 
 //  The error context of a plan
@@ -1449,6 +1450,7 @@ int graph_prepare (const graph_t *self, graph_ws_t *ws, const int64_t shapes[][G
             return rc;
         }
         ws->plans[ws->n_plans++] = plan;
+        ws->made++;
     }
     if (plan->arena_size > ws->arena_cap) {
         void *arena = NULL;
@@ -1488,4 +1490,17 @@ int graph_execute (const graph_t *self, graph_ws_t *ws, model_output_t *outputs,
         out->size = (size_t)g_numel (&info->shape) * g_dtype_size (self->tensors[t].dtype);
     }
     return 0;
+}
+
+size_t graph_ws_plan_count (const graph_ws_t *ws, const graph_t *self)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < ws->n_plans; i++)
+        count += ws->plans[i]->graph == self && ws->plans[i]->serial == self->serial;
+    return count;
+}
+
+uint64_t graph_ws_plans_made (const graph_ws_t *ws)
+{
+    return ws->made;
 }
