@@ -31,5 +31,6 @@ set_tests_properties(unit_model_trees PROPERTIES TIMEOUT 120)
 # graphs packed from JSON, results against plain loops, refusals
 add_executable(test_graph test_graph.c)
 target_link_libraries(test_graph PRIVATE amaas_model PkgConfig::CHECK PkgConfig::JANSSON m)
+target_compile_definitions(test_graph PRIVATE T_CORPUS="${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/model")
 add_test(NAME unit_graph COMMAND test_graph)
 set_tests_properties(unit_graph PROPERTIES TIMEOUT 120)

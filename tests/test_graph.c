@@ -1090,6 +1090,37 @@ START_TEST (test_plan_errors)
 }
 END_TEST
 
+//  The fuzzer's graph seeds (tests/fuzz/graph_seeds.py) load, plan and run,
+//  as fuzz_model runs them: a batch of 1, named dimensions 2, zeros
+START_TEST (test_fuzz_seeds)
+{
+    const char *names[] = {"graph_mlp", "graph_encoder", "graph_cnn"};
+    for (size_t k = 0; k < 3; k++) {
+        char path[1024], err[512];
+        snprintf (path, sizeof path, "%s/%s.amm", T_CORPUS, names[k]);
+        model_t *m = model_load (path, err, sizeof err);
+        ck_assert_msg (m, "%s", err);
+        const graph_t *graph = model_graph (m);
+        int64_t shapes[GRAPH_MAX_INPUTS][8];
+        const void *in[GRAPH_MAX_INPUTS];
+        static char zeros[4096];
+        for (size_t i = 0; i < graph_input_count (graph); i++) {
+            const graph_io_t *io = graph_input (graph, i);
+            for (int d = 0; d < io->ndim; d++)
+                shapes[i][d] = d == 0 ? 1 : io->dims[d] > 0 ? io->dims[d] : 2;
+            in[i] = zeros;
+        }
+        model_workspace_t *ws = model_workspace_new ();
+        model_output_t out[8];
+        t_ok (m, ws, shapes, in, out);
+        for (size_t o = 0; o < graph_output_count (graph); o++)
+            ck_assert_int_eq (out[o].shape[0], 1);
+        model_workspace_destroy (&ws);
+        model_destroy (&m);
+    }
+}
+END_TEST
+
 Suite *t_suite (void)
 {
     Suite *suite = suite_create ("graph");
@@ -1105,6 +1136,7 @@ Suite *t_suite (void)
     tcase_add_test (tc, test_plan_cache);
     tcase_add_test (tc, test_refusals);
     tcase_add_test (tc, test_plan_errors);
+    tcase_add_test (tc, test_fuzz_seeds);
     suite_add_tcase (suite, tc);
     return suite;
 }
