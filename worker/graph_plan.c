@@ -219,13 +219,14 @@ static int64_t s_count (const g_shape_t *shape)
 //  ---------------------------------------------------------------------------
 //  Running one node (at plan time for static nodes, else by graph_execute)
 
-//  Bytes of tensor t in the plan: its pointer given the arena
+//  Bytes of tensor t in the plan: its pointer given the arena (NULL at
+//  plan time, when only static tensors have bytes: shape reads no bytes)
 static inline void *s_data (const s_plan_t *plan, char *arena, int32_t t)
 {
     const s_tinfo_t *info = &plan->t[t];
     if (info->loc == S_LOC_PTR)
         return (void *)info->ptr;
-    if (info->loc == S_LOC_ARENA)
+    if (info->loc == S_LOC_ARENA && arena)
         return arena + info->offset;
     return NULL;
 }
