@@ -26,3 +26,11 @@ add_executable(test_model_trees test_model_trees.c)
 target_link_libraries(test_model_trees PRIVATE amaas_model PkgConfig::CHECK m)
 add_test(NAME unit_model_trees COMMAND test_model_trees)
 set_tests_properties(unit_model_trees PROPERTIES TIMEOUT 120)
+
+# Unit test of graph models (worker/graph.c, graph_plan.c, graph_ops.c):
+# graphs packed from JSON, results against plain loops, refusals
+add_executable(test_graph test_graph.c)
+target_link_libraries(test_graph PRIVATE amaas_model PkgConfig::CHECK PkgConfig::JANSSON m)
+target_compile_definitions(test_graph PRIVATE T_CORPUS="${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/model")
+add_test(NAME unit_graph COMMAND test_graph)
+set_tests_properties(unit_graph PROPERTIES TIMEOUT 120)

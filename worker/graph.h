@@ -79,4 +79,14 @@ int graph_prepare (const graph_t *self, graph_ws_t *ws, const int64_t shapes[][G
 int graph_execute (const graph_t *self, graph_ws_t *ws, model_output_t *outputs, char *err,
                    size_t err_size);
 
+//  Plans the workspace holds for self, and plans it made in all (for tests
+//  and metrics).  Cannot fail.
+size_t graph_ws_plan_count (const graph_ws_t *ws, const graph_t *self);
+uint64_t graph_ws_plans_made (const graph_ws_t *ws);
+
+//  Sets the most bytes one plan may hold (its arena and static tensors; 0:
+//  unchanged) and returns the previous limit (4 GiB at start).  A plan
+//  beyond it fails with -2.  For the fuzzer and tests; not thread-safe.
+size_t graph_plan_limit (size_t bytes);
+
 #endif

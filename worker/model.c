@@ -35,12 +35,14 @@
 
 #include "amaas_defs.h"
 #include "codec.h"
+#include "graph.h"
 #include "model.h"
 #include "model_family.h"
 #include "utf8.h"
 
 #define S_FORMAT "amaas-model"
 #define S_FORMAT_VERSION 1
+#define S_FORMAT_VERSION_GRAPH 2 //  graph models (graph.c)
 //  The format's limits, shared with amaas-export and the tests (defs/amaas.defs)
 #define S_MAX_WIDTH DEFS_WIDTH_MAX             //  widths are 1 .. 2^24
 #define S_MAX_OPS DEFS_OPS_MAX                 //  operations in one model
@@ -97,12 +99,13 @@ struct model_t {
     size_t allocs_cap;                      //  entries allocated
     void *map;                              //  mapping of the file, or NULL
     size_t map_size;                        //  its size
+    graph_t *graph;                         //  a graph model (format_version 2), else NULL
 };
 
 //  Where the parser is, for error messages
 typedef struct {
     const char *label; //  file name or caller's label
-    char where[160];   //  "op 3 (dense)", "outputs[1]", or "" at top level
+    char where[400];   //  "op 3 (dense)", "outputs[1]", "node 2 (gemm 'fc')", or ""
     char *err;         //  caller's message buffer, may be NULL
     size_t err_size;   //  its size
     size_t ops;        //  ops parsed so far, those in parts included
@@ -492,6 +495,41 @@ int model_parse_bytes (model_parse_t *p, const msgpack_object *map, const char *
     return s_get_array (p, map, key, count, 1, "bytes", (const void **)data);
 }
 
+int model_parse_int64 (model_parse_t *p, const msgpack_object *map, const char *key, size_t count,
+                       const int64_t **data)
+{
+    return s_get_array (p, map, key, count, 8, "INT64", (const void **)data);
+}
+
+int model_parse_bools (model_parse_t *p, const msgpack_object *map, const char *key, size_t count,
+                       const uint8_t **data)
+{
+    if (s_get_array (p, map, key, count, 1, "BOOL", (const void **)data))
+        return -1;
+    for (size_t i = 0; i < count; i++)
+        if ((*data)[i] > 1)
+            return s_fail (p->ctx, "\"%s\"[%zu] is %u, a BOOL is 0 or 1", key, i, (*data)[i]);
+    return 0;
+}
+
+int model_parse_map (model_parse_t *p, const msgpack_object *obj, const char *what)
+{
+    return s_check_map (p->ctx, obj, what);
+}
+
+void model_parse_where (model_parse_t *p, const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    vsnprintf (p->ctx->where, sizeof p->ctx->where, format, args);
+    va_end (args);
+}
+
+const char *model_parse_quote (const char *data, size_t size, char *buf, size_t buf_size)
+{
+    return s_quote (data, size, buf, buf_size);
+}
+
 //  --------------------------------------------------------------------------
 //  Header
 
@@ -580,9 +618,11 @@ static int s_parse_header (s_ctx_t *ctx, model_t *self, const msgpack_object *to
         s_require (ctx, top, "format_version", MSGPACK_OBJECT_POSITIVE_INTEGER);
     if (!version)
         return -1;
-    if (version->via.u64 != S_FORMAT_VERSION)
-        return s_fail (ctx, "format_version %llu is not supported (this worker reads %d)",
-                       (unsigned long long)version->via.u64, S_FORMAT_VERSION);
+    bool graph = version->via.u64 == S_FORMAT_VERSION_GRAPH;
+    if (version->via.u64 != S_FORMAT_VERSION && !graph)
+        return s_fail (ctx, "format_version %llu is not supported (this worker reads %d and %d)",
+                       (unsigned long long)version->via.u64, S_FORMAT_VERSION,
+                       S_FORMAT_VERSION_GRAPH);
 
     if (s_get_name (ctx, top, "name", S_NAME_MAX, NULL, self->name) ||
         s_get_name (ctx, top, "version", S_VERSION_MAX, "+", self->version))
@@ -593,17 +633,24 @@ static int s_parse_header (s_ctx_t *ctx, model_t *self, const msgpack_object *to
         return -1;
     if (codec_mp_str_is (dtype, "FP32"))
         self->dtype = AMAAS_FP32;
-    else if (codec_mp_str_is (dtype, "FP64"))
+    else if (codec_mp_str_is (dtype, "FP64") && !graph)
         self->dtype = AMAAS_FP64;
     else
-        return s_fail (ctx, "datatype \"%s\" is not FP32 or FP64",
-                       s_quote (dtype->via.str.ptr, dtype->via.str.size, quoted, sizeof quoted));
+        return s_fail (ctx, "datatype \"%s\" is not %s",
+                       s_quote (dtype->via.str.ptr, dtype->via.str.size, quoted, sizeof quoted),
+                       graph ? "FP32 (graphs compute in FP32)" : "FP32 or FP64");
 
     const msgpack_object *source = codec_mp_find (top, "source");
     if (source && source->type != MSGPACK_OBJECT_STR)
         return s_fail (ctx, "\"source\" has type %s, expected str",
                        codec_mp_type_name (source->type));
 
+    if (graph) {
+        model_parse_t parse = {ctx, self};
+        self->graph = graph_parse (&parse, top);
+        ctx->where[0] = 0;
+        return self->graph ? 0 : -1;
+    }
     return s_parse_input (ctx, self, top) || s_parse_outputs (ctx, self, top) ? -1 : 0;
 }
 
@@ -1038,7 +1085,8 @@ static model_t *s_parse (const void *data, size_t size, const char *label, char 
         s_fail (&ctx, "out of memory");
         goto err;
     }
-    if (s_parse_header (&ctx, self, &unpacked.data) || s_parse_ops (&ctx, self, &unpacked.data))
+    if (s_parse_header (&ctx, self, &unpacked.data) ||
+        (!self->graph && s_parse_ops (&ctx, self, &unpacked.data)))
         goto err;
     msgpack_unpacked_destroy (&unpacked);
     return self;
@@ -1143,6 +1191,7 @@ void model_destroy (model_t **self_p)
         return;
     model_t *self = *self_p;
     s_free_ops (self->ops, self->n_ops);
+    graph_destroy (&self->graph);
     for (size_t i = 0; i < self->n_allocs; i++)
         free (self->allocs[i]);
     free (self->allocs);
@@ -1167,34 +1216,72 @@ amaas_dtype_t model_dtype (const model_t *self)
     return self->dtype;
 }
 
+//  Product of io's dimensions after the batch when every one is fixed,
+//  else 0.  Cannot fail.
+static size_t s_graph_width (const graph_io_t *io)
+{
+    size_t width = 1;
+    for (int d = 1; d < io->ndim; d++) {
+        if (io->dims[d] < 0)
+            return 0;
+        width *= (size_t)io->dims[d]; //  fixed dims are at most 2^24, the product fits
+    }
+    return width;
+}
+
 size_t model_input_width (const model_t *self)
 {
+    if (self->graph)
+        return s_graph_width (graph_input (self->graph, 0));
     return self->input_width;
 }
 
 const char *model_input_name (const model_t *self)
 {
+    if (self->graph)
+        return graph_input (self->graph, 0)->name;
     return self->input_name;
 }
 
 size_t model_output_count (const model_t *self)
 {
+    if (self->graph)
+        return graph_output_count (self->graph);
     return self->n_outputs;
 }
 
 const char *model_output_name (const model_t *self, size_t index)
 {
-    return index < self->n_outputs ? self->outputs[index].name : NULL;
+    if (index >= model_output_count (self))
+        return NULL;
+    if (self->graph)
+        return graph_output (self->graph, index)->name;
+    return self->outputs[index].name;
 }
 
 amaas_dtype_t model_output_dtype (const model_t *self, size_t index)
 {
-    return index < self->n_outputs ? self->outputs[index].dtype : AMAAS_DTYPE_INVALID;
+    if (index >= model_output_count (self))
+        return AMAAS_DTYPE_INVALID;
+    if (self->graph)
+        return graph_output (self->graph, index)->datatype;
+    return self->outputs[index].dtype;
 }
 
 size_t model_output_width (const model_t *self, size_t index)
 {
-    return index < self->n_outputs ? self->outputs[index].width : 0;
+    if (index >= model_output_count (self))
+        return 0;
+    if (self->graph) {
+        const graph_io_t *output = graph_output (self->graph, index);
+        return output->ndim == 2 ? s_graph_width (output) : 0;
+    }
+    return self->outputs[index].width;
+}
+
+const graph_t *model_graph (const model_t *self)
+{
+    return self->graph;
 }
 
 size_t model_weight_bytes_copied (const model_t *self)

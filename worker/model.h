@@ -24,6 +24,8 @@
 
 typedef struct model_t model_t;
 typedef struct model_workspace_t model_workspace_t;
+typedef struct graph_t graph_t;
+typedef struct graph_ws_t graph_ws_t;
 
 //  One output of a run.  data belongs to the workspace and stays valid until
 //  the next model_run on it.
@@ -125,6 +127,15 @@ struct model_op_t {
     int depth;                       //  0, or 1 + the depth of the columns op it is in
 };
 
+//  The graph of a graph model (format_version 2, graph.h), NULL for a
+//  model of ops.  A graph model has no ops; its input is its graph's input
+//  0 (model_input_width: the product of its dimensions after the batch
+//  when all are fixed, else 0), its outputs its graph's (model_output_width:
+//  the second dimension of a fixed [batch, k] output, else 0).  It runs
+//  through graph_prepare and graph_execute, on model_workspace_graph's
+//  workspace; model_run, model_input and model_run_input refuse it.
+const graph_t *model_graph (const model_t *self);
+
 //  Number of operations, and operation `index` (NULL when index is out of
 //  range).  Cannot fail otherwise.
 size_t model_op_count (const model_t *self);
@@ -137,6 +148,10 @@ void model_workspace_destroy (model_workspace_t **self_p);
 
 //  Bytes the workspace holds in its buffers.  Cannot fail.
 size_t model_workspace_size (const model_workspace_t *self);
+
+//  The workspace's graph workspace, created on the first call.  NULL on
+//  out-of-memory.  Freed with the workspace.
+graph_ws_t *model_workspace_graph (model_workspace_t *ws);
 
 //  Run the model on `rows` rows of input, each model_input_width values of
 //  type in_dtype (FP32, FP64, INT32 or INT64; converted to the model's

@@ -94,6 +94,27 @@ int model_parse_uint32 (model_parse_t *p, const msgpack_object *map, const char 
 int model_parse_bytes (model_parse_t *p, const msgpack_object *map, const char *key, size_t count,
                        const uint8_t **data);
 
+//  The same for graphs (graph.c): a bin of `count` INT64 (8 bytes LE), or of
+//  `count` BOOL (1 byte each, 0 or 1), 64-byte aligned in place when
+//  aligned, else copied.
+int model_parse_int64 (model_parse_t *p, const msgpack_object *map, const char *key, size_t count,
+                       const int64_t **data);
+int model_parse_bools (model_parse_t *p, const msgpack_object *map, const char *key, size_t count,
+                       const uint8_t **data);
+
+//  Checks that obj is a map as the format wants them (str keys, at most 64,
+//  none twice but "pad"); what names it in the message.
+int model_parse_map (model_parse_t *p, const msgpack_object *obj, const char *what);
+
+//  Sets where the next messages say they are ("node 3 (gemm 'fc1')"; ""
+//  for the top level).
+void model_parse_where (model_parse_t *p, const char *format, ...)
+    __attribute__ ((format (printf, 2, 3)));
+
+//  Quotes untrusted bytes for a message (at most 40, others as \xNN).
+//  Returns buf.
+const char *model_parse_quote (const char *data, size_t size, char *buf, size_t buf_size);
+
 //  Allocates `size` bytes (zeroed, 64-byte aligned) that the model frees
 //  with itself; for an op's derived arrays.  NULL after a message on
 //  out-of-memory or a size of 0.

@@ -24,6 +24,7 @@
 
 #include <blis.h>
 
+#include "graph.h"
 #include "model.h"
 #include "model_family.h"
 
@@ -42,6 +43,7 @@ struct model_workspace_t {
     s_buffer_t labels;                    //  argmax labels (INT64 or BYTES)
     s_buffer_t part[S_MAX_NESTING][2];    //  a columns op's part at each depth, ping-pong
     s_buffer_t scratch;                   //  a family op's scratch
+    graph_ws_t *graph;                    //  graph models' plans and buffers, or NULL
 };
 
 static pthread_once_t s_blis_once = PTHREAD_ONCE_INIT;
@@ -90,6 +92,7 @@ void model_workspace_destroy (model_workspace_t **self_p)
         for (size_t k = 0; k < 2; k++)
             free (self->part[d][k].data);
     free (self->scratch.data);
+    graph_ws_destroy (&self->graph);
     free (self);
     *self_p = NULL;
 }
@@ -102,7 +105,16 @@ size_t model_workspace_size (const model_workspace_t *self)
         total += self->part[d][0].capacity + self->part[d][1].capacity;
     for (size_t i = 0; i < MODEL_MAX_OUTPUTS; i++)
         total += self->output[i].capacity;
+    if (self->graph)
+        total += graph_ws_size (self->graph);
     return total;
+}
+
+graph_ws_t *model_workspace_graph (model_workspace_t *ws)
+{
+    if (!ws->graph)
+        ws->graph = graph_ws_new ();
+    return ws->graph;
 }
 
 //  --------------------------------------------------------------------------
@@ -327,6 +339,10 @@ static int s_check_batch (const model_t *self, amaas_dtype_t in_dtype, size_t ro
 void *model_input (const model_t *self, model_workspace_t *ws, size_t rows, char *err,
                    size_t err_size)
 {
+    if (model_graph (self)) {
+        s_fail (err, err_size, "model %s is a graph model", model_name (self));
+        return NULL;
+    }
     if (s_check_batch (self, AMAAS_DTYPE_INVALID, rows, err, err_size))
         return NULL;
     size_t elem = model_dtype (self) == AMAAS_FP64 ? 8 : 4;
@@ -360,6 +376,8 @@ int model_run (const model_t *self, model_workspace_t *ws, amaas_dtype_t in_dtyp
     if (!self || !ws || !outputs)
         return s_fail (err, err_size, "%s: model_run called without a model, workspace or outputs",
                        name);
+    if (model_graph (self))
+        return s_fail (err, err_size, "model %s is a graph model", name);
     if (!in_data)
         return s_fail (err, err_size, "%s: no input data", name);
     if (s_check_batch (self, in_dtype, rows, err, err_size))
@@ -536,6 +554,8 @@ static int s_run_op (const model_t *self, model_workspace_t *ws, const model_op_
 int model_run_input (const model_t *self, model_workspace_t *ws, size_t rows,
                      model_output_t *outputs, char *err, size_t err_size)
 {
+    if (model_graph (self))
+        return s_fail (err, err_size, "model %s is a graph model", model_name (self));
     if (s_check_batch (self, AMAAS_DTYPE_INVALID, rows, err, err_size))
         return -1;
     s_state_t state = {ws->tensor, 0, NULL, 0}; //  the input is in tensor buffer 0
