@@ -371,7 +371,7 @@ START_TEST (test_check_refusals)
         batch_check_job (t_job_tensors (&s_iris_run, 5, &t, 1), 1000, 0, &m, err, sizeof err),
         AMAAS_OK);
     ck_assert_uint_eq (m.rows, 2);
-    ck_assert_int_eq (m.input.datatype, AMAAS_INT32);
+    ck_assert_int_eq (m.inputs[0].datatype, AMAAS_INT32);
     //  Too many elements for the worker's limit, two tensors, no tensor
     ck_assert_int_eq (t_check (t_job_tensors (&s_iris_run, 6, &t, 1), 7, err),
                       AMAAS_INVALID_ARGUMENT);
@@ -517,7 +517,7 @@ START_TEST (test_batch_equals_jobs_alone)
     ck_assert_ptr_nonnull (input);
     for (size_t i = 0; i < 3; i++) {
         const batch_member_t *m = batch_member (batch, i);
-        ck_assert_int_eq (model_convert (s_iris, m->input.datatype, m->input.data, m->rows,
+        ck_assert_int_eq (model_convert (s_iris, m->inputs[0].datatype, m->inputs[0].data, m->rows,
                                          input + m->first_row * 4 * sizeof (double)),
                           0);
     }
@@ -531,7 +531,8 @@ START_TEST (test_batch_equals_jobs_alone)
         const batch_member_t *m = batch_member (batch, i);
         model_output_t own[MODEL_MAX_OUTPUTS];
         ck_assert_int_eq (
-            model_run (s_iris, alone, AMAAS_FP64, m->input.data, m->rows, own, err, sizeof err), 0);
+            model_run (s_iris, alone, AMAAS_FP64, m->inputs[0].data, m->rows, own, err, sizeof err),
+            0);
         codec_tensor_t t[CODEC_MAX_TENSORS];
         ck_assert_int_eq (t_result (jobs[i], t), 2);
         for (int k = 0; k < 2; k++) {
@@ -543,6 +544,124 @@ START_TEST (test_batch_equals_jobs_alone)
     model_workspace_destroy (&alone);
     model_workspace_destroy (&ws);
     batch_destroy (&batch);
+}
+END_TEST
+
+//  A job of graph_encoder.amm (input ids INT64 [batch, seq], a table of 6
+//  tokens) of `rows` sequences of length len, ids (token + i) % 6, in the
+//  datatype given (INT64 or INT32, or FP32 to be refused)
+static int64_t s_ids[T_MAX_JOBS][64];
+
+static batch_job_t *t_ids_job (const batch_model_t *serving, uint64_t token, size_t rows,
+                               size_t len, amaas_dtype_t dtype, int64_t bad)
+{
+    ck_assert_uint_le (rows * len, 64);
+    int64_t *ids = s_ids[s_n_jobs];
+    int32_t *ids32 = (int32_t *)ids;
+    for (size_t i = 0; i < rows * len; i++) {
+        int64_t v = i == rows * len - 1 && bad ? bad : (int64_t)((token + i) % 6);
+        if (dtype == AMAAS_INT64)
+            ids[i] = v;
+        else
+            ids32[i] = (int32_t)v;
+    }
+    codec_tensor_t t = {.name = "tokens",
+                        .name_len = 6,
+                        .datatype = dtype,
+                        .ndim = 2,
+                        .shape = {(int64_t)rows, (int64_t)len},
+                        .elements = rows * len,
+                        .data = ids,
+                        .size = rows * len * (dtype == AMAAS_INT64 ? 8 : 4)};
+    return t_job_tensors (serving, token, &t, 1);
+}
+
+//  Jobs of a graph batch together only at one sequence length: the others
+//  keep their places, and the oldest of them leads the next batch
+START_TEST (test_graph_jobs_batch_by_length)
+{
+    model_t *encoder = t_load ("graph_encoder.amm");
+    batch_model_t run = {.model = encoder, .max_batch = 256};
+    list_t waiting, answered;
+    list_init (&waiting);
+    list_init (&answered);
+    list_append (&waiting, &t_ids_job (&run, 1, 1, 3, AMAAS_INT64, 0)->node);
+    list_append (&waiting, &t_ids_job (&run, 2, 2, 5, AMAAS_INT64, 0)->node);
+    list_append (&waiting, &t_ids_job (&run, 3, 2, 3, AMAAS_INT32, 0)->node);
+    list_append (&waiting, &t_ids_job (&run, 4, 1, 5, AMAAS_INT64, 0)->node);
+    list_append (&waiting, &t_job (&s_iris_run, 5, 1)->node);
+    list_append (&waiting, &t_ids_job (&run, 6, 3, 3, AMAAS_INT64, 0)->node);
+    batch_t *batch = batch_new (BATCH_MAX_JOBS, 1000);
+    ck_assert_ptr_nonnull (batch);
+
+    batch_begin (batch, batch_queue_first (&waiting)->serving, 1000);
+    batch_gather (batch, &waiting, 1000, &answered);
+    ck_assert_str_eq (t_members (batch), "1@0,3@1,6@3");
+    ck_assert_uint_eq (batch_rows (batch), 6);
+    ck_assert_uint_eq (batch_member (batch, 1)->n_inputs, 1);
+    ck_assert_int_eq (batch_member (batch, 1)->inputs[0].shape[1], 3);
+    ck_assert_str_eq (t_tokens (&waiting), "2,4,5");
+    ck_assert (list_empty (&answered));
+
+    batch_begin (batch, batch_queue_first (&waiting)->serving, 2000);
+    batch_gather (batch, &waiting, 2000, &answered);
+    ck_assert_str_eq (t_members (batch), "2@0,4@2");
+    ck_assert_str_eq (t_tokens (&waiting), "5");
+    ck_assert (batch_same_shape (batch_member (batch, 0), batch_member (batch, 1)));
+    batch_destroy (&batch);
+    model_destroy (&encoder);
+}
+END_TEST
+
+//  Each input of a graph job checked, with a message that says what fits
+START_TEST (test_graph_check_refusals)
+{
+    model_t *encoder = t_load ("graph_encoder.amm");
+    batch_model_t run = {.model = encoder, .max_batch = 256};
+    batch_member_t m;
+    char err[CODEC_MESSAGE_MAX];
+    //  Any name for a graph of one input; INT32 ids convert
+    batch_job_t *job = t_ids_job (&run, 1, 2, 4, AMAAS_INT32, 0);
+    ck_assert_int_eq (batch_check_job (job, 1000, 0, &m, err, sizeof err), AMAAS_OK);
+    ck_assert_uint_eq (m.rows, 2);
+    //  An id outside the table of 6 tokens, either way
+    job = t_ids_job (&run, 2, 2, 4, AMAAS_INT64, 6);
+    ck_assert_int_eq (batch_check_job (job, 1000, 0, &m, err, sizeof err), AMAAS_INVALID_ARGUMENT);
+    ck_assert_msg (strstr (err, "holds 6") && strstr (err, "[-6, 6)"), "%s", err);
+    job = t_ids_job (&run, 3, 1, 2, AMAAS_INT32, -7);
+    ck_assert_int_eq (batch_check_job (job, 1000, 0, &m, err, sizeof err), AMAAS_INVALID_ARGUMENT);
+    ck_assert_msg (strstr (err, "holds -7"), "%s", err);
+    job = t_ids_job (&run, 4, 1, 2, AMAAS_INT64, -6); //  from the end: fine
+    ck_assert_int_eq (batch_check_job (job, 1000, 0, &m, err, sizeof err), AMAAS_OK);
+    //  A float tensor, a wrong rank, two tensors
+    float f[4] = {0};
+    codec_tensor_t t[2] = {{.name = "ids",
+                            .name_len = 3,
+                            .datatype = AMAAS_FP32,
+                            .ndim = 2,
+                            .shape = {1, 4},
+                            .elements = 4,
+                            .data = f,
+                            .size = sizeof f},
+                           {.name = "ids",
+                            .name_len = 3,
+                            .datatype = AMAAS_INT64,
+                            .ndim = 3,
+                            .shape = {1, 2, 1},
+                            .elements = 2,
+                            .data = s_ids[0],
+                            .size = 16}};
+    job = t_job_tensors (&run, 5, &t[0], 1);
+    ck_assert_int_eq (batch_check_job (job, 1000, 0, &m, err, sizeof err), AMAAS_INVALID_ARGUMENT);
+    ck_assert_msg (strstr (err, "datatype FP32") && strstr (err, "INT64 or INT32"), "%s", err);
+    job = t_job_tensors (&run, 6, &t[1], 1);
+    ck_assert_int_eq (batch_check_job (job, 1000, 0, &m, err, sizeof err), AMAAS_INVALID_ARGUMENT);
+    ck_assert_msg (strstr (err, "shape [1, 2, 1]") && strstr (err, "expects [batch, seq]"), "%s",
+                   err);
+    job = t_job_tensors (&run, 7, t, 2);
+    ck_assert_int_eq (batch_check_job (job, 1000, 0, &m, err, sizeof err), AMAAS_INVALID_ARGUMENT);
+    ck_assert_msg (strstr (err, "takes 1 input tensor ('ids'), got 2"), "%s", err);
+    model_destroy (&encoder);
 }
 END_TEST
 
@@ -559,6 +678,8 @@ int main (void)
     tcase_add_test (tc, test_check_refusals);
     tcase_add_test (tc, test_member_outputs_selection);
     tcase_add_test (tc, test_batch_equals_jobs_alone);
+    tcase_add_test (tc, test_graph_jobs_batch_by_length);
+    tcase_add_test (tc, test_graph_check_refusals);
     suite_add_tcase (s, tc);
     return unit_run (s);
 }

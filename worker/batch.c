@@ -68,8 +68,8 @@ static const char *s_shape (const codec_tensor_t *t, char *buf, size_t size)
 //  A version-1 model's one input: [rows >= 1, width] of a datatype it
 //  converts.  Fills member's inputs and rows.
 static amaas_code_t s_check_input (batch_job_t *job, const model_t *model,
-                                   const codec_tensor_t *inputs, size_t n,
-                                   batch_member_t *member, char *err, size_t err_size)
+                                   const codec_tensor_t *inputs, size_t n, batch_member_t *member,
+                                   char *err, size_t err_size)
 {
     if (n != 1) {
         snprintf (err, err_size, "model '%s' takes 1 input tensor, got %zu", job->model, n);
@@ -79,8 +79,10 @@ static amaas_code_t s_check_input (batch_job_t *job, const model_t *model,
     size_t width = model_input_width (model);
     if (in->ndim != 2 || in->shape[1] != (int64_t)width || in->shape[0] < 1) {
         char shape[128];
-        snprintf (err, err_size, "input '%.*s' has shape %s; model '%s' expects [rows, %zu] with rows >= 1",
-                  (int)in->name_len, in->name, s_shape (in, shape, sizeof shape), job->model, width);
+        snprintf (err, err_size,
+                  "input '%.*s' has shape %s; model '%s' expects [rows, %zu] with rows >= 1",
+                  (int)in->name_len, in->name, s_shape (in, shape, sizeof shape), job->model,
+                  width);
         return AMAAS_INVALID_ARGUMENT;
     }
     if (in->datatype != AMAAS_FP32 && in->datatype != AMAAS_FP64 && in->datatype != AMAAS_INT32 &&
@@ -182,9 +184,9 @@ static amaas_code_t s_check_graph_inputs (batch_job_t *job, const graph_t *graph
             return AMAAS_INVALID_ARGUMENT;
         }
         bool converts = io->datatype == AMAAS_INT64
-                          ? t->datatype == AMAAS_INT64 || t->datatype == AMAAS_INT32
-                          : t->datatype == AMAAS_FP32 || t->datatype == AMAAS_FP64 ||
-                                t->datatype == AMAAS_INT32 || t->datatype == AMAAS_INT64;
+                            ? t->datatype == AMAAS_INT64 || t->datatype == AMAAS_INT32
+                            : t->datatype == AMAAS_FP32 || t->datatype == AMAAS_FP64 ||
+                                  t->datatype == AMAAS_INT32 || t->datatype == AMAAS_INT64;
         if (!converts) {
             snprintf (err, err_size, "input '%s' has datatype %s; model '%s' takes %s", io->name,
                       amaas_dtype_name (t->datatype), job->model,
@@ -200,7 +202,8 @@ static amaas_code_t s_check_graph_inputs (batch_job_t *job, const graph_t *graph
             for (size_t k = 0; k < i; k++) {
                 const graph_io_t *other = graph_input (graph, k);
                 for (int e = 0; e < other->ndim; e++)
-                    if (other->dims[e] <= 0 && strcmp (other->dim_names[e], io->dim_names[d]) == 0 &&
+                    if (other->dims[e] <= 0 &&
+                        strcmp (other->dim_names[e], io->dim_names[d]) == 0 &&
                         named[k][e] != t->shape[d]) {
                         snprintf (err, err_size,
                                   "input '%s' has %s = %" PRId64 " but input '%s' has %s = %" PRId64
@@ -249,10 +252,9 @@ amaas_code_t batch_check_job (batch_job_t *job, uint64_t max_elements, uint64_t 
         return AMAAS_INVALID_ARGUMENT;
     }
     const graph_t *graph = model_graph (model);
-    amaas_code_t code = graph ? s_check_graph_inputs (job, graph, inputs, (size_t)n, member, err,
-                                                      err_size)
-                              : s_check_input (job, model, inputs, (size_t)n, member, err,
-                                               err_size);
+    amaas_code_t code =
+        graph ? s_check_graph_inputs (job, graph, inputs, (size_t)n, member, err, err_size)
+              : s_check_input (job, model, inputs, (size_t)n, member, err, err_size);
     if (code != AMAAS_OK)
         return code;
     size_t n_outputs = model_output_count (model);

@@ -32,9 +32,7 @@
 #include "compute.h"
 #include "log.h"
 #include "model.h"
-#if 0 //  LEAD: with s_fill_graph_meta
 #include "graph.h"
-#endif
 
 typedef struct entry_t entry_t;
 struct entry_t {
@@ -450,7 +448,6 @@ static int s_compare_models (const void *a, const void *b)
     return c ? c : strverscmp (x->version, y->version);
 }
 
-#if 0 //  LEAD: enable when branch `graph` lands (model_graph in worker/model.h)
 //  The elements per row of a declared shape (its dimensions after the
 //  batch), as the protocol's `width` says it: 0 for a shape [rows], or
 //  when a dimension is set by the request, or beyond a uint32.
@@ -516,7 +513,6 @@ static void s_fill_graph_meta (codec_model_t *entry, const graph_t *graph)
         out->width = s_row_width (out->shape, out->ndim);
     }
 }
-#endif
 
 //  The width and metadata of a READY entry, from the model file's header.
 //  A version-1 model has one input [rows, width] of the model's datatype,
@@ -525,13 +521,11 @@ static void s_fill_graph_meta (codec_model_t *entry, const graph_t *graph)
 //  the broker reads back is valid.
 static void s_fill_meta (codec_model_t *entry, const model_t *m)
 {
-#if 0 //  LEAD: enable with s_fill_graph_meta above
     const graph_t *graph = model_graph (m);
     if (graph) {
         s_fill_graph_meta (entry, graph);
         return;
     }
-#endif
     codec_model_meta_t *meta = &entry->meta;
     entry->width = (uint32_t)model_input_width (m);
     snprintf (meta->input, sizeof meta->input, "%s", model_input_name (m));

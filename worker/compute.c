@@ -304,8 +304,7 @@ static void s_run_batch (runner_t *self)
         rc = s_run_graph (self, graph, rows, outs, err, sizeof err);
     else {
         void *input = model_input (model, self->ws, rows, err, sizeof err);
-        size_t row_bytes =
-            model_input_width (model) * (model_dtype (model) == AMAAS_FP64 ? 8 : 4);
+        size_t row_bytes = model_input_width (model) * (model_dtype (model) == AMAAS_FP64 ? 8 : 4);
         if (input) {
             for (size_t i = 0; i < n; i++) {
                 const batch_member_t *m = batch_member (batch, i);

@@ -30,12 +30,12 @@ typedef struct graph_ws_t graph_ws_t;
 //  One output of a run.  data belongs to the workspace and stays valid until
 //  the next model_run on it.
 typedef struct {
-    const char *name;       //  output name from the model file
-    amaas_dtype_t datatype; //  FP32, FP64, INT64 or BYTES (string labels)
+    const char *name;              //  output name from the model file
+    amaas_dtype_t datatype;        //  FP32, FP64, INT64 or BYTES (string labels)
     int ndim;                      //  1 ([rows]) .. AMAAS_MAX_DIMS
     int64_t shape[AMAAS_MAX_DIMS]; //  shape[0] == rows
-    const void *data;       //  row-major values (BYTES: 4-byte LE length + bytes each)
-    size_t size;            //  bytes at data
+    const void *data;              //  row-major values (BYTES: 4-byte LE length + bytes each)
+    size_t size;                   //  bytes at data
 } model_output_t;
 
 //  Load and check a model file.  On error, NULL is returned and err holds a

@@ -100,7 +100,7 @@ def test_encoder_lengths_batched_and_pipelined(served):
             ids, mask = zoo_onnx.encoder_inputs(len(lens), lens, VOCAB, seed=i)
             jobs.append((c.send("encoder", {"input_ids": ids, "attention_mask": mask}), ids, mask))
         for job, ids, mask in jobs:
-            out = c.recv(job)
+            out, _ = c.recv(job)
             hidden, logits, label = torch_outputs(nets["encoder"], ids, mask)
             close(out["hidden"], hidden)
             close(out["logits"], logits)
