@@ -12,7 +12,8 @@ the .amm declares), generated as bench/torch_compute.py and model_compute do
 below the bound, masks all 1), 16 different requests cycled.  The header asks
 for --outputs only (e.g. logits: the worker then computes every output but
 encodes and sends only those).  Closed loop: keeps C jobs in flight for
---duration seconds after --warmup, for each C of the sweep.  It speaks the
+--duration seconds after --warmup, for each C of the sweep; the jobs
+answered within those seconds count.  It speaks the
 protocol with tests/pyamaas.py (the C library and the Python package cannot
 ask for some outputs only).  Prints one JSON array, one object per level:
 {"concurrency", "rows", "jobs", "ok", "errors": {CODE: n}, "jobs_per_s",
@@ -44,8 +45,11 @@ def percentile(sorted_values, p):
 
 
 def run_level(client, args, requests, concurrency, state):
-    """One level: (measured answers) after the warm-up; a list of
-    (sent_at, answered_at, header) of the jobs sent in the measured window."""
+    """One level: a list of (sent_at, answered_at, header) of the jobs
+    answered in the measured window (after the warm-up).  Jobs are counted
+    when they are answered, not when they are sent: a batch of long jobs
+    (hundreds of milliseconds) sent during the warm-up and answered in the
+    window counts, so that a short window still sees the steady state."""
     start = time.monotonic()
     measure_from = start + args.warmup
     end = measure_from + args.duration
@@ -72,8 +76,9 @@ def run_level(client, args, requests, concurrency, state):
             continue  # an answer to no job of ours (a late duplicate)
         if header.get("code", pyamaas.OK) == pyamaas.OK and frames[1][0] != pyamaas.REPLY:
             header["code"] = pyamaas.UNKNOWN
-        if measure_from <= t < end:
-            done.append((t, time.monotonic(), header))
+        answered = time.monotonic()
+        if measure_from <= answered < end:
+            done.append((t, answered, header))
     return done
 
 
