@@ -49,46 +49,6 @@
 //  --------------------------------------------------------------------------
 //  Element functions, in double, branch-free (selects only)
 
-//  exp (v): vmath_exp_d's method with a degree 11 polynomial (truncation
-//  below 1e-14, ample for a float result); 0 below -700, +inf above the
-//  largest double, NaN stays NaN.
-static inline double s_exp (double v)
-{
-    const double log2e = 1.4426950408889634074;
-    const double ln2_hi = 6.93147180369123816490e-01;
-    const double ln2_lo = 1.90821492927058770002e-10;
-    const double shifter = 0x1.8p52;
-    uint64_t shifter_bits;
-    memcpy (&shifter_bits, &shifter, sizeof shifter_bits);
-    double c = v < -700.0 ? -700.0 : v;
-    c = c > 709.9 ? 709.9 : c;
-    double t = c * log2e + shifter;
-    double k = t - shifter;
-    double r = c - k * ln2_hi;
-    r = r - k * ln2_lo;
-    double p = 1.0 / 39916800.0; //  1/11!
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    uint64_t bits;
-    memcpy (&bits, &t, sizeof bits);
-    uint64_t scale_bits = (bits - shifter_bits + 1022) << 52;
-    double scale;
-    memcpy (&scale, &scale_bits, sizeof scale);
-    double y = p * scale * 2.0;
-    y = v < -700.0 ? 0.0 : y;
-    y = v > 709.782712893384 ? INFINITY : y;
-    return v != v ? v : y;
-}
-
 //  erf (a) for 0 <= a <= 1: a P (a^2), P a least-squares Chebyshev fit of
 //  erf (a) / a in u = 2 a^2 - 1 (relative error below 1e-12)
 static inline double s_erf_small (double a)
@@ -130,7 +90,7 @@ static inline double s_erfc (double a)
     p = p * u + 0.016716057923314615;
     p = p * u + 0.57460997461632746;
     p = p * u - 0.56315678559576443;
-    double r = t * s_exp (p - c * c);
+    double r = t * vmath_exp1 (p - c * c);
     return a > 10.5 ? 0.0 : r;
 }
 
@@ -147,7 +107,7 @@ static inline float s_erf (float x, float alpha)
 static inline float s_exp_f (float x, float alpha)
 {
     (void)alpha;
-    return (float)s_exp ((double)x);
+    return (float)vmath_exp1 ((double)x);
 }
 
 static inline float s_sqrt (float x, float alpha)
@@ -194,7 +154,7 @@ static inline float s_tanh (float x, float alpha)
     (void)alpha;
     double a = fabs ((double)x);
     a = a > 20.0 ? 20.0 : a;
-    double e = s_exp (-2.0 * a);
+    double e = vmath_exp1 (-2.0 * a);
     double t = (1.0 - e) / (1.0 + e);
     t = a < 1e-4 ? a - a * a * a / 3.0 : t;
     return (float)copysign (t, (double)x);
@@ -204,7 +164,7 @@ static inline float s_tanh (float x, float alpha)
 static inline float s_sigmoid (float x, float alpha)
 {
     (void)alpha;
-    return (float)(1.0 / (1.0 + s_exp (-(double)x)));
+    return (float)(1.0 / (1.0 + vmath_exp1 (-(double)x)));
 }
 
 //  0.5 x (1 + erf (x / sqrt 2)) = 0.5 x (2 - erfc (|x| / sqrt 2)) for x >= 0,
@@ -224,7 +184,7 @@ static inline float s_gelu_tanh (float x, float alpha)
     (void)alpha;
     double v = (double)x;
     double u = 0.79788456080286535588 * (v + 0.044715 * v * v * v);
-    return (float)(v / (1.0 + s_exp (-2.0 * u)));
+    return (float)(v / (1.0 + vmath_exp1 (-2.0 * u)));
 }
 
 //  y[i] = F (x[i] + bias[i]), or F (x[i] + shift) when bias is NULL (shift

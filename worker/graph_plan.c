@@ -24,6 +24,7 @@
     the loader's limits, a hostile file gets an error, never unbounded
     memory.
 */
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,6 +32,7 @@
 #include <string.h>
 
 #include "graph_impl.h"
+#include "log.h"
 
 #define S_ALIGN 64
 #define S_MAX_PLANS 64   //  plans of one workspace, all graphs together
@@ -1452,6 +1454,18 @@ int graph_prepare (const graph_t *self, graph_ws_t *ws, const int64_t shapes[][G
         }
         ws->plans[ws->n_plans++] = plan;
         ws->made++;
+        char dims[160];
+        size_t len = 0;
+        dims[0] = 0;
+        for (size_t k = 0; k < self->n_inputs && len < sizeof dims - 48; k++)
+            for (int d = 0; d < self->inputs[k].ndim && len < sizeof dims - 24; d++)
+                len += (size_t)snprintf (dims + len, sizeof dims - len, "%s%" PRId64,
+                                         d   ? "x"
+                                         : k ? ","
+                                             : "",
+                                         shapes[k][d]);
+        log_debug ("graph plan made shapes=%s arena_bytes=%zu plans=%zu", dims, plan->arena_size,
+                   ws->n_plans);
     }
     if (plan->arena_size > ws->arena_cap) {
         void *arena = NULL;

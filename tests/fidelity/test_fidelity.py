@@ -144,7 +144,7 @@ def client():
             with pyamaas.Client(cluster.frontend, timeout_ms=10000) as c:
                 names = [model_name(case, dtype) for case in CASES for dtype in RTOL]
                 wait_for("the worker to serve %d models" % len(names),
-                         lambda: models_served(c, names), timeout=15)
+                         lambda: models_served(c, names), timeout=120)
                 yield c
 
 

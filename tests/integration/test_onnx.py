@@ -65,7 +65,7 @@ def served():
     export(nets["encoder"], "encoder", tmp, 14)
     with Cluster(BUILD, os.path.join(tmp, "models"), workers=2,
                  worker_args=["--batch-delay-us", "2000"]) as cluster:
-        cluster.wait_workers(2, model="encoder")
+        cluster.wait_workers(2, model="encoder", timeout=120)
         yield cluster, nets
 
 
