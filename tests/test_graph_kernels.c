@@ -623,11 +623,22 @@ START_TEST (test_conv)
         t_conv_case (&cases[1], act, true);
         t_conv_case (&cases[4], act, act % 2);
     }
-    //  The direct case needs no scratch; the others one image and group
-    ck_assert_uint_eq (gk_conv_scratch (&cases[4]), 0);
-    ck_assert_uint_eq (gk_conv_scratch (&cases[5]), 0);
+    //  Small images of a batch are convolved together, in chunks of up to
+    //  4096 output positions (200 6x6 images: 113, then 87), also 1x1 ones
+    gk_conv_t batch = t_geometry (200, 4, 6, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2, false);
+    t_conv_case (&batch, GK_ACT_RELU, true);
+    gk_conv_t shallow = t_geometry (70, 1, 8, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, false);
+    t_conv_case (&shallow, GK_ACT_RELU, true); //  depth 9: without BLIS
+    gk_conv_t batch1x1 = t_geometry (9, 5, 4, 4, 3, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, false);
+    t_conv_case (&batch1x1, GK_ACT_NONE, true);
+    //  Scratch: several images' columns and product; one image's columns;
+    //  nothing for a large 1x1 image read in place
+    ck_assert_uint_eq (gk_conv_scratch (&batch), (2 * 3 * 3 + 3) * 113 * 36 * sizeof (float));
+    ck_assert_uint_eq (gk_conv_scratch (&cases[4]), (16 + 8) * 3 * 20 * sizeof (float));
     ck_assert_uint_eq (gk_conv_scratch (&cases[6]), 4 * 1 * 4 * 4 * sizeof (float));
-    ck_assert_uint_eq (gk_conv_scratch (&cases[2]), 3 * 3 * 3 * 4 * 3 * sizeof (float));
+    gk_conv_t large = t_geometry (2, 2, 64, 64, 2, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, false);
+    ck_assert_uint_eq (gk_conv_scratch (&large), 0);
+    t_conv_case (&large, GK_ACT_NONE, false);
 }
 END_TEST
 

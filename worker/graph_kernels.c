@@ -43,8 +43,10 @@
 #define S_CLONES
 #endif
 
-#define S_LANES 16 //  independent accumulators of a reduction
-#define S_TILE 64  //  softmax over a middle axis: columns done together
+#define S_LANES 16          //  independent accumulators of a reduction
+#define S_TILE 64           //  softmax over a middle axis: columns done together
+#define S_CONV_COLUMNS 4096 //  output positions of several images in one conv GEMM
+#define S_CONV_SHALLOW 16   //  a conv product this deep or less: no BLIS (s_shallow_product)
 
 //  --------------------------------------------------------------------------
 //  Element functions, in double, branch-free (selects only)
@@ -477,11 +479,24 @@ static bool s_conv_direct (const gk_conv_t *p)
            p->oh == p->h && p->ow == p->w;
 }
 
+//  Images whose convolution is one GEMM: as many as fill S_CONV_COLUMNS
+//  output positions, so that a batch of small images (8x8 digits) is a
+//  few large products rather than one tiny product per image
+static size_t s_conv_images (const gk_conv_t *p)
+{
+    size_t plane = p->oh * p->ow, images = plane < S_CONV_COLUMNS ? S_CONV_COLUMNS / plane : 1;
+    return images < p->n ? images : p->n;
+}
+
 size_t gk_conv_scratch (const gk_conv_t *p)
 {
+    size_t images = s_conv_images (p), plane = p->oh * p->ow;
+    size_t depth = p->c / p->group * p->kh * p->kw;
+    if (images > 1) //  the columns of the images, and the product before it is spread
+        return (depth + p->m / p->group) * images * plane * sizeof (float);
     if (s_conv_direct (p))
         return 0;
-    return p->c / p->group * p->kh * p->kw * p->oh * p->ow * sizeof (float);
+    return depth * plane * sizeof (float);
 }
 
 //  The taps k < taps of a window whose tap k reads position start + k
@@ -499,39 +514,99 @@ static void s_window (ptrdiff_t start, size_t taps, size_t dilation, size_t size
     *hi = (size_t)end;
 }
 
-//  im2col of the cg channels at x ([cg][h][w]) into col [cg kh kw][oh ow]
-static void s_im2col (const gk_conv_t *p, const float *x, float *col)
+//  im2col of the cg channels of `images` images, image j's at x + j
+//  image_stride ([cg][h][w]), into col [cg kh kw][images oh ow]: row k
+//  at col + k ld, image j's oh ow columns at j oh ow.  Each tap's window
+//  (which output positions read inside the input) is found once for all
+//  the images.
+static void s_im2col (const gk_conv_t *p, const float *x, size_t images, size_t image_stride,
+                      float *col, size_t ld)
 {
     size_t cg = p->c / p->group, plane = p->oh * p->ow;
-    for (size_t ci = 0; ci < cg; ci++) {
-        const float *xc = x + ci * p->h * p->w;
+    for (size_t ci = 0; ci < cg; ci++)
         for (size_t ky = 0; ky < p->kh; ky++) {
             //  rows oy in [y_lo, y_hi) read input row oy sh - pt + ky dh
             ptrdiff_t off_y = (ptrdiff_t)(ky * p->dh) - (ptrdiff_t)p->pt;
             size_t y_lo, y_hi;
             s_window (off_y, p->oh, p->sh, p->h, &y_lo, &y_hi);
             for (size_t kx = 0; kx < p->kw; kx++) {
-                float *row = col + ((ci * p->kh + ky) * p->kw + kx) * plane;
                 ptrdiff_t off_x = (ptrdiff_t)(kx * p->dw) - (ptrdiff_t)p->pl;
                 size_t x_lo, x_hi;
                 s_window (off_x, p->ow, p->sw, p->w, &x_lo, &x_hi);
-                memset (row, 0, y_lo * p->ow * sizeof (float));
-                for (size_t oy = y_lo; oy < y_hi; oy++) {
-                    float *r = row + oy * p->ow;
-                    const float *xr = xc + (size_t)((ptrdiff_t)(oy * p->sh) + off_y) * p->w;
-                    memset (r, 0, x_lo * sizeof (float));
-                    if (p->sw == 1 && x_hi > x_lo)
-                        memcpy (r + x_lo, xr + ((ptrdiff_t)x_lo + off_x),
-                                (x_hi - x_lo) * sizeof (float));
-                    else
-                        for (size_t ox = x_lo; ox < x_hi; ox++)
-                            r[ox] = xr[(ptrdiff_t)(ox * p->sw) + off_x];
-                    memset (r + x_hi, 0, (p->ow - x_hi) * sizeof (float));
+                for (size_t j = 0; j < images; j++) {
+                    float *row = col + ((ci * p->kh + ky) * p->kw + kx) * ld + j * plane;
+                    const float *xc = x + j * image_stride + ci * p->h * p->w;
+                    for (size_t k = 0; k < y_lo * p->ow; k++)
+                        row[k] = 0;
+                    for (size_t oy = y_lo; oy < y_hi; oy++) {
+                        float *r = row + oy * p->ow;
+                        const float *xr = xc + (size_t)((ptrdiff_t)(oy * p->sh) + off_y) * p->w;
+                        //  Loops, not memset and memcpy: rows of small
+                        //  images are a few values, where a call costs
+                        //  more than the copy
+                        for (size_t ox = 0; ox < x_lo; ox++)
+                            r[ox] = 0;
+                        if (p->sw == 1)
+                            for (size_t ox = x_lo; ox < x_hi; ox++)
+                                r[ox] = xr[(ptrdiff_t)ox + off_x];
+                        else
+                            for (size_t ox = x_lo; ox < x_hi; ox++)
+                                r[ox] = xr[(ptrdiff_t)(ox * p->sw) + off_x];
+                        for (size_t ox = x_hi; ox < p->ow; ox++)
+                            r[ox] = 0;
+                    }
+                    for (size_t k = y_hi * p->ow; k < plane; k++)
+                        row[k] = 0;
                 }
-                memset (row + y_hi * p->ow, 0, (p->oh - y_hi) * p->ow * sizeof (float));
             }
         }
+}
+
+//  product [mg][ld] = w [mg][depth] . col [depth][ld] for a shallow depth (a
+//  first layer's few input channels times its taps), as depth passes of
+//  a multiply-add over each long row: BLIS's packing costs more than such
+//  a product.  Each sum is taken in order k = 0, 1, ...
+S_CLONES static void s_shallow_product (const float *w, const float *col, float *product, size_t mg,
+                                        size_t depth, size_t ld)
+{
+    for (size_t r = 0; r < mg; r++) {
+        float *y = product + r * ld;
+        const float *wr = w + r * depth;
+        for (size_t q = 0; q < ld; q++)
+            y[q] = wr[0] * col[q];
+        for (size_t k = 1; k < depth; k++) {
+            const float *c = col + k * ld;
+            float wk = wr[k];
+            for (size_t q = 0; q < ld; q++)
+                y[q] += wk * c[q];
+        }
     }
+}
+
+//  The convolution of images i .. i + images - 1 and group g as one GEMM:
+//  their columns side by side in scratch ([depth][images plane]), the
+//  product after them ([mg][images plane]), then spread into y with the
+//  bias and the activation
+static void s_conv_images_gemm (const gk_conv_t *p, const float *x, const float *w,
+                                const float *bias, float *y, float *scratch, gk_act_t act,
+                                float alpha, size_t i, size_t images, size_t g)
+{
+    size_t cg = p->c / p->group, mg = p->m / p->group;
+    size_t plane = p->oh * p->ow, depth = cg * p->kh * p->kw, ld = images * plane;
+    float *col = scratch, *product = scratch + depth * ld;
+    s_im2col (p, x + (i * p->c + g * cg) * p->h * p->w, images, p->c * p->h * p->w, col, ld);
+    const float *wg = w + g * mg * depth;
+    if (depth <= S_CONV_SHALLOW)
+        s_shallow_product (wg, col, product, mg, depth, ld);
+    else {
+        float one = 1, zero = 0;
+        bli_sgemm (BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)mg, (dim_t)ld, (dim_t)depth, &one,
+                   (float *)wg, (inc_t)depth, 1, col, (inc_t)ld, 1, &zero, product, (inc_t)ld, 1);
+    }
+    for (size_t j = 0; j < images; j++)
+        for (size_t r = 0; r < mg; r++)
+            s_pass (act, alpha, product + r * ld + j * plane, NULL, bias ? bias[g * mg + r] : -0.0f,
+                    y + ((i + j) * p->m + g * mg + r) * plane, plane);
 }
 
 void gk_conv (const gk_conv_t *p, const float *x, const float *w, const float *bias, float *y,
@@ -539,6 +614,14 @@ void gk_conv (const gk_conv_t *p, const float *x, const float *w, const float *b
 {
     size_t cg = p->c / p->group, mg = p->m / p->group;
     size_t plane = p->oh * p->ow, depth = cg * p->kh * p->kw;
+    size_t images = s_conv_images (p);
+    if (images > 1) {
+        for (size_t i = 0; i < p->n; i += images)
+            for (size_t g = 0; g < p->group; g++)
+                s_conv_images_gemm (p, x, w, bias, y, scratch, act, alpha, i,
+                                    p->n - i < images ? p->n - i : images, g);
+        return;
+    }
     bool direct = s_conv_direct (p);
     float one = 1, zero = 0;
     for (size_t i = 0; i < p->n; i++)
@@ -547,7 +630,7 @@ void gk_conv (const gk_conv_t *p, const float *x, const float *w, const float *b
             float *yg = y + (i * p->m + g * mg) * plane;
             const float *col = xg;
             if (!direct) {
-                s_im2col (p, xg, scratch);
+                s_im2col (p, xg, 1, 0, scratch, plane);
                 col = scratch;
             }
             bli_sgemm (BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)mg, (dim_t)plane, (dim_t)depth,
@@ -560,8 +643,36 @@ void gk_conv (const gk_conv_t *p, const float *x, const float *w, const float *b
         }
 }
 
+//  Max pooling whose windows all lie inside the input (no padding reached,
+//  no dilation: the usual 2x2 stride 2), row by row in loops that
+//  vectorize
+static void s_max_pool_inside (const gk_conv_t *p, const float *x, float *y)
+{
+    for (size_t i = 0; i < p->n * p->c; i++) {
+        const float *xp = x + i * p->h * p->w;
+        for (size_t oy = 0; oy < p->oh; oy++) {
+            float *yr = y + (i * p->oh + oy) * p->ow;
+            for (size_t ox = 0; ox < p->ow; ox++)
+                yr[ox] = -INFINITY;
+            for (size_t ky = 0; ky < p->kh; ky++) {
+                const float *xr = xp + (oy * p->sh + ky) * p->w;
+                for (size_t kx = 0; kx < p->kw; kx++)
+                    for (size_t ox = 0; ox < p->ow; ox++) {
+                        float v = xr[ox * p->sw + kx];
+                        yr[ox] = v > yr[ox] || v != v ? v : yr[ox]; //  NaN wins
+                    }
+            }
+        }
+    }
+}
+
 void gk_max_pool (const gk_conv_t *p, const float *x, float *y)
 {
+    if (p->pt == 0 && p->pl == 0 && p->dh == 1 && p->dw == 1 &&
+        (p->oh - 1) * p->sh + p->kh <= p->h && (p->ow - 1) * p->sw + p->kw <= p->w) {
+        s_max_pool_inside (p, x, y);
+        return;
+    }
     for (size_t i = 0; i < p->n * p->c; i++) {
         const float *xp = x + i * p->h * p->w;
         float *yp = y + i * p->oh * p->ow;

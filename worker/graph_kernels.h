@@ -92,8 +92,11 @@ typedef struct {
     bool count_include_pad; //  avg_pool: divide by the window within the padded input
 } gk_conv_t;
 
-//  Scratch bytes gk_conv needs (im2col of one image and group, or 0 for a
-//  1x1, stride 1, unpadded conv that needs none).  Cannot fail.
+//  Scratch bytes gk_conv needs: the im2col columns of the images it
+//  convolves in one GEMM (several small images at once, up to 4096 output
+//  positions, and their product before it is spread into y), or of one
+//  image and group, or 0 for one large image of a 1x1, stride 1, unpadded
+//  conv, read in place.  Cannot fail.
 size_t gk_conv_scratch (const gk_conv_t *p);
 
 //  y = act (conv (x, w) + bias): w [m][c/group][kh][kw], bias [m] or NULL;
