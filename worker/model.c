@@ -1216,17 +1216,19 @@ amaas_dtype_t model_dtype (const model_t *self)
     return self->dtype;
 }
 
-//  Product of io's dimensions after the batch when every one is fixed,
-//  else 0.  Cannot fail.
+//  Product of io's dimensions after the batch when every one is fixed and
+//  the product is at most 2^31, else 0.  Cannot fail.
 static size_t s_graph_width (const graph_io_t *io)
 {
-    size_t width = 1;
+    uint64_t width = 1;
     for (int d = 1; d < io->ndim; d++) {
         if (io->dims[d] < 0)
             return 0;
-        width *= (size_t)io->dims[d]; //  fixed dims are at most 2^24, the product fits
+        width *= (uint64_t)io->dims[d]; //  each at most 2^24: no overflow before the check
+        if (width > (uint64_t)1 << 31)
+            return 0;
     }
-    return width;
+    return (size_t)width;
 }
 
 size_t model_input_width (const model_t *self)
