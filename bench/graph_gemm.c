@@ -29,6 +29,8 @@
 
 #include <blis.h>
 
+#include "timing.h"
+
 #include "graph_kernels.h"
 
 #define MAX_SHAPES 16
@@ -50,19 +52,6 @@ typedef struct {
     const float **ap, **bp;
     float **cp;
 } run_t;
-
-static double s_now (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int s_compare_double (const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static void *s_alloc (size_t bytes)
 {
@@ -102,21 +91,15 @@ static void s_once (const run_t *run, bool gk)
 //  Seconds per call: calls[] calibrated on the first repeat
 static double s_time (const run_t *run, bool gk, long *calls, double min_time)
 {
-    double t0 = s_now (), t1;
+    double t0 = bench_now (), t1;
     long done = 0;
     do {
         for (long i = 0; i < *calls; i++)
             s_once (run, gk);
         done += *calls;
-        t1 = s_now ();
+        t1 = bench_now ();
     } while (t1 - t0 < min_time);
     return (t1 - t0) / (double)done;
-}
-
-static double s_median (double *times, int count)
-{
-    qsort (times, (size_t)count, sizeof *times, s_compare_double);
-    return count % 2 ? times[count / 2] : (times[count / 2 - 1] + times[count / 2]) / 2;
 }
 
 static void s_usage (FILE *out)
@@ -239,7 +222,7 @@ int main (int argc, char **argv)
         for (long r = 0; r < repeats; r++)
             for (int side = 0; side < 2; side++)
                 times[side][r] = s_time (&run, side, &calls[side], min_time);
-        double bare = s_median (times[0], (int)repeats), gk = s_median (times[1], (int)repeats);
+        double bare = bench_median (times[0], repeats), gk = bench_median (times[1], repeats);
         double flops = 2.0 * (double)s->count * (double)s->m * (double)s->k * (double)s->n;
         printf ("%s\n  {\"name\": \"%s\", \"count\": %zu, \"m\": %zu, \"k\": %zu, \"n\": %zu, "
                 "\"gk_us\": %.1f, \"sgemm_us\": %.1f, \"gk_gflops\": %.2f, "

@@ -39,6 +39,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "timing.h"
+
 #include "graph.h"
 #include "model.h"
 
@@ -51,19 +53,6 @@ typedef struct {
     size_t name_len;
     int64_t value;
 } dim_arg_t;
-
-static double s_now (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int s_compare_double (const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static void s_usage (FILE *out)
 {
@@ -170,7 +159,7 @@ static int s_run_graph (model_t *model, const graph_t *graph, size_t rows, const
     for (int r = warmup ? -1 : 0; r < repeats; r++) {
         //  r == -1: the warm-up (the plan made, buffers grown, caches filled)
         int64_t count = 0;
-        double start = s_now (), now;
+        double start = bench_now (), now;
         do {
             void *inputs[GRAPH_MAX_INPUTS];
             int failed = graph_prepare (graph, ws, (const int64_t (*)[GRAPH_MAX_DIMS])shapes,
@@ -185,14 +174,13 @@ static int s_run_graph (model_t *model, const graph_t *graph, size_t rows, const
                 goto done;
             }
             count++;
-            now = s_now ();
+            now = bench_now ();
         } while (r < 0 ? count < warmup : now - start < min_time);
         if (r >= 0)
             times[r] = (now - start) / (double)count;
         runs += count;
     }
-    qsort (times, (size_t)repeats, sizeof (double), s_compare_double);
-    double batch = times[repeats / 2];
+    double batch = bench_median (times, (size_t)repeats);
     printf ("{\"model\": \"%s\", \"rows\": %zu, \"shapes\": [", model_name (model), rows);
     for (size_t i = 0; i < n_inputs; i++) {
         printf ("%s[", i ? ", " : "");
@@ -329,7 +317,7 @@ int main (int argc, char **argv)
         }
     for (int r = 0; r < repeats; r++) {
         size_t batches = 0;
-        double start = s_now (), now;
+        double start = bench_now (), now;
         do {
             if (offset + rows > available)
                 offset = 0;
@@ -337,11 +325,10 @@ int main (int argc, char **argv)
                        sizeof err);
             offset += rows;
             batches++;
-        } while ((now = s_now ()) - start < min_time);
+        } while ((now = bench_now ()) - start < min_time);
         times[r] = (now - start) / (double)batches;
     }
-    qsort (times, (size_t)repeats, sizeof (double), s_compare_double);
-    double batch = times[repeats / 2];
+    double batch = bench_median (times, (size_t)repeats);
     printf ("{\"model\": \"%s\", \"rows\": %zu, \"batch_us\": %.3f, \"rows_per_s\": %.1f, "
             "\"repeats\": %d}\n",
             model_name (model), rows, batch * 1e6, (double)rows / batch, repeats);

@@ -22,20 +22,9 @@
 
 #include <blis.h>
 
+#include "timing.h"
+
 #define MAX_LAYERS 16
-
-static double s_now (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int s_compare_double (const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static float *s_alloc (size_t count)
 {
@@ -148,7 +137,7 @@ int main (int argc, char **argv)
     if (!times)
         return 1;
     for (int r = -1; r < repeats; r++) {
-        double t0 = s_now (), t1;
+        double t0 = bench_now (), t1;
         long done = 0;
         do {
             for (long p = 0; p < passes; p++)
@@ -158,16 +147,14 @@ int main (int argc, char **argv)
                                (inc_t)widths[i], 1, weights[i], (inc_t)widths[i + 1], 1, &one,
                                act[i + 1], (inc_t)widths[i + 1], 1);
             done += passes;
-            t1 = s_now ();
+            t1 = bench_now ();
             if (t1 - t0 < min_time && r < 0)
                 passes *= 2; //  calibrate during the warm-up
         } while (t1 - t0 < min_time);
         if (r >= 0)
             times[r] = (t1 - t0) / (double)done;
     }
-    qsort (times, (size_t)repeats, sizeof *times, s_compare_double);
-    double pass =
-        repeats % 2 ? times[repeats / 2] : (times[repeats / 2 - 1] + times[repeats / 2]) / 2;
+    double pass = bench_median (times, (size_t)repeats);
     double rows_per_s = (double)rows / pass;
 
     printf ("{\"rows\": %ld, \"layers\": [", rows);
