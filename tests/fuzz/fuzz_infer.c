@@ -48,7 +48,7 @@ static void s_check_inputs (const infer_request_t *req)
     CHECK (req->n_inputs >= 1 && req->n_inputs <= INFER_MAX_TENSORS);
     for (size_t i = 0; i < req->n_inputs; i++) {
         const amaas_tensor_t *t = &req->inputs[i];
-        CHECK (t->name && strlen (t->name) >= 1 && strlen (t->name) <= 63);
+        CHECK (t->name && strlen (t->name) >= 1 && strlen (t->name) <= 127); //  the wire's limit
         CHECK (t->ndim >= 1 && t->ndim <= AMAAS_MAX_DIMS);
         uint64_t count = 1;
         for (int d = 0; d < t->ndim; d++) {
