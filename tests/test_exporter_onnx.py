@@ -413,3 +413,46 @@ def test_refuse_bad_files(tmp):
 def test_help_mentions_onnx():
     r = subprocess.run([PYTHON, EXPORTER, "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "ONNX" in r.stdout and "LayerNormalization" in r.stdout
+
+
+def test_external_data_only_from_the_models_folder(tmp):
+    """Weights kept beside the file (as ONNX does over 2 GB) are read from its
+    folder; a location outside it (absolute, or climbing out with '..') is
+    refused, so that a hostile file cannot turn another file into weights."""
+    from onnx import external_data_helper as ext
+    folder = tmp / "external"
+    folder.mkdir()
+    w = np.arange(32, dtype=np.float32).reshape(8, 4) / 10
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], "mm")]
+
+    def model():
+        graph = helper.make_graph(nodes, "ext", [helper.make_tensor_value_info(
+            "x", TensorProto.FLOAT, ["N", 8])], [helper.make_tensor_value_info(
+                "y", TensorProto.FLOAT, ["N", 4])], initializer=[_tensor("w", w)])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        return m
+
+    m = model()
+    ext.convert_model_to_external_data(m, all_tensors_to_one_file=True, location="w.bin",
+                                       size_threshold=0)
+    onnx.save(m, str(folder / "ext.onnx"))
+    assert (folder / "w.bin").stat().st_size == w.nbytes
+    r = export(str(folder / "ext.onnx"), str(tmp / "ext.amm"))
+    assert r.returncode == 0, r.stderr
+    x = np.ones((2, 8), np.float32)
+    got = amm_ref_graph.run(str(tmp / "ext.amm"), {"x": x})["y"]
+    assert np.allclose(got, x @ w, rtol=1e-6)
+    secret = tmp / "secret.bin"
+    secret.write_bytes(np.full(32, 7, np.float32).tobytes())
+    for location in ("../secret.bin", str(secret)):
+        m = model()
+        ext.convert_model_to_external_data(m, all_tensors_to_one_file=True, location="w.bin",
+                                           size_threshold=0)
+        for t in m.graph.initializer:
+            for entry in t.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        onnx.save_model(m, str(folder / "hostile.onnx"), save_as_external_data=False)
+        line = _refused(tmp, str(folder / "hostile.onnx"))
+        assert "not a file in the model's folder" in line and "'w'" in line, line

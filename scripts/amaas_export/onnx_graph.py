@@ -25,6 +25,7 @@ the node and its op).
 """
 
 import math
+import os
 
 from .common import AlignedWriter, Refused
 
@@ -1455,12 +1456,47 @@ def _rename(g):
         n.outputs = [ren.get(o, o) for o in n.outputs]
 
 
+def _load_external_data(model, path):
+    """Reads the weights an ONNX file keeps in files beside it (models over
+    2 GB), only from files in its own folder: a location that is absolute,
+    climbs out with '..' or is a link is refused, so that a hostile file
+    cannot make its weights out of another file of this machine."""
+    from onnx import external_data_helper as ext
+    folder = os.path.dirname(os.path.abspath(path))
+    tensors = []
+
+    def walk(graph):
+        tensors.extend(graph.initializer)
+        for node in graph.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    tensors.append(a.t)
+                tensors.extend(a.tensors)
+                if a.HasField("g"):
+                    walk(a.g)
+                for sub in a.graphs:
+                    walk(sub)
+    walk(model.graph)
+    for t in tensors:
+        if not ext.uses_external_data(t):
+            continue
+        location = ext.ExternalDataInfo(t).location
+        full = os.path.normpath(os.path.join(folder, location))
+        if (os.path.isabs(location) or os.path.commonpath([folder, full]) != folder
+                or os.path.islink(full) or not os.path.isfile(full)):
+            raise Refused("initializer %r keeps its data in %r, which is not a file in the "
+                          "model's folder" % (t.name, location))
+    if any(ext.uses_external_data(t) for t in tensors):
+        ext.load_external_data_for_model(model, folder)
+
+
 def translate_onnx(path):
     """The graph of the ONNX file at path (read, checked, translated, folded,
     fused and pruned).  Raises Refused, or OSError / ValueError when the file
     cannot be read as ONNX."""
     import onnx
-    model = onnx.load(path)
+    model = onnx.load(path, load_external_data=False)
+    _load_external_data(model, path)
     _Translator(model).check_opset()
     try:
         onnx.checker.check_model(model)
