@@ -24,7 +24,17 @@
     in a table by id (util/idmap) and, through the retry_job_t each
     embeds, in the retry module's timer lists.
 
-    All waiting goes through s_pump(), which reads the socket, fires the
+    Several brokers (an endpoint "EP1,EP2,..."; all active): one DEALER
+    to each.  A job goes to the next broker that answers, in turn, so jobs
+    spread over the brokers the client can reach.  Each broker is PINGed
+    with the others; one that misses LIVENESS PINGs in a row while another
+    answers is taken as gone: the jobs waiting at it are sent again at
+    once, to the others, as after a new epoch (the brokers dedupe them the
+    same way, and a late second answer is dropped).  One that answers again
+    is used again.  With one broker this is the single-broker behaviour:
+    its jobs wait for it (and its new epoch) until their deadlines.
+
+    All waiting goes through s_pump(), which reads the sockets, fires the
     retry timers, and parks results that nobody asked for yet in a FIFO that
     amaas_recv serves first; so pipelined and synchronous calls mix freely
     on one client.  A result is allocated as a held_result_t, the public
@@ -48,9 +58,11 @@
 #include <poll.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "amaas_defs.h"
 #include "clock.h"
 #include "codec.h"
 #include "curve.h"
@@ -76,7 +88,23 @@ typedef struct {
     zmq_msg_t payload;               //  encoded inputs, kept for resends
     retry_job_t retry;               //  its timers, tracked while pending
     list_node_t node;                //  in the pool when finished
+    list_node_t at;                  //  in its broker's jobs while pending
+    size_t broker;                   //  the broker it was last sent to
 } pending_t;
+
+#define LIVENESS 3 //  PINGs a broker misses in a row before it counts as gone
+
+//  One broker of the list, and the DEALER to it
+typedef struct {
+    zsock_t *sock;      //  DEALER to its frontend
+    void *socket;       //  its libzmq socket
+    int fd;             //  its ZMQ_FD
+    char endpoint[256]; //  its frontend
+    uint64_t epoch;     //  its epoch, 0 before its first PONG
+    int unanswered;     //  PINGs sent to it since its last message
+    bool up;            //  it answered since it last counted as gone
+    list_t jobs;        //  pending jobs last sent to it (pending_t.at)
+} broker_t;
 
 //  A result as the library allocates it: the caller's amaas_result_t and
 //  the link of the parked FIFO, then the outputs (s_result_new)
@@ -86,9 +114,11 @@ typedef struct {
 } held_result_t;
 
 struct amaas_client_t {
-    zsock_t *sock;          //  DEALER to the broker's frontend
-    void *socket;           //  its libzmq socket
-    int fd;                 //  its ZMQ_FD, readable when libzmq has news
+    broker_t brokers[DEFS_BROKERS_MAX]; //  the brokers
+    size_t n_brokers;                   //  how many
+    size_t next_broker;                 //  where the next job goes, if that one is up
+    size_t next_read;                   //  the socket read first next time
+    int fd;                 //  the broker's ZMQ_FD, or with several an epoll fd of theirs
     int timeout_ms;         //  default wait of recv and predict, and job lifetime
     retry_t retry;          //  deadlines, PINGs, resends of the pending jobs
     uint64_t next_ping_id;  //  id of the next PING, from 2^63 up
@@ -287,8 +317,23 @@ void amaas_stats (const amaas_client_t *self, uint64_t *resent, uint64_t *duplic
         *duplicates = self->duplicates;
 }
 
-//  Sends a header-only command.  Returns 0, -1 if libzmq refused it.
-static int s_send_command (amaas_client_t *self, codec_cmd_t cmd, uint64_t id)
+//  The broker the next job goes to: the next in turn that answers, or,
+//  when none does, the one numbered `fallback`.  Cannot fail.
+static broker_t *s_pick (amaas_client_t *self, size_t fallback)
+{
+    for (size_t k = 0; k < self->n_brokers; k++) {
+        size_t i = (self->next_broker + k) % self->n_brokers;
+        if (self->brokers[i].up) {
+            self->next_broker = (i + 1) % self->n_brokers;
+            return &self->brokers[i];
+        }
+    }
+    return &self->brokers[fallback < self->n_brokers ? fallback : 0];
+}
+
+//  Sends a header-only command to a broker.  Returns 0, -1 if libzmq
+//  refused it.
+static int s_send_command (amaas_client_t *self, broker_t *broker, codec_cmd_t cmd, uint64_t id)
 {
     codec_header_t *h = &self->out;
     h->fields = HDR_ID;
@@ -297,13 +342,15 @@ static int s_send_command (amaas_client_t *self, codec_cmd_t cmd, uint64_t id)
         h->fields |= HDR_SESSION;
         h->session = self->session;
     }
-    return codec_send_frames (self->socket, NULL, 0, cmd, h, NULL);
+    return codec_send_frames (broker->socket, NULL, 0, cmd, h, NULL);
 }
 
 //  Forgets a pending job and keeps it for reuse.  Cannot fail.
 static void s_pending_finish (amaas_client_t *self, pending_t *p)
 {
     retry_job_stop (&self->retry, &p->retry);
+    if (list_node_linked (&p->at))
+        list_remove (&self->brokers[p->broker].jobs, &p->at);
     int rc = idmap_delete (self->pending, p->id, p);
     assert (rc == 0);
     (void)rc;
@@ -324,7 +371,8 @@ static void s_pending_fail (amaas_client_t *self, pending_t *p, amaas_code_t cod
 }
 
 //  Sends one attempt of a pending job, in the caller's hands
-//  (RETRY_SENDING), at `now`, before its deadline.  The deadline counts
+//  (RETRY_SENDING), at `now`, before its deadline, to the next broker in
+//  turn that answers.  The deadline counts
 //  from the first attempt: a resend carries what is left of it.  A send
 //  that fails (it cannot, with no high-water mark, short of out-of-memory)
 //  is handled like a lost attempt: it times out.  Cannot fail.
@@ -344,7 +392,50 @@ static void s_send_attempt (amaas_client_t *self, pending_t *p, int64_t now)
         h->priority = p->priority;
     }
     h->deadline_ms = retry_job_sent (&self->retry, &p->retry, now);
-    codec_send_frames (self->socket, NULL, 0, CMD_REQUEST, h, &p->payload);
+    broker_t *broker = s_pick (self, p->broker);
+    if (list_node_linked (&p->at))
+        list_remove (&self->brokers[p->broker].jobs, &p->at);
+    list_append (&broker->jobs, &p->at);
+    p->broker = (size_t)(broker - self->brokers);
+    codec_send_frames (broker->socket, NULL, 0, CMD_REQUEST, h, &p->payload);
+}
+
+//  The jobs waiting for an answer from `broker` are due to be sent again
+//  (s_on_timers sends them).  Cannot fail.
+static void s_lose_jobs (amaas_client_t *self, broker_t *broker)
+{
+    for (list_node_t *node = list_first (&broker->jobs); node;
+         node = list_next (&broker->jobs, node))
+        retry_job_lost (&self->retry, &LIST_ITEM (node, pending_t, at)->retry);
+}
+
+//  While another broker answers, the jobs at brokers that count as gone
+//  are due to be sent again.  Returns true if one answers.  Cannot fail.
+static bool s_lose_jobs_of_gone (amaas_client_t *self)
+{
+    bool any = false;
+    for (size_t i = 0; i < self->n_brokers; i++)
+        any = any || self->brokers[i].up;
+    for (size_t i = 0; any && i < self->n_brokers; i++)
+        if (!self->brokers[i].up)
+            s_lose_jobs (self, &self->brokers[i]);
+    return any;
+}
+
+//  A heartbeat while jobs are pending: a broker that missed LIVENESS PINGs
+//  in a row counts as gone (its jobs go to the others, if one answers),
+//  and every broker is PINGed, for its epoch.  Cannot fail.
+static void s_ping_brokers (amaas_client_t *self)
+{
+    for (size_t i = 0; i < self->n_brokers; i++)
+        if (self->brokers[i].unanswered >= LIVENESS)
+            self->brokers[i].up = false;
+    s_lose_jobs_of_gone (self);
+    for (size_t i = 0; i < self->n_brokers; i++) {
+        //  Ids of their own, so that job ids stay consecutive
+        s_send_command (self, &self->brokers[i], CMD_PING, self->next_ping_id++);
+        self->brokers[i].unanswered++;
+    }
 }
 
 //  Does what the retry timers say is due at `now`: resend a job after a
@@ -359,10 +450,7 @@ static void s_on_timers (amaas_client_t *self, int64_t now)
         pending_t *p = LIST_ITEM (job, pending_t, retry);
         char message[CODEC_MESSAGE_MAX];
         switch (action) {
-        case RETRY_PING:
-            //  Ids of their own, so that job ids stay consecutive
-            s_send_command (self, CMD_PING, self->next_ping_id++);
-            break;
+        case RETRY_PING: s_ping_brokers (self); break;
         case RETRY_RESEND: s_send_attempt (self, p, now); break;
         case RETRY_EXPIRED: {
             snprintf (message, sizeof message,
@@ -370,8 +458,9 @@ static void s_on_timers (amaas_client_t *self, int64_t now)
                       "drop it",
                       p->retry.deadline_ms);
             uint64_t id = p->id;
+            broker_t *broker = &self->brokers[p->broker];
             s_pending_fail (self, p, AMAAS_DEADLINE_EXCEEDED, message);
-            s_send_command (self, CMD_CANCEL, id);
+            s_send_command (self, broker, CMD_CANCEL, id);
             break;
         }
         case RETRY_EXHAUSTED:
@@ -410,23 +499,38 @@ static void s_on_reply (amaas_client_t *self, zmq_msg_t *payload)
     s_pending_finish (self, p);
 }
 
-//  Handles the message in self->frames, then releases it.  Returns true if
-//  it is the control answer waited for (ctl_cmd with id ctl_id, or an
-//  ERROR), its header left in self->header.  Cannot fail.
-static bool s_on_message (amaas_client_t *self, codec_cmd_t ctl_cmd, uint64_t ctl_id)
+//  Handles the message in self->frames, from `broker`, then releases it.
+//  Returns true if it is the control answer waited for (ctl_cmd with id
+//  ctl_id, or an ERROR), its header left in self->header.  Cannot fail.
+static bool s_on_message (amaas_client_t *self, broker_t *broker, codec_cmd_t ctl_cmd,
+                          uint64_t ctl_id)
 {
     codec_cmd_t cmd;
     zmq_msg_t *payload;
     char why[CODEC_MESSAGE_MAX];
     bool answer = false;
+    broker->unanswered = 0;
+    if (!broker->up) {
+        //  It answers (again): the jobs at brokers gone go to it
+        broker->up = true;
+        if (self->n_brokers > 1) {
+            s_lose_jobs_of_gone (self);
+            s_on_timers (self, clock_now_ms ());
+        }
+    }
     if (codec_frames_parse (&self->frames, 0, &cmd, &self->header, &payload, why, sizeof why) ==
         0) {
         //  A new epoch: the broker restarted or our connection is a new
-        //  one, so what we sent before may be lost and its answers could
-        //  not reach us; the jobs are resent at once
-        if (cmd == CMD_PONG && (self->header.fields & HDR_EPOCH) &&
-            retry_epoch (&self->retry, self->header.epoch))
-            s_on_timers (self, clock_now_ms ());
+        //  one, so what we sent it before may be lost and its answers could
+        //  not reach us; those jobs are resent at once
+        if (cmd == CMD_PONG && (self->header.fields & HDR_EPOCH) && self->header.epoch) {
+            uint64_t before = broker->epoch;
+            broker->epoch = self->header.epoch;
+            if (before && before != broker->epoch) {
+                s_lose_jobs (self, broker);
+                s_on_timers (self, clock_now_ms ());
+            }
+        }
         //  An ERROR while waiting for a control answer is the answer: the
         //  broker refused what we sent (e.g. our key)
         if (ctl_cmd && ((cmd == ctl_cmd && self->header.id == ctl_id) || cmd == CMD_ERROR))
@@ -464,13 +568,25 @@ static amaas_result_t *s_pump (amaas_client_t *self, uint64_t id, int timeout_ms
                 return r;
         }
         //  A message waiting is read even when the time is up, so that a
-        //  timeout of 0 takes in every message already there
-        if (codec_frames_recv (&self->frames, self->socket) == 0) {
-            if (s_on_message (self, ctl_cmd, ctl_id)) {
+        //  timeout of 0 takes in every message already there; the brokers'
+        //  sockets take turns to be read first
+        broker_t *from = NULL;
+        int error = EAGAIN;
+        for (size_t k = 0; k < self->n_brokers && !from && error == EAGAIN; k++) {
+            broker_t *broker = &self->brokers[(self->next_read + k) % self->n_brokers];
+            if (codec_frames_recv (&self->frames, broker->socket) == 0)
+                from = broker;
+            else
+                error = zmq_errno ();
+        }
+        if (self->n_brokers > 1)
+            self->next_read = (self->next_read + 1) % self->n_brokers;
+        if (from) {
+            if (s_on_message (self, from, ctl_cmd, ctl_id)) {
                 *answered = true;
                 return NULL;
             }
-        } else if (zmq_errno () == EAGAIN) {
+        } else if (error == EAGAIN) {
             if (now >= until_ms)
                 return NULL;
             int64_t wake = retry_wake_ms (&self->retry);
@@ -479,7 +595,7 @@ static amaas_result_t *s_pump (amaas_client_t *self, uint64_t id, int timeout_ms
             struct pollfd item = {self->fd, POLLIN, 0};
             if (poll (&item, 1, (int)(wake > now ? wake - now : 0)) < 0 && errno != EINTR)
                 return NULL;
-        } else if (zmq_errno () != EINTR || now >= until_ms)
+        } else if (error != EINTR || now >= until_ms)
             return NULL;
         now = clock_now_ms ();
     }
@@ -506,32 +622,75 @@ static amaas_client_t *s_connect_with (const char *endpoint, int timeout_ms,
         self->session = (uint64_t)clock_now_us () ^ ((uint64_t)getpid () << 32);
     self->session |= 1; //  never 0
     msgpack_sbuffer_init (&self->packed);
-    self->sock = zsock_new (ZMQ_DEALER);
+    self->fd = -1;
     self->pending = idmap_new ();
-    if (!self->pending || !self->sock) {
-        s_set_error (err, AMAAS_INTERNAL, "cannot create a ZeroMQ socket");
+    if (!self->pending) {
+        s_set_error (err, AMAAS_INTERNAL, "out of memory");
         goto err;
     }
-    self->socket = zsock_resolve (self->sock);
-    self->fd = zsock_fd (self->sock);
-    zsock_set_linger (self->sock, 0);
-    zsock_set_sndhwm (self->sock, 0);
-    zsock_set_rcvhwm (self->sock, 0);
-    char why[512];
-    if ((server_cert || cert) &&
-        curve_client_apply (self->sock, server_cert, cert, why, sizeof why)) {
-        s_set_error (err, AMAAS_INVALID_ARGUMENT, "%s", why);
-        goto err;
+    //  One DEALER per broker of the comma-separated list
+    for (const char *at = endpoint;;) {
+        size_t len = strcspn (at, ",");
+        if (self->n_brokers == DEFS_BROKERS_MAX || len == 0 ||
+            len >= sizeof self->brokers[0].endpoint) {
+            s_set_error (err, AMAAS_INVALID_ARGUMENT,
+                         "bad broker list '%.300s': 1..%d endpoints, separated by commas", endpoint,
+                         DEFS_BROKERS_MAX);
+            goto err;
+        }
+        broker_t *broker = &self->brokers[self->n_brokers++];
+        memcpy (broker->endpoint, at, len);
+        broker->endpoint[len] = 0;
+        list_init (&broker->jobs);
+        broker->sock = zsock_new (ZMQ_DEALER);
+        if (!broker->sock) {
+            s_set_error (err, AMAAS_INTERNAL, "cannot create a ZeroMQ socket");
+            goto err;
+        }
+        broker->socket = zsock_resolve (broker->sock);
+        broker->fd = zsock_fd (broker->sock);
+        zsock_set_linger (broker->sock, 0);
+        zsock_set_sndhwm (broker->sock, 0);
+        zsock_set_rcvhwm (broker->sock, 0);
+        char why[512];
+        if ((server_cert || cert) &&
+            curve_client_apply (broker->sock, server_cert, cert, why, sizeof why)) {
+            s_set_error (err, AMAAS_INVALID_ARGUMENT, "%s", why);
+            goto err;
+        }
+        if (zsock_connect (broker->sock, "%s", broker->endpoint) == -1) {
+            s_set_error (err, AMAAS_INVALID_ARGUMENT, "bad broker endpoint '%s': %s",
+                         broker->endpoint, zmq_strerror (zmq_errno ()));
+            goto err;
+        }
+        if (at[len] == 0)
+            break;
+        at += len + 1;
     }
-    if (zsock_connect (self->sock, "%s", endpoint) == -1) {
-        s_set_error (err, AMAAS_INVALID_ARGUMENT, "bad broker endpoint '%s': %s", endpoint,
-                     zmq_strerror (zmq_errno ()));
-        goto err;
+    //  One fd to wait on: the broker's, or an epoll set of the brokers'
+    if (self->n_brokers == 1)
+        self->fd = self->brokers[0].fd;
+    else {
+        self->fd = epoll_create1 (EPOLL_CLOEXEC);
+        for (size_t i = 0; self->fd != -1 && i < self->n_brokers; i++) {
+            struct epoll_event event = {.events = EPOLLIN, .data.u64 = i};
+            if (epoll_ctl (self->fd, EPOLL_CTL_ADD, self->brokers[i].fd, &event)) {
+                close (self->fd);
+                self->fd = -1;
+            }
+        }
+        if (self->fd == -1) {
+            s_set_error (err, AMAAS_INTERNAL, "cannot make an epoll set: %s", strerror (errno));
+            goto err;
+        }
     }
-    //  ZeroMQ connects in the background: a PING proves the broker is there
+    //  ZeroMQ connects in the background: a PING proves a broker is there;
+    //  the first PONG will do (the others count their brokers in as they come)
     uint64_t id = self->next_id++;
-    bool pong = false;
-    if (s_send_command (self, CMD_PING, id) == 0)
+    bool pong = false, sent = false;
+    for (size_t i = 0; i < self->n_brokers; i++)
+        sent |= s_send_command (self, &self->brokers[i], CMD_PING, id) == 0;
+    if (sent)
         s_pump (self, 0, self->timeout_ms, CMD_PONG, id, &pong);
     if (pong && self->header.fields & HDR_CODE && self->header.code != AMAAS_OK) {
         s_set_error (err, (amaas_code_t)self->header.code, "%s", self->header.message);
@@ -539,8 +698,8 @@ static amaas_client_t *s_connect_with (const char *endpoint, int timeout_ms,
     }
     if (pong)
         return self;
-    s_set_error (err, AMAAS_UNAVAILABLE, "no amaas broker answered at %s within %d ms", endpoint,
-                 self->timeout_ms);
+    s_set_error (err, AMAAS_UNAVAILABLE, "no amaas broker answered at %.300s within %d ms",
+                 endpoint, self->timeout_ms);
 err:
     amaas_close (&self);
     return NULL;
@@ -568,7 +727,10 @@ void amaas_close (amaas_client_t **self_p)
     amaas_client_t *self = *self_p;
     if (!self)
         return;
-    zsock_destroy (&self->sock);
+    for (size_t i = 0; i < self->n_brokers; i++)
+        zsock_destroy (&self->brokers[i].sock);
+    if (self->n_brokers > 1 && self->fd != -1)
+        close (self->fd);
     size_t cursor = 0;
     pending_t *p;
     while (self->pending && (p = idmap_next (self->pending, &cursor))) {
@@ -638,6 +800,8 @@ uint64_t amaas_send_opts (amaas_client_t *self, const char *model, const amaas_t
     pending_t *p = LIST_ITEM (list_pop_first (&self->pool), pending_t, node);
     if (!p && (p = malloc (sizeof *p))) {
         list_node_init (&p->node);
+        list_node_init (&p->at);
+        p->broker = 0;
         p->retry.state = RETRY_UNTRACKED;
     }
     if (!p || codec_tensors_pack (tensors, n_inputs, &self->packed) ||
@@ -734,8 +898,9 @@ int amaas_cancel (amaas_client_t *self, uint64_t id)
     pending_t *p = s_pending_find (self, id);
     if (!p)
         return -1;
+    broker_t *broker = &self->brokers[p->broker];
     s_pending_finish (self, p);
-    s_send_command (self, CMD_CANCEL, id);
+    s_send_command (self, broker, CMD_CANCEL, id);
     return 0;
 }
 
@@ -806,7 +971,7 @@ int amaas_models (amaas_client_t *self, amaas_model_info_t *models, size_t max, 
     assert (models || max == 0);
     uint64_t id = self->next_id++;
     bool answered = false;
-    if (s_send_command (self, CMD_MODELS, id) == 0)
+    if (s_send_command (self, s_pick (self, 0), CMD_MODELS, id) == 0)
         s_pump (self, 0, self->timeout_ms, CMD_MODELS_REPLY, id, &answered);
     if (!answered) {
         s_set_error (err, AMAAS_UNAVAILABLE, "the broker did not answer within %d ms",

@@ -121,21 +121,15 @@ void retry_job_stop (retry_t *self, retry_job_t *job)
     self->jobs--;
 }
 
-bool retry_epoch (retry_t *self, uint64_t epoch)
+bool retry_job_lost (retry_t *self, retry_job_t *job)
 {
     assert (self);
-    if (epoch == 0 || epoch == self->epoch)
+    assert (job);
+    if (job->state != RETRY_WAITING)
         return false;
-    bool changed = self->epoch != 0;
-    self->epoch = epoch;
-    if (!changed)
-        return false;
-    //  What waited for an answer from the broker that is gone is resent;
-    //  a job backing off was not held there and keeps its turn
-    for (list_node_t *node = list_first (&self->waiting); node;
-         node = list_next (&self->waiting, node))
-        LIST_ITEM (node, retry_job_t, node)->state = RETRY_RESEND_DUE;
-    list_splice (&self->resend, &self->waiting);
+    list_remove (&self->waiting, &job->node);
+    job->state = RETRY_RESEND_DUE;
+    list_append (&self->resend, &job->node);
     return true;
 }
 

@@ -74,7 +74,6 @@ typedef struct {
     int attempts;         //  most sends per job (>= 1)
     int heartbeat_ms;     //  PING interval while jobs are pending (>= 1)
     int64_t next_ping_ms; //  next PING then, while jobs are pending
-    uint64_t epoch;       //  of the broker our jobs went to, 0 before the first
     size_t jobs;          //  jobs tracked
     list_t waiting;       //  RETRY_WAITING jobs, by deadline
     list_t backoff;       //  RETRY_BACKOFF jobs, by due_ms
@@ -112,11 +111,13 @@ bool retry_job_unavailable (retry_t *self, retry_job_t *job, int64_t now);
 //  it becomes untracked.  Cannot fail.
 void retry_job_stop (retry_t *self, retry_job_t *job);
 
-//  The broker's epoch, from a PONG (0: unknown, ignored).  Returns true if
-//  it changed from the one before: then every job waiting for an answer is
-//  due to be resent (retry_next).  The first epoch seen is no change.
+//  The broker the job was sent to lost it (its epoch changed: it
+//  restarted, or the connection is new; or it went silent while another
+//  broker answers).  A job waiting for an answer is then due to be resent
+//  at once, after the others so marked (retry_next): returns true.  A job
+//  backing off was not held there and keeps its turn: returns false.
 //  Cannot fail.
-bool retry_epoch (retry_t *self, uint64_t epoch);
+bool retry_job_lost (retry_t *self, retry_job_t *job);
 
 //  What is due at `now`, one thing at a time: call until RETRY_IDLE.  For
 //  RETRY_RESEND, RETRY_EXPIRED and RETRY_EXHAUSTED, *job_p is the job, now

@@ -39,6 +39,8 @@
 #define DEFS_PROBA_CLASSES_MAX 256
 //  nodes of one trees op (byte offsets of 16-byte nodes fit 32 bits)
 #define DEFS_NODES_MAX 268435455
+//  brokers one worker or one client connects to at most
+#define DEFS_BROKERS_MAX 8
 //  port: clients send jobs here
 #define DEFS_FRONTEND_PORT 5555
 //  the same, tcp://127.0.0.1:PORT

@@ -210,7 +210,7 @@ START_TEST (test_backoff_cut_by_deadline)
 }
 END_TEST
 
-START_TEST (test_epoch_change_resends)
+START_TEST (test_lost_jobs_resend)
 {
     retry_t r;
     retry_init (&r, 3, NEVER);
@@ -219,15 +219,14 @@ START_TEST (test_epoch_change_resends)
     s_start (&r, &b, 2000, 10);
     s_start (&r, &c, 3000, 20);
     ck_assert (retry_job_unavailable (&r, &c, 30)); //  backing off until 80
-    //  The first epoch, the same again, and 0 are no change
-    ck_assert (!retry_epoch (&r, 7));
-    ck_assert (!retry_epoch (&r, 7));
-    ck_assert (!retry_epoch (&r, 0));
     s_idle_at (&r, 40);
     ck_assert_int_eq (a.attempts, 1);
-    //  A new epoch: the jobs waiting for an answer are resent at once, in
-    //  order; the job backing off keeps its turn
-    ck_assert (retry_epoch (&r, 9));
+    //  Their broker lost them: the jobs waiting for an answer are resent at
+    //  once, in the order lost; the job backing off keeps its turn
+    ck_assert (retry_job_lost (&r, &a));
+    ck_assert (retry_job_lost (&r, &b));
+    ck_assert (!retry_job_lost (&r, &c));
+    ck_assert (!retry_job_lost (&r, &a)); //  already due
     ck_assert_int_eq (a.state, RETRY_RESEND_DUE);
     ck_assert_int_eq (b.state, RETRY_RESEND_DUE);
     ck_assert_int_eq (c.state, RETRY_BACKOFF);
@@ -250,7 +249,7 @@ START_TEST (test_epoch_change_resends)
 }
 END_TEST
 
-START_TEST (test_epoch_change_gives_up)
+START_TEST (test_lost_jobs_give_up)
 {
     retry_t r;
     retry_init (&r, 2, NEVER);
@@ -258,11 +257,12 @@ START_TEST (test_epoch_change_gives_up)
     s_start (&r, &job, 10000, 0);
     s_start (&r, &late, 100, 0);
     s_start (&r, &cancelled, 10000, 0);
-    retry_epoch (&r, 1);
-    ck_assert (retry_epoch (&r, 2));
+    ck_assert (retry_job_lost (&r, &late));
+    ck_assert (retry_job_lost (&r, &job));
+    ck_assert (retry_job_lost (&r, &cancelled));
     //  A job given up meanwhile is not resent
     retry_job_stop (&r, &cancelled);
-    //  In the order of their deadlines
+    //  In the order lost
     s_due_at (&r, 50, RETRY_RESEND, &late);
     retry_job_sent (&r, &late, 50);
     s_due_at (&r, 50, RETRY_RESEND, &job);
@@ -270,7 +270,8 @@ START_TEST (test_epoch_change_gives_up)
     s_idle_at (&r, 50);
     //  Sent twice, the most allowed: the next change loses it for good; a
     //  job whose deadline passed meanwhile expires rather than resent
-    ck_assert (retry_epoch (&r, 3));
+    ck_assert (retry_job_lost (&r, &late));
+    ck_assert (retry_job_lost (&r, &job));
     s_due_at (&r, 200, RETRY_EXPIRED, &late);
     retry_job_stop (&r, &late);
     s_due_at (&r, 200, RETRY_EXHAUSTED, &job);
@@ -290,8 +291,8 @@ START_TEST (test_stop_anywhere)
     s_start (&r, &backing_off, 1000, 0);
     s_start (&r, &resending, 1000, 0);
     retry_job_unavailable (&r, &backing_off, 0);
-    retry_epoch (&r, 1);
-    retry_epoch (&r, 2); //  `waiting` and `resending` are due to be resent
+    retry_job_lost (&r, &waiting);
+    retry_job_lost (&r, &resending); //  `waiting` and `resending` are due to be resent
     retry_job_stop (&r, &waiting);
     ck_assert_int_eq (resending.state, RETRY_RESEND_DUE);
     retry_job_stop (&r, &resending);
@@ -314,8 +315,8 @@ int main (void)
     tcase_add_test (tc, test_backoff_grows_and_is_bounded);
     tcase_add_test (tc, test_unavailable_bounded_by_attempts);
     tcase_add_test (tc, test_backoff_cut_by_deadline);
-    tcase_add_test (tc, test_epoch_change_resends);
-    tcase_add_test (tc, test_epoch_change_gives_up);
+    tcase_add_test (tc, test_lost_jobs_resend);
+    tcase_add_test (tc, test_lost_jobs_give_up);
     tcase_add_test (tc, test_stop_anywhere);
     suite_add_tcase (s, tc);
     return unit_run (s);

@@ -52,6 +52,7 @@ typedef struct {
     //  The request, filled by the I/O thread
     uint64_t token;                                  //  broker's job token
     uint64_t connection;                             //  connection it came on
+    uint32_t broker;                                 //  from broker number (of the list)
     char model[CODEC_NAME_MAX];                      //  model asked for
     const batch_model_t *serving;                    //  what computes it (never NULL)
     size_t n_outputs;                                //  outputs asked for, 0 = all

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "amaas_defs.h"
 #include "clock.h"
 #include "list.h"
 #include "compute.h"
@@ -36,12 +37,12 @@
 
 typedef struct entry_t entry_t;
 struct entry_t {
-    batch_model_t run;        //  what jobs point to; first member
-    list_node_t node;         //  in the catalog's entries
-    size_t refs;              //  jobs pointing to it
-    bool serving;             //  announced (or to be); false: retired
-    uint64_t drop_connection; //  retired on this connection ...
-    uint64_t drop_ready;      //  ... before READY number drop_ready on it was sent
+    batch_model_t run;                          //  what jobs point to; first member
+    list_node_t node;                           //  in the catalog's entries
+    size_t refs;                                //  jobs pointing to it
+    bool serving;                               //  announced (or to be); false: retired
+    uint64_t drop_connection[DEFS_BROKERS_MAX]; //  retired, per broker, on this connection ...
+    uint64_t drop_ready[DEFS_BROKERS_MAX]; //  ... before READY number drop_ready on it was sent
 };
 
 typedef struct file_t file_t;
@@ -65,14 +66,14 @@ typedef struct {
 
 struct catalog_t {
     const catalog_config_t *config;
-    list_t entries;          //  every entry (entry_t), newest first
-    list_t files;            //  files seen (file_t), in no order
-    override_t *overrides;   //  --model-batch
-    size_t n_overrides;      //
-    uint32_t errors;         //  files refused since the start
-    uint64_t connection;     //  connections made
-    uint64_t ready_sent;     //  READYs sent on the current connection
-    uint64_t ready_answered; //  the broker's answers to them
+    list_t entries;                            //  every entry (entry_t), newest first
+    list_t files;                              //  files seen (file_t), in no order
+    override_t *overrides;                     //  --model-batch
+    size_t n_overrides;                        //
+    uint32_t errors;                           //  files refused since the start
+    uint64_t connection[DEFS_BROKERS_MAX];     //  connections made, per broker
+    uint64_t ready_sent[DEFS_BROKERS_MAX];     //  READYs sent on its current connection
+    uint64_t ready_answered[DEFS_BROKERS_MAX]; //  the broker's answers to them
 };
 
 catalog_t *catalog_new (const catalog_config_t *config)
@@ -139,11 +140,15 @@ void catalog_destroy (catalog_t **self_p)
     *self_p = NULL;
 }
 
-//  True if a retired entry may still be asked for: the broker has not
-//  answered, on this connection, the READY that dropped it.
+//  True if a retired entry may still be asked for: a broker has not
+//  answered, on its current connection, the READY that dropped it.
 static bool s_still_announced (const catalog_t *self, const entry_t *entry)
 {
-    return entry->drop_connection == self->connection && self->ready_answered < entry->drop_ready;
+    for (size_t b = 0; b < DEFS_BROKERS_MAX; b++)
+        if (entry->drop_connection[b] == self->connection[b] &&
+            self->ready_answered[b] < entry->drop_ready[b])
+            return true;
+    return false;
 }
 
 //  Frees the retired entries that no job points to and no JOB can come for.
@@ -164,8 +169,10 @@ static void s_collect (catalog_t *self)
 static void s_retire (catalog_t *self, entry_t *entry)
 {
     entry->serving = false;
-    entry->drop_connection = self->connection;
-    entry->drop_ready = self->ready_sent + 1;
+    for (size_t b = 0; b < DEFS_BROKERS_MAX; b++) {
+        entry->drop_connection[b] = self->connection[b];
+        entry->drop_ready[b] = self->ready_sent[b] + 1;
+    }
 }
 
 //  A new entry for a model loaded, with the batch settings of its name.
@@ -580,24 +587,24 @@ int catalog_fill_ready (const catalog_t *self, codec_header_t *h)
     return 0;
 }
 
-void catalog_connected (catalog_t *self)
+void catalog_connected (catalog_t *self, size_t broker)
 {
-    assert (self);
-    self->connection++;
-    self->ready_sent = self->ready_answered = 0;
+    assert (self && broker < DEFS_BROKERS_MAX);
+    self->connection[broker]++;
+    self->ready_sent[broker] = self->ready_answered[broker] = 0;
     s_collect (self);
 }
 
-void catalog_ready_sent (catalog_t *self)
+void catalog_ready_sent (catalog_t *self, size_t broker)
 {
-    assert (self);
-    self->ready_sent++;
+    assert (self && broker < DEFS_BROKERS_MAX);
+    self->ready_sent[broker]++;
 }
 
-void catalog_ready_answered (catalog_t *self)
+void catalog_ready_answered (catalog_t *self, size_t broker)
 {
-    assert (self);
-    if (self->ready_answered < self->ready_sent)
-        self->ready_answered++;
+    assert (self && broker < DEFS_BROKERS_MAX);
+    if (self->ready_answered[broker] < self->ready_sent[broker])
+        self->ready_answered[broker]++;
     s_collect (self);
 }

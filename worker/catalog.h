@@ -14,11 +14,11 @@
 
     A retired entry is not freed at once: jobs that the broker sent before
     it learnt of the change may still come for it, and those already here
-    point to it.  It is freed when no job points to it AND either the
-    broker has answered the READY that no longer listed it (ZeroMQ keeps
-    order on a connection: no JOB for it is on its way after that answer)
-    or the connection was replaced since.  Until then jobs asked for it are
-    still served by it.
+    point to it.  It is freed when no job points to it AND, for each broker
+    the worker connects to, either the broker has answered the READY that
+    no longer listed it (ZeroMQ keeps order on a connection: no JOB for it
+    is on its way after that answer) or the connection was replaced since.  Until then jobs asked
+   for it are still served by it.
 
     Everything here runs on the I/O thread: references are plain counters.
 */
@@ -76,12 +76,13 @@ uint32_t catalog_errors (const catalog_t *self);
 //  out-of-memory (h unchanged).
 int catalog_fill_ready (const catalog_t *self, codec_header_t *h);
 
-//  The connection to the broker: a new one (retired entries need no answer
-//  on it), a READY sent on it, the broker's answer to one.  Each frees
-//  what may go.  Cannot fail.
-void catalog_connected (catalog_t *self);
-void catalog_ready_sent (catalog_t *self);
-void catalog_ready_answered (catalog_t *self);
+//  The connection to broker number `broker` (0 .. DEFS_BROKERS_MAX - 1 of
+//  the worker's list): a new one (retired entries need no answer on it), a
+//  READY sent on it, the broker's answer to one.  Each frees what may go.
+//  Cannot fail.
+void catalog_connected (catalog_t *self, size_t broker);
+void catalog_ready_sent (catalog_t *self, size_t broker);
+void catalog_ready_answered (catalog_t *self, size_t broker);
 
 //  Entries retired and not yet freed.  Cannot fail.
 size_t catalog_retired (const catalog_t *self);
