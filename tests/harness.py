@@ -88,7 +88,8 @@ class Process:
 
 class Cluster:
     def __init__(self, build_dir, models_dir, workers=1, heartbeat_ms=500,
-                 broker_args=(), worker_args=(), ready_timeout=15.0, cli_args=(), env=None):
+                 broker_args=(), worker_args=(), ready_timeout=15.0, cli_args=(), env=None,
+                 brokers=1):
         self.build_dir = os.path.abspath(build_dir)
         self.models_dir = models_dir
         self.n_workers = workers
@@ -99,7 +100,10 @@ class Cluster:
         self.env = dict(env or {})  # broker and workers only
         self.ready_timeout = ready_timeout
         self.tmp = tempfile.mkdtemp(prefix="amaas-test-")
-        self.broker = None
+        self.n_brokers = brokers
+        self.broker = None  # the first broker
+        self.brokers = []  # every broker (amaas-cluster start --brokers N)
+        self.controls = []  # their control endpoints
         self.workers = []
         self.gateways = []
         self.frontend = self.backend = self.control = None
@@ -130,16 +134,32 @@ class Cluster:
 
     def _endpoints(self, text):
         eps = dict(line.split("=", 1) for line in text.split())
+        # with several brokers, frontend and backend are lists (EP1,EP2)
         self.frontend, self.backend, self.control = eps["frontend"], eps["backend"], eps["control"]
+        self.controls = eps.get("controls", self.control).split(",")
 
     def _add_log(self, name):
         path = os.path.join(self.tmp, name + ".log")
         if path not in self._log_files:
             self._log_files.append(path)
 
-    def _adopt_broker(self):
-        self.broker = Process(self.tmp, "broker", self._pid("broker"), [self.bin("amaas-broker")])
-        self._add_log("broker")
+    def _adopt_brokers(self):
+        """Every broker whose pid is new (started, or started again)."""
+        for k in range(1, self.n_brokers + 1):
+            name = "broker" if k == 1 else "broker-%d" % k
+            try:
+                pid = self._pid(name)
+            except FileNotFoundError:
+                continue
+            if k <= len(self.brokers) and self.brokers[k - 1].pid == pid:
+                continue
+            proc = Process(self.tmp, name, pid, [self.bin("amaas-broker")])
+            if k <= len(self.brokers):
+                self.brokers[k - 1] = proc
+            else:
+                self.brokers.append(proc)
+            self._add_log(name)
+        self.broker = self.brokers[0]
 
     def _adopt_worker(self, number, pid):
         name = "worker-%d" % number
@@ -149,14 +169,16 @@ class Cluster:
         return w
 
     def start_broker(self):
-        """The first time: the broker (`amaas-cluster start --workers 0`);
-        after it was killed: the broker again on the same endpoints, so that
-        workers and clients find it (`amaas-cluster start-broker`)."""
+        """The first time: the brokers (`amaas-cluster start --workers 0`);
+        after one was killed: the brokers not running, again on the same
+        endpoints, so that workers and clients find them (`amaas-cluster
+        start-broker`)."""
         if not self._started:
             # --attached: in our session, scheduled with us as the processes
             # the tests were written with (a session per process would give
             # each its own CPU share)
-            args = ["start", "--workers", "0", "--attached", "--models", self.models_dir,
+            args = ["start", "--workers", "0", "--brokers", str(self.n_brokers), "--attached",
+                    "--models", self.models_dir,
                     "--frontend", RANDOM_PORT, "--backend", RANDOM_PORT, "--control", RANDOM_PORT,
                     "--heartbeat-ms", str(self.heartbeat_ms)]
             for a in self.broker_args:
@@ -169,7 +191,7 @@ class Cluster:
             self._endpoints(self._cluster(*args))
         else:
             self._endpoints(self._cluster("start-broker"))
-        self._adopt_broker()
+        self._adopt_brokers()
 
     def start_worker(self, models_dir=None, extra_args=()):
         """One more worker (`amaas-cluster add-worker --no-wait`): returns its
@@ -256,7 +278,7 @@ class Cluster:
         the broker, each SIGTERMed once it handles signals, killed after 10 s).
         Returns the processes that did not exit 0 of their own (crash,
         sanitizer report, hang), other than those a test stopped on purpose."""
-        procs = [p for p in self.gateways + self.workers + [self.broker] if p is not None]
+        procs = [p for p in self.gateways + self.workers + self.brokers if p is not None]
         if self._started:
             env = dict(os.environ, AMAAS_CONFIG="")
             # exit 1 when a process exited badly: told apart below, by process

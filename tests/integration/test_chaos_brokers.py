@@ -1,0 +1,84 @@
+"""Chaos with two brokers, all active: 2 brokers, 3 workers (each connected
+to both), and 2 C clients (tests/chaos_client.c, libamaas, given both
+frontends) pipelining 20,000 jobs in all, whose answers they check.
+Meanwhile this script kills -9 the first broker and starts it again, then
+the second, then freezes the first (SIGSTOP) for 5 s.  A client whose broker
+is gone sends its jobs to the other; the workers go on serving the broker
+that lives.  Every job must succeed, once, with the right answer: lost 0,
+answered twice 0, wrong 0.  Bounded to about two minutes.
+AMAAS_CHAOS_JOBS=N sends N jobs per client instead of 10,000.
+Run: ctest -R integration_chaos_brokers, or pytest --build-dir BUILD
+tests/integration/test_chaos_brokers.py"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from harness import Cluster, build_dir, wait_for  # noqa: E402
+
+BUILD = build_dir()
+JOBS = int(os.environ.get("AMAAS_CHAOS_JOBS", "10000"))  # per client
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "models")
+RATE = 400  # jobs per second per client: the run lasts about 25 s
+
+
+def serving_workers(c, k):
+    """Workers broker k (0-based) has registered, serving; 0 if it does not
+    answer."""
+    r = subprocess.run([c.bin("amaas"), "--control", c.controls[k], "--timeout", "2000",
+                        "workers", "--json"], capture_output=True, text=True, timeout=10)
+    if r.returncode != 0:
+        return 0
+    return sum(not w["draining"] for w in json.loads(r.stdout)["workers"])
+
+
+def test_two_brokers_killed_restarted_and_frozen():
+    with Cluster(BUILD, EXAMPLES, workers=3, brokers=2, heartbeat_ms=200) as c:
+        for k in range(2):
+            wait_for("3 workers at broker %d" % (k + 1), lambda: serving_workers(c, k) == 3)
+        clients = [subprocess.Popen(
+            [os.path.join(BUILD, "tests", "chaos_client"), c.frontend, str(JOBS), "100",
+             str(RATE), "10"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]
+        running = lambda: all(p.poll() is None for p in clients)  # noqa: E731
+        events = []
+        try:
+            for k in (0, 1):
+                # a quarter of the run between events
+                time.sleep(JOBS / RATE / 5)
+                if not running():
+                    break
+                b = c.brokers[k]
+                c.expected_exits.add(b)
+                b.send_signal(signal.SIGKILL)
+                b.wait(timeout=10)
+                events.append("killed broker %d" % (k + 1))
+                time.sleep(JOBS / RATE / 10)
+                c.start_broker()
+                wait_for("3 workers back at broker %d" % (k + 1),
+                         lambda: serving_workers(c, k) == 3, timeout=60)
+                events.append("restarted broker %d" % (k + 1))
+            if running():
+                b = c.brokers[0]
+                b.send_signal(signal.SIGSTOP)
+                time.sleep(5)  # the freeze the test is about, not a wait for readiness
+                b.send_signal(signal.SIGCONT)
+                events.append("froze broker 1 for 5 s")
+            outs = [p.communicate(timeout=180)[0] for p in clients]
+        finally:
+            for p in clients:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        for out in outs:
+            print(out)
+        print("events:", events)
+        assert len(events) == 5, "the clients finished before every event: %s" % events
+        for p, out in zip(clients, outs):
+            assert p.returncode == 0, out
+            assert "sent=%d ok=%d failed=0" % (JOBS, JOBS) in out, out
+            assert "lost=0 answered_twice=0 wrong=0" in out, out
