@@ -82,3 +82,32 @@ def test_two_brokers_killed_restarted_and_frozen():
             assert p.returncode == 0, out
             assert "sent=%d ok=%d failed=0" % (JOBS, JOBS) in out, out
             assert "lost=0 answered_twice=0 wrong=0" in out, out
+
+
+def credits(c, k):
+    """The credit broker k (0-based) gives each worker it has, by pid; {}
+    if it does not answer."""
+    r = subprocess.run([c.bin("amaas"), "--control", c.controls[k], "--timeout", "2000",
+                        "workers", "--json"], capture_output=True, text=True, timeout=10)
+    if r.returncode != 0:
+        return {}
+    return {w["pid"]: w["credit"] for w in json.loads(r.stdout)["workers"]}
+
+
+def test_a_workers_credit_is_shared_by_the_brokers():
+    """A worker of credit 9 gives 5 and 4 to two brokers; with one gone,
+    the other gets all but the reserve of 1 kept for it (8); back, 5 and 4
+    again.  Each broker shows the credit it holds (`amaas workers`)."""
+    with Cluster(BUILD, EXAMPLES, workers=1, brokers=2, heartbeat_ms=200,
+                 worker_args=["--credit", "9"]) as c:
+        pid = c.workers[0].pid
+        shared = lambda: sorted([credits(c, 0).get(pid), credits(c, 1).get(pid)],  # noqa: E731
+                                key=lambda x: x or 0) == [4, 5]
+        wait_for("the credit shared 5 + 4", shared)
+        b = c.brokers[1]
+        c.expected_exits.add(b)
+        b.send_signal(signal.SIGKILL)
+        b.wait(timeout=10)
+        wait_for("broker 1 to hold 8 of the worker's 9", lambda: credits(c, 0).get(pid) == 8)
+        c.start_broker()
+        wait_for("the credit shared again", shared, timeout=60)
