@@ -13,9 +13,15 @@ the broker declares its workers dead and gives their jobs to host b, and no
 job is lost.  When the cable is back, host a's workers reconnect, register
 again (amaas workers lists them) and compute jobs again.
 
+test_a_broker_host_loses_its_link: two brokers on two hosts (broker and
+broker2, 10.77.0.5), a worker on hosts a and b connected to both, the client
+to both; host broker's cable is pulled while the client pipelines checked
+jobs: the client resends what it had there to broker2, the workers serve
+broker2 alone, and with the cable back they register with broker again.
+
 Needs root and iproute2 (ip netns); without them the test is skipped.
 Namespaces and processes are removed on every exit path (and those left by
-an earlier run that was killed, on the next run).  About 30 s.
+an earlier run that was killed, on the next run).  About 30 s each.
 Run: ctest -R integration_netns, or pytest --build-dir BUILD tests/integration/test_netns.py"""
 import glob
 import json
@@ -39,7 +45,7 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "mod
 PREFIX = "amaas-nt"  # namespaces: amaas-nt<PID>-<host>
 HEARTBEAT_MS = 200   # the broker declares a silent worker dead after 3 x 200 ms
 SUBNET = "10.77.0"   # only inside the namespaces below
-HOSTS = {"broker": 1, "a": 2, "b": 3, "client": 4}
+HOSTS = {"broker": 1, "a": 2, "b": 3, "client": 4, "broker2": 5}
 
 
 def sh(*args, check=True, timeout=20):
@@ -108,12 +114,12 @@ class Machines:
         self.namespaces.append(self.ns(host))
         sh("ip", "-n", self.ns(host), "link", "set", "lo", "up")
 
-    def build(self):
+    def build(self, hosts=("broker", "a", "b", "client")):
         self.add_namespace("switch")
         sw = self.ns("switch")
         sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", sw, "link", "set", "br0", "up")
-        for host in HOSTS:
+        for host in hosts:
             self.add_namespace(host)
             # the cable: port-HOST on the switch, eth0 on the host; created
             # inside the namespaces, never in the machine's own
@@ -202,9 +208,9 @@ def can_make_namespaces():
     return None
 
 
-def workers(m, control):
-    r = m.run_in("broker", [os.path.join(BUILD, "amaas"), "--control", control, "--timeout",
-                            "2000", "workers", "--json"])
+def workers(m, control, host="broker"):
+    r = m.run_in(host, [os.path.join(BUILD, "amaas"), "--control", control, "--timeout",
+                        "2000", "workers", "--json"])
     if r.returncode != 0:
         return []
     return json.loads(r.stdout)["workers"]
@@ -345,3 +351,77 @@ def teardown_module():
         for name in sh("ip", "netns", "list", check=False).stdout.split():
             if name.startswith("%s%d-" % (PREFIX, os.getpid())):
                 remove_namespace(name)
+
+
+def start_broker(m, host):
+    """A broker on host, frontend and backend on its address: its endpoints."""
+    ep_file = os.path.join(m.tmp, "endpoints-" + host)
+    m.spawn(host, [
+        os.path.join(BUILD, "amaas-broker"),
+        "--frontend", "tcp://%s:!" % m.addr(host), "--backend", "tcp://%s:!" % m.addr(host),
+        "--control", "tcp://127.0.0.1:!", "--endpoints-file", ep_file,
+        "--heartbeat-ms", str(HEARTBEAT_MS)], host)
+    return wait_for("the endpoints of the broker on " + host, lambda: (
+        os.path.exists(ep_file) and "control=" in open(ep_file).read()
+        and dict(line.split("=", 1) for line in open(ep_file).read().split())), 10)
+
+
+def test_a_broker_host_loses_its_link():
+    """Two brokers on two hosts, all active; a worker on each of two worker
+    hosts connects to both, the client host to both.  Host broker's cable
+    is pulled while the client pipelines checked jobs: the client sends the
+    jobs it had there to broker2, the workers serve broker2 alone; with the
+    cable back, the workers register with broker again.  No job is lost,
+    answered twice or wrong."""
+    why = can_make_namespaces()
+    if why:
+        print("SKIP: %s" % why)
+        pytest.skip(why)
+    remove_stale_namespaces()
+    m = Machines()
+    try:
+        m.build(hosts=("broker", "broker2", "a", "b", "client"))
+        eps = {h: start_broker(m, h) for h in ("broker", "broker2")}
+        frontends = ",".join(eps[h]["frontend"] for h in ("broker", "broker2"))
+        backends = ",".join(eps[h]["backend"] for h in ("broker", "broker2"))
+        for host in ("a", "b"):
+            m.spawn(host, [os.path.join(BUILD, "amaas-worker"), "--broker", backends,
+                           "--models", EXAMPLES, "--heartbeat-ms", str(HEARTBEAT_MS),
+                           "--credit", "8"], "worker-" + host, hostname="amaas-host-" + host)
+        for h in ("broker", "broker2"):
+            wait_for("2 workers at " + h, lambda: len(workers(m, eps[h]["control"], h)) == 2, 15)
+        client = m.spawn("client", [os.path.join(BUILD, "tests", "chaos_client"), frontends,
+                                    "12000", "200", "1000", "10"], "client",
+                         stdout=subprocess.PIPE)
+        wait_for("the broker on host broker to hold jobs", lambda: client.poll() is not None or
+                 sum(w["in_flight"] for w in workers(m, eps["broker"]["control"])), 30)
+        assert client.poll() is None, "the client ended early"
+
+        print("cutting host broker's link")
+        m.cable("broker", up=False)
+        done2 = sum(w["done"] for w in workers(m, eps["broker2"]["control"], "broker2"))
+        wait_for("broker2 to carry the load: 2000 more jobs", lambda: sum(
+            w["done"] for w in workers(m, eps["broker2"]["control"], "broker2"))
+            > done2 + 2000, 60)
+
+        print("restoring host broker's link")
+        m.cable("broker", up=True)
+        wait_for("the workers to register with broker again",
+                 lambda: len(workers(m, eps["broker"]["control"])) == 2, 60)
+
+        out, _ = client.communicate(timeout=120)
+        print(out.strip())
+        assert client.returncode == 0, "jobs were lost, answered twice or wrong: " + out
+        stats = dict(kv.split("=") for kv in out.split("\n")[0].split()[1:])
+        assert stats["sent"] == "12000" and stats["ok"] == "12000", stats
+        assert stats["lost"] == "0" and stats["answered_twice"] == "0", stats
+        assert stats["wrong"] == "0", stats
+        assert int(stats["retried"]) > 0, "no job was resent: the cut proves nothing"
+        bad = m.stop()
+        assert not bad, "processes exited badly: %s" % bad
+    except BaseException:
+        m.stop()
+        m.dump_logs()
+        raise
+    finally:
+        m.cleanup()
