@@ -198,28 +198,78 @@ int control_main (const char *endpoint, int timeout_ms, const char *server_cert,
         }
         worker = argv[optind];
     }
+    //  A list of brokers (EP1,EP2,...): status and workers of each in turn;
+    //  drain goes to each until one knows the worker (it tells the others)
+    size_t n = 1;
+    for (const char *p = endpoint; *p; p++)
+        n += *p == ',';
+    if (n > 1 && streq (command, "shutdown")) {
+        fprintf (stderr, "amaas shutdown: one broker at a time: --control ENDPOINT\n");
+        return 2;
+    }
+    json_t *all = n > 1 && as_json ? json_array () : NULL;
+    int rc = 0;
     char message[CODEC_MESSAGE_MAX] = "";
     int code = 0;
-    json_t *answer = s_control_call (endpoint, timeout_ms, server_cert, cert, command, worker,
-                                     message, sizeof message, &code);
-    if (!answer)
-        return 1;
-    int rc = 0;
-    if (code) {
-        fprintf (stderr, "amaas: %s: %s\n", amaas_code_name ((amaas_code_t)code), message);
-        rc = 1;
-    } else if (as_json) {
-        if (*message && json_object_size (answer) == 0)
-            json_object_set_new (answer, "message", json_string (message));
-        char *text = json_dumps (answer, JSON_SORT_KEYS);
+    for (const char *at = endpoint;;) {
+        size_t len = strcspn (at, ",");
+        char one[256];
+        if (len == 0 || len >= sizeof one) {
+            fprintf (stderr, "amaas: bad control endpoint list '%s'\n", endpoint);
+            json_decref (all);
+            return 2;
+        }
+        memcpy (one, at, len);
+        one[len] = 0;
+        if (n > 1 && !as_json && !worker)
+            printf ("%s==== broker %s\n", at == endpoint ? "" : "\n", one);
+        *message = 0;
+        json_t *answer = s_control_call (one, timeout_ms, server_cert, cert, command, worker,
+                                         message, sizeof message, &code);
+        if (!answer)
+            rc = 1;
+        else if (code && worker)
+            ; //  drain: the next broker may know the worker (reported after the last)
+        else if (code) {
+            fprintf (stderr, "amaas: %s: %s\n", amaas_code_name ((amaas_code_t)code), message);
+            rc = 1;
+        } else if (as_json) {
+            if (*message && json_object_size (answer) == 0)
+                json_object_set_new (answer, "message", json_string (message));
+            if (all) {
+                json_object_set_new (answer, "control", json_string (one));
+                json_array_append (all, answer);
+            } else {
+                char *text = json_dumps (answer, JSON_SORT_KEYS);
+                printf ("%s\n", text);
+                free (text);
+            }
+        } else if (streq (command, "status"))
+            s_print_status (answer);
+        else if (streq (command, "workers"))
+            s_print_workers (answer);
+        else
+            printf ("%s\n", message);
+        bool done = worker && answer && !code; //  drained: one broker is enough
+        json_decref (answer);
+        if (done) {
+            rc = 0;
+            break;
+        }
+        if (!at[len]) {
+            if (worker && code) {
+                fprintf (stderr, "amaas: %s: %s\n", amaas_code_name ((amaas_code_t)code), message);
+                rc = 1;
+            }
+            break;
+        }
+        at += len + 1;
+    }
+    if (all) {
+        char *text = json_dumps (all, JSON_SORT_KEYS);
         printf ("%s\n", text);
         free (text);
-    } else if (streq (command, "status"))
-        s_print_status (answer);
-    else if (streq (command, "workers"))
-        s_print_workers (answer);
-    else
-        printf ("%s\n", message);
-    json_decref (answer);
+        json_decref (all);
+    }
     return rc;
 }

@@ -104,6 +104,17 @@ def test_a_workers_credit_is_shared_by_the_brokers():
         shared = lambda: sorted([credits(c, 0).get(pid), credits(c, 1).get(pid)],  # noqa: E731
                                 key=lambda x: x or 0) == [4, 5]
         wait_for("the credit shared 5 + 4", shared)
+        # the CLI's control commands take the list of brokers: one entry each
+        both = ",".join(c.controls)
+        r = subprocess.run([c.bin("amaas"), "--control", both, "workers", "--json"],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        listed = json.loads(r.stdout)
+        assert [b["control"] for b in listed] == c.controls, listed
+        assert all([w["pid"] for w in b["workers"]] == [pid] for b in listed), listed
+        r = subprocess.run([c.bin("amaas"), "--control", both, "status"],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0 and r.stdout.count("==== broker ") == 2, r.stdout + r.stderr
         b = c.brokers[1]
         c.expected_exits.add(b)
         b.send_signal(signal.SIGKILL)
