@@ -169,10 +169,14 @@ typedef struct {
 
 typedef struct amaas_client_t amaas_client_t;
 
-//  Connect to a broker's frontend, e.g. "tcp://127.0.0.1:5555".  ZeroMQ connects
-//  in the background, so the connection is proved by a round trip to the broker
+//  Connect to a broker's frontend, e.g. "tcp://127.0.0.1:5555", or to several
+//  brokers, all active: a comma-separated list of up to 8 frontends
+//  ("tcp://10.0.0.5:5555,tcp://10.0.0.6:5555").  Jobs then go to the brokers
+//  that answer, in turn, and those of a broker that stops answering are sent
+//  to the others (docs/OPERATIONS.md "Several brokers").  ZeroMQ connects in
+//  the background, so the connection is proved by a round trip to a broker
 //  that must complete within timeout_ms.  On error, NULL is returned and err
-//  says why (UNAVAILABLE when the broker does not answer).
+//  says why (UNAVAILABLE when no broker answers).
 AMAAS_EXPORT amaas_client_t *amaas_connect (const char *endpoint, int timeout_ms,
                                             amaas_error_t *err);
 
@@ -195,8 +199,9 @@ AMAAS_EXPORT void amaas_close (amaas_client_t **self_p);
 AMAAS_EXPORT void amaas_set_timeout (amaas_client_t *self, int timeout_ms);
 
 //  Retries: a job is sent at most `attempts` times (1 = never resent); it
-//  is resent only after UNAVAILABLE or when the broker's epoch changed
-//  (restart, new connection), never because it is slow.  While jobs are
+//  is resent only after UNAVAILABLE, when the broker's epoch changed
+//  (restart, new connection) or, with several brokers, when its broker
+//  missed 3 PINGs while another answers; never because it is slow.  While jobs are
 //  pending the client PINGs the broker every heartbeat_ms for its epoch.
 //  Defaults: 3 attempts, 1000 ms.  Cannot fail.
 AMAAS_EXPORT void amaas_set_retry (amaas_client_t *self, int attempts, int heartbeat_ms);
@@ -221,7 +226,8 @@ AMAAS_EXPORT int amaas_cancel (amaas_client_t *self, uint64_t id);
 
 //  For an event loop that waits on other things too (amaas-gateway): a
 //  file descriptor that becomes readable when messages may have come
-//  (libzmq's ZMQ_FD, edge-triggered), and the milliseconds until the
+//  (libzmq's ZMQ_FD, edge-triggered; with several brokers, an epoll set of
+//  theirs), and the milliseconds until the
 //  client's next timer (a PING, a resend, a deadline; INT_MAX: none).
 //  Wait with poll(2) on the fd for POLLIN at most amaas_wake_ms, then call
 //  amaas_recv with timeout 0 until it returns NULL: that takes in every

@@ -168,6 +168,10 @@ class Client:
         with amaas.Client("tcp://127.0.0.1:5555") as client:
             y = client.predict("iris", np.array([[5.1, 3.5, 1.4, 0.2]]))["label"]
 
+    endpoint may list several brokers, all active: "EP1,EP2" (libamaas
+    spreads jobs over those that answer and resends to the others the jobs
+    of one that stops answering).
+
     timeout (seconds) bounds the connection's round trip and is the
     deadline of a job sent without one.  server_key (the broker's public
     certificate) and cert (the client's key pair: cert and cert + "_secret",
