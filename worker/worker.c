@@ -407,6 +407,19 @@ static void s_on_cancel (worker_t *self, link_t *link, const codec_header_t *h, 
     s_job_done (self, job);
 }
 
+//  Sends a header-only command to every broker.  Cannot fail.
+static void s_send_command (worker_t *self, codec_cmd_t cmd, const char *reason)
+{
+    codec_header_t *h = &self->reply;
+    codec_header_reset (h);
+    if (reason) {
+        h->fields = HDR_REASON;
+        snprintf (h->message, sizeof h->message, "%s", reason);
+    }
+    for (size_t i = 0; i < self->n_links; i++)
+        s_send_msg (&self->links[i], cmd, h, NULL);
+}
+
 //  Handles the message in self->frames; a JOB is queued on jobs.  A bad
 //  message is logged and dropped.  Cannot fail.
 static void s_on_broker_message (worker_t *self, link_t *link, list_t *jobs)
@@ -446,9 +459,7 @@ static void s_on_broker_message (worker_t *self, link_t *link, list_t *jobs)
             log_info ("worker draining on the broker's request broker=%s jobs_held=%zu",
                       link->endpoint, self->held);
             self->draining = true;
-            for (size_t i = 0; i < self->n_links; i++)
-                if (&self->links[i] != link)
-                    s_send_msg (&self->links[i], CMD_DRAIN, &(codec_header_t){0}, NULL);
+            s_send_command (self, CMD_DRAIN, NULL);
         }
         link->drain_acked = true;
     } else if (cmd == CMD_ERROR) {
@@ -536,19 +547,6 @@ static void s_on_finished (worker_t *self)
             s_send_result (self, link, job);
         s_job_done (self, job);
     }
-}
-
-//  Sends a header-only command to every broker.  Cannot fail.
-static void s_send_command (worker_t *self, codec_cmd_t cmd, const char *reason)
-{
-    codec_header_t *h = &self->reply;
-    codec_header_reset (h);
-    if (reason) {
-        h->fields = HDR_REASON;
-        snprintf (h->message, sizeof h->message, "%s", reason);
-    }
-    for (size_t i = 0; i < self->n_links; i++)
-        s_send_msg (&self->links[i], cmd, h, NULL);
 }
 
 //  Starts watching the models folder.  Returns the inotify fd, or -1
