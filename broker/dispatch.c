@@ -63,11 +63,14 @@ struct dispatch_job_t {
     char fail_message[CODEC_MESSAGE_MAX];
 };
 
-//  A worker in the heap of a model version it serves
+//  A worker in the heap of a model version it serves, with a copy of what
+//  orders it, so that moving it reads the heap and not the workers
 typedef struct {
-    dispatch_worker_t *worker;
-    size_t slot;     //  the model's index in worker->models (and worker->heap_at)
-    uint64_t linked; //  when the worker was linked to the model: ties go to the first
+    uint64_t load;             //  (held >= credit) << 63 | held: free credit first, then fewest
+    uint64_t last_given;       //  the worker's last_given
+    uint64_t linked;           //  when the worker was linked to the model: ties go to the first
+    dispatch_worker_t *worker; //  the worker
+    size_t slot;               //  the model's index in worker->models (and worker->heap_at)
 } heap_item_t;
 
 //  One version of a model: the workers that serve it and its queue.  It
@@ -593,20 +596,22 @@ static bool s_worker_full (const dispatch_worker_t *worker)
     return list_size (&worker->jobs) >= worker->credit;
 }
 
+//  What orders a worker in its heaps: whether it is full, then the jobs it
+//  holds (fewer than 2^63).
+static uint64_t s_worker_load (const dispatch_worker_t *worker)
+{
+    return (uint64_t)s_worker_full (worker) << 63 | (uint64_t)list_size (&worker->jobs);
+}
+
 //  Whether dispatch picks a before b: a worker with free credit first, then
 //  the one holding fewer jobs, then the one given a job longest ago, then
 //  the one linked to the model first.
 static bool s_heap_before (const heap_item_t *a, const heap_item_t *b)
 {
-    const dispatch_worker_t *x = a->worker, *y = b->worker;
-    bool x_full = s_worker_full (x), y_full = s_worker_full (y);
-    if (x_full != y_full)
-        return y_full;
-    size_t x_held = list_size (&x->jobs), y_held = list_size (&y->jobs);
-    if (x_held != y_held)
-        return x_held < y_held;
-    if (x->last_given != y->last_given)
-        return x->last_given < y->last_given;
+    if (a->load != b->load)
+        return a->load < b->load;
+    if (a->last_given != b->last_given)
+        return a->last_given < b->last_given;
     return a->linked < b->linked;
 }
 
@@ -671,7 +676,8 @@ static int s_heap_insert (dispatch_t *self, dispatch_model_t *model, dispatch_wo
         model->heap = heap;
         model->heap_size = size;
     }
-    heap_item_t item = {worker, slot, ++self->next_linked};
+    heap_item_t item = {s_worker_load (worker), worker->last_given, ++self->next_linked, worker,
+                        slot};
     s_heap_put (model, model->n_workers++, item);
     s_heap_up (model, model->n_workers - 1);
     return 0;
@@ -688,12 +694,18 @@ static void s_heap_remove (dispatch_model_t *model, size_t i)
     }
 }
 
-//  The jobs a worker holds changed: moves it in the heap of each model it
-//  serves, O(m log n).
+//  The jobs a worker holds, or its last_given, changed: moves it in the
+//  heap of each model it serves, O(m log n).
 static void s_worker_moved (dispatch_worker_t *worker)
 {
-    for (size_t i = 0; i < worker->n_models; i++)
+    uint64_t load = s_worker_load (worker);
+    for (size_t i = 0; i < worker->n_models; i++) {
+        heap_item_t *item = &worker->models[i]->heap[worker->heap_at[i]];
+        assert (item->worker == worker);
+        item->load = load;
+        item->last_given = worker->last_given;
         s_heap_fix (worker->models[i], worker->heap_at[i]);
+    }
 }
 
 //  The lane key of a job: its priority and its client's identity in hex.
@@ -1110,7 +1122,7 @@ bool dispatch_cancel (dispatch_t *self, dispatch_job_t *job)
 //  its heap, O(1).
 static dispatch_worker_t *s_pick_worker (dispatch_model_t *model)
 {
-    if (model->n_workers == 0 || s_worker_full (model->heap[0].worker))
+    if (model->n_workers == 0 || model->heap[0].load >> 63)
         return NULL;
     return model->heap[0].worker;
 }
