@@ -519,7 +519,7 @@ int main (int argc, char **argv)
         double per_s = load.elapsed > 0 ? (double)load.measured / load.elapsed : 0;
         double cpu_us = load.measured ? load.broker_cpu * 1e6 / (double)load.measured : 0;
         printf ("{\"workers\": %zu, \"credit\": %u, \"window\": %zu, \"jobs\": %ld, "
-                "\"duration_s\": %.3f, \"jobs_per_s\": %.1f, \"broker_cpu_s\": %.3f, "
+                "\"duration_s\": %.6f, \"jobs_per_s\": %.1f, \"broker_cpu_s\": %.4f, "
                 "\"broker_cpu_us_per_job\": %.3f, \"sent\": %ld, \"ok\": %ld, \"errors\": %ld, "
                 "\"answered\": %" PRIu64 ", \"workers_used\": %zu, \"register_s\": %.3f}\n",
                 config.workers, config.credit, config.window, load.measured, load.elapsed, per_s,
