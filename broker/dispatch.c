@@ -12,9 +12,14 @@
     failed job in a dispatch_jobs_t.  These lists are intrusive (util/list.h:
     the link is in the job), jobs come from a pool and lanes stay allocated
     while their client is active, so that in the steady state queueing,
-    dispatching and completing a job allocate nothing.  Workers are found
-    for a model by walking the model's worker list, which is short (the
-    workers that serve one model).
+    dispatching and completing a job allocate nothing.  The workers of a
+    model version sit in a binary min-heap ordered as dispatch picks them
+    (free credit first, then fewest jobs held, then given a job longest
+    ago, then linked to the model first), and each worker remembers its
+    place in the heap of every model it serves: picking a worker is O(1),
+    and a change of the jobs a worker holds moves it in each of its m
+    models' heaps, O(m log n), so that dispatch costs the same with 2
+    workers or thousands on one model.
 */
 #define _GNU_SOURCE //  strverscmp
 #include "dispatch.h"
@@ -58,6 +63,16 @@ struct dispatch_job_t {
     char fail_message[CODEC_MESSAGE_MAX];
 };
 
+//  A worker in the heap of a model version it serves, with a copy of what
+//  orders it, so that moving it reads the heap and not the workers
+typedef struct {
+    uint64_t load;             //  (held >= credit) << 63 | held: free credit first, then fewest
+    uint64_t last_given;       //  the worker's last_given
+    uint64_t linked;           //  when the worker was linked to the model: ties go to the first
+    dispatch_worker_t *worker; //  the worker
+    size_t slot;               //  the model's index in worker->models (and worker->heap_at)
+} heap_item_t;
+
 //  One version of a model: the workers that serve it and its queue.  It
 //  exists while a worker serves it or jobs wait for it.
 struct dispatch_model_t {
@@ -70,7 +85,9 @@ struct dispatch_model_t {
     list_t turns[CODEC_PRIORITIES];   //  per priority: the lanes with jobs, in turn
     zhashx_t *lane_of;                //  lanes by priority and client identity
     size_t queued;                    //  jobs in all its queues
-    zlistx_t *workers;                //  dispatch_worker_t * that serve it
+    heap_item_t *heap;                //  the workers that serve it, as dispatch picks them
+    size_t n_workers;                 //  how many
+    size_t heap_size;                 //  allocated items of heap
 };
 
 //  A registered worker
@@ -83,6 +100,7 @@ struct dispatch_worker_t {
     list_t jobs;               //  jobs it holds, in the order given
     size_t n_models;           //  models it serves
     dispatch_model_t **models; //  them
+    size_t *heap_at;           //  its place in the heap of each of them
     uint64_t done;             //  jobs it completed
     uint64_t last_given;       //  dispatch sequence number of its last job
     int64_t expires_ms;        //  declared dead after this time without a message
@@ -141,6 +159,7 @@ struct dispatch_t {
                             //  not served is UNAVAILABLE (retry), not NOT_FOUND
     uint64_t next_seq;      //  sequence number of the next job's token
     uint64_t next_given;    //  dispatch sequence number
+    uint64_t next_linked;   //  sequence number of links of workers to models
     uint64_t lanes_swept;   //  when empty lanes were last freed
 };
 
@@ -167,7 +186,7 @@ static void s_model_destroy (dispatch_model_t **self_p)
     if (!self)
         return;
     zhashx_destroy (&self->lane_of);
-    zlistx_destroy (&self->workers);
+    free (self->heap);
     free (self);
     *self_p = NULL;
 }
@@ -205,6 +224,7 @@ static void s_worker_destroy (dispatch_worker_t **self_p)
     }
     zframe_destroy (&self->identity);
     free (self->models);
+    free (self->heap_at);
     free (self);
     *self_p = NULL;
 }
@@ -519,7 +539,7 @@ static void s_latest_update (dispatch_t *self, const char *name)
 {
     dispatch_model_t *best = NULL;
     for (dispatch_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
-        if (zlistx_size (m->workers) && streq (m->name, name) &&
+        if (m->n_workers && streq (m->name, name) &&
             (!best || s_version_compare (m->version, best->version) > 0))
             best = m;
     if (best)
@@ -531,7 +551,7 @@ static void s_latest_update (dispatch_t *self, const char *name)
 //  Forgets a model version that no worker serves and no job waits for.
 static void s_model_release (dispatch_t *self, dispatch_model_t *model)
 {
-    if (zlistx_size (model->workers) || model->queued)
+    if (model->n_workers || model->queued)
         return;
     char name[CODEC_NAME_MAX];
     snprintf (name, sizeof name, "%s", model->name);
@@ -550,8 +570,7 @@ static dispatch_model_t *s_model_require (dispatch_t *self, const char *name, co
     snprintf (model->name, sizeof model->name, "%s", name);
     snprintf (model->version, sizeof model->version, "%s", version);
     s_model_key (model->key, sizeof model->key, name, version);
-    bool ok = (model->workers = zlistx_new ()) != NULL;
-    ok &= (model->lane_of = zhashx_new ()) != NULL;
+    bool ok = (model->lane_of = zhashx_new ()) != NULL;
     if (model->lane_of)
         zhashx_set_destructor (model->lane_of, s_lane_destructor);
     for (int p = 0; p < CODEC_PRIORITIES; p++)
@@ -565,6 +584,128 @@ static dispatch_model_t *s_model_require (dispatch_t *self, const char *name, co
         return NULL;
     }
     return model;
+}
+
+//  --------------------------------------------------------------------------
+//  The workers of a model version: a binary min-heap in the order dispatch
+//  picks them, each worker's place kept in its heap_at
+
+//  Whether a worker holds as many jobs as its credit allows.
+static bool s_worker_full (const dispatch_worker_t *worker)
+{
+    return list_size (&worker->jobs) >= worker->credit;
+}
+
+//  What orders a worker in its heaps: whether it is full, then the jobs it
+//  holds (fewer than 2^63).
+static uint64_t s_worker_load (const dispatch_worker_t *worker)
+{
+    return (uint64_t)s_worker_full (worker) << 63 | (uint64_t)list_size (&worker->jobs);
+}
+
+//  Whether dispatch picks a before b: a worker with free credit first, then
+//  the one holding fewer jobs, then the one given a job longest ago, then
+//  the one linked to the model first.
+static bool s_heap_before (const heap_item_t *a, const heap_item_t *b)
+{
+    if (a->load != b->load)
+        return a->load < b->load;
+    if (a->last_given != b->last_given)
+        return a->last_given < b->last_given;
+    return a->linked < b->linked;
+}
+
+//  Puts item at place i of the model's heap, and tells its worker.
+static void s_heap_put (dispatch_model_t *model, size_t i, heap_item_t item)
+{
+    model->heap[i] = item;
+    item.worker->heap_at[item.slot] = i;
+}
+
+//  Moves the item at place i up while it goes before its parent.  Returns
+//  whether it moved.
+static bool s_heap_up (dispatch_model_t *model, size_t i)
+{
+    heap_item_t item = model->heap[i];
+    size_t start = i;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!s_heap_before (&item, &model->heap[parent]))
+            break;
+        s_heap_put (model, i, model->heap[parent]);
+        i = parent;
+    }
+    s_heap_put (model, i, item);
+    return i != start;
+}
+
+//  Moves the item at place i down while a child goes before it.
+static void s_heap_down (dispatch_model_t *model, size_t i)
+{
+    heap_item_t item = model->heap[i];
+    size_t n = model->n_workers;
+    while (2 * i + 1 < n) {
+        size_t child = 2 * i + 1;
+        if (child + 1 < n && s_heap_before (&model->heap[child + 1], &model->heap[child]))
+            child++;
+        if (!s_heap_before (&model->heap[child], &item))
+            break;
+        s_heap_put (model, i, model->heap[child]);
+        i = child;
+    }
+    s_heap_put (model, i, item);
+}
+
+//  The item at place i changed its order: moves it where it belongs.
+static void s_heap_fix (dispatch_model_t *model, size_t i)
+{
+    if (!s_heap_up (model, i))
+        s_heap_down (model, i);
+}
+
+//  Links worker to the model whose index in worker->models is slot.
+//  Returns 0, -1 on out-of-memory (then nothing changed).
+static int s_heap_insert (dispatch_t *self, dispatch_model_t *model, dispatch_worker_t *worker,
+                          size_t slot)
+{
+    if (model->n_workers == model->heap_size) {
+        size_t size = model->heap_size ? 2 * model->heap_size : 4;
+        heap_item_t *heap = realloc (model->heap, size * sizeof *heap);
+        if (!heap)
+            return -1;
+        model->heap = heap;
+        model->heap_size = size;
+    }
+    heap_item_t item = {s_worker_load (worker), worker->last_given, ++self->next_linked, worker,
+                        slot};
+    s_heap_put (model, model->n_workers++, item);
+    s_heap_up (model, model->n_workers - 1);
+    return 0;
+}
+
+//  Takes the item at place i out of the model's heap.
+static void s_heap_remove (dispatch_model_t *model, size_t i)
+{
+    assert (i < model->n_workers);
+    heap_item_t last = model->heap[--model->n_workers];
+    if (i < model->n_workers) {
+        s_heap_put (model, i, last);
+        s_heap_fix (model, i);
+    }
+}
+
+//  The jobs a worker holds, or its last_given, changed: moves it in the
+//  heap of each model it serves, O(m log n).
+static void s_worker_moved (dispatch_worker_t *worker)
+{
+    uint64_t load = s_worker_load (worker);
+    for (size_t i = 0; i < worker->n_models; i++) {
+        heap_item_t *item = &worker->models[i]->heap[worker->heap_at[i]];
+        assert (item->worker == worker);
+        item->load = load;
+        item->last_given = worker->last_given;
+        s_heap_fix (worker->models[i], worker->heap_at[i]);
+    }
 }
 
 //  The lane key of a job: its priority and its client's identity in hex.
@@ -707,7 +848,7 @@ static void s_requeue_elsewhere (dispatch_t *self, dispatch_job_t *job, bool fro
 //  version or fail (s_requeue_elsewhere), and it is forgotten.
 static void s_orphan_version (dispatch_t *self, dispatch_model_t *model, dispatch_jobs_t *failed)
 {
-    if (zlistx_size (model->workers))
+    if (model->n_workers)
         return;
     dispatch_job_t *job;
     while ((job = s_queue_head (model))) {
@@ -726,12 +867,13 @@ static dispatch_model_t **s_worker_unlink_models (dispatch_t *self, dispatch_wor
     dispatch_model_t **models = worker->models;
     *n_models = worker->n_models;
     for (size_t i = 0; i < worker->n_models; i++) {
-        void *handle = zlistx_find (models[i]->workers, worker);
-        if (handle)
-            zlistx_detach (models[i]->workers, handle);
+        assert (models[i]->heap[worker->heap_at[i]].worker == worker);
+        s_heap_remove (models[i], worker->heap_at[i]);
     }
     for (size_t i = 0; i < worker->n_models; i++)
         s_latest_update (self, models[i]->name);
+    free (worker->heap_at);
+    worker->heap_at = NULL;
     worker->models = NULL;
     worker->n_models = 0;
     return models;
@@ -768,7 +910,7 @@ static void s_worker_requeue_jobs (dispatch_t *self, dispatch_worker_t *worker,
                         "job lost with %u workers that died or left while holding it; "
                         "not retried, it may be a poison job",
                         job->lost);
-        else if (model && zlistx_size (model->workers))
+        else if (model && model->n_workers)
             s_requeue (model, job, true, failed, "the worker holding the job was lost");
         else
             s_requeue_elsewhere (self, job, true, failed, "the worker holding the job was lost");
@@ -821,7 +963,8 @@ dispatch_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfr
     //  A draining worker takes no new job: it keeps serving no model
     size_t n_models = worker->draining ? 0 : ready->n_models;
     worker->models = calloc (n_models ? n_models : 1, sizeof (dispatch_model_t *));
-    if (!worker->models)
+    worker->heap_at = calloc (n_models ? n_models : 1, sizeof (size_t));
+    if (!worker->models || !worker->heap_at)
         goto err;
     for (size_t i = 0; i < n_models; i++) {
         const codec_model_t *announced = &ready->models[i];
@@ -834,7 +977,7 @@ dispatch_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfr
             dup |= worker->models[j] == model;
         if (dup)
             continue;
-        if (zlistx_size (model->workers) && model->width && announced->width &&
+        if (model->n_workers && model->width && announced->width &&
             model->width != announced->width) {
             if (*refused == 0 && warning_size)
                 snprintf (warning, warning_size,
@@ -844,7 +987,7 @@ dispatch_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfr
             (*refused)++;
             continue;
         }
-        if (zlistx_size (model->workers) == 0) {
+        if (model->n_workers == 0) {
             model->width = announced->width;
             model->mapped = announced->mapped;
             model->meta = announced->meta;
@@ -854,11 +997,12 @@ dispatch_worker_t *dispatch_worker_ready (dispatch_t *self, const char *key, zfr
             //  what a later one announces describes the version better than
             //  nothing does (it does not change what any worker serves)
             model->meta = announced->meta;
-        if (!zlistx_add_end (model->workers, worker)) {
+        worker->models[worker->n_models] = model;
+        if (s_heap_insert (self, model, worker, worker->n_models)) {
             s_model_release (self, model); //  if made for this worker
             goto err;
         }
-        worker->models[worker->n_models++] = model;
+        worker->n_models++;
     }
     for (size_t i = 0; i < worker->n_models; i++)
         s_latest_update (self, worker->models[i]->name);
@@ -922,7 +1066,7 @@ amaas_code_t dispatch_submit (dispatch_t *self, dispatch_job_t *job, const char 
     dispatch_model_t *model;
     if (version && *version) {
         model = dispatch_model_find (self, job->model, version);
-        if (!model || zlistx_size (model->workers) == 0) {
+        if (!model || model->n_workers == 0) {
             dispatch_model_t *latest = zhashx_lookup (self->latest, job->model);
             if (latest)
                 snprintf (job->fail_message, sizeof job->fail_message,
@@ -974,20 +1118,13 @@ bool dispatch_cancel (dispatch_t *self, dispatch_job_t *job)
     return true;
 }
 
-//  Least-loaded worker of the model with free credit, or NULL.
+//  Least-loaded worker of the model with free credit, or NULL: the top of
+//  its heap, O(1).
 static dispatch_worker_t *s_pick_worker (dispatch_model_t *model)
 {
-    dispatch_worker_t *best = NULL;
-    for (dispatch_worker_t *w = zlistx_first (model->workers); w;
-         w = zlistx_next (model->workers)) {
-        size_t held = list_size (&w->jobs);
-        if (held >= w->credit)
-            continue;
-        if (!best || held < list_size (&best->jobs) ||
-            (held == list_size (&best->jobs) && w->last_given < best->last_given))
-            best = w;
-    }
-    return best;
+    if (model->n_workers == 0 || model->heap[0].load >> 63)
+        return NULL;
+    return model->heap[0].worker;
 }
 
 static bool s_expired (const dispatch_job_t *job, uint64_t now_us)
@@ -1027,6 +1164,7 @@ size_t dispatch_pump (dispatch_t *self, dispatch_send_fn *send, void *arg, uint6
             job->dispatched_us = now_us;
             worker->last_given = ++self->next_given;
             list_append (&worker->jobs, &s_node_of (job)->link);
+            s_worker_moved (worker);
             self->held++;
             sent++;
         }
@@ -1043,6 +1181,7 @@ dispatch_job_t *dispatch_complete (dispatch_t *self, dispatch_worker_t *worker, 
     if (!job || job->token != token || job->worker != worker)
         return NULL;
     list_remove (&worker->jobs, &node->link);
+    s_worker_moved (worker);
     assert (self->held > 0);
     self->held--;
     job->worker = NULL;
@@ -1121,7 +1260,11 @@ size_t dispatch_expire (dispatch_t *self, uint64_t now_us, dispatch_jobs_t *fail
 void dispatch_shutdown (dispatch_t *self, dispatch_jobs_t *failed)
 {
     assert (self);
+    //  Every worker goes: out of every heap first
+    for (dispatch_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
+        m->n_workers = 0;
     for (dispatch_worker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers)) {
+        w->n_models = 0;
         dispatch_job_t *job;
         while ((job = s_job_at (list_first (&w->jobs)))) {
             list_remove (&w->jobs, &s_node_of (job)->link);
@@ -1133,8 +1276,6 @@ void dispatch_shutdown (dispatch_t *self, dispatch_jobs_t *failed)
     }
     dispatch_fail_all (self, AMAAS_UNAVAILABLE,
                        "the broker shut down before the job was served: retry", failed);
-    for (dispatch_model_t *m = zhashx_first (self->models); m; m = zhashx_next (self->models))
-        zlistx_purge (m->workers);
     zhashx_purge (self->workers);
 }
 
@@ -1178,11 +1319,11 @@ int dispatch_models (dispatch_t *self, codec_header_t *header)
         return -1;
     for (dispatch_model_t *model = zhashx_first (self->models); model;
          model = zhashx_next (self->models)) {
-        if (zlistx_size (model->workers) == 0)
+        if (model->n_workers == 0)
             continue;
         snprintf (list[n].name, sizeof list[n].name, "%s", model->name);
         snprintf (list[n].version, sizeof list[n].version, "%s", model->version);
-        list[n].workers = (uint32_t)zlistx_size (model->workers);
+        list[n].workers = (uint32_t)model->n_workers;
         list[n].width = model->width;
         list[n].mapped = model->mapped;
         list[n].meta = model->meta;
@@ -1473,7 +1614,7 @@ size_t dispatch_model_queued (const dispatch_model_t *model)
 size_t dispatch_model_workers (const dispatch_model_t *model)
 {
     assert (model);
-    return zlistx_size (model->workers);
+    return model->n_workers;
 }
 
 size_t dispatch_model_lanes (const dispatch_model_t *model)

@@ -911,6 +911,262 @@ START_TEST (test_fields_through_accessors)
 }
 END_TEST
 
+//  --------------------------------------------------------------------------
+//  The pick order against a brute-force reference: random sequences of
+//  READY (new workers, updates of models and credit), jobs, dispatch,
+//  results, drains and removals, over workers that share model versions.
+//  The send callback works out, from the reference's own record of each
+//  worker, which worker should get the job (free credit, fewest held, given
+//  a job longest ago, linked to the model first) and checks the pick.
+
+#define REF_WORKERS_MAX 1024 //  workers registered in a run, at most
+#define REF_MODELS 4         //  model versions: a@1, a@2, b@1, c@1
+#define REF_JOBS_MAX 4096    //  jobs held at once, at most
+
+static const char *ref_names[REF_MODELS] = {"a", "a", "b", "c"};
+static const char *ref_versions[REF_MODELS] = {"1", "2", "1", "1"};
+
+typedef struct {
+    dispatch_worker_t *worker;   //  NULL once removed
+    char key[16];                //  its key, never used again
+    uint32_t credit;             //  as announced
+    bool draining;               //  serves nothing any more
+    bool serves[REF_MODELS];     //  the model versions it serves
+    uint64_t linked[REF_MODELS]; //  when it was linked to each
+    size_t held;                 //  jobs it holds
+    uint64_t last_given;         //  when it was last given a job (0: never)
+} ref_worker_t;
+
+typedef struct {
+    dispatch_t *d;
+    dispatch_jobs_t *failed;
+    ref_worker_t workers[REF_WORKERS_MAX];
+    size_t n_workers; //  ever registered
+    size_t max_live;  //  workers serving at once, at most
+    uint32_t max_credit;
+    dispatch_job_t *held[REF_JOBS_MAX]; //  jobs held by workers
+    size_t held_by[REF_JOBS_MAX];       //  by which one (index in workers)
+    size_t n_held;
+    uint64_t next_linked, next_given, next_id;
+    uint64_t rng;
+    size_t sent;   //  jobs sent
+    size_t chosen; //  of them, sent while several workers had free credit
+} ref_t;
+
+static uint64_t ref_random (ref_t *self, uint64_t n)
+{
+    //  xorshift64*
+    self->rng ^= self->rng >> 12;
+    self->rng ^= self->rng << 25;
+    self->rng ^= self->rng >> 27;
+    return (self->rng * 2685821657736338717ull >> 11) % n;
+}
+
+static int ref_model_of (const dispatch_job_t *job)
+{
+    for (int m = 0; m < REF_MODELS; m++)
+        if (streq (dispatch_job_model (job), ref_names[m]) &&
+            streq (dispatch_job_version (job), ref_versions[m]))
+            return m;
+    ck_abort_msg ("job for an unknown model version");
+    return -1;
+}
+
+//  Whether reference worker x goes before y for model m
+static bool ref_before (const ref_worker_t *x, const ref_worker_t *y, int m)
+{
+    if (x->held != y->held)
+        return x->held < y->held;
+    if (x->last_given != y->last_given)
+        return x->last_given < y->last_given;
+    return x->linked[m] < y->linked[m];
+}
+
+static bool ref_available (const ref_worker_t *w, int m)
+{
+    return w->worker && !w->draining && w->serves[m] && w->held < w->credit;
+}
+
+static int ref_send (dispatch_job_t *job, dispatch_worker_t *worker, void *arg)
+{
+    ref_t *self = arg;
+    int m = ref_model_of (job);
+    ref_worker_t *best = NULL;
+    size_t candidates = 0;
+    for (size_t i = 0; i < self->n_workers; i++) {
+        ref_worker_t *w = &self->workers[i];
+        if (!ref_available (w, m))
+            continue;
+        candidates++;
+        if (!best || ref_before (w, best, m))
+            best = w;
+    }
+    ck_assert_msg (best, "job %s@%s sent to %s while no worker has free credit", ref_names[m],
+                   ref_versions[m], dispatch_worker_key (worker));
+    ck_assert_msg (best->worker == worker, "job %s@%s sent to %s, %s expected", ref_names[m],
+                   ref_versions[m], dispatch_worker_key (worker), best->key);
+    best->held++;
+    best->last_given = ++self->next_given;
+    ck_assert_uint_lt (self->n_held, REF_JOBS_MAX);
+    self->held[self->n_held] = job;
+    self->held_by[self->n_held++] = (size_t)(best - self->workers);
+    self->sent++;
+    self->chosen += candidates > 1;
+    return 0;
+}
+
+//  Forgets the held jobs of worker i (they were requeued or failed)
+static void ref_forget_held (ref_t *self, size_t i)
+{
+    for (size_t j = 0; j < self->n_held;)
+        if (self->held_by[j] == i) {
+            self->held[j] = self->held[self->n_held - 1];
+            self->held_by[j] = self->held_by[--self->n_held];
+        } else
+            j++;
+    self->workers[i].held = 0;
+}
+
+//  A live worker at random, or -1
+static int ref_live_worker (ref_t *self)
+{
+    size_t live[REF_WORKERS_MAX], n = 0;
+    for (size_t i = 0; i < self->n_workers; i++)
+        if (self->workers[i].worker)
+            live[n++] = i;
+    return n ? (int)live[ref_random (self, n)] : -1;
+}
+
+//  READY from worker i (new or not) with random models and credit
+static void ref_ready (ref_t *self, size_t i, bool at_least_one)
+{
+    ref_worker_t *w = &self->workers[i];
+    char list[64] = "";
+    bool serves[REF_MODELS];
+    do {
+        list[0] = 0;
+        for (int m = 0; m < REF_MODELS; m++) {
+            serves[m] = ref_random (self, 2);
+            if (serves[m])
+                snprintf (list + strlen (list), sizeof list - strlen (list), "%s%s@%s",
+                          list[0] ? "," : "", ref_names[m], ref_versions[m]);
+        }
+    } while (at_least_one && !list[0]);
+    w->credit = 1 + (uint32_t)ref_random (self, self->max_credit);
+    dispatch_worker_t *worker = add_worker (self->d, w->key, list, w->credit, self->failed);
+    ck_assert_ptr_eq (w->worker ? w->worker : worker, worker);
+    w->worker = worker;
+    uint64_t linked = ++self->next_linked;
+    for (int m = 0; m < REF_MODELS; m++) {
+        w->serves[m] = serves[m] && !w->draining;
+        w->linked[m] = linked;
+    }
+}
+
+//  Checks the dispatcher's counts against the reference; after a pump,
+//  that no queue waits while a worker of its model has free credit
+static void ref_check (ref_t *self, bool pumped)
+{
+    for (int m = 0; m < REF_MODELS; m++) {
+        size_t serving = 0, free_credit = 0;
+        for (size_t i = 0; i < self->n_workers; i++) {
+            ref_worker_t *w = &self->workers[i];
+            serving += w->worker && !w->draining && w->serves[m];
+            free_credit += ref_available (w, m);
+        }
+        dispatch_model_t *model = dispatch_model_find (self->d, ref_names[m], ref_versions[m]);
+        ck_assert_uint_eq (model ? dispatch_model_workers (model) : 0, serving);
+        if (pumped && model && dispatch_model_queued (model))
+            ck_assert_uint_eq (free_credit, 0);
+    }
+    for (size_t i = 0; i < self->n_workers; i++)
+        if (self->workers[i].worker)
+            ck_assert_uint_eq (dispatch_worker_held (self->workers[i].worker),
+                               self->workers[i].held);
+}
+
+static void ref_run (uint64_t seed, size_t steps, size_t max_live, uint32_t max_credit)
+{
+    ref_t *self = calloc (1, sizeof *self);
+    ck_assert_ptr_nonnull (self);
+    self->d = dispatch_new (100000, 1000);
+    self->failed = dispatch_jobs_new ();
+    self->rng = seed;
+    self->max_live = max_live;
+    self->max_credit = max_credit;
+    for (size_t step = 0; step < steps; step++) {
+        uint64_t op = ref_random (self, 100);
+        int i = ref_live_worker (self);
+        size_t serving = 0; //  workers neither removed nor draining
+        for (size_t k = 0; k < self->n_workers; k++)
+            serving += self->workers[k].worker && !self->workers[k].draining;
+        bool pumped = false;
+        if (op < 30) {
+            //  A few jobs, for a name (the highest version) or a version
+            for (uint64_t n = 1 + ref_random (self, 4); n > 0; n--) {
+                int m = (int)ref_random (self, REF_MODELS);
+                dispatch_job_t *job = new_job (self->d, ref_names[m], ++self->next_id);
+                const char *version = ref_random (self, 2) ? ref_versions[m] : NULL;
+                if (dispatch_submit (self->d, job, version) != AMAAS_OK)
+                    dispatch_job_destroy (&job);
+            }
+        } else if (op < 50) {
+            dispatch_pump (self->d, ref_send, self, 0, self->failed);
+            pumped = true;
+        } else if (op < 75) {
+            //  Results of a few held jobs
+            for (uint64_t n = 1 + ref_random (self, 3); n > 0 && self->n_held; n--) {
+                size_t j = ref_random (self, self->n_held);
+                ref_worker_t *w = &self->workers[self->held_by[j]];
+                dispatch_job_t *job = self->held[j];
+                ck_assert_ptr_eq (dispatch_complete (self->d, w->worker, dispatch_job_token (job)),
+                                  job);
+                dispatch_job_destroy (&job);
+                w->held--;
+                self->held[j] = self->held[self->n_held - 1];
+                self->held_by[j] = self->held_by[--self->n_held];
+            }
+        } else if (op < 83) {
+            if (i >= 0)
+                ref_ready (self, (size_t)i, false); //  models or credit change
+        } else if (op < 91) {
+            if (serving < self->max_live && self->n_workers < REF_WORKERS_MAX) {
+                ref_worker_t *w = &self->workers[self->n_workers];
+                snprintf (w->key, sizeof w->key, "w%zu", self->n_workers);
+                ref_ready (self, self->n_workers++, true);
+            }
+        } else if (op < 97) {
+            if (i >= 0) {
+                dispatch_worker_remove (self->d, self->workers[i].worker, self->failed);
+                self->workers[i].worker = NULL;
+                ref_forget_held (self, (size_t)i);
+            }
+        } else if (i >= 0) {
+            dispatch_worker_drain (self->d, self->workers[i].worker, self->failed);
+            self->workers[i].draining = true;
+            memset (self->workers[i].serves, 0, sizeof self->workers[i].serves);
+        }
+        dispatch_jobs_purge (self->failed);
+        ref_check (self, pumped);
+    }
+    //  Not a test that cannot fail: many picks, most of them among several
+    //  workers
+    ck_assert_uint_gt (self->sent, steps / 4);
+    ck_assert_uint_gt (self->chosen, self->sent / 4);
+    dispatch_jobs_destroy (&self->failed);
+    dispatch_destroy (&self->d);
+    free (self);
+}
+
+START_TEST (test_pick_matches_reference)
+{
+    //  Few workers of small credit: full workers and ties are frequent
+    ref_run (0x5eed0001, 4000, 6, 3);
+    //  Many workers: deeper heaps
+    ref_run (0x5eed0002, 4000, 60, 4);
+}
+END_TEST
+
 int main (void)
 {
     Suite *s = suite_create ("dispatch");
@@ -934,6 +1190,7 @@ int main (void)
     tcase_add_test (tc, test_fields_through_accessors);
     tcase_add_test (tc, test_warmup_unavailable_until_a_worker_registers);
     tcase_add_test (tc, test_version_metadata);
+    tcase_add_test (tc, test_pick_matches_reference);
     suite_add_tcase (s, tc);
     return unit_run (s);
 }
