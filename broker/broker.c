@@ -67,7 +67,7 @@ typedef struct {
     metrics_counts_t counts; //  accepted, deduplicated, cancelled, computed
     bool stopping;           //  signalled: no new jobs
     bool pump_due;           //  jobs came or workers freed up since the last pump
-    metrics_t *metrics;      //  Prometheus metrics, or NULL without --metrics
+    metrics_t *metrics;      //  Prometheus metrics (served with --metrics), recent queue waits
     ratelimit_t *peer_lines; //  lines about bad input, by peer
     ratelimit_t *all_lines;  //  the same, all peers together
 } broker_t;
@@ -641,7 +641,7 @@ static void s_on_control (broker_t *self)
     }
     int64_t now = clock_now_ms ();
     if (streq (h->command, "status"))
-        answer = control_status (self->dispatch, &self->stats, now);
+        answer = control_status (self->dispatch, self->metrics, &self->stats, now);
     else if (streq (h->command, "workers"))
         answer = control_workers (self->dispatch, now);
     else if (streq (h->command, "models"))
@@ -707,6 +707,7 @@ static void s_on_heartbeat (broker_t *self)
 //  counted from the workers' lists: O(jobs held), once a second.
 static void s_publish_metrics (broker_t *self)
 {
+    uint64_t now_us = clock_now_us ();
     metrics_clear_models (self->metrics);
     for (dispatch_model_t *m = dispatch_model_first (self->dispatch); m;
          m = dispatch_model_next (self->dispatch)) {
@@ -719,7 +720,16 @@ static void s_publish_metrics (broker_t *self)
                              streq (dispatch_job_version (j), dispatch_model_version (m));
         metrics_add_model (self->metrics, dispatch_model_name (m), dispatch_model_queued (m),
                            in_flight);
+        uint64_t oldest = dispatch_model_oldest_us (m);
+        metrics_set_model_wait (self->metrics, dispatch_model_name (m),
+                                oldest ? (double)(now_us - oldest) / 1e6 : 0);
     }
+    metrics_clear_workers (self->metrics);
+    for (dispatch_worker_t *w = dispatch_worker_first (self->dispatch); w;
+         w = dispatch_worker_next (self->dispatch))
+        metrics_add_worker (self->metrics, dispatch_worker_key (w), dispatch_worker_host (w),
+                            dispatch_worker_pid (w), dispatch_worker_credit (w),
+                            dispatch_worker_held (w), dispatch_worker_draining (w));
     self->counts.load_failures = 0;
     for (dispatch_worker_t *w = dispatch_worker_first (self->dispatch); w;
          w = dispatch_worker_next (self->dispatch))
@@ -791,13 +801,16 @@ int broker_run (const broker_config_t *config)
     self.front = zsock_resolve (self.frontend);
     self.back = zsock_resolve (self.backend);
     self.ctl = zsock_resolve (self.control);
+    //  Always kept: the control socket's status reports the recent queue
+    //  waits too; only --metrics serves them over HTTP
+    char metrics_err[512];
+    self.metrics = metrics_new (config->metrics, metrics_err, sizeof metrics_err);
+    if (!self.metrics) {
+        log_error ("metrics cannot start error=\"%s\"", metrics_err);
+        goto done;
+    }
+    metrics_tick (self.metrics, clock_now_ms ());
     if (config->metrics) {
-        char err[512];
-        self.metrics = metrics_new (config->metrics, err, sizeof err);
-        if (!self.metrics) {
-            log_error ("metrics cannot start error=\"%s\"", err);
-            goto done;
-        }
         //  metrics_new checked that it is ADDRESS:PORT; the port may have been 0
         const char *colon = strrchr (config->metrics, ':');
         snprintf (metrics_at, sizeof metrics_at, "%.*s:%d", (int)(colon - config->metrics),
@@ -813,7 +826,7 @@ int broker_run (const broker_config_t *config)
         if (f) {
             char *ctl = zsock_last_endpoint (self.control);
             fprintf (f, "frontend=%s\nbackend=%s\n", front, back);
-            if (self.metrics)
+            if (config->metrics)
                 fprintf (f, "metrics=%s\n", metrics_at);
             fprintf (f, "control=%s\n", ctl); //  last: the harness waits for it
             zstr_free (&ctl);
@@ -890,7 +903,8 @@ int broker_run (const broker_config_t *config)
             next_expire = clock_now_ms () + EXPIRE_MS;
         }
         if (clock_now_ms () >= next_metrics) {
-            if (self.metrics)
+            metrics_tick (self.metrics, clock_now_ms ());
+            if (config->metrics)
                 s_publish_metrics (&self);
             admission_sweep (self.admission, clock_now_ms ());
             ratelimit_flush (self.peer_lines, clock_now_ms (), s_report_suppressed, NULL);

@@ -33,14 +33,22 @@ static zframe_t *s_finish (msgpack_sbuffer *sbuf)
     return frame;
 }
 
-zframe_t *control_status (dispatch_t *dispatch, const control_stats_t *stats, int64_t now_ms)
+//  A model's figures in the status, its versions added up
+typedef struct {
+    size_t queued;      //  jobs waiting
+    uint64_t oldest_us; //  when the oldest of them arrived; 0: none
+} status_model_t;
+
+zframe_t *control_status (dispatch_t *dispatch, metrics_t *metrics, const control_stats_t *stats,
+                          int64_t now_ms)
 {
     assert (dispatch);
+    assert (metrics);
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, s_write_sbuffer);
-    msgpack_pack_map (&pk, 6);
+    msgpack_pack_map (&pk, 11);
     s_pack_str (&pk, "uptime_s");
     msgpack_pack_double (&pk, (double)(now_ms - stats->started_ms) / 1000.0);
     s_pack_str (&pk, "jobs");
@@ -53,33 +61,67 @@ zframe_t *control_status (dispatch_t *dispatch, const control_stats_t *stats, in
             s_pack_str (&pk, amaas_code_name ((amaas_code_t)c));
             msgpack_pack_uint64 (&pk, stats->answered[c]);
         }
-    s_pack_str (&pk, "queued");
-    //  By model name: its versions add up
+    //  By model name: its versions add up (the oldest job, of them all)
     zhashx_t *by_name = zhashx_new ();
     for (dispatch_model_t *m = dispatch_model_first (dispatch); by_name && m;
          m = dispatch_model_next (dispatch)) {
-        size_t *queued = zhashx_lookup (by_name, dispatch_model_name (m));
-        if (queued)
-            *queued += dispatch_model_queued (m);
-        else if ((queued = malloc (sizeof *queued))) {
-            *queued = dispatch_model_queued (m);
-            zhashx_insert (by_name, dispatch_model_name (m), queued);
-        }
+        status_model_t *model = zhashx_lookup (by_name, dispatch_model_name (m));
+        if (!model && (model = calloc (1, sizeof *model)))
+            zhashx_insert (by_name, dispatch_model_name (m), model);
+        if (!model)
+            continue;
+        model->queued += dispatch_model_queued (m);
+        uint64_t oldest = dispatch_model_oldest_us (m);
+        if (oldest && (model->oldest_us == 0 || oldest < model->oldest_us))
+            model->oldest_us = oldest;
     }
     if (by_name)
         zhashx_set_destructor (by_name, s_free_item);
     size_t models = by_name ? zhashx_size (by_name) : 0;
+    s_pack_str (&pk, "queued");
     msgpack_pack_map (&pk, models);
-    for (size_t *queued = by_name ? zhashx_first (by_name) : NULL; queued;
-         queued = zhashx_next (by_name)) {
+    for (status_model_t *model = by_name ? zhashx_first (by_name) : NULL; model;
+         model = zhashx_next (by_name)) {
         s_pack_str (&pk, zhashx_cursor (by_name));
-        msgpack_pack_uint64 (&pk, *queued);
+        msgpack_pack_uint64 (&pk, model->queued);
+    }
+    s_pack_str (&pk, "queue_wait_s");
+    msgpack_pack_map (&pk, models);
+    int64_t now_us = now_ms * 1000;
+    for (status_model_t *model = by_name ? zhashx_first (by_name) : NULL; model;
+         model = zhashx_next (by_name)) {
+        s_pack_str (&pk, zhashx_cursor (by_name));
+        int64_t waited = model->oldest_us ? now_us - (int64_t)model->oldest_us : 0;
+        msgpack_pack_double (&pk, waited > 0 ? (double)waited / 1e6 : 0);
+    }
+    s_pack_str (&pk, "queue_wait_p99_s");
+    msgpack_pack_map (&pk, models);
+    for (status_model_t *model = by_name ? zhashx_first (by_name) : NULL; model;
+         model = zhashx_next (by_name)) {
+        s_pack_str (&pk, zhashx_cursor (by_name));
+        msgpack_pack_double (&pk, metrics_queue_wait_p99 (metrics, zhashx_cursor (by_name)));
     }
     zhashx_destroy (&by_name);
+    //  Over the workers that serve (a draining one takes no new job)
+    size_t serving = 0, held = 0;
+    uint64_t credit = 0;
+    for (dispatch_worker_t *w = dispatch_worker_first (dispatch); w;
+         w = dispatch_worker_next (dispatch))
+        if (!dispatch_worker_draining (w)) {
+            serving++;
+            held += dispatch_worker_held (w);
+            credit += dispatch_worker_credit (w);
+        }
     s_pack_str (&pk, "in_flight");
     msgpack_pack_uint64 (&pk, dispatch_in_flight (dispatch));
     s_pack_str (&pk, "workers");
     msgpack_pack_uint64 (&pk, dispatch_worker_count (dispatch));
+    s_pack_str (&pk, "serving_workers");
+    msgpack_pack_uint64 (&pk, serving);
+    s_pack_str (&pk, "busy_ratio");
+    msgpack_pack_double (&pk, credit ? (double)held / (double)credit : 0);
+    s_pack_str (&pk, "in_flight_per_worker");
+    msgpack_pack_double (&pk, serving ? (double)held / (double)serving : 0);
     s_pack_str (&pk, "models");
     msgpack_pack_uint64 (&pk, models);
     return s_finish (&sbuf);

@@ -8,15 +8,20 @@
 #include <czmq.h>
 
 #include "dispatch.h"
+#include "metrics.h"
 
 typedef struct {
     int64_t started_ms;    //  monotonic time the broker started
     uint64_t answered[32]; //  jobs answered, by code (OK = 0)
 } control_stats_t;
 
-//  {uptime_s, jobs: {OK: n, NOT_FOUND: n, ...}, queued: {model: n}, in_flight,
-//  workers, models}.  NULL on out-of-memory.
-zframe_t *control_status (dispatch_t *dispatch, const control_stats_t *stats, int64_t now_ms);
+//  {uptime_s, jobs: {OK: n, NOT_FOUND: n, ...}, queued: {model: n},
+//  queue_wait_s: {model: s}, queue_wait_p99_s: {model: s}, in_flight,
+//  workers, serving_workers, busy_ratio, in_flight_per_worker, models}: a
+//  model's versions add up (the wait is the oldest job's, the p99 that of
+//  `metrics`, which knows the recent waits).  NULL on out-of-memory.
+zframe_t *control_status (dispatch_t *dispatch, metrics_t *metrics, const control_stats_t *stats,
+                          int64_t now_ms);
 
 //  {workers: [{id, host, pid, models: [..], credit, in_flight, done,
 //  last_heartbeat_ms, draining}]}.  NULL on out-of-memory.

@@ -1622,3 +1622,19 @@ size_t dispatch_model_lanes (const dispatch_model_t *model)
     assert (model);
     return zhashx_size (model->lane_of);
 }
+
+uint64_t dispatch_model_oldest_us (const dispatch_model_t *model)
+{
+    assert (model);
+    //  A lane is FIFO (a job requeued after its worker died goes to the
+    //  front, and it is older than the rest): its first job is its oldest
+    uint64_t oldest = 0;
+    for (uint32_t p = 0; p < CODEC_PRIORITIES; p++)
+        for (list_node_t *turn = list_first (&model->turns[p]); turn;
+             turn = list_next (&model->turns[p], turn)) {
+            dispatch_job_t *first = s_job_at (list_first (&s_lane_at (turn)->jobs));
+            if (first && (oldest == 0 || first->received_us < oldest))
+                oldest = first->received_us;
+        }
+    return oldest;
+}

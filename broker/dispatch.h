@@ -332,4 +332,9 @@ size_t dispatch_model_workers (const dispatch_model_t *model);
 //  Client lanes it keeps (with jobs, or idle for less than a second).
 size_t dispatch_model_lanes (const dispatch_model_t *model);
 
+//  When the broker received the job that has waited longest in its queues
+//  (µs, as dispatch_job_received_us), or 0 when none waits: O(lanes with
+//  jobs), for the metrics and status, not the hot path.
+uint64_t dispatch_model_oldest_us (const dispatch_model_t *model);
+
 #endif

@@ -11,6 +11,15 @@
     with its own polling thread; it copies the published text into each
     response while holding the mutex, and never looks at the counters.
 
+    The recent queue waits of a model are a ring of one-second slots, each
+    a histogram with 4 buckets per doubling (bounds 100 us x 2^(i/4), up
+    to about 105 s, then one for the rest) and the longest wait: observing
+    a job is a log2 and an increment into the slot of the second of the
+    last metrics_tick (a slot of an older second is cleared first), and the
+    p99 adds up the slots of the window, finds the bucket of the 99th
+    percentile and answers its upper bound, or the longest wait when that
+    is lower.  No allocation: the ring is part of the model's block.
+
     Model names come from clients: they may be any bytes.  Prometheus wants
     label values in UTF-8, so a name is first made valid UTF-8 (each byte
     that is not part of a valid sequence becomes U+FFFD) and the model is
@@ -66,6 +75,8 @@ static const double s_seconds_bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.00
                                           0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
                                           0.5,     1,      2.5,     5,      10};
 static const double s_batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_ (x)
 #define N_OF(a) (sizeof (a) / sizeof (a)[0])
 
 static const histogram_kind_t s_histogram_kinds[N_HISTOGRAMS] = {
@@ -85,30 +96,60 @@ typedef struct {
     double sum;                        //  their sum
 } histogram_t;
 
+#define WAIT_MIN_S 0.0001 //  upper bound of the first bucket of queue waits
+#define WAIT_STEPS 4      //  buckets per doubling
+static const double s_quarter_powers[] = {1, 1.189207115002721, 1.4142135623730951,
+                                          1.6817928305074290}; //  2^(i/4)
+#define WAIT_BUCKETS (20 * WAIT_STEPS + 2) //  up to 100 us x 2^20 (105 s), then the rest
+
+//  The queue waits of one second of a model
 typedef struct {
-    char label[LABEL_MAX];                //  model name as valid UTF-8, not escaped
-    uint64_t jobs[MAX_CODES];             //  jobs answered, by index in metrics_t.codes
-    histogram_t histograms[N_HISTOGRAMS]; //  by histogram_id_t
-    bool has_gauges;                      //  metrics_add_model was called for it
-    size_t queued;                        //  jobs waiting
-    size_t in_flight;                     //  jobs held by workers
+    int64_t second;                //  which second (monotonic); counts are of another: stale
+    uint32_t counts[WAIT_BUCKETS]; //  jobs per bucket
+    double longest;                //  the longest wait
+} wait_slot_t;
+
+typedef struct {
+    char label[LABEL_MAX];                    //  model name as valid UTF-8, not escaped
+    uint64_t jobs[MAX_CODES];                 //  jobs answered, by index in metrics_t.codes
+    histogram_t histograms[N_HISTOGRAMS];     //  by histogram_id_t
+    bool has_gauges;                          //  metrics_add_model was called for it
+    size_t queued;                            //  jobs waiting
+    size_t in_flight;                         //  jobs held by workers
+    double queue_wait;                        //  seconds the oldest queued job waited
+    wait_slot_t waits[METRICS_WAIT_WINDOW_S]; //  recent queue waits, by second % window
 } metrics_model_t;
+
+//  A worker of the per-worker gauges
+typedef struct {
+    char id[2 * 255 + 1]; //  the registry's key
+    char host[LABEL_MAX]; //  its host name, as valid UTF-8
+    uint32_t pid;         //  its process id
+    uint32_t credit;      //  jobs it may hold
+    size_t held;          //  jobs it holds
+    bool draining;        //  whether it drains
+} metrics_worker_t;
 
 struct metrics_t {
     metrics_model_t
-        *models[METRICS_MAX_MODELS + 1]; //  in order of first sight; the last: "(other)"
-    size_t n_models;                     //  models[0 .. n_models-1] in use, "(other)" aside
-    idmap_t *by_label;                   //  models[0 .. n_models-1] by hash of label
-    char codes[MAX_CODES][32];           //  code names in order of first sight
-    size_t n_codes;                      //  codes in use
-    size_t workers;                      //  workers connected
-    metrics_counts_t counts;             //  job lifecycle
-    struct timespec started;             //  monotonic time metrics_new ran
-    struct MHD_Daemon *daemon;           //  HTTP server, or NULL
-    int port;                            //  its port
-    pthread_mutex_t lock;                //  guards text and text_size
-    char *text;                          //  the published exposition
-    size_t text_size;                    //  its length
+        *models[METRICS_MAX_MODELS + 1];  //  in order of first sight; the last: "(other)"
+    size_t n_models;                      //  models[0 .. n_models-1] in use, "(other)" aside
+    idmap_t *by_label;                    //  models[0 .. n_models-1] by hash of label
+    char codes[MAX_CODES][32];            //  code names in order of first sight
+    size_t n_codes;                       //  codes in use
+    size_t workers;                       //  workers connected
+    metrics_worker_t *worker_gauges;      //  the per-worker gauges
+    size_t n_worker_gauges;               //  in use
+    size_t worker_gauges_size;            //  allocated
+    int64_t second;                       //  the second of the last metrics_tick
+    double wait_bounds[WAIT_BUCKETS - 1]; //  upper bounds of the finite wait buckets
+    metrics_counts_t counts;              //  job lifecycle
+    struct timespec started;              //  monotonic time metrics_new ran
+    struct MHD_Daemon *daemon;            //  HTTP server, or NULL
+    int port;                             //  its port
+    pthread_mutex_t lock;                 //  guards text and text_size
+    char *text;                           //  the published exposition
+    size_t text_size;                     //  its length
 };
 
 //  Copies name into label as valid UTF-8 (RFC 3629: no overlong forms, no
@@ -204,6 +245,83 @@ static void s_histogram_observe (histogram_t *h, histogram_id_t id, double value
     h->sum += value;
 }
 
+//  The bucket of a queue wait: 0 up to WAIT_MIN_S, then WAIT_STEPS per
+//  doubling, the last one for the rest (a binary search of the bounds)
+static size_t s_wait_bucket (const metrics_t *self, double wait_s)
+{
+    size_t low = 0, high = WAIT_BUCKETS - 1; //  the bucket is in [low, high]
+    while (low < high) {
+        size_t mid = (low + high) / 2;
+        if (wait_s <= self->wait_bounds[mid])
+            high = mid;
+        else
+            low = mid + 1;
+    }
+    return low;
+}
+
+static void s_wait_observe (metrics_t *self, metrics_model_t *model, double wait_s)
+{
+    if (!(wait_s >= 0) || isinf (wait_s))
+        return;
+    wait_slot_t *slot = &model->waits[self->second % METRICS_WAIT_WINDOW_S];
+    if (slot->second != self->second) {
+        memset (slot, 0, sizeof *slot);
+        slot->second = self->second;
+    }
+    slot->counts[s_wait_bucket (self, wait_s)]++;
+    if (wait_s > slot->longest)
+        slot->longest = wait_s;
+}
+
+static double s_wait_p99 (metrics_t *self, const metrics_model_t *model)
+{
+    uint64_t counts[WAIT_BUCKETS] = {0}, total = 0;
+    double longest = 0;
+    for (size_t i = 0; i < METRICS_WAIT_WINDOW_S; i++) {
+        const wait_slot_t *slot = &model->waits[i];
+        if (slot->second > self->second || slot->second <= self->second - METRICS_WAIT_WINDOW_S)
+            continue; //  stale
+        for (size_t b = 0; b < WAIT_BUCKETS; b++) {
+            counts[b] += slot->counts[b];
+            total += slot->counts[b];
+        }
+        if (slot->longest > longest)
+            longest = slot->longest;
+    }
+    if (total == 0)
+        return 0;
+    uint64_t rank = (total * 99 + 99) / 100; //  ceil (0.99 total): the job at that rank
+    uint64_t cumulative = 0;
+    size_t b = 0;
+    for (; b < WAIT_BUCKETS - 1; b++) {
+        cumulative += counts[b];
+        if (cumulative >= rank)
+            break;
+    }
+    double bound = b < WAIT_BUCKETS - 1 ? self->wait_bounds[b] : INFINITY;
+    return bound < longest ? bound : longest;
+}
+
+void metrics_tick (metrics_t *self, int64_t now_ms)
+{
+    assert (self);
+    if (now_ms / 1000 > self->second)
+        self->second = now_ms / 1000;
+}
+
+double metrics_queue_wait_p99 (metrics_t *self, const char *model_name)
+{
+    assert (self);
+    char label[LABEL_MAX];
+    s_label_from_name (label, model_name);
+    uint64_t hash = idmap_hash_bytes (label, strlen (label), 0);
+    metrics_model_t *model = idmap_find (self->by_label, hash, s_model_is, label);
+    if (!model && (self->n_models == METRICS_MAX_MODELS || strcmp (label, OTHER_MODEL) == 0))
+        model = self->models[METRICS_MAX_MODELS];
+    return model ? s_wait_p99 (self, model) : 0;
+}
+
 void metrics_observe_job (metrics_t *self, const char *model_name, const char *code, double queue_s,
                           double compute_s, double latency_s, unsigned batch)
 {
@@ -212,6 +330,7 @@ void metrics_observe_job (metrics_t *self, const char *model_name, const char *c
     if (!model)
         return;
     model->jobs[s_code_index (self, code)]++;
+    s_wait_observe (self, model, queue_s);
     s_histogram_observe (&model->histograms[H_QUEUE], H_QUEUE, queue_s);
     s_histogram_observe (&model->histograms[H_COMPUTE], H_COMPUTE, compute_s);
     s_histogram_observe (&model->histograms[H_LATENCY], H_LATENCY, latency_s);
@@ -241,9 +360,51 @@ void metrics_clear_models (metrics_t *self)
     assert (self);
     for (size_t i = 0; i <= self->n_models; i++) {
         metrics_model_t *model = s_model_at (self, i);
-        if (model)
+        if (model) {
             model->queued = model->in_flight = 0;
+            model->queue_wait = 0;
+        }
     }
+}
+
+void metrics_set_model_wait (metrics_t *self, const char *model_name, double wait_s)
+{
+    assert (self);
+    metrics_model_t *model = s_model_get (self, model_name);
+    if (!model)
+        return;
+    model->has_gauges = true;
+    if (wait_s > model->queue_wait)
+        model->queue_wait = wait_s;
+}
+
+void metrics_clear_workers (metrics_t *self)
+{
+    assert (self);
+    self->n_worker_gauges = 0;
+}
+
+void metrics_add_worker (metrics_t *self, const char *id, const char *host, uint32_t pid,
+                         uint32_t credit, size_t held, bool draining)
+{
+    assert (self);
+    if (self->n_worker_gauges == self->worker_gauges_size) {
+        //  Grows with the workers, not per call: once the fleet's size is
+        //  reached, setting the gauges allocates nothing
+        size_t size = self->worker_gauges_size ? 2 * self->worker_gauges_size : 16;
+        metrics_worker_t *grown = realloc (self->worker_gauges, size * sizeof *grown);
+        if (!grown)
+            return;
+        self->worker_gauges = grown;
+        self->worker_gauges_size = size;
+    }
+    metrics_worker_t *w = &self->worker_gauges[self->n_worker_gauges++];
+    snprintf (w->id, sizeof w->id, "%s", id);
+    s_label_from_name (w->host, host);
+    w->pid = pid;
+    w->credit = credit;
+    w->held = held;
+    w->draining = draining;
 }
 
 void metrics_set_counts (metrics_t *self, const metrics_counts_t *counts)
@@ -327,8 +488,10 @@ static void s_put_histograms (metrics_t *self, FILE *f, histogram_id_t id)
     }
 }
 
-//  One gauge line per model that has gauges; which: 0 queued, 1 in flight
-static void s_put_model_gauges (metrics_t *self, FILE *f, const char *name, int which)
+typedef enum { G_QUEUED, G_IN_FLIGHT, G_QUEUE_WAIT, G_QUEUE_WAIT_P99 } model_gauge_t;
+
+//  One gauge line per model that has gauges
+static void s_put_model_gauges (metrics_t *self, FILE *f, const char *name, model_gauge_t which)
 {
     for (size_t i = 0; i <= self->n_models; i++) {
         metrics_model_t *model = s_model_at (self, i);
@@ -336,8 +499,57 @@ static void s_put_model_gauges (metrics_t *self, FILE *f, const char *name, int 
             continue;
         fprintf (f, "%s{model=\"", name);
         s_put_label (f, model->label);
-        fprintf (f, "\"} %zu\n", which == 0 ? model->queued : model->in_flight);
+        fputs ("\"} ", f);
+        switch (which) {
+        case G_QUEUED: fprintf (f, "%zu", model->queued); break;
+        case G_IN_FLIGHT: fprintf (f, "%zu", model->in_flight); break;
+        case G_QUEUE_WAIT: s_put_number (f, model->queue_wait); break;
+        case G_QUEUE_WAIT_P99: s_put_number (f, s_wait_p99 (self, model)); break;
+        }
+        fputc ('\n', f);
     }
+}
+
+//  The per-worker gauges, and the totals over the workers that serve
+static void s_put_worker_gauges (metrics_t *self, FILE *f)
+{
+    static const char *names[] = {"amaas_worker_in_flight", "amaas_worker_credit"};
+    static const char *helps[] = {"Jobs a worker holds.", "Jobs a worker may hold at once."};
+    for (size_t g = 0; g < 2; g++) {
+        s_put_header (f, names[g], "gauge", helps[g]);
+        for (size_t i = 0; i < self->n_worker_gauges; i++) {
+            const metrics_worker_t *w = &self->worker_gauges[i];
+            fprintf (f, "%s{worker=\"", names[g]);
+            s_put_label (f, w->id);
+            fputs ("\",host=\"", f);
+            s_put_label (f, w->host);
+            fprintf (f, "\",pid=\"%" PRIu32 "\"} ", w->pid);
+            if (g == 0)
+                fprintf (f, "%zu\n", w->held);
+            else
+                fprintf (f, "%" PRIu32 "\n", w->credit);
+        }
+    }
+    size_t held = 0, serving = 0;
+    uint64_t credit = 0;
+    for (size_t i = 0; i < self->n_worker_gauges; i++) {
+        const metrics_worker_t *w = &self->worker_gauges[i];
+        if (w->draining)
+            continue;
+        serving++;
+        held += w->held;
+        credit += w->credit;
+    }
+    s_put_header (f, "amaas_busy_ratio", "gauge",
+                  "Jobs held over the credit of the workers that serve (0 without any).");
+    fputs ("amaas_busy_ratio ", f);
+    s_put_number (f, credit ? (double)held / (double)credit : 0);
+    fputc ('\n', f);
+    s_put_header (f, "amaas_in_flight_per_worker", "gauge",
+                  "Jobs held per worker that serves, the mean (0 without any).");
+    fputs ("amaas_in_flight_per_worker ", f);
+    s_put_number (f, serving ? (double)held / (double)serving : 0);
+    fputc ('\n', f);
 }
 
 char *metrics_render (metrics_t *self)
@@ -364,9 +576,17 @@ char *metrics_render (metrics_t *self)
     for (histogram_id_t id = 0; id < N_HISTOGRAMS; id++)
         s_put_histograms (self, f, id);
     s_put_header (f, "amaas_queue_depth", "gauge", "Jobs waiting in the broker, by model.");
-    s_put_model_gauges (self, f, "amaas_queue_depth", 0);
+    s_put_model_gauges (self, f, "amaas_queue_depth", G_QUEUED);
     s_put_header (f, "amaas_jobs_in_flight", "gauge", "Jobs held by workers, by model.");
-    s_put_model_gauges (self, f, "amaas_jobs_in_flight", 1);
+    s_put_model_gauges (self, f, "amaas_jobs_in_flight", G_IN_FLIGHT);
+    s_put_header (f, "amaas_queue_wait_seconds", "gauge",
+                  "How long the oldest job waiting in the broker has waited, by model (0: none "
+                  "waits).");
+    s_put_model_gauges (self, f, "amaas_queue_wait_seconds", G_QUEUE_WAIT);
+    s_put_header (f, "amaas_queue_wait_p99_seconds", "gauge",
+                  "99th percentile of the queue waits of the jobs answered in the last " STRINGIFY (
+                      METRICS_WAIT_WINDOW_S) " s, by model (0: none).");
+    s_put_model_gauges (self, f, "amaas_queue_wait_p99_seconds", G_QUEUE_WAIT_P99);
     static const struct {
         const char *name, *type, *help;
         size_t offset;
@@ -392,6 +612,7 @@ char *metrics_render (metrics_t *self)
     }
     s_put_header (f, "amaas_workers", "gauge", "Workers connected to the broker.");
     fprintf (f, "amaas_workers %zu\n", self->workers);
+    s_put_worker_gauges (self, f);
     struct timespec now;
     clock_gettime (CLOCK_MONOTONIC, &now);
     s_put_header (f, "amaas_uptime_seconds", "gauge", "Seconds since the broker started.");
@@ -525,6 +746,10 @@ metrics_t *metrics_new (const char *listen, char *err, size_t err_size)
         return NULL;
     }
     clock_gettime (CLOCK_MONOTONIC, &self->started);
+    //  100 us x 2^(i/4), without libm: a step of 2^(1/4), exact at each doubling
+    for (size_t i = 0; i < WAIT_BUCKETS - 1; i++)
+        self->wait_bounds[i] = i < WAIT_STEPS ? WAIT_MIN_S * s_quarter_powers[i]
+                                              : 2 * self->wait_bounds[i - WAIT_STEPS];
     self->by_label = idmap_new ();
     if (!self->by_label) {
         snprintf (err, err_size, "out of memory");
@@ -560,6 +785,7 @@ void metrics_destroy (metrics_t **self_p)
     for (size_t i = 0; i <= METRICS_MAX_MODELS; i++)
         free (self->models[i]);
     idmap_destroy (&self->by_label);
+    free (self->worker_gauges);
     pthread_mutex_destroy (&self->lock);
     free (self->text);
     free (self);

@@ -13,7 +13,18 @@
     amaas_workers, amaas_uptime_seconds; counters of the job lifecycle
     (amaas_jobs_accepted_total, amaas_jobs_deduplicated_total,
     amaas_jobs_cancelled_total, amaas_jobs_computed_total) and the gauge
-    amaas_model_load_failures.
+    amaas_model_load_failures.  For autoscalers (docs/OPERATIONS.md
+    "Autoscaling"): amaas_queue_wait_seconds{model} (how long the oldest
+    queued job has waited), amaas_queue_wait_p99_seconds{model} (the 99th
+    percentile of the queue waits of the jobs answered in the last
+    METRICS_WAIT_WINDOW_S seconds), amaas_worker_in_flight and
+    amaas_worker_credit{worker,host,pid}, amaas_busy_ratio and
+    amaas_in_flight_per_worker (over the workers that serve, not drain).
+
+    The recent queue waits are kept whatever the HTTP server does (the
+    control socket's status reports them too): per model, a ring of
+    METRICS_WAIT_WINDOW_S one-second slots, each a histogram of 4 buckets
+    per doubling from 100 us; metrics_tick moves the ring on.
 
     Call every function from one thread, the broker's: there is no lock
     around the counters.  The HTTP thread only ever reads the published text.
@@ -21,6 +32,7 @@
 #ifndef AMAAS_METRICS_H_INCLUDED
 #define AMAAS_METRICS_H_INCLUDED
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +40,9 @@
 //  under model="(other)", so that clients sending made-up model names
 //  cannot grow the broker's memory or the number of series without bound.
 #define METRICS_MAX_MODELS 256
+
+//  Seconds of queue waits that amaas_queue_wait_p99_seconds covers
+#define METRICS_WAIT_WINDOW_S 10
 
 typedef struct metrics_t metrics_t;
 
@@ -70,6 +85,35 @@ void metrics_add_model (metrics_t *self, const char *model, size_t queued, size_
 //  Clears the gauges of every model (before they are set anew, so that a
 //  model that is gone shows 0).  Cannot fail.
 void metrics_clear_models (metrics_t *self);
+
+//  Sets how long the oldest queued job of a model has waited, in seconds:
+//  of its versions (set one by one after metrics_clear_models), the
+//  longest counts.  Cannot fail (as metrics_add_model).
+void metrics_set_model_wait (metrics_t *self, const char *model, double wait_s);
+
+//  Moves the window of recent queue waits to now_ms (monotonic ms): the
+//  jobs observed from now on count in the second of now_ms, and the seconds
+//  METRICS_WAIT_WINDOW_S before it and older drop out.  Call it about once
+//  a second.  Cannot fail.
+void metrics_tick (metrics_t *self, int64_t now_ms);
+
+//  The 99th percentile of the queue waits (the queue_s of
+//  metrics_observe_job) of a model's jobs answered in the window, in
+//  seconds: the upper bound of the bucket that holds it (at most 19 % high,
+//  never above the longest wait seen; past about 105 s, the last bucket,
+//  the longest wait), 0 when the window holds none.
+//  Cannot fail.
+double metrics_queue_wait_p99 (metrics_t *self, const char *model);
+
+//  Forgets the workers of the per-worker gauges (before they are added
+//  anew).  Cannot fail.
+void metrics_clear_workers (metrics_t *self);
+
+//  Adds a worker to the per-worker gauges: its id (the registry's key),
+//  host and pid, its credit, the jobs it holds, whether it drains.  On
+//  out-of-memory the worker is left out.  Cannot otherwise fail.
+void metrics_add_worker (metrics_t *self, const char *id, const char *host, uint32_t pid,
+                         uint32_t credit, size_t held, bool draining);
 
 //  Sets the counts of the job lifecycle.  Cannot fail.
 void metrics_set_counts (metrics_t *self, const metrics_counts_t *counts);

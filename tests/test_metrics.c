@@ -191,11 +191,14 @@ START_TEST (test_every_family_has_help_and_type)
     metrics_t *m = new_metrics ();
     char *text = metrics_render (m); //  no model yet
     const char *families[][2] = {
-        {"amaas_jobs_total", "counter"},        {"amaas_queue_seconds", "histogram"},
-        {"amaas_compute_seconds", "histogram"}, {"amaas_latency_seconds", "histogram"},
-        {"amaas_batch_size", "histogram"},      {"amaas_queue_depth", "gauge"},
-        {"amaas_jobs_in_flight", "gauge"},      {"amaas_workers", "gauge"},
-        {"amaas_uptime_seconds", "gauge"}};
+        {"amaas_jobs_total", "counter"},           {"amaas_queue_seconds", "histogram"},
+        {"amaas_compute_seconds", "histogram"},    {"amaas_latency_seconds", "histogram"},
+        {"amaas_batch_size", "histogram"},         {"amaas_queue_depth", "gauge"},
+        {"amaas_jobs_in_flight", "gauge"},         {"amaas_workers", "gauge"},
+        {"amaas_uptime_seconds", "gauge"},         {"amaas_queue_wait_seconds", "gauge"},
+        {"amaas_queue_wait_p99_seconds", "gauge"}, {"amaas_worker_in_flight", "gauge"},
+        {"amaas_worker_credit", "gauge"},          {"amaas_busy_ratio", "gauge"},
+        {"amaas_in_flight_per_worker", "gauge"}};
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
         char line[128];
         snprintf (line, sizeof line, "# HELP %s ", families[i][0]);
@@ -361,6 +364,171 @@ START_TEST (test_http_server)
 }
 END_TEST
 
+//  The value of the series `series` (all of a line but its value), or NAN
+static double value_of (const char *text, const char *series)
+{
+    size_t len = strlen (series);
+    for (const char *p = text; (p = strstr (p, series)); p++)
+        if ((p == text || p[-1] == '\n') && p[len] == ' ')
+            return strtod (p + len + 1, NULL);
+    return NAN;
+}
+
+START_TEST (test_queue_wait_p99)
+{
+    metrics_t *m = new_metrics ();
+    metrics_tick (m, 1000000);
+    ck_assert_double_eq (metrics_queue_wait_p99 (m, "iris"), 0); //  never seen
+    //  98 short waits and 2 long ones: the 99th of 100 is a long one
+    for (int i = 0; i < 98; i++)
+        metrics_observe_job (m, "iris", "OK", 0.001, 0.001, 0.002, 1);
+    metrics_observe_job (m, "iris", "OK", 2.0, 0.001, 2.001, 1);
+    metrics_observe_job (m, "iris", "OK", 1.5, 0.001, 1.501, 1);
+    //  Failed before dispatch: no queue wait observed
+    metrics_observe_job (m, "iris", "NOT_FOUND", -1, -1, -1, 0);
+    double p99 = metrics_queue_wait_p99 (m, "iris");
+    //  The bucket's bound, never above the longest wait
+    ck_assert_msg (p99 >= 1.5 && p99 <= 2.0, "p99 %g", p99);
+    //  Two more short ones: the 101st of 102 is still a long one; with 300
+    //  short ones it is short (to within a bucket)
+    for (int i = 0; i < 2; i++)
+        metrics_observe_job (m, "iris", "OK", 0.001, 0.001, 0.002, 1);
+    p99 = metrics_queue_wait_p99 (m, "iris");
+    ck_assert_msg (p99 >= 1.5, "p99 %g", p99);
+    for (int i = 0; i < 200; i++)
+        metrics_observe_job (m, "iris", "OK", 0.001, 0.001, 0.002, 1);
+    p99 = metrics_queue_wait_p99 (m, "iris");
+    ck_assert_msg (p99 >= 0.001 && p99 <= 0.001 * 1.19, "p99 %g", p99);
+    //  Another model has its own
+    metrics_observe_job (m, "linear", "OK", 0.25, 0.001, 0.3, 1);
+    ck_assert_double_eq (metrics_queue_wait_p99 (m, "linear"), 0.25);
+    ck_assert_double_eq (metrics_queue_wait_p99 (m, "nobody"), 0);
+    metrics_destroy (&m);
+}
+END_TEST
+
+START_TEST (test_queue_wait_window)
+{
+    metrics_t *m = new_metrics ();
+    int64_t t0 = 5000000; //  ms
+    metrics_tick (m, t0);
+    metrics_observe_job (m, "iris", "OK", 3.0, 0.001, 3.1, 1);
+    //  A second later, short waits: the long one is still in the window
+    metrics_tick (m, t0 + 1000);
+    for (int i = 0; i < 10; i++)
+        metrics_observe_job (m, "iris", "OK", 0.01, 0.001, 0.02, 1);
+    ck_assert_double_eq (metrics_queue_wait_p99 (m, "iris"), 3.0);
+    //  The last second of the window still holds it
+    metrics_tick (m, t0 + (METRICS_WAIT_WINDOW_S - 1) * 1000 + 999);
+    ck_assert_double_eq (metrics_queue_wait_p99 (m, "iris"), 3.0);
+    //  Then it drops out; the short ones stay a second longer
+    metrics_tick (m, t0 + METRICS_WAIT_WINDOW_S * 1000);
+    double p99 = metrics_queue_wait_p99 (m, "iris");
+    ck_assert_msg (p99 >= 0.01 && p99 <= 0.01 * 1.19, "p99 %g", p99);
+    //  A slot reused for a later second starts empty
+    metrics_observe_job (m, "iris", "OK", 0.5, 0.001, 0.6, 1);
+    p99 = metrics_queue_wait_p99 (m, "iris");
+    ck_assert_msg (p99 >= 0.5 && p99 <= 0.5 * 1.19, "p99 %g", p99);
+    metrics_tick (m, t0 + (METRICS_WAIT_WINDOW_S + 1) * 1000);
+    ck_assert_double_eq (metrics_queue_wait_p99 (m, "iris"), 0.5);
+    //  Time does not go back: an older tick changes nothing
+    metrics_tick (m, t0);
+    ck_assert_double_eq (metrics_queue_wait_p99 (m, "iris"), 0.5);
+    //  Long after, nothing is left
+    metrics_tick (m, t0 + 3600 * 1000);
+    ck_assert_double_eq (metrics_queue_wait_p99 (m, "iris"), 0);
+    metrics_destroy (&m);
+}
+END_TEST
+
+//  The p99 is the bound of the bucket of the true 99th percentile: never
+//  below it, at most 2^(1/4) above, over waits from 50 us to 100 s (past
+//  105 s, the last bucket, it is the longest wait)
+START_TEST (test_queue_wait_p99_accuracy)
+{
+    metrics_t *m = new_metrics ();
+    unsigned seed = 7;
+    for (int round = 0; round < 50; round++) {
+        metrics_tick (m, 1000000 + round * 100000); //  a fresh window each round
+        double waits[500];
+        int n = 100 + round * 8;
+        for (int i = 0; i < n; i++) {
+            //  log-uniform between 50 us and 100 s
+            double u = (double)rand_r (&seed) / RAND_MAX;
+            waits[i] = 0.00005 * pow (2e6, u);
+            metrics_observe_job (m, "m", "OK", waits[i], 0, waits[i], 1);
+        }
+        //  The true p99: the ceil(0.99 n)th smallest
+        for (int i = 1; i < n; i++)
+            for (int j = i; j > 0 && waits[j - 1] > waits[j]; j--) {
+                double t = waits[j];
+                waits[j] = waits[j - 1];
+                waits[j - 1] = t;
+            }
+        double truth = waits[(n * 99 + 99) / 100 - 1];
+        double p99 = metrics_queue_wait_p99 (m, "m");
+        ck_assert_msg (p99 >= truth * (1 - 1e-12) && p99 <= truth * 1.1893,
+                       "round %d: p99 %g, true %g", round, p99, truth);
+    }
+    metrics_destroy (&m);
+}
+END_TEST
+
+START_TEST (test_autoscaling_gauges)
+{
+    metrics_t *m = new_metrics ();
+    metrics_tick (m, 2000000);
+    metrics_add_model (m, "iris", 3, 1);
+    metrics_set_model_wait (m, "iris", 0.5);
+    metrics_set_model_wait (m, "iris", 1.25); //  another version: the oldest job counts
+    metrics_set_model_wait (m, "iris", 0.75);
+    metrics_add_model (m, "linear", 0, 0);
+    metrics_observe_job (m, "iris", "OK", 0.125, 0.001, 0.2, 1);
+    metrics_add_worker (m, "00AB", "host-a", 101, 4, 3, false);
+    metrics_add_worker (m, "00CD", "host\"b", 102, 4, 1, false);
+    metrics_add_worker (m, "00EF", "host-a", 103, 8, 2, true); //  drains: not in the totals
+    char *text = metrics_render (m);
+    ck_assert_line (text, "amaas_queue_wait_seconds{model=\"iris\"} 1.25");
+    ck_assert_line (text, "amaas_queue_wait_seconds{model=\"linear\"} 0");
+    ck_assert_line (text, "amaas_queue_wait_p99_seconds{model=\"iris\"} 0.125");
+    ck_assert_line (text, "amaas_queue_wait_p99_seconds{model=\"linear\"} 0");
+    ck_assert_line (text, "amaas_worker_in_flight{worker=\"00AB\",host=\"host-a\",pid=\"101\"} 3");
+    ck_assert_line (text,
+                    "amaas_worker_in_flight{worker=\"00CD\",host=\"host\\\"b\",pid=\"102\"} 1");
+    ck_assert_line (text, "amaas_worker_in_flight{worker=\"00EF\",host=\"host-a\",pid=\"103\"} 2");
+    ck_assert_line (text, "amaas_worker_credit{worker=\"00AB\",host=\"host-a\",pid=\"101\"} 4");
+    ck_assert_line (text, "amaas_worker_credit{worker=\"00EF\",host=\"host-a\",pid=\"103\"} 8");
+    //  (3 + 1) held of 4 + 4 credit, by 2 serving workers
+    ck_assert_double_eq (value_of (text, "amaas_busy_ratio"), 0.5);
+    ck_assert_double_eq (value_of (text, "amaas_in_flight_per_worker"), 2);
+    free (text);
+    //  A new round: the workers gone are gone, the waits cleared
+    metrics_clear_models (m);
+    metrics_add_model (m, "iris", 0, 0);
+    metrics_clear_workers (m);
+    text = metrics_render (m);
+    ck_assert_line (text, "amaas_queue_wait_seconds{model=\"iris\"} 0");
+    ck_assert_ptr_null (strstr (text, "amaas_worker_in_flight{"));
+    ck_assert_double_eq (value_of (text, "amaas_busy_ratio"), 0);
+    ck_assert_double_eq (value_of (text, "amaas_in_flight_per_worker"), 0);
+    free (text);
+    //  Many workers: the gauges grow with them
+    metrics_clear_workers (m);
+    for (uint32_t i = 0; i < 1000; i++) {
+        char id[16];
+        snprintf (id, sizeof id, "W%04u", i);
+        metrics_add_worker (m, id, "h", i, 2, i % 3, false);
+    }
+    text = metrics_render (m);
+    ck_assert_line (text, "amaas_worker_credit{worker=\"W0999\",host=\"h\",pid=\"999\"} 2");
+    //  held: 333 x (0 + 1 + 2) + 0 = 999 of 2000
+    ck_assert_double_eq (value_of (text, "amaas_busy_ratio"), 999.0 / 2000);
+    ck_assert_double_eq (value_of (text, "amaas_in_flight_per_worker"), 999.0 / 1000);
+    free (text);
+    metrics_destroy (&m);
+}
+END_TEST
+
 int main (void)
 {
     Suite *s = suite_create ("metrics");
@@ -373,6 +541,10 @@ int main (void)
     tcase_add_test (tc, test_models_past_the_limit);
     tcase_add_test (tc, test_bad_listen_addresses);
     tcase_add_test (tc, test_http_server);
+    tcase_add_test (tc, test_queue_wait_p99);
+    tcase_add_test (tc, test_queue_wait_window);
+    tcase_add_test (tc, test_queue_wait_p99_accuracy);
+    tcase_add_test (tc, test_autoscaling_gauges);
     suite_add_tcase (s, tc);
     return unit_run (s);
 }
