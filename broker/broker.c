@@ -687,12 +687,25 @@ done:
     codec_frames_close (in);
 }
 
+//  How long workers may take to find the broker: their liveness, then
+//  their longest reconnect backoff.
+static uint64_t s_warmup_us (const broker_config_t *config)
+{
+    return ((uint64_t)config->heartbeat_ms * (uint64_t)config->liveness + DEFS_RECONNECT_MAX_MS) *
+           1000u;
+}
+
 static void s_on_heartbeat (broker_t *self)
 {
     size_t dead = dispatch_purge (self->dispatch, clock_now_ms (), self->failed);
-    if (dead)
+    if (dead) {
         log_warn ("workers declared dead count=%zu after=%dms", dead,
                   self->config->heartbeat_ms * self->config->liveness);
+        //  Silent workers may be alive and finding the broker again (it was
+        //  frozen, or cut off): until one registers, a model no worker
+        //  serves is UNAVAILABLE, as after a start, not NOT_FOUND
+        dispatch_set_warmup (self->dispatch, clock_now_us () + s_warmup_us (self->config));
+    }
     codec_header_t *r = &self->reply;
     codec_header_reset (r);
     for (dispatch_worker_t *w = dispatch_worker_first (self->dispatch); w;
@@ -787,11 +800,11 @@ int broker_run (const broker_config_t *config)
         self.incarnation = (uint64_t)clock_now_us () ^ ((uint64_t)getpid () << 32);
     self.dispatch = dispatch_new (config->max_queue, config->max_lost);
     //  Workers that served the broker before it restarted find it again
-    //  within their liveness: until then, a model not (yet) served is
-    //  UNAVAILABLE, which clients retry, rather than NOT_FOUND
-    uint64_t warmup_us = (uint64_t)config->heartbeat_ms * (uint64_t)config->liveness * 1000u;
+    //  within their reconnect backoff (DEFS_RECONNECT_MAX_MS at most): until
+    //  the first registers, a model not (yet) served is UNAVAILABLE, which
+    //  clients retry (with several brokers, at another), not NOT_FOUND
     if (self.dispatch)
-        dispatch_set_warmup (self.dispatch, clock_now_us () + warmup_us);
+        dispatch_set_warmup (self.dispatch, clock_now_us () + s_warmup_us (config));
     self.failed = dispatch_jobs_new ();
     self.peer_lines = ratelimit_new (PEER_LINES);
     self.all_lines = ratelimit_new (ALL_LINES);

@@ -1052,8 +1052,8 @@ static amaas_code_t s_not_served (dispatch_t *self, dispatch_job_t *job)
 {
     if (job->received_us < self->warm_until_us) {
         snprintf (job->fail_message, sizeof job->fail_message,
-                  "no worker has registered model '%.64s' yet (the broker has just started): "
-                  "retry",
+                  "no worker serves model '%.64s' yet (the broker has just started, or lost "
+                  "its workers, and they are finding it again): retry",
                   job->model);
         return job->fail_code = AMAAS_UNAVAILABLE;
     }

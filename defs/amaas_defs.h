@@ -41,6 +41,8 @@
 #define DEFS_NODES_MAX 268435455
 //  brokers one worker or one client connects to at most
 #define DEFS_BROKERS_MAX 8
+//  a worker's reconnect backoff doubles up to this; a new broker's warm-up lasts as long
+#define DEFS_RECONNECT_MAX_MS 30000
 //  port: clients send jobs here
 #define DEFS_FRONTEND_PORT 5555
 //  the same, tcp://127.0.0.1:PORT

@@ -20,6 +20,7 @@ DEGREE_MAX = 1024  # degree of an svm_kernel (poly)
 PROBA_CLASSES_MAX = 256  # classes of an ovo_proba op (libsvm's coupling costs k^2 a row)
 NODES_MAX = 268435455  # nodes of one trees op (byte offsets of 16-byte nodes fit 32 bits)
 BROKERS_MAX = 8  # brokers one worker or one client connects to at most
+RECONNECT_MAX_MS = 30000  # a worker's reconnect backoff doubles up to this; a new broker's warm-up lasts as long
 FRONTEND_PORT = 5555  # port: clients send jobs here
 FRONTEND_LOCAL = 'tcp://127.0.0.1:5555'  # the same, tcp://127.0.0.1:PORT
 FRONTEND_ANY = 'tcp://*:5555'  # the same, tcp://*:PORT (every interface)

@@ -64,7 +64,6 @@
 #include "model.h"
 #include "signals.h"
 
-#define BACKOFF_MAX_MS 30000
 #define RECV_BURST 256 //  messages received in a row before the loop looks elsewhere
 
 //  One broker of the list, and the connection to it
@@ -745,7 +744,8 @@ int worker_run (const worker_config_t *config)
                 link->reconnect_ms = now + link->backoff_ms;
                 link->heard = false;
                 link->backoff_ms =
-                    link->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : link->backoff_ms * 2;
+                    link->backoff_ms * 2 > DEFS_RECONNECT_MAX_MS ? DEFS_RECONNECT_MAX_MS
+                                                              : link->backoff_ms * 2;
             }
             //  A worker that drains does not reconnect: it finishes its
             //  jobs and stops
