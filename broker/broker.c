@@ -701,10 +701,12 @@ static void s_on_heartbeat (broker_t *self)
     if (dead) {
         log_warn ("workers declared dead count=%zu after=%dms", dead,
                   self->config->heartbeat_ms * self->config->liveness);
-        //  Silent workers may be alive and finding the broker again (it was
-        //  frozen, or cut off): until one registers, a model no worker
-        //  serves is UNAVAILABLE, as after a start, not NOT_FOUND
-        dispatch_set_warmup (self->dispatch, clock_now_us () + s_warmup_us (self->config));
+        //  Every worker silent at once: the broker was frozen or cut off,
+        //  and they may be alive, finding it again.  Until one registers, a
+        //  model no worker serves is UNAVAILABLE, as after a start, not
+        //  NOT_FOUND
+        if (dispatch_worker_count (self->dispatch) == 0)
+            dispatch_set_warmup (self->dispatch, clock_now_us () + s_warmup_us (self->config));
     }
     codec_header_t *r = &self->reply;
     codec_header_reset (r);

@@ -743,9 +743,9 @@ int worker_run (const worker_config_t *config)
                           link->backoff_ms);
                 link->reconnect_ms = now + link->backoff_ms;
                 link->heard = false;
-                link->backoff_ms =
-                    link->backoff_ms * 2 > DEFS_RECONNECT_MAX_MS ? DEFS_RECONNECT_MAX_MS
-                                                              : link->backoff_ms * 2;
+                link->backoff_ms = link->backoff_ms * 2 > DEFS_RECONNECT_MAX_MS
+                                       ? DEFS_RECONNECT_MAX_MS
+                                       : link->backoff_ms * 2;
             }
             //  A worker that drains does not reconnect: it finishes its
             //  jobs and stops
