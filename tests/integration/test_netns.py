@@ -23,6 +23,7 @@ Needs root and iproute2 (ip netns); without them the test is skipped.
 Namespaces and processes are removed on every exit path (and those left by
 an earlier run that was killed, on the next run).  About 30 s each.
 Run: ctest -R integration_netns, or pytest --build-dir BUILD tests/integration/test_netns.py"""
+import contextlib
 import glob
 import json
 import os
@@ -114,7 +115,7 @@ class Machines:
         self.namespaces.append(self.ns(host))
         sh("ip", "-n", self.ns(host), "link", "set", "lo", "up")
 
-    def build(self, hosts=("broker", "a", "b", "client")):
+    def build(self, hosts):
         self.add_namespace("switch")
         sw = self.ns("switch")
         sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
@@ -208,6 +209,28 @@ def can_make_namespaces():
     return None
 
 
+@contextlib.contextmanager
+def machines(hosts=("broker", "a", "b", "client")):
+    """The machines of a test, built (the test is skipped where namespaces
+    cannot be made).  On the way out every process is stopped, the logs are
+    shown if the test failed, and the namespaces are removed."""
+    why = can_make_namespaces()
+    if why:
+        print("SKIP: %s" % why)
+        pytest.skip(why)
+    remove_stale_namespaces()
+    m = Machines()
+    try:
+        m.build(hosts)
+        yield m
+    except BaseException:
+        m.stop()
+        m.dump_logs()
+        raise
+    finally:
+        m.cleanup()
+
+
 def workers(m, control, host="broker"):
     r = m.run_in(host, [os.path.join(BUILD, "amaas"), "--control", control, "--timeout",
                         "2000", "workers", "--json"])
@@ -224,14 +247,7 @@ def by_host(ws):
 
 
 def test_a_worker_host_loses_its_link():
-    why = can_make_namespaces()
-    if why:
-        print("SKIP: %s" % why)
-        pytest.skip(why)
-    remove_stale_namespaces()
-    m = Machines()
-    try:
-        m.build()
+    with machines() as m:
         # the client host reaches the broker host through the switch
         r = m.run_in("client", ["ping", "-c", "1", "-W", "2", m.addr("broker")]) \
             if shutil.which("ping") else None
@@ -326,12 +342,6 @@ def test_a_worker_host_loses_its_link():
         assert "workers declared dead count=2" in blog, blog[-2000:]
         bad = m.stop()
         assert not bad, "processes exited badly: %s" % bad
-    except BaseException:
-        m.stop()
-        m.dump_logs()
-        raise
-    finally:
-        m.cleanup()
 
 
 def on_signal(sig, frame):
@@ -373,14 +383,7 @@ def test_a_broker_host_loses_its_link():
     jobs it had there to broker2, the workers serve broker2 alone; with the
     cable back, the workers register with broker again.  No job is lost,
     answered twice or wrong."""
-    why = can_make_namespaces()
-    if why:
-        print("SKIP: %s" % why)
-        pytest.skip(why)
-    remove_stale_namespaces()
-    m = Machines()
-    try:
-        m.build(hosts=("broker", "broker2", "a", "b", "client"))
+    with machines(("broker", "broker2", "a", "b", "client")) as m:
         eps = {h: start_broker(m, h) for h in ("broker", "broker2")}
         frontends = ",".join(eps[h]["frontend"] for h in ("broker", "broker2"))
         backends = ",".join(eps[h]["backend"] for h in ("broker", "broker2"))
@@ -419,9 +422,3 @@ def test_a_broker_host_loses_its_link():
         assert int(stats["retried"]) > 0, "no job was resent: the cut proves nothing"
         bad = m.stop()
         assert not bad, "processes exited badly: %s" % bad
-    except BaseException:
-        m.stop()
-        m.dump_logs()
-        raise
-    finally:
-        m.cleanup()
