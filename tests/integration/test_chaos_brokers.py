@@ -26,14 +26,16 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "mod
 RATE = 400  # jobs per second per client: the run lasts about 25 s
 
 
-def serving_workers(c, k):
-    """Workers broker k (0-based) has registered, serving; 0 if it does not
-    answer."""
+def workers_of(c, k):
+    """The workers broker k (0-based) has registered ([] if it does not
+    answer), as `amaas workers --json` lists them."""
     r = subprocess.run([c.bin("amaas"), "--control", c.controls[k], "--timeout", "2000",
                         "workers", "--json"], capture_output=True, text=True, timeout=10)
-    if r.returncode != 0:
-        return 0
-    return sum(not w["draining"] for w in json.loads(r.stdout)["workers"])
+    return json.loads(r.stdout)["workers"] if r.returncode == 0 else []
+
+
+def serving_workers(c, k):
+    return sum(not w["draining"] for w in workers_of(c, k))
 
 
 def test_two_brokers_killed_restarted_and_frozen():
@@ -48,16 +50,20 @@ def test_two_brokers_killed_restarted_and_frozen():
         events = []
         try:
             for k in (0, 1):
-                # a quarter of the run between events
-                time.sleep(JOBS / RATE / 5)
+                # killed while its workers hold jobs of it
+                wait_for("broker %d to hold jobs" % (k + 1), lambda: not running() or sum(
+                    w["in_flight"] for w in workers_of(c, k)) > 0)
                 if not running():
                     break
+                done = sum(w["done"] for w in workers_of(c, 1 - k))
                 b = c.brokers[k]
                 c.expected_exits.add(b)
                 b.send_signal(signal.SIGKILL)
                 b.wait(timeout=10)
                 events.append("killed broker %d" % (k + 1))
-                time.sleep(JOBS / RATE / 10)
+                # restarted once the other broker carries the load alone
+                wait_for("broker %d to carry 500 more jobs" % (2 - k), lambda: not running() or sum(
+                    w["done"] for w in workers_of(c, 1 - k)) > done + 500, timeout=60)
                 c.start_broker()
                 wait_for("3 workers back at broker %d" % (k + 1),
                          lambda: serving_workers(c, k) == 3, timeout=60)
